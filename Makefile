@@ -1,0 +1,48 @@
+# MetaStore: build, run and test. `make run` and `make test` work on a fresh machine:
+# both install what they need first (scripts/install-deps.sh, idempotent).
+
+CARGO ?= cargo
+RUN_FLAGS ?=
+
+.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+release: deps
+	$(CARGO) build --release -p metastore-node
+
+## A single-node MetaStore on 127.0.0.1:2379 (data in ./default.metastore); etcdctl works at once.
+run: release
+	./target/release/metastore-node $(RUN_FLAGS)
+
+## Everything CI checks: formatting, clippy, unit and process-level tests.
+test: deps fmt-check clippy
+	$(CARGO) test --workspace --all-targets
+
+## Unit tests only (fast, no processes).
+unit: deps
+	$(CARGO) test --workspace --lib
+
+lint: fmt-check clippy
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+## Benchmarks arrive with issue 9 (side by side with real etcd); nothing to run yet.
+bench:
+	@echo "make bench: no benchmarks yet (see docs/benchmarks.md)"
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,109 @@
+//! etcd Range: bounds, revision checks, filters, sorting, limit and count.
+
+use etcd_client::proto::{PbKeyValue, PbRangeRequest, PbRangeResponse};
+
+use crate::consts::{sort_order, sort_target};
+use crate::store::{bounds, empty_bounds, header, visible_at, Store};
+use crate::MvccError;
+
+impl Store {
+    /// Checks a read revision (`<= 0` = current) and resolves it.
+    pub(crate) fn read_revision(&self, requested: i64, current: i64) -> Result<i64, MvccError> {
+        if requested <= 0 {
+            return Ok(current);
+        }
+        if requested > current {
+            return Err(MvccError::FutureRevision);
+        }
+        if requested < self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        Ok(requested)
+    }
+
+    /// Live key-values in `[key, range_end)` at `rev`, in key order.
+    pub(crate) fn kvs_at(&self, key: &[u8], range_end: &[u8], rev: i64) -> Vec<PbKeyValue> {
+        let b = bounds(key, range_end);
+        if empty_bounds(&b) {
+            return vec![];
+        }
+        self.keys
+            .range::<[u8], _>(b)
+            .filter_map(|(k, h)| visible_at(h, rev).and_then(|v| v.to_kv(k)))
+            .collect()
+    }
+
+    /// etcd Range at the current revision.
+    pub fn range(&self, req: &PbRangeRequest) -> Result<PbRangeResponse, MvccError> {
+        self.range_within(req, self.revision)
+    }
+
+    /// etcd Range where `current` is the newest revision visible (inside a txn it is the txn's).
+    pub(crate) fn range_within(
+        &self,
+        r: &PbRangeRequest,
+        current: i64,
+    ) -> Result<PbRangeResponse, MvccError> {
+        if r.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        let rev = self.read_revision(r.revision, current)?;
+        let mut kvs = self.kvs_at(&r.key, &r.range_end, rev);
+        let count = kvs.len() as i64;
+
+        let prune =
+            |kvs: &mut Vec<PbKeyValue>, keep: &dyn Fn(&PbKeyValue) -> bool| kvs.retain(keep);
+        if r.max_mod_revision != 0 {
+            prune(&mut kvs, &|kv| kv.mod_revision <= r.max_mod_revision);
+        }
+        if r.min_mod_revision != 0 {
+            prune(&mut kvs, &|kv| kv.mod_revision >= r.min_mod_revision);
+        }
+        if r.max_create_revision != 0 {
+            prune(&mut kvs, &|kv| kv.create_revision <= r.max_create_revision);
+        }
+        if r.min_create_revision != 0 {
+            prune(&mut kvs, &|kv| kv.create_revision >= r.min_create_revision);
+        }
+
+        let mut order = r.sort_order;
+        if r.sort_target != sort_target::KEY && order == sort_order::NONE {
+            // etcd: a non-key target with no order means ascending.
+            order = sort_order::ASCEND;
+        } else if r.sort_target == sort_target::KEY && order == sort_order::ASCEND {
+            // Already in key order.
+            order = sort_order::NONE;
+        }
+        if order != sort_order::NONE {
+            match r.sort_target {
+                sort_target::VERSION => kvs.sort_by_key(|kv| kv.version),
+                sort_target::CREATE => kvs.sort_by_key(|kv| kv.create_revision),
+                sort_target::MOD => kvs.sort_by_key(|kv| kv.mod_revision),
+                sort_target::VALUE => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+                _ => {}
+            }
+            if order == sort_order::DESCEND {
+                kvs.reverse();
+            }
+        }
+
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        if r.count_only {
+            kvs.clear();
+        } else if r.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(PbRangeResponse {
+            header: header(current),
+            kvs,
+            more,
+            count,
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The key space: per-key version histories in a `BTreeMap`, the global revision, writes,
+//! compaction and snapshots.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use etcd_client::proto::{
+    PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbEvent, PbKeyValue, PbPutRequest,
+    PbPutResponse, PbResponseHeader,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::consts::event_type;
+use crate::MvccError;
+
+/// One version of a key: written at `main` (sub-ordered by `sub` inside a txn); `None` = deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Version {
+    pub main: i64,
+    pub sub: i64,
+    pub data: Option<KeyData>,
+}
+
+/// What a live version holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KeyData {
+    pub create_revision: i64,
+    pub version: i64,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+/// Result of a write: the response and the events it produced (for watches), in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied<T> {
+    /// The etcd response (header revision set, other header fields left to the caller).
+    pub response: T,
+    /// Events in revision order.
+    pub events: Vec<PbEvent>,
+}
+
+/// The in-memory MVCC key space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    pub(crate) keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    pub(crate) revision: i64,
+    pub(crate) compacted: i64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Key bounds of a request, with etcd's conventions: empty `range_end` = the key alone,
+/// `range_end == "\0"` = every key from `key` on.
+pub(crate) fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    if range_end.is_empty() {
+        (Bound::Included(key), Bound::Included(key))
+    } else if range_end == [0] {
+        (Bound::Included(key), Bound::Unbounded)
+    } else {
+        (Bound::Included(key), Bound::Excluded(range_end))
+    }
+}
+
+/// True when the bounds describe an empty interval (BTreeMap::range panics on those).
+pub(crate) fn empty_bounds(b: &(Bound<&[u8]>, Bound<&[u8]>)) -> bool {
+    match b {
+        (Bound::Included(k), Bound::Excluded(e)) => e <= k,
+        _ => false,
+    }
+}
+
+impl Version {
+    pub(crate) fn to_kv(&self, key: &[u8]) -> Option<PbKeyValue> {
+        self.data.as_ref().map(|d| PbKeyValue {
+            key: key.to_vec(),
+            create_revision: d.create_revision,
+            mod_revision: self.main,
+            version: d.version,
+            value: d.value.clone(),
+            lease: d.lease,
+        })
+    }
+}
+
+/// The newest version of a history visible at `rev`.
+pub(crate) fn visible_at(history: &[Version], rev: i64) -> Option<&Version> {
+    history.iter().rev().find(|v| v.main <= rev)
+}
+
+pub(crate) fn header(revision: i64) -> Option<PbResponseHeader> {
+    Some(PbResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+impl Store {
+    /// An empty key space at revision 1, like a fresh etcd.
+    pub fn new() -> Self {
+        Store {
+            keys: BTreeMap::new(),
+            revision: 1,
+            compacted: 0,
+        }
+    }
+
+    /// The current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The revision of the last compaction (0 if never compacted).
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Number of live keys at the current revision.
+    pub fn key_count(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|h| h.last().is_some_and(|v| v.data.is_some()))
+            .count()
+    }
+
+    /// Sum of key and value bytes over every stored version.
+    pub fn approximate_size_bytes(&self) -> u64 {
+        self.keys
+            .iter()
+            .map(|(k, h)| {
+                h.iter()
+                    .map(|v| (k.len() + v.data.as_ref().map_or(0, |d| d.value.len())) as u64)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// Live key-value of `key` at the current revision.
+    pub(crate) fn current(&self, key: &[u8]) -> Option<PbKeyValue> {
+        self.keys
+            .get(key)
+            .and_then(|h| h.last())
+            .and_then(|v| v.to_kv(key))
+    }
+
+    /// Writes a put at revision `main`/`sub`; returns the event.
+    pub(crate) fn write_put(&mut self, req: &PbPutRequest, main: i64, sub: i64) -> PbEvent {
+        let prev = self.current(&req.key);
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (main, 1),
+        };
+        let data = KeyData {
+            create_revision,
+            version,
+            value,
+            lease,
+        };
+        let v = Version {
+            main,
+            sub,
+            data: Some(data),
+        };
+        let kv = v.to_kv(&req.key);
+        self.keys.entry(req.key.clone()).or_default().push(v);
+        PbEvent {
+            r#type: event_type::PUT,
+            kv,
+            prev_kv: prev,
+        }
+    }
+
+    /// Writes tombstones for every live key in the range at `main`, subs from `sub`; returns
+    /// the deleted key-values and events.
+    pub(crate) fn write_delete(
+        &mut self,
+        key: &[u8],
+        range_end: &[u8],
+        main: i64,
+        sub: &mut i64,
+    ) -> (Vec<PbKeyValue>, Vec<PbEvent>) {
+        let b = bounds(key, range_end);
+        if empty_bounds(&b) {
+            return (vec![], vec![]);
+        }
+        let live: Vec<PbKeyValue> = self
+            .keys
+            .range::<[u8], _>(b)
+            .filter_map(|(k, h)| h.last().and_then(|v| v.to_kv(k)))
+            .collect();
+        let mut events = Vec::with_capacity(live.len());
+        for kv in &live {
+            if let Some(h) = self.keys.get_mut(&kv.key) {
+                h.push(Version {
+                    main,
+                    sub: *sub,
+                    data: None,
+                });
+            }
+            *sub += 1;
+            events.push(PbEvent {
+                r#type: event_type::DELETE,
+                kv: Some(PbKeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: main,
+                    ..Default::default()
+                }),
+                prev_kv: Some(kv.clone()),
+            });
+        }
+        (live, events)
+    }
+
+    /// etcd Put.
+    pub fn put(&mut self, req: &PbPutRequest) -> Result<Applied<PbPutResponse>, MvccError> {
+        if req.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        if (req.ignore_value || req.ignore_lease) && self.current(&req.key).is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        let main = self.revision + 1;
+        let ev = self.write_put(req, main, 0);
+        self.revision = main;
+        Ok(Applied {
+            response: PbPutResponse {
+                header: header(self.revision),
+                prev_kv: if req.prev_kv {
+                    ev.prev_kv.clone()
+                } else {
+                    None
+                },
+            },
+            events: vec![ev],
+        })
+    }
+
+    /// etcd DeleteRange.
+    pub fn delete_range(
+        &mut self,
+        req: &PbDeleteRequest,
+    ) -> Result<Applied<PbDeleteResponse>, MvccError> {
+        if req.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        let main = self.revision + 1;
+        let mut sub = 0;
+        let (deleted, events) = self.write_delete(&req.key, &req.range_end, main, &mut sub);
+        if !deleted.is_empty() {
+            self.revision = main;
+        }
+        Ok(Applied {
+            response: PbDeleteResponse {
+                header: header(self.revision),
+                deleted: deleted.len() as i64,
+                prev_kvs: if req.prev_kv { deleted } else { vec![] },
+            },
+            events,
+        })
+    }
+
+    /// etcd Compact: forgets history no longer visible at `revision`.
+    pub fn compact(&mut self, revision: i64) -> Result<PbCompactionResponse, MvccError> {
+        if revision <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if revision > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        self.keys.retain(|_, h| {
+            // Keep the newest version visible at `revision` (unless it is a tombstone) and later.
+            let keep_from = match h.iter().rposition(|v| v.main <= revision) {
+                Some(i) if h[i].data.is_some() => i,
+                Some(i) => i + 1,
+                None => 0,
+            };
+            h.drain(..keep_from);
+            !h.is_empty()
+        });
+        self.compacted = revision;
+        Ok(PbCompactionResponse {
+            header: header(self.revision),
+        })
+    }
+
+    /// Serializes the whole key space.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
+        bincode::serialize(self).map_err(|e| MvccError::Snapshot(e.to_string()))
+    }
+
+    /// Rebuilds a key space from [`Store::to_snapshot`] output.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
+        bincode::deserialize(bytes).map_err(|e| MvccError::Snapshot(e.to_string()))
+    }
+}

@@ -1,0 +1,488 @@
+//! Command-line flags (etcd-style, also readable from `METASTORE_*` variables) and their validation
+//! into a [`Config`] the rest of the node trusts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Flags of `metastore-node`. Names and defaults follow etcd's where they overlap.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "metastore-node",
+    version,
+    about = "A MetaStore member: Raft-replicated, etcd v3 compatible key-value store"
+)]
+pub struct Flags {
+    /// Human-readable name of this member.
+    #[arg(long, env = "METASTORE_NAME", default_value = "default")]
+    pub name: String,
+    /// Directory for the Raft log and snapshots (default: ./<name>.metastore).
+    #[arg(long, env = "METASTORE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "METASTORE_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub listen_client_urls: String,
+    /// Comma-separated client URLs advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "METASTORE_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "METASTORE_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// Comma-separated peer URLs advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "METASTORE_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster: `name=peer-url,name=peer-url,...` (default: this member alone).
+    #[arg(long, env = "METASTORE_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to join one.
+    #[arg(long, env = "METASTORE_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Token that makes the ids of independently bootstrapped clusters differ.
+    #[arg(
+        long,
+        env = "METASTORE_INITIAL_CLUSTER_TOKEN",
+        default_value = "metastore-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Comma-separated URLs for /metrics, /health, /livez and /readyz.
+    #[arg(
+        long,
+        env = "METASTORE_LISTEN_METRICS_URLS",
+        default_value = "http://127.0.0.1:2381"
+    )]
+    pub listen_metrics_urls: String,
+    /// Time (ms) of a heartbeat interval (one Raft tick).
+    #[arg(long, env = "METASTORE_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (ms) for an election to time out.
+    #[arg(long, env = "METASTORE_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Applied entries between two snapshots of the state machine.
+    #[arg(long, env = "METASTORE_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot so slow followers catch up without one.
+    #[arg(
+        long,
+        env = "METASTORE_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub snapshot_catchup_entries: u64,
+    /// Largest client request accepted, in bytes.
+    #[arg(long, env = "METASTORE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Largest number of operations in one transaction.
+    #[arg(long, env = "METASTORE_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Time (ms) a client request may wait for Raft before it fails with "request timed out".
+    #[arg(long, env = "METASTORE_REQUEST_TIMEOUT", default_value_t = 7_000)]
+    pub request_timeout: u64,
+    /// Log filter, e.g. `info` or `metastore_node=debug`.
+    #[arg(long, env = "METASTORE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Whether this member starts a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap with the members of `--initial-cluster`.
+    New,
+    /// Join a running cluster that already added this member.
+    Existing,
+}
+
+/// One member named in `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Raft id derived from the peer URLs and the cluster token.
+    pub id: u64,
+    /// Member name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
+/// Validated configuration of one member.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Member name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Addresses to serve clients on.
+    pub client_addrs: Vec<SocketAddr>,
+    /// Client URLs advertised to others.
+    pub advertise_client_urls: Vec<String>,
+    /// Addresses to serve peers on.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// This member's peer URLs.
+    pub advertise_peer_urls: Vec<String>,
+    /// Members of the initial cluster, including this one.
+    pub initial_cluster: Vec<InitialMember>,
+    /// New or existing cluster.
+    pub cluster_state: ClusterState,
+    /// Cluster token.
+    pub cluster_token: String,
+    /// Addresses for the HTTP endpoints.
+    pub metrics_addrs: Vec<SocketAddr>,
+    /// One Raft tick.
+    pub heartbeat_interval: Duration,
+    /// Election timeout (non-randomized).
+    pub election_timeout: Duration,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Entries kept behind a snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// Request size limit.
+    pub max_request_bytes: usize,
+    /// Txn operation limit.
+    pub max_txn_ops: usize,
+    /// Client request timeout.
+    pub request_timeout: Duration,
+    /// This member's Raft id.
+    pub member_id: u64,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// A flag value that cannot work; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Splits a comma-separated URL list, rejecting empty ones.
+fn url_list(flag: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(bad(format!("--{flag} must name at least one URL")));
+    }
+    for u in &urls {
+        url_to_addr(flag, u)?;
+    }
+    Ok(urls)
+}
+
+/// Turns `http://host:port` into a socket address to bind or dial.
+pub fn url_to_addr(flag: &str, u: &str) -> Result<SocketAddr, ConfigError> {
+    let parsed =
+        url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
+    if parsed.scheme() != "http" {
+        return Err(bad(format!(
+            "--{flag}: URL {u:?} must use http:// (TLS is not supported yet)"
+        )));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| bad(format!("--{flag}: URL {u:?} has no host")))?;
+    let port = parsed
+        .port()
+        .ok_or_else(|| bad(format!("--{flag}: URL {u:?} has no port")))?;
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("--{flag}: cannot resolve {u:?}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("--{flag}: {u:?} resolves to no address")))
+}
+
+/// Member id as etcd derives it: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    use sha1::{Digest, Sha1};
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut h = Sha1::new();
+    h.update(urls.join("").as_bytes());
+    h.update(token.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    // Raft reserves id 0 for "none".
+    u64::from_be_bytes(b).max(1)
+}
+
+/// Cluster id: SHA-1 over the sorted member ids.
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    use sha1::{Digest, Sha1};
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let mut h = Sha1::new();
+    for id in ids {
+        h.update(id.to_be_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("--initial-cluster: {part:?} is not name=peer-url")))?;
+        if name.is_empty() {
+            return Err(bad(format!(
+                "--initial-cluster: {part:?} has an empty name"
+            )));
+        }
+        url_to_addr("initial-cluster", url)?;
+        by_name
+            .entry(name.to_string())
+            .or_default()
+            .push(url.to_string());
+    }
+    if by_name.is_empty() {
+        return Err(bad("--initial-cluster names no member"));
+    }
+    let members: Vec<InitialMember> = by_name
+        .into_iter()
+        .map(|(name, peer_urls)| InitialMember {
+            id: member_id(&peer_urls, token),
+            name,
+            peer_urls,
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for m in &members {
+        for u in &m.peer_urls {
+            if !seen.insert(u.clone()) {
+                return Err(bad(format!(
+                    "--initial-cluster: peer URL {u} is used twice"
+                )));
+            }
+        }
+    }
+    Ok(members)
+}
+
+impl Flags {
+    /// Validates the flags into a [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.name.is_empty() {
+            return Err(bad("--name must not be empty"));
+        }
+        if self.heartbeat_interval == 0 {
+            return Err(bad("--heartbeat-interval must be > 0"));
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(bad(format!(
+                "--election-timeout[{}ms] should be at least 5 times --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
+        if self.election_timeout > 50_000 {
+            return Err(bad(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+                self.election_timeout
+            )));
+        }
+        if self.snapshot_count == 0 {
+            return Err(bad("--snapshot-count must be > 0"));
+        }
+        if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
+            return Err(bad("--max-request-bytes must be between 1 and 67108864"));
+        }
+        if self.max_txn_ops == 0 {
+            return Err(bad("--max-txn-ops must be > 0"));
+        }
+        if self.request_timeout < self.election_timeout {
+            return Err(bad(format!(
+                "--request-timeout[{}ms] must be at least --election-timeout[{}ms]",
+                self.request_timeout, self.election_timeout
+            )));
+        }
+        let cluster_state = match self.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(bad(format!(
+                    "--initial-cluster-state must be 'new' or 'existing', not {other:?}"
+                )))
+            }
+        };
+        let to_addrs = |flag: &str, v: &str| -> Result<Vec<SocketAddr>, ConfigError> {
+            url_list(flag, v)?
+                .iter()
+                .map(|u| url_to_addr(flag, u))
+                .collect()
+        };
+        let client_addrs = to_addrs("listen-client-urls", &self.listen_client_urls)?;
+        let peer_addrs = to_addrs("listen-peer-urls", &self.listen_peer_urls)?;
+        let metrics_addrs = to_addrs("listen-metrics-urls", &self.listen_metrics_urls)?;
+        let advertise_client_urls = url_list("advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_peer_urls = url_list(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let initial = self.initial_cluster.clone().unwrap_or_else(|| {
+            format!(
+                "{}={}",
+                self.name,
+                advertise_peer_urls.join(&format!(",{}=", self.name))
+            )
+        });
+        let initial_cluster = parse_initial_cluster(&initial, &self.initial_cluster_token)?;
+        let me = initial_cluster
+            .iter()
+            .find(|m| m.name == self.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "--initial-cluster has no member named {:?} (this member's --name)",
+                    self.name
+                ))
+            })?;
+        let mut mine = me.peer_urls.clone();
+        let mut adv = advertise_peer_urls.clone();
+        mine.sort();
+        adv.sort();
+        if mine != adv {
+            return Err(bad(format!(
+                "--initial-cluster lists {:?} for {:?} but --initial-advertise-peer-urls is {:?}",
+                me.peer_urls, self.name, advertise_peer_urls
+            )));
+        }
+        let member_id = me.id;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.metastore", self.name)));
+        Ok(Config {
+            name: self.name,
+            data_dir,
+            client_addrs,
+            advertise_client_urls,
+            peer_addrs,
+            advertise_peer_urls,
+            initial_cluster,
+            cluster_state,
+            cluster_token: self.initial_cluster_token,
+            metrics_addrs,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            request_timeout: Duration::from_millis(self.request_timeout),
+            member_id,
+            log_level: self.log_level,
+        })
+    }
+}
+
+impl Config {
+    /// Number of ticks in an election timeout.
+    pub fn election_ticks(&self) -> usize {
+        (self.election_timeout.as_millis() / self.heartbeat_interval.as_millis().max(1)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut v = vec!["metastore-node"];
+        v.extend_from_slice(args);
+        Flags::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_make_a_single_node_dev_cluster() {
+        let c = flags(&[]).validate().unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.metastore"));
+        assert_eq!(c.client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(c.peer_addrs, vec!["127.0.0.1:2380".parse().unwrap()]);
+        assert_eq!(c.metrics_addrs, vec!["127.0.0.1:2381".parse().unwrap()]);
+        assert_eq!(c.initial_cluster.len(), 1);
+        assert_eq!(c.member_id, c.initial_cluster[0].id);
+        assert_eq!(c.election_ticks(), 10);
+    }
+
+    #[test]
+    fn three_member_cluster_ids_are_stable_and_distinct() {
+        let ic = "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3";
+        let c = flags(&[
+            "--name",
+            "b",
+            "--initial-cluster",
+            ic,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.initial_cluster.len(), 3);
+        let ids: std::collections::HashSet<u64> = c.initial_cluster.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(
+            c.member_id,
+            member_id(&["http://127.0.0.1:2".to_string()], "metastore-cluster")
+        );
+    }
+
+    #[test]
+    fn unsafe_or_malformed_values_are_refused_with_the_flag_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--election-timeout", "200"], "--election-timeout"),
+            (&["--heartbeat-interval", "0"], "--heartbeat-interval"),
+            (
+                &["--initial-cluster-state", "maybe"],
+                "--initial-cluster-state",
+            ),
+            (
+                &["--listen-client-urls", "127.0.0.1:2379"],
+                "--listen-client-urls",
+            ),
+            (&["--listen-client-urls", "https://127.0.0.1:2379"], "TLS"),
+            (
+                &["--initial-cluster", "x=http://127.0.0.1:2380"],
+                "no member named",
+            ),
+            (&["--initial-cluster", "default"], "not name=peer-url"),
+            (
+                &["--initial-cluster", "default=http://127.0.0.1:9999"],
+                "--initial-advertise-peer-urls",
+            ),
+            (&["--max-txn-ops", "0"], "--max-txn-ops"),
+        ];
+        for (args, needle) in cases {
+            let err = flags(args).validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The etcd v3 KV service: validation, etcd-shaped errors, reads through the read path and writes
+//! through Raft.
+
+use std::future::Future;
+
+use etcd_client::proto::{
+    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
+    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
+    PbResponseHeader, PbTxnRequest, PbTxnResponse,
+};
+use metastore_mvcc::MvccError;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::command::{Command, CommandResponse};
+use crate::node::{NodeError, NodeHandle, ProposeError};
+
+/// etcd's message for a request over `--max-request-bytes`.
+pub const ERR_REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+/// etcd's message for a lease id that does not exist.
+pub const ERR_LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+
+/// Maps a state-machine error to etcd's gRPC status.
+pub fn mvcc_status(e: &MvccError) -> Status {
+    let msg = e.etcd_message();
+    match e {
+        MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
+        MvccError::Snapshot(_) => Status::internal(msg),
+        _ => Status::invalid_argument(msg),
+    }
+}
+
+/// Maps a Raft-side failure to etcd's gRPC status.
+pub fn node_status(e: &NodeError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn propose_status(e: &ProposeError) -> Status {
+    match e {
+        ProposeError::Node(n) => node_status(n),
+        ProposeError::Apply(m) => mvcc_status(m),
+    }
+}
+
+/// The KV service of one member.
+pub struct KvService {
+    node: NodeHandle,
+}
+
+impl KvService {
+    /// Serves KV requests through `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        KvService { node }
+    }
+
+    /// Runs a handler and counts its outcome by method and code.
+    async fn observed<T>(
+        &self,
+        method: &str,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let r = f.await;
+        let code = r
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.node.shared.metrics.observe_grpc(method, code);
+        r.map(Response::new)
+    }
+
+    fn header(&self, revision: i64) -> Option<PbResponseHeader> {
+        let sh = &self.node.shared;
+        Some(PbResponseHeader {
+            cluster_id: sh.state.read().cluster_id,
+            member_id: sh.member_id(),
+            revision,
+            raft_term: sh.status.read().term,
+        })
+    }
+
+    fn check_size(&self, m: &impl Message) -> Result<(), Status> {
+        if m.encoded_len() > self.node.shared.config.max_request_bytes {
+            return Err(Status::invalid_argument(ERR_REQUEST_TOO_LARGE));
+        }
+        Ok(())
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<CommandResponse, Status> {
+        self.node.propose(cmd).await.map_err(|e| propose_status(&e))
+    }
+
+    /// Serves a range: serializable ones locally, linearizable ones after the read barrier.
+    async fn do_range(&self, r: PbRangeRequest) -> Result<PbRangeResponse, Status> {
+        if r.key.is_empty() {
+            return Err(mvcc_status(&MvccError::EmptyKey));
+        }
+        let path = if r.serializable {
+            "serializable"
+        } else {
+            self.node
+                .read_index_barrier()
+                .await
+                .map_err(|e| node_status(&e))?;
+            "read_index"
+        };
+        self.node
+            .shared
+            .metrics
+            .reads
+            .with_label_values(&[path])
+            .inc();
+        let mut resp = self
+            .node
+            .shared
+            .state
+            .read()
+            .store
+            .range(&r)
+            .map_err(|e| mvcc_status(&e))?;
+        let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or_default();
+        resp.header = self.header(rev);
+        Ok(resp)
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("applied command returned a response of another kind")
+}
+
+fn revision_of(h: &Option<PbResponseHeader>) -> i64 {
+    h.as_ref().map(|h| h.revision).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl PbKvService for KvService {
+    async fn range(
+        &self,
+        req: Request<PbRangeRequest>,
+    ) -> Result<Response<PbRangeResponse>, Status> {
+        self.observed("Range", self.do_range(req.into_inner()))
+            .await
+    }
+
+    type RangeStreamStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<PbRangeStreamResponse, Status>>>;
+
+    async fn range_stream(
+        &self,
+        req: Request<PbRangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let resp = self
+            .observed("RangeStream", self.do_range(req.into_inner()))
+            .await?;
+        let item = PbRangeStreamResponse {
+            range_response: Some(resp.into_inner()),
+        };
+        Ok(Response::new(tokio_stream::iter(vec![Ok(item)])))
+    }
+
+    async fn put(&self, req: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        let r = req.into_inner();
+        self.observed("Put", async {
+            if r.key.is_empty() {
+                return Err(mvcc_status(&MvccError::EmptyKey));
+            }
+            self.check_size(&r)?;
+            if r.lease != 0 {
+                // Leases arrive with the Lease service; until then no lease id exists.
+                return Err(Status::not_found(ERR_LEASE_NOT_FOUND));
+            }
+            match self.propose(Command::Put(r)).await? {
+                CommandResponse::Put(mut p) => {
+                    p.header = self.header(revision_of(&p.header));
+                    Ok(p)
+                }
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<PbDeleteRequest>,
+    ) -> Result<Response<PbDeleteResponse>, Status> {
+        let r = req.into_inner();
+        self.observed("DeleteRange", async {
+            if r.key.is_empty() {
+                return Err(mvcc_status(&MvccError::EmptyKey));
+            }
+            self.check_size(&r)?;
+            match self.propose(Command::DeleteRange(r)).await? {
+                CommandResponse::DeleteRange(mut d) => {
+                    d.header = self.header(revision_of(&d.header));
+                    Ok(d)
+                }
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn txn(&self, req: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        let r = req.into_inner();
+        self.observed("Txn", async {
+            metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
+                .map_err(|e| mvcc_status(&e))?;
+            self.check_size(&r)?;
+            if txn_uses_lease(&r) {
+                return Err(Status::not_found(ERR_LEASE_NOT_FOUND));
+            }
+            match self.propose(Command::Txn(r)).await? {
+                CommandResponse::Txn(mut t) => {
+                    t.header = self.header(revision_of(&t.header));
+                    Ok(t)
+                }
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn compact(
+        &self,
+        req: Request<PbCompactionRequest>,
+    ) -> Result<Response<PbCompactionResponse>, Status> {
+        let r = req.into_inner();
+        self.observed("Compact", async {
+            match self.propose(Command::Compact(r)).await? {
+                CommandResponse::Compact(mut c) => {
+                    c.header = self.header(revision_of(&c.header));
+                    Ok(c)
+                }
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+}
+
+/// True when any put in the txn (at any depth) names a lease.
+fn txn_uses_lease(t: &PbTxnRequest) -> bool {
+    use etcd_client::proto::PbTxnOpRequest as Op;
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(p)) => p.lease != 0,
+            Some(Op::RequestTxn(inner)) => txn_uses_lease(inner),
+            _ => false,
+        })
+}

@@ -1,0 +1,23 @@
+//! A MetaStore member: Raft (raft-rs) over a raft-engine log, an etcd-compatible MVCC state
+//! machine, the etcd v3 KV API over tonic, and Prometheus metrics.
+
+pub mod bootstrap;
+pub mod command;
+pub mod config;
+pub mod http;
+pub mod kv_service;
+pub mod metrics;
+pub mod node;
+pub mod raft_log;
+pub mod raft_logger;
+pub mod raft_loop;
+pub mod server;
+pub mod snapshot_files;
+pub mod state_machine;
+pub mod transport;
+
+/// Generated code of the member-to-member protocol (`proto/peer.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod peer_proto {
+    tonic::include_proto!("metastore.peer");
+}

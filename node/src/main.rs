@@ -1,0 +1,36 @@
+//! `metastore-node`: runs one MetaStore member.
+
+use clap::Parser;
+use metastore_node::config::Flags;
+
+fn main() {
+    // clap itself prints usage errors and exits with code 2.
+    let flags = Flags::parse();
+    let config = match flags.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("metastore-node: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("metastore-node: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(metastore_node::server::run(config)) {
+        eprintln!("metastore-node: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,250 @@
+//! The member as the rest of the process sees it: shared state read by the gRPC and HTTP handlers,
+//! and a handle that submits proposals and linearizable-read barriers to the Raft loop.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use tokio::sync::{oneshot, watch};
+
+use crate::command::{ApplyResult, Command, CommandResponse};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state_machine::StateMachine;
+
+/// Why a request could not be served by Raft.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    /// No leader is known, and none appeared before the request timed out.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The request did not complete in time (it may still take effect).
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// This member is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// Raft refused a read or proposal for this attempt; the caller may retry.
+    #[error("raft: {0}")]
+    Retry(String),
+}
+
+/// Raft facts published by the loop for handlers and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RaftStatus {
+    /// Current term.
+    pub term: u64,
+    /// Known leader (0 if none).
+    pub leader_id: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Voters of the applied configuration.
+    pub voters: Vec<u64>,
+    /// Learners of the applied configuration.
+    pub learners: Vec<u64>,
+}
+
+/// State shared between the Raft loop and the request handlers.
+pub struct Shared {
+    /// Validated configuration.
+    pub config: Config,
+    /// The replicated state; written only by the Raft loop.
+    pub state: RwLock<StateMachine>,
+    /// Raft status; written only by the Raft loop.
+    pub status: RwLock<RaftStatus>,
+    /// Applied index; handlers wait on it.
+    pub applied: watch::Sender<u64>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Set when shutdown begins.
+    pub stopping: AtomicBool,
+    /// Last time the Raft loop went round (ms since the process started), for liveness.
+    pub loop_heartbeat_ms: AtomicU64,
+    /// Process start, the zero of `loop_heartbeat_ms`.
+    pub started: Instant,
+}
+
+impl Shared {
+    /// This member's id.
+    pub fn member_id(&self) -> u64 {
+        self.config.member_id
+    }
+
+    /// True when a leader is known.
+    pub fn has_leader(&self) -> bool {
+        self.status.read().leader_id != 0
+    }
+
+    /// True when the Raft loop went round recently.
+    pub fn loop_alive(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.loop_heartbeat_ms.load(Ordering::Relaxed)) < 5_000
+    }
+}
+
+/// Requests the handlers send to the Raft loop.
+pub enum LoopMsg {
+    /// Propose a command; the reply comes when it is applied here.
+    Propose {
+        /// Id unique to this member, carried in the entry context.
+        id: u64,
+        /// Encoded command.
+        data: Vec<u8>,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<ApplyResult, NodeError>>,
+    },
+    /// Ask for a ReadIndex; the reply carries the index to wait for.
+    ReadIndex {
+        /// Where the index goes.
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
+    /// A message from a peer.
+    Step(Box<raft::eraftpb::Message>),
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// A snapshot sent to a peer finished (true) or failed (false).
+    SnapshotSent(u64, bool),
+    /// Stop the loop after flushing the log.
+    Shutdown,
+}
+
+/// What handlers use to reach Raft.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    tx: crossbeam_channel::Sender<LoopMsg>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Pause between attempts when Raft asked to retry (no leader yet, leader changing).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+impl NodeHandle {
+    /// Wraps the loop's channel.
+    pub fn new(shared: Arc<Shared>, tx: crossbeam_channel::Sender<LoopMsg>) -> Self {
+        // Ids grow across restarts (seeded by wall time) so an old entry replayed after a restart
+        // never answers a new request.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        NodeHandle {
+            shared,
+            tx,
+            next_id: Arc::new(AtomicU64::new(seed)),
+        }
+    }
+
+    /// Sends a message to the loop (used by the peer service too).
+    pub fn send(&self, msg: LoopMsg) -> Result<(), NodeError> {
+        self.tx.send(msg).map_err(|_| NodeError::Stopped)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.shared.config.request_timeout
+    }
+
+    /// Proposes a command and waits until it is applied on this member.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
+        let data = cmd.encode();
+        let deadline = self.deadline();
+        let metrics = &self.shared.metrics;
+        metrics.proposals_submitted.inc();
+        loop {
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                return Err(NodeError::Stopped.into());
+            }
+            let (reply, rx) = oneshot::channel();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.send(LoopMsg::Propose {
+                id,
+                data: data.clone(),
+                reply,
+            })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx).await {
+                Ok(Ok(Ok(result))) => return result.map_err(ProposeError::Apply),
+                // Dropped before it entered the log: safe to try again.
+                Ok(Ok(Err(NodeError::Retry(_)))) if Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Ok(Err(NodeError::Retry(_)))) => {
+                    metrics.proposals_failed.inc();
+                    return Err(self.unavailable().into());
+                }
+                Ok(Ok(Err(e))) => {
+                    metrics.proposals_failed.inc();
+                    return Err(e.into());
+                }
+                Ok(Err(_)) => return Err(NodeError::Stopped.into()),
+                Err(_) => {
+                    metrics.proposals_failed.inc();
+                    return Err(self.unavailable().into());
+                }
+            }
+        }
+    }
+
+    fn unavailable(&self) -> NodeError {
+        if self.shared.has_leader() {
+            NodeError::Timeout
+        } else {
+            NodeError::NoLeader
+        }
+    }
+
+    /// Waits until every write committed before this call is applied here (ReadIndex).
+    /// After it returns, a local read is linearizable.
+    pub async fn read_index_barrier(&self) -> Result<(), NodeError> {
+        let deadline = self.deadline();
+        let started = Instant::now();
+        loop {
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                return Err(NodeError::Stopped);
+            }
+            let (reply, rx) = oneshot::channel();
+            self.send(LoopMsg::ReadIndex { reply })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx).await {
+                Ok(Ok(Ok(index))) => {
+                    self.shared
+                        .metrics
+                        .read_index_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return self.wait_applied(index, deadline).await;
+                }
+                Ok(Ok(Err(NodeError::Retry(_)))) if Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Ok(Err(NodeError::Retry(_)))) | Err(_) => return Err(self.unavailable()),
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(_)) => return Err(NodeError::Stopped),
+            }
+        }
+    }
+
+    /// Waits until the applied index reaches `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), NodeError> {
+        let mut rx = self.shared.applied.subscribe();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = match tokio::time::timeout(left, rx.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::Timeout),
+        };
+        outcome
+    }
+}
+
+/// A proposal that failed: in Raft, or deterministically when applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Raft could not commit it (in time).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// It was applied and the state machine rejected it.
+    #[error(transparent)]
+    Apply(metastore_mvcc::MvccError),
+}

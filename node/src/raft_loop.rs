@@ -1,0 +1,459 @@
+//! The one thread that owns the `RawNode`: it steps messages, ticks, batches proposals and
+//! ReadIndex requests, persists each ready cycle with one fsync, sends messages, applies committed
+//! entries and takes snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::oneshot;
+
+use crate::bootstrap::Opened;
+use crate::command::{ApplyResult, Command};
+use crate::node::{LoopMsg, NodeError, Shared};
+use crate::raft_log::{LogError, PersistBatch, RaftLog};
+use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
+use crate::state_machine::{SnapshotError, StateMachine};
+use crate::transport::Transport;
+
+/// Most messages taken from the channel before the loop handles a ready cycle.
+const MAX_DRAIN: usize = 4096;
+
+/// A failure that stops the member: the log or the disk can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The Raft log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Raft itself failed.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// Saving or loading a snapshot failed.
+    #[error(transparent)]
+    SnapshotFile(#[from] SnapshotFileError),
+    /// A snapshot did not (de)serialize.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
+type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
+
+/// The Raft loop's state.
+pub struct RaftLoop {
+    raw: RawNode<RaftLog>,
+    shared: Arc<Shared>,
+    rx: Receiver<LoopMsg>,
+    transport: Arc<Transport>,
+    snapshots: SnapshotFiles,
+    /// Proposals from this member's clients, by id, waiting to be applied.
+    proposals: HashMap<u64, ProposalReply>,
+    /// ReadIndex requests received in the current drain; they share one ReadIndex.
+    reads: Vec<ReadReply>,
+    /// ReadIndex batches in flight, by context.
+    read_batches: BTreeMap<u64, (Instant, Vec<ReadReply>)>,
+    next_read_ctx: u64,
+    applied: u64,
+    snapshot_index: u64,
+    conf_state: ConfState,
+    last_leader: u64,
+    last_sweep: Instant,
+}
+
+/// Context of a proposal's entry: proposer id then proposal id, so only the proposer answers.
+fn proposal_context(member: u64, id: u64) -> Vec<u8> {
+    let mut c = Vec::with_capacity(16);
+    c.extend_from_slice(&member.to_be_bytes());
+    c.extend_from_slice(&id.to_be_bytes());
+    c
+}
+
+fn parse_context(ctx: &[u8]) -> Option<(u64, u64)> {
+    if ctx.len() != 16 {
+        return None;
+    }
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&ctx[..8]);
+    b.copy_from_slice(&ctx[8..]);
+    Some((u64::from_be_bytes(a), u64::from_be_bytes(b)))
+}
+
+impl RaftLoop {
+    /// Builds the loop around an opened member.
+    pub fn new(
+        opened: Opened,
+        shared: Arc<Shared>,
+        rx: Receiver<LoopMsg>,
+        transport: Arc<Transport>,
+    ) -> Self {
+        let conf_state = opened.raw.store().conf_state().clone();
+        let mut l = RaftLoop {
+            raw: opened.raw,
+            shared,
+            rx,
+            transport,
+            snapshots: opened.snapshots,
+            proposals: HashMap::new(),
+            reads: Vec::new(),
+            read_batches: BTreeMap::new(),
+            next_read_ctx: 1,
+            applied: opened.applied,
+            snapshot_index: opened.applied,
+            conf_state,
+            last_leader: 0,
+            last_sweep: Instant::now(),
+        };
+        l.publish_status();
+        l
+    }
+
+    /// Runs until shutdown or a fatal error.
+    pub fn run(mut self) -> Result<(), LoopError> {
+        let tick = self.shared.config.heartbeat_interval;
+        let mut next_tick = Instant::now() + tick;
+        let result = loop {
+            self.shared.loop_heartbeat_ms.store(
+                self.shared.started.elapsed().as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = false;
+            match self.rx.recv_timeout(wait) {
+                Ok(m) => {
+                    stop |= !self.handle(m);
+                    for _ in 0..MAX_DRAIN {
+                        match self.rx.try_recv() {
+                            Ok(m) => stop |= !self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += tick;
+                if next_tick < now {
+                    next_tick = now + tick;
+                }
+            }
+            self.flush_reads();
+            if let Err(e) = self.on_ready() {
+                break Err(e);
+            }
+            if now.duration_since(self.last_sweep) >= self.shared.config.heartbeat_interval {
+                self.sweep(now);
+            }
+            if stop {
+                break Ok(());
+            }
+        };
+        self.fail_all(NodeError::Stopped);
+        self.raw.store().sync()?;
+        result
+    }
+
+    /// Handles one message; false means stop.
+    fn handle(&mut self, m: LoopMsg) -> bool {
+        match m {
+            LoopMsg::Propose { id, data, reply } => {
+                let ctx = proposal_context(self.shared.member_id(), id);
+                match self.raw.propose(ctx, data) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Retry(e.to_string())));
+                    }
+                }
+            }
+            LoopMsg::ReadIndex { reply } => self.reads.push(reply),
+            LoopMsg::Step(msg) => {
+                if let Err(e) = self.raw.step(*msg) {
+                    tracing::debug!("step: {e}");
+                }
+            }
+            LoopMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            LoopMsg::SnapshotSent(id, ok) => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(id, status);
+            }
+            LoopMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Issues one ReadIndex for every read request received since the last cycle.
+    fn flush_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.reads);
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            // raft-rs silently drops a ReadIndex without a leader; answer "retry" instead.
+            for r in batch {
+                let _ = r.send(Err(NodeError::Retry("no leader".into())));
+            }
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.read_batches.insert(ctx, (Instant::now(), batch));
+    }
+
+    /// Expires ReadIndex batches Raft dropped (leader change) and forgets abandoned proposals.
+    fn sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
+        let limit = self.shared.config.election_timeout;
+        let expired: Vec<u64> = self
+            .read_batches
+            .iter()
+            .filter(|(_, (t, _))| now.duration_since(*t) > limit)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            if let Some((_, replies)) = self.read_batches.remove(&c) {
+                for r in replies {
+                    let _ = r.send(Err(NodeError::Retry("read index expired".into())));
+                }
+            }
+        }
+        self.proposals.retain(|_, r| !r.is_closed());
+    }
+
+    fn fail_all(&mut self, e: NodeError) {
+        for (_, r) in self.proposals.drain() {
+            let _ = r.send(Err(e.clone()));
+        }
+        for (_, (_, rs)) in std::mem::take(&mut self.read_batches) {
+            for r in rs {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
+        for r in self.reads.drain(..) {
+            let _ = r.send(Err(e.clone()));
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), LoopError> {
+        if !self.raw.has_ready() {
+            self.publish_status();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        let mut batch = PersistBatch::default();
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            batch.snapshot = Some(snap.get_metadata().clone());
+            self.install_received_snapshot(snap)?;
+        }
+        self.apply_entries(ready.take_committed_entries())?;
+        batch.entries = ready.take_entries();
+        if let Some(hs) = ready.hs() {
+            batch.hard_state = Some(hs.clone());
+        }
+        if batch.snapshot.is_some() {
+            batch.conf_state = Some(self.conf_state.clone());
+        }
+        if !batch.is_empty() {
+            let t = Instant::now();
+            self.raw.mut_store().persist(batch)?;
+            self.shared
+                .metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        for rs in ready.take_read_states() {
+            let mut ctx = [0u8; 8];
+            if rs.request_ctx.len() == 8 {
+                ctx.copy_from_slice(&rs.request_ctx);
+            }
+            if let Some((_, replies)) = self.read_batches.remove(&u64::from_be_bytes(ctx)) {
+                for r in replies {
+                    let _ = r.send(Ok(rs.index));
+                }
+            }
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(c) = light.commit_index() {
+            self.raw.mut_store().set_commit(c);
+        }
+        self.transport.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply_to(self.applied);
+        self.maybe_snapshot()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let me = self.shared.member_id();
+        let mut members_changed = false;
+        {
+            let mut sm = self.shared.state.write();
+            for e in entries {
+                if e.index <= self.applied {
+                    continue;
+                }
+                match e.get_entry_type() {
+                    EntryType::EntryNormal if !e.data.is_empty() => {
+                        match Command::decode(&e.data) {
+                            Ok(cmd) => {
+                                let result = sm.apply(cmd);
+                                if let Some((from, id)) = parse_context(&e.context) {
+                                    if from == me {
+                                        if let Some(reply) = self.proposals.remove(&id) {
+                                            let _ = reply.send(Ok(result));
+                                        }
+                                    }
+                                }
+                            }
+                            // Every member skips the same entry, so they stay identical.
+                            Err(err) => tracing::error!(index = e.index, "skipping entry: {err}"),
+                        }
+                    }
+                    EntryType::EntryNormal => {}
+                    EntryType::EntryConfChange => {
+                        let cc = ConfChange::parse_from_bytes(&e.data)
+                            .map_err(|err| raft::Error::CodecError(err))?;
+                        self.conf_state = self.raw.apply_conf_change(&cc)?;
+                        members_changed = true;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                            .map_err(|err| raft::Error::CodecError(err))?;
+                        self.conf_state = self.raw.apply_conf_change(&cc)?;
+                        members_changed = true;
+                    }
+                }
+                self.applied = e.index;
+            }
+        }
+        if members_changed {
+            self.raw.mut_store().persist(PersistBatch {
+                conf_state: Some(self.conf_state.clone()),
+                ..Default::default()
+            })?;
+        }
+        self.shared.applied.send_replace(self.applied);
+        self.shared
+            .metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn install_received_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
+        let meta = snap.get_metadata().clone();
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installing snapshot from leader"
+        );
+        let sm = StateMachine::from_snapshot(&snap.data)?;
+        // On disk before the log forgets the entries it replaces.
+        self.snapshots.save(&snap)?;
+        let peers = peer_urls(&sm);
+        *self.shared.state.write() = sm;
+        self.applied = meta.index;
+        self.snapshot_index = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        self.raw.mut_store().set_snapshot(snap);
+        self.shared.applied.send_replace(self.applied);
+        self.transport.set_peers(&peers);
+        self.shared.metrics.snapshots_installed.inc();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
+        let cfg = &self.shared.config;
+        if self.applied < self.snapshot_index + cfg.snapshot_count {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let data = self.shared.state.read().to_snapshot()?;
+        let mut snap = Snapshot::default();
+        snap.data = data.into();
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = self.raw.raft.raft_log.term(self.applied)?;
+        meta.set_conf_state(self.conf_state.clone());
+        self.snapshots.save(&snap)?;
+        let compact_to = self.applied.saturating_sub(cfg.snapshot_catchup_entries);
+        self.raw.mut_store().install_snapshot(snap, compact_to)?;
+        self.snapshot_index = self.applied;
+        self.shared.metrics.snapshots_saved.inc();
+        tracing::info!(
+            index = self.applied,
+            compacted_to = compact_to,
+            took_ms = started.elapsed().as_millis() as u64,
+            "saved snapshot"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.raw.raft;
+        let leader = r.leader_id;
+        {
+            let mut st = self.shared.status.write();
+            st.term = r.term;
+            st.leader_id = leader;
+            st.commit_index = r.raft_log.committed;
+            st.voters = self.conf_state.voters.clone();
+            st.learners = self.conf_state.learners.clone();
+        }
+        let m = &self.shared.metrics;
+        m.raft_term.set(r.term as i64);
+        m.is_leader.set((r.state == StateRole::Leader) as i64);
+        m.has_leader.set((leader != raft::INVALID_ID) as i64);
+        m.leader_id.set(leader as i64);
+        m.commit_index.set(r.raft_log.committed as i64);
+        m.applied_index.set(self.applied as i64);
+        if leader != self.last_leader {
+            if leader != raft::INVALID_ID {
+                m.leader_changes.inc();
+                tracing::info!(
+                    leader = format_args!("{leader:x}"),
+                    term = r.term,
+                    "leader elected"
+                );
+            }
+            self.last_leader = leader;
+        }
+    }
+}
+
+/// Peer URLs of every member, for the transport.
+pub fn peer_urls(sm: &StateMachine) -> BTreeMap<u64, Vec<String>> {
+    sm.members
+        .values()
+        .map(|m| (m.id, m.peer_urls.clone()))
+        .collect()
+}
+
+/// How long the loop may take to stop after a shutdown request before the process gives up on it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

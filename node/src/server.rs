@@ -1,0 +1,178 @@
+//! Wires a member together: opens the data dir, starts the Raft loop thread, the peer, client and
+//! HTTP listeners, and shuts everything down in order on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use etcd_client::proto::PbKvServer;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::kv_service::KvService;
+use crate::metrics::Metrics;
+use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
+use crate::peer_proto::peer_server::PeerServer;
+use crate::raft_loop::{peer_urls, RaftLoop, SHUTDOWN_GRACE};
+use crate::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
+
+/// gRPC framing allowance above `--max-request-bytes`, as etcd allows, so oversized requests reach
+/// the size check and get etcd's error instead of a transport error.
+const GRPC_OVERHEAD: usize = 512 * 1024;
+
+async fn bind_all(what: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen for {what} on {a}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Runs a member until it is told to stop.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let client_listeners = bind_all("clients", &config.client_addrs).await?;
+    let peer_listeners = bind_all("peers", &config.peer_addrs).await?;
+    let metrics_listeners = bind_all("metrics", &config.metrics_addrs).await?;
+
+    let logger = crate::raft_logger::logger();
+    let cfg = config.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::bootstrap::open(&cfg, &logger))
+        .await
+        .context("opening the data dir panicked")?
+        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let peers = peer_urls(&opened.state);
+    let (applied_tx, _) = watch::channel(opened.applied);
+    let shared = Arc::new(Shared {
+        state: RwLock::new(opened.state.clone()),
+        status: RwLock::new(RaftStatus::default()),
+        applied: applied_tx,
+        metrics: Metrics::new().context("registering metrics")?,
+        stopping: AtomicBool::new(false),
+        loop_heartbeat_ms: AtomicU64::new(0),
+        started: Instant::now(),
+        config: config.clone(),
+    });
+    let transport = Arc::new(Transport::new(
+        config.member_id,
+        tx.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    transport.set_peers(&peers);
+    tracing::info!(
+        name = %config.name,
+        member = format_args!("{:x}", config.member_id),
+        cluster = format_args!("{:x}", opened.state.cluster_id),
+        applied = opened.applied,
+        "starting member"
+    );
+
+    let raft_loop = RaftLoop::new(opened, shared.clone(), rx, transport.clone());
+    let raft_thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            if let Err(e) = raft_loop.run() {
+                // The log or disk failed: continuing could lose acknowledged writes.
+                tracing::error!("raft loop failed, stopping: {e}");
+                std::process::exit(1);
+            }
+        })
+        .context("starting the raft thread")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let node = NodeHandle::new(shared.clone(), tx.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    for l in peer_listeners {
+        let svc = PeerServer::new(PeerService::new(tx.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE);
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .await
+                .context("peer server")
+        });
+    }
+    for l in client_listeners {
+        let kv = PbKvServer::new(KvService::new(node.clone()))
+            .max_decoding_message_size(config.max_request_bytes + GRPC_OVERHEAD);
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(kv)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .await
+                .context("client server")
+        });
+    }
+    for l in metrics_listeners {
+        let app = crate::http::router(shared.clone());
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .context("metrics server")
+        });
+    }
+
+    let outcome = tokio::select! {
+        _ = termination() => Ok(()),
+        Some(r) = servers.join_next() => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
+        },
+    };
+    tracing::info!("shutting down: finishing in-flight requests");
+    shared.stopping.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    // In-flight requests finish (or time out) before the loop stops.
+    let drained = tokio::time::timeout(config.request_timeout + SHUTDOWN_GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some requests did not finish in time");
+    }
+    let _ = tx.send(LoopMsg::Shutdown);
+    let joined = tokio::task::spawn_blocking(move || raft_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::warn!("raft thread did not stop cleanly");
+    }
+    transport.shutdown();
+    tracing::info!("stopped");
+    outcome
+}

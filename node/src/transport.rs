@@ -1,0 +1,292 @@
+//! Peer transport: Raft messages to and from other members over gRPC streams.
+//!
+//! Sending never blocks the Raft loop: each peer has a bounded queue drained by its own task, which
+//! reconnects with backoff; when the queue is full the message is dropped (Raft retransmits) and
+//! the peer is reported unreachable. Snapshots travel on their own stream, in chunks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::LoopMsg;
+use crate::peer_proto::peer_client::PeerClient;
+use crate::peer_proto::peer_server::Peer;
+use crate::peer_proto::{Ack, RaftBatch, SnapshotChunk};
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Most messages in one batch on the wire.
+const MAX_BATCH: usize = 256;
+/// Size of one snapshot chunk.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// Largest peer gRPC message accepted (entries can be as large as a client request).
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+
+struct PeerSender {
+    url: String,
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Sends Raft messages to peers.
+pub struct Transport {
+    me: u64,
+    peers: Mutex<HashMap<u64, PeerSender>>,
+    raft: crossbeam_channel::Sender<LoopMsg>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Transport {
+    /// Creates a transport for member `me`; tasks run on `rt`.
+    pub fn new(
+        me: u64,
+        raft: crossbeam_channel::Sender<LoopMsg>,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
+        Transport {
+            me,
+            peers: Mutex::new(HashMap::new()),
+            raft,
+            rt,
+        }
+    }
+
+    /// Starts senders for new peers, restarts those whose URL changed, stops removed ones.
+    pub fn set_peers(&self, members: &BTreeMap<u64, Vec<String>>) {
+        let mut peers = self.peers.lock();
+        peers.retain(|id, p| {
+            let keep = members
+                .get(id)
+                .and_then(|u| u.first())
+                .is_some_and(|u| *u == p.url);
+            if !keep {
+                p.task.abort();
+            }
+            keep
+        });
+        for (id, urls) in members {
+            if *id == self.me || peers.contains_key(id) {
+                continue;
+            }
+            let Some(url) = urls.first().cloned() else {
+                continue;
+            };
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let task = self
+                .rt
+                .spawn(run_peer(*id, url.clone(), rx, self.raft.clone()));
+            peers.insert(
+                *id,
+                PeerSender {
+                    url,
+                    queue: tx,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Queues messages for their peers without blocking.
+    pub fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let peers = self.peers.lock();
+        for m in msgs {
+            let to = m.to;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                match peers.get(&to) {
+                    Some(p) => {
+                        self.rt
+                            .spawn(send_snapshot(p.url.clone(), m, self.raft.clone()));
+                    }
+                    None => {
+                        let _ = self.raft.send(LoopMsg::SnapshotSent(to, false));
+                    }
+                }
+                continue;
+            }
+            let delivered = peers.get(&to).is_some_and(|p| p.queue.try_send(m).is_ok());
+            if !delivered {
+                let _ = self.raft.send(LoopMsg::Unreachable(to));
+            }
+        }
+    }
+
+    /// Stops every sender task.
+    pub fn shutdown(&self) {
+        for (_, p) in self.peers.lock().drain() {
+            p.task.abort();
+        }
+    }
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// One peer's sender: connect, stream batches, and on any failure report and reconnect.
+async fn run_peer(
+    id: u64,
+    url: String,
+    mut rx: mpsc::Receiver<Message>,
+    raft: crossbeam_channel::Sender<LoopMsg>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let client = match endpoint(&url) {
+            Ok(ep) => ep
+                .connect()
+                .await
+                .map(|ch| PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE)),
+            Err(e) => {
+                tracing::error!(peer = format_args!("{id:x}"), "bad peer URL {url}: {e}");
+                return;
+            }
+        };
+        match client {
+            Ok(mut client) => {
+                backoff = Duration::from_millis(20);
+                let (tx, srx) = mpsc::channel::<RaftBatch>(64);
+                let mut call =
+                    tokio::spawn(async move { client.stream(ReceiverStream::new(srx)).await });
+                loop {
+                    let first = tokio::select! {
+                        m = rx.recv() => match m { Some(m) => m, None => { call.abort(); return; } },
+                        _ = &mut call => break,
+                    };
+                    let mut messages = vec![first.write_to_bytes().unwrap_or_default()];
+                    while messages.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => messages.push(m.write_to_bytes().unwrap_or_default()),
+                            Err(_) => break,
+                        }
+                    }
+                    if tx.send(RaftBatch { messages }).await.is_err() {
+                        break;
+                    }
+                }
+                call.abort();
+                tracing::debug!(peer = format_args!("{id:x}"), "peer stream ended");
+            }
+            Err(e) => tracing::debug!(peer = format_args!("{id:x}"), "connect {url}: {e}"),
+        }
+        if raft.send(LoopMsg::Unreachable(id)).is_err() {
+            return;
+        }
+        // What queued while disconnected is stale; Raft will resend what matters.
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Streams one snapshot in chunks and reports the outcome to Raft.
+async fn send_snapshot(url: String, mut msg: Message, raft: crossbeam_channel::Sender<LoopMsg>) {
+    let to = msg.to;
+    let data = msg.mut_snapshot().take_data();
+    let header = msg.write_to_bytes().unwrap_or_default();
+    let size = data.len();
+    let mut chunks = Vec::with_capacity(size / SNAPSHOT_CHUNK + 1);
+    chunks.push(SnapshotChunk {
+        message: header,
+        data: Vec::new(),
+    });
+    for c in data.chunks(SNAPSHOT_CHUNK) {
+        chunks.push(SnapshotChunk {
+            message: Vec::new(),
+            data: c.to_vec(),
+        });
+    }
+    let result = async {
+        let ch = endpoint(&url)?.connect().await?;
+        let mut client = PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE);
+        client
+            .snapshot(tokio_stream::iter(chunks))
+            .await
+            .map_err(|s| -> Box<dyn std::error::Error + Send + Sync> { Box::new(s) })?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    }
+    .await;
+    let ok = match result {
+        Ok(()) => {
+            tracing::info!(peer = format_args!("{to:x}"), bytes = size, "sent snapshot");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                peer = format_args!("{to:x}"),
+                "sending snapshot failed: {e}"
+            );
+            false
+        }
+    };
+    let _ = raft.send(LoopMsg::SnapshotSent(to, ok));
+}
+
+/// The gRPC service receiving other members' messages.
+pub struct PeerService {
+    raft: crossbeam_channel::Sender<LoopMsg>,
+}
+
+impl PeerService {
+    /// Delivers received messages to the Raft loop.
+    pub fn new(raft: crossbeam_channel::Sender<LoopMsg>) -> Self {
+        PeerService { raft }
+    }
+
+    fn deliver(&self, m: Message) -> Result<(), Status> {
+        self.raft
+            .send(LoopMsg::Step(Box::new(m)))
+            .map_err(|_| Status::unavailable("member is stopping"))
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Message, Status> {
+    Message::parse_from_bytes(bytes)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn stream(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Ack>, Status> {
+        let mut s = req.into_inner();
+        while let Some(batch) = s.next().await {
+            for bytes in batch?.messages {
+                self.deliver(decode(&bytes)?)?;
+            }
+        }
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Ack>, Status> {
+        let mut s = req.into_inner();
+        let first = s
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let mut msg = decode(&first.message)?;
+        let mut data = first.data;
+        while let Some(chunk) = s.next().await {
+            data.extend_from_slice(&chunk?.data);
+        }
+        msg.mut_snapshot().set_data(data.into());
+        self.deliver(msg)?;
+        Ok(Response::new(Ack {}))
+    }
+}

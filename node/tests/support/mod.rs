@@ -1,0 +1,246 @@
+//! Test support: real `metastore-node` processes on their own loopback addresses.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_metastore-node");
+
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh 127.a.b.0/24 network for one test, so tests in one binary never share ports.
+pub fn loopback_net() -> String {
+    let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("127.{}.{}", 10 + (pid % 200), 1 + n)
+}
+
+pub struct Member {
+    pub name: String,
+    pub ip: String,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:2379", self.ip)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:2380", self.ip)
+    }
+    pub fn metrics_addr(&self) -> String {
+        format!("{}:2381", self.ip)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn metastore-node");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe_sigterm(c.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.metrics_addr(), path)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics")?;
+        body.lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l[name.len()..].starts_with([' ', '{'])
+                    && !l.starts_with('#')
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    // Only ever our own child, by PID.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+/// Fast timers so failover tests finish quickly.
+pub const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+impl Cluster {
+    /// Starts `n` members as a new cluster; `extra` flags go to every member.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = loopback_net();
+        let ips: Vec<String> = (1..=n).map(|i| format!("{net}.{i}")).collect();
+        let initial: Vec<String> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("m{i}=http://{ip}:2380"))
+            .collect();
+        let members = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                let data_dir = dir.path().join(format!("m{i}"));
+                let mut args: Vec<String> = vec![
+                    "--name".into(),
+                    format!("m{i}"),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--listen-client-urls".into(),
+                    format!("http://{ip}:2379"),
+                    "--advertise-client-urls".into(),
+                    format!("http://{ip}:2379"),
+                    "--listen-peer-urls".into(),
+                    format!("http://{ip}:2380"),
+                    "--initial-advertise-peer-urls".into(),
+                    format!("http://{ip}:2380"),
+                    "--listen-metrics-urls".into(),
+                    format!("http://{ip}:2381"),
+                    "--initial-cluster".into(),
+                    initial.join(","),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                Member {
+                    name: format!("m{i}"),
+                    ip: ip.clone(),
+                    data_dir,
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut c = Cluster { members, _dir: dir };
+        for m in &mut c.members {
+            m.start();
+        }
+        c
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url()).collect()
+    }
+
+    /// Index of the member that reports itself leader, if exactly one running member does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.child.is_some() && m.metric("metastore_raft_is_leader") == Some(1.0))
+            .map(|(i, _)| i)
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Waits until every running member is ready and one leads.
+    pub fn wait_ready(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all_ready = self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .all(|m| m.http_get("/readyz").map(|(c, _)| c) == Some(200));
+            if all_ready {
+                if let Some(l) = self.leader() {
+                    return l;
+                }
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| format!("--- {}\n{}", m.name, tail(&m.log())))
+                    .collect();
+                panic!("cluster not ready in {timeout:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill();
+        }
+    }
+}
+
+/// An etcd-client connection to one endpoint.
+pub async fn client(endpoint: &str) -> etcd_client::Client {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(10));
+    etcd_client::Client::connect([endpoint], Some(opts))
+        .await
+        .expect("connect")
+}
