@@ -9,7 +9,7 @@ fn main() {
     let config = match flags.validate() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("metastore-node: invalid configuration: {e}");
+            eprintln!("metastore-node: error: invalid configuration: {e}");
             std::process::exit(2);
         }
     };
@@ -30,7 +30,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(metastore_node::server::run(config)) {
-        eprintln!("metastore-node: {e:#}");
+        eprintln!("metastore-node: error: {e:#}");
         std::process::exit(1);
     }
 }
