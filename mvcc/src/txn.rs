@@ -72,10 +72,8 @@ fn collect_writes(
 ) -> Result<(), MvccError> {
     for op in ops {
         match &op.request {
-            Some(PbTxnOpRequest::RequestPut(p)) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(MvccError::DuplicateKey);
-                }
+            Some(PbTxnOpRequest::RequestPut(p)) if !puts.insert(p.key.clone()) => {
+                return Err(MvccError::DuplicateKey);
             }
             Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
                 deletes.push((d.key.clone(), d.range_end.clone()))
@@ -143,12 +141,7 @@ impl Store {
     /// Which branch each (nested) txn takes, decided before anything is written, and the
     /// failures etcd reports before executing (missing key for ignore_value/ignore_lease, bad
     /// read revisions), so execution itself cannot fail half-way.
-    fn plan(
-        &self,
-        t: &PbTxnRequest,
-        main: i64,
-        decisions: &mut Vec<bool>,
-    ) -> Result<(), MvccError> {
+    fn plan(&self, t: &PbTxnRequest, decisions: &mut Vec<bool>) -> Result<(), MvccError> {
         let ok = t.compare.iter().all(|c| self.compare(c));
         decisions.push(ok);
         let branch = if ok { &t.success } else { &t.failure };
@@ -168,7 +161,7 @@ impl Store {
                 Some(PbTxnOpRequest::RequestDeleteRange(d)) if d.key.is_empty() => {
                     return Err(MvccError::EmptyKey)
                 }
-                Some(PbTxnOpRequest::RequestTxn(inner)) => self.plan(inner, main, decisions)?,
+                Some(PbTxnOpRequest::RequestTxn(inner)) => self.plan(inner, decisions)?,
                 _ => {}
             }
         }
@@ -234,7 +227,7 @@ impl Store {
     pub fn txn(&mut self, req: &PbTxnRequest) -> Result<Applied<PbTxnResponse>, MvccError> {
         let main = self.revision + 1;
         let mut decisions = Vec::new();
-        self.plan(req, main, &mut decisions)?;
+        self.plan(req, &mut decisions)?;
         let mut sub = 0;
         let mut events = Vec::new();
         let mut resp = self.execute(req, main, &mut sub, &mut decisions.into_iter(), &mut events);

@@ -1,6 +1,9 @@
 //! A MetaStore member: Raft (raft-rs) over a raft-engine log, an etcd-compatible MVCC state
 //! machine, the etcd v3 KV API over tonic, and Prometheus metrics.
 
+// raft-rs's protobuf-2 messages are built field by field; that is how their API is meant to be used.
+#![allow(clippy::field_reassign_with_default)]
+
 pub mod bootstrap;
 pub mod command;
 pub mod config;

@@ -338,13 +338,13 @@ impl RaftLoop {
                     EntryType::EntryNormal => {}
                     EntryType::EntryConfChange => {
                         let cc = ConfChange::parse_from_bytes(&e.data)
-                            .map_err(|err| raft::Error::CodecError(err))?;
+                            .map_err(raft::Error::CodecError)?;
                         self.conf_state = self.raw.apply_conf_change(&cc)?;
                         members_changed = true;
                     }
                     EntryType::EntryConfChangeV2 => {
                         let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                            .map_err(|err| raft::Error::CodecError(err))?;
+                            .map_err(raft::Error::CodecError)?;
                         self.conf_state = self.raw.apply_conf_change(&cc)?;
                         members_changed = true;
                     }
