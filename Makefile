@@ -40,9 +40,9 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-## Benchmarks arrive with issue 9 (side by side with real etcd); nothing to run yet.
-bench:
-	@echo "make bench: no benchmarks yet (see docs/benchmarks.md)"
+## KV throughput and latency of a 3-member cluster (see docs/benchmarks.md).
+bench: deps
+	bash scripts/bench-kv.sh 3 5 "1 16 64"
 
 clean:
 	$(CARGO) clean

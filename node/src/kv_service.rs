@@ -94,21 +94,10 @@ impl KvService {
         if r.key.is_empty() {
             return Err(mvcc_status(&MvccError::EmptyKey));
         }
-        let path = if r.serializable {
-            "serializable"
-        } else {
-            self.node
-                .read_index_barrier()
-                .await
-                .map_err(|e| node_status(&e))?;
-            "read_index"
-        };
         self.node
-            .shared
-            .metrics
-            .reads
-            .with_label_values(&[path])
-            .inc();
+            .read_barrier(r.serializable)
+            .await
+            .map_err(|e| node_status(&e))?;
         let mut resp = self
             .node
             .shared

@@ -4,8 +4,18 @@ use clap::Parser;
 use metastore_node::config::Flags;
 
 fn main() {
-    // clap itself prints usage errors and exits with code 2.
-    let flags = Flags::parse();
+    let flags = match Flags::try_parse() {
+        Ok(f) => f,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other configuration error; `--help` has the details.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid flags");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("metastore-node: error: {first} (see --help)");
+            std::process::exit(2);
+        }
+    };
     let config = match flags.validate() {
         Ok(c) => c,
         Err(e) => {

@@ -195,6 +195,24 @@ impl NodeHandle {
         }
     }
 
+    /// Makes a following local read as fresh as the request asks, and says how: serializable
+    /// reads are served as they are; linearizable ones wait for a ReadIndex barrier. (Lease reads,
+    /// when safe, will be chosen here too.) Counts the path in `metastore_read_total`.
+    pub async fn read_barrier(&self, serializable: bool) -> Result<ReadPath, NodeError> {
+        let path = if serializable {
+            ReadPath::Serializable
+        } else {
+            self.read_index_barrier().await?;
+            ReadPath::ReadIndex
+        };
+        self.shared
+            .metrics
+            .reads
+            .with_label_values(&[path.label()])
+            .inc();
+        Ok(path)
+    }
+
     /// Waits until every write committed before this call is applied here (ReadIndex).
     /// After it returns, a local read is linearizable.
     pub async fn read_index_barrier(&self) -> Result<(), NodeError> {
@@ -235,6 +253,25 @@ impl NodeHandle {
             Err(_) => Err(NodeError::Timeout),
         };
         outcome
+    }
+}
+
+/// The path that served a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// Local state as it is (may be stale).
+    Serializable,
+    /// Local state after a ReadIndex round confirmed leadership and the applied index caught up.
+    ReadIndex,
+}
+
+impl ReadPath {
+    /// The `path` label of `metastore_read_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReadPath::Serializable => "serializable",
+            ReadPath::ReadIndex => "read_index",
+        }
     }
 }
 

@@ -239,8 +239,9 @@ fn malformed_flags_exit_2_with_one_clear_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(
-            err.lines().next().unwrap_or("").contains("error"),
+            err.starts_with("metastore-node: error: "),
             "{args:?}: {err}"
         );
     }

@@ -1,0 +1,190 @@
+//! `metastore-bench`: drives an etcd-compatible endpoint list with a fixed workload for a fixed
+//! time and reports throughput and latency percentiles (text or JSON). The same binary measures
+//! MetaStore and real etcd, so results compare like for like.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use etcd_client::{Client, GetOptions};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// What each request does.
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Workload {
+    /// Put a random key of the key space.
+    Put,
+    /// Linearizable get of a random key.
+    Range,
+    /// Serializable get of a random key.
+    RangeSerializable,
+    /// 90 % linearizable gets, 10 % puts.
+    Mixed,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for etcd-compatible servers")]
+struct Args {
+    /// Comma-separated client URLs; clients are spread over them round-robin.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    endpoints: String,
+    /// Workload.
+    #[arg(long, value_enum, default_value = "put")]
+    workload: Workload,
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    key_count: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    workload: Workload,
+    clients: usize,
+    seconds: f64,
+    ops: u64,
+    errors: u64,
+    ops_per_sec: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+/// A small xorshift generator: keys must be spread, not cryptographically random.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+async fn run_client(
+    mut client: Client,
+    args: Arc<Args>,
+    seed: u64,
+    until: Instant,
+) -> (Histogram<u64>, u64) {
+    let mut hist = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 sig figs is valid"));
+    let mut rng = Rng(seed | 1);
+    let value = vec![b'x'; args.value_size];
+    let mut errors = 0;
+    while Instant::now() < until {
+        let key = format!("bench/{:08}", rng.next() % args.key_count);
+        let is_put = match args.workload {
+            Workload::Put => true,
+            Workload::Mixed => rng.next().is_multiple_of(10),
+            _ => false,
+        };
+        let start = Instant::now();
+        let ok = if is_put {
+            client.put(key, value.clone(), None).await.is_ok()
+        } else {
+            let opts = matches!(args.workload, Workload::RangeSerializable)
+                .then(|| GetOptions::new().with_serializable());
+            client.get(key, opts).await.is_ok()
+        };
+        if ok {
+            let _ = hist.record(start.elapsed().as_micros() as u64);
+        } else {
+            errors += 1;
+        }
+    }
+    (hist, errors)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let endpoints: Vec<String> = args.endpoints.split(',').map(str::to_string).collect();
+    // Seed the key space so reads find data.
+    let mut seeder = Client::connect([&endpoints[0]], None)
+        .await
+        .with_context(|| format!("connecting to {}", endpoints[0]))?;
+    if !matches!(args.workload, Workload::Put) {
+        let value = vec![b'x'; args.value_size];
+        for k in 0..args.key_count {
+            seeder
+                .put(format!("bench/{k:08}"), value.clone(), None)
+                .await
+                .context("seeding keys")?;
+        }
+    }
+    let mut clients = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let ep = &endpoints[i % endpoints.len()];
+        clients.push(
+            Client::connect([ep], None)
+                .await
+                .with_context(|| format!("connecting to {ep}"))?,
+        );
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.duration);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            tokio::spawn(run_client(
+                c,
+                args.clone(),
+                0x9e37_79b9 * (i as u64 + 1),
+                until,
+            ))
+        })
+        .collect();
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await?;
+        hist.add(h)?;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report {
+        workload: args.workload,
+        clients: args.clients,
+        seconds,
+        ops: hist.len(),
+        errors,
+        ops_per_sec: hist.len() as f64 / seconds,
+        p50_us: hist.value_at_quantile(0.50),
+        p90_us: hist.value_at_quantile(0.90),
+        p99_us: hist.value_at_quantile(0.99),
+        max_us: hist.max(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{:?} clients={} ops={} errors={} ops/s={:.0} p50={}us p90={}us p99={}us max={}us",
+            report.workload,
+            report.clients,
+            report.ops,
+            report.errors,
+            report.ops_per_sec,
+            report.p50_us,
+            report.p90_us,
+            report.p99_us,
+            report.max_us
+        );
+    }
+    Ok(())
+}
