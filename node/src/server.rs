@@ -11,7 +11,7 @@ use etcd_client::proto::PbKvServer;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::kv_service::KvService;
@@ -35,6 +35,11 @@ async fn bind_all(what: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpLis
         );
     }
     Ok(out)
+}
+
+/// Accepted connections with Nagle off: small responses must not wait for delayed ACKs (~40 ms).
+fn incoming(l: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -117,9 +122,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("peer server")
         });
@@ -130,9 +134,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(kv)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")
         });
