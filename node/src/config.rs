@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::lease::max_safe_lease;
+use crate::lease_reads::LeaseSettings;
+
 /// Flags of `metastore-node`. Names and defaults follow etcd's where they overlap.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -95,6 +98,16 @@ pub struct Flags {
     /// Time (ms) a client request may wait for Raft before it fails with "request timed out".
     #[arg(long, env = "METASTORE_REQUEST_TIMEOUT", default_value_t = 7_000)]
     pub request_timeout: u64,
+    /// Serve linearizable reads from a leader lease when provably safe (`--lease-read=false` to
+    /// always use ReadIndex).
+    #[arg(long, env = "METASTORE_LEASE_READ", default_value_t = true, action = clap::ArgAction::Set)]
+    pub lease_read: bool,
+    /// Lease length in ms (0 = the longest safe value for the timeouts and drift).
+    #[arg(long, env = "METASTORE_LEASE_DURATION", default_value_t = 0)]
+    pub lease_duration: u64,
+    /// Largest clock-rate difference between members the lease must tolerate (0.1 = 10 %).
+    #[arg(long, env = "METASTORE_MAX_CLOCK_DRIFT", default_value_t = 0.1)]
+    pub max_clock_drift: f64,
     /// Log filter, e.g. `info` or `metastore_node=debug`.
     #[arg(long, env = "METASTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -159,6 +172,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// This member's Raft id.
     pub member_id: u64,
+    /// Lease-read settings (validated against the election timeout).
+    pub lease: LeaseSettings,
     /// Log filter.
     pub log_level: String,
 }
@@ -324,6 +339,31 @@ impl Flags {
                 self.request_timeout, self.election_timeout
             )));
         }
+        if !(0.0..0.5).contains(&self.max_clock_drift) {
+            return Err(bad(format!(
+                "--max-clock-drift[{}] must be in [0, 0.5)",
+                self.max_clock_drift
+            )));
+        }
+        let election_timeout = Duration::from_millis(self.election_timeout);
+        let heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
+        let safe = max_safe_lease(election_timeout, heartbeat_interval, self.max_clock_drift);
+        let lease_duration = match self.lease_duration {
+            0 => safe,
+            ms => Duration::from_millis(ms),
+        };
+        if self.lease_read && (lease_duration > safe || safe.is_zero()) {
+            return Err(bad(format!(
+                "--lease-duration[{}ms] is unsafe: with --election-timeout={}ms, \
+                 --heartbeat-interval={}ms and --max-clock-drift={} the longest safe lease is {}ms \
+                 (or turn lease reads off with --lease-read=false)",
+                lease_duration.as_millis(),
+                self.election_timeout,
+                self.heartbeat_interval,
+                self.max_clock_drift,
+                safe.as_millis()
+            )));
+        }
         let cluster_state = match self.initial_cluster_state.as_str() {
             "new" => ClusterState::New,
             "existing" => ClusterState::Existing,
@@ -390,14 +430,19 @@ impl Flags {
             cluster_state,
             cluster_token: self.initial_cluster_token,
             metrics_addrs,
-            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
-            election_timeout: Duration::from_millis(self.election_timeout),
+            heartbeat_interval,
+            election_timeout,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(self.request_timeout),
             member_id,
+            lease: LeaseSettings {
+                enabled: self.lease_read,
+                duration: lease_duration,
+                election_timeout,
+            },
             log_level: self.log_level,
         })
     }
@@ -431,6 +476,23 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 1);
         assert_eq!(c.member_id, c.initial_cluster[0].id);
         assert_eq!(c.election_ticks(), 10);
+        assert!(c.lease.enabled);
+        assert_eq!(c.lease.duration, Duration::from_millis(800));
+    }
+
+    #[test]
+    fn lease_can_be_shortened_or_switched_off_but_not_made_unsafe() {
+        let c = flags(&["--lease-duration", "500"]).validate().unwrap();
+        assert_eq!(c.lease.duration, Duration::from_millis(500));
+        let c = flags(&["--lease-read=false", "--lease-duration", "5000"])
+            .validate()
+            .unwrap();
+        assert!(!c.lease.enabled);
+        assert!(
+            flags(&["--election-timeout", "5000", "--lease-duration", "4000"])
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -479,6 +541,8 @@ mod tests {
                 "--initial-advertise-peer-urls",
             ),
             (&["--max-txn-ops", "0"], "--max-txn-ops"),
+            (&["--lease-duration", "900"], "longest safe lease is 800ms"),
+            (&["--max-clock-drift", "0.7"], "--max-clock-drift"),
         ];
         for (args, needle) in cases {
             let err = flags(args).validate().unwrap_err().to_string();

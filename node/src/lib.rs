@@ -4,11 +4,15 @@
 // raft-rs's protobuf-2 messages are built field by field; that is how their API is meant to be used.
 #![allow(clippy::field_reassign_with_default)]
 
+pub mod admin_service;
 pub mod bootstrap;
 pub mod command;
 pub mod config;
 pub mod http;
 pub mod kv_service;
+pub mod lease;
+pub mod lease_policy;
+pub mod lease_reads;
 pub mod metrics;
 pub mod node;
 pub mod raft_log;
@@ -18,6 +22,12 @@ pub mod server;
 pub mod snapshot_files;
 pub mod state_machine;
 pub mod transport;
+
+/// Generated code of the operator's admin API (`proto/admin.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod admin_proto {
+    tonic::include_proto!("metastore.admin");
+}
 
 /// Generated code of the member-to-member protocol (`proto/peer.proto`).
 #[allow(missing_docs, clippy::all)]

@@ -38,6 +38,16 @@ pub struct Metrics {
     pub grpc_requests: IntCounterVec,
     /// Linearizable and serializable reads by the path that served them.
     pub reads: IntCounterVec,
+    /// 1 while a lease read would be served now.
+    pub lease_valid: IntGauge,
+    /// 1 while the policy allows lease reads.
+    pub lease_policy_enabled: IntGauge,
+    /// Lease renewals (a quorum acknowledged a round).
+    pub lease_renewals: IntCounter,
+    /// Early lease expirations by reason.
+    pub lease_expirations: IntCounterVec,
+    /// (Pre)vote requests dropped by a restarted voter during its first election timeout.
+    pub votes_ignored: IntCounter,
     /// Time from issuing a ReadIndex to it being answered.
     pub read_index_seconds: Histogram,
 }
@@ -131,6 +141,33 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            lease_valid: gauge(
+                "metastore_lease_valid",
+                "1 while a linearizable read would be served from the leader lease.",
+            )?,
+            lease_policy_enabled: gauge(
+                "metastore_lease_policy_enabled",
+                "1 while the lease-read policy allows lease reads.",
+            )?,
+            lease_renewals: counter(
+                "metastore_lease_renewals_total",
+                "Lease renewals: a quorum of voters acknowledged a round.",
+            )?,
+            lease_expirations: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "metastore_lease_expirations_total",
+                        "Leases ended early, by reason.",
+                    ),
+                    &["reason"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            votes_ignored: counter(
+                "metastore_votes_ignored_total",
+                "(Pre)vote requests a restarted voter ignored during its first election timeout.",
+            )?,
             read_index_seconds: histogram(
                 "metastore_read_index_duration_seconds",
                 "Time from issuing a ReadIndex until it is answered.",

@@ -94,10 +94,25 @@ pub enum LoopMsg {
         /// Where the result goes.
         reply: oneshot::Sender<Result<ApplyResult, NodeError>>,
     },
-    /// Ask for a ReadIndex; the reply carries the index to wait for.
-    ReadIndex {
-        /// Where the index goes.
-        reply: oneshot::Sender<Result<u64, NodeError>>,
+    /// Make a linearizable read possible: by lease when valid, else by ReadIndex. The reply
+    /// carries the index to wait for and the path chosen.
+    Read {
+        /// Where the grant goes.
+        reply: oneshot::Sender<Result<ReadGrant, NodeError>>,
+    },
+    /// The operator's membership hint.
+    SetPolicy {
+        /// Expected voters.
+        expected_voters: u32,
+        /// Push generation.
+        generation: u64,
+        /// The outcome.
+        reply: oneshot::Sender<PolicyReply>,
+    },
+    /// Current lease status.
+    LeaseStatus {
+        /// The status.
+        reply: oneshot::Sender<LeaseStatusReply>,
     },
     /// A message from a peer.
     Step(Box<raft::eraftpb::Message>),
@@ -107,6 +122,35 @@ pub enum LoopMsg {
     SnapshotSent(u64, bool),
     /// Stop the loop after flushing the log.
     Shutdown,
+}
+
+/// Permission to serve a linearizable read once `applied >= index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadGrant {
+    /// Index the local state must reach first.
+    pub index: u64,
+    /// How the grant was obtained.
+    pub path: ReadPath,
+}
+
+/// Answer to [`LoopMsg::SetPolicy`].
+#[derive(Debug, Clone)]
+pub struct PolicyReply {
+    /// What happened to the push.
+    pub outcome: crate::lease_policy::HintOutcome,
+    /// The lease view after it.
+    pub view: crate::lease_reads::LeaseView,
+}
+
+/// Answer to [`LoopMsg::LeaseStatus`].
+#[derive(Debug, Clone)]
+pub struct LeaseStatusReply {
+    /// Lease view.
+    pub view: crate::lease_reads::LeaseView,
+    /// Raft status at the same moment.
+    pub status: RaftStatus,
+    /// Applied index.
+    pub applied: u64,
 }
 
 /// What handlers use to reach Raft.
@@ -202,8 +246,7 @@ impl NodeHandle {
         let path = if serializable {
             ReadPath::Serializable
         } else {
-            self.read_index_barrier().await?;
-            ReadPath::ReadIndex
+            self.linearizable_barrier().await?
         };
         self.shared
             .metrics
@@ -213,9 +256,10 @@ impl NodeHandle {
         Ok(path)
     }
 
-    /// Waits until every write committed before this call is applied here (ReadIndex).
-    /// After it returns, a local read is linearizable.
-    pub async fn read_index_barrier(&self) -> Result<(), NodeError> {
+    /// Waits until every write committed before this call is applied here, by lease when the
+    /// leader holds a valid one, else by ReadIndex. After it returns, a local read is
+    /// linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<ReadPath, NodeError> {
         let deadline = self.deadline();
         let started = Instant::now();
         loop {
@@ -223,15 +267,18 @@ impl NodeHandle {
                 return Err(NodeError::Stopped);
             }
             let (reply, rx) = oneshot::channel();
-            self.send(LoopMsg::ReadIndex { reply })?;
+            self.send(LoopMsg::Read { reply })?;
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, rx).await {
-                Ok(Ok(Ok(index))) => {
-                    self.shared
-                        .metrics
-                        .read_index_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    return self.wait_applied(index, deadline).await;
+                Ok(Ok(Ok(grant))) => {
+                    if grant.path == ReadPath::ReadIndex {
+                        self.shared
+                            .metrics
+                            .read_index_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    self.wait_applied(grant.index, deadline).await?;
+                    return Ok(grant.path);
                 }
                 Ok(Ok(Err(NodeError::Retry(_)))) if Instant::now() + RETRY_PAUSE < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -240,6 +287,20 @@ impl NodeHandle {
                 Ok(Ok(Err(e))) => return Err(e),
                 Ok(Err(_)) => return Err(NodeError::Stopped),
             }
+        }
+    }
+
+    /// Asks the Raft loop something and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LoopMsg,
+    ) -> Result<T, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply))?;
+        match tokio::time::timeout(self.shared.config.request_timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::Timeout),
         }
     }
 
@@ -263,6 +324,8 @@ pub enum ReadPath {
     Serializable,
     /// Local state after a ReadIndex round confirmed leadership and the applied index caught up.
     ReadIndex,
+    /// Local state on the leader, inside a valid lease, after the applied index caught up.
+    Lease,
 }
 
 impl ReadPath {
@@ -271,6 +334,7 @@ impl ReadPath {
         match self {
             ReadPath::Serializable => "serializable",
             ReadPath::ReadIndex => "read_index",
+            ReadPath::Lease => "lease",
         }
     }
 }

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 
 use crate::bootstrap::Opened;
 use crate::command::{ApplyResult, Command};
-use crate::node::{LoopMsg, NodeError, Shared};
+use crate::lease_reads::{LeaseEvent, LeaseReads, ReadDecision};
+use crate::node::{LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared};
 use crate::raft_log::{LogError, PersistBatch, RaftLog};
 use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::state_machine::{SnapshotError, StateMachine};
@@ -42,7 +43,7 @@ pub enum LoopError {
 }
 
 type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
-type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
+type ReadReply = oneshot::Sender<Result<ReadGrant, NodeError>>;
 
 /// The Raft loop's state.
 pub struct RaftLoop {
@@ -57,7 +58,9 @@ pub struct RaftLoop {
     reads: Vec<ReadReply>,
     /// ReadIndex batches in flight, by context.
     read_batches: BTreeMap<u64, (Instant, Vec<ReadReply>)>,
-    next_read_ctx: u64,
+    /// Lease reads: decides when a read may skip the ReadIndex round.
+    lease: LeaseReads,
+    lease_events: Vec<LeaseEvent>,
     applied: u64,
     snapshot_index: u64,
     conf_state: ConfState,
@@ -93,6 +96,7 @@ impl RaftLoop {
         transport: Arc<Transport>,
     ) -> Self {
         let conf_state = opened.raw.store().conf_state().clone();
+        let lease = LeaseReads::new(shared.config.lease, shared.started);
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
@@ -102,7 +106,8 @@ impl RaftLoop {
             proposals: HashMap::new(),
             reads: Vec::new(),
             read_batches: BTreeMap::new(),
-            next_read_ctx: 1,
+            lease,
+            lease_events: Vec::new(),
             applied: opened.applied,
             snapshot_index: opened.applied,
             conf_state,
@@ -139,7 +144,14 @@ impl RaftLoop {
             }
             let now = Instant::now();
             if now >= next_tick {
+                if self.lease.wants_renewal(&self.raw, &self.conf_state, now) {
+                    self.lease.start_round(&mut self.raw, now);
+                }
                 self.raw.tick();
+                let view = self.lease.view(&self.raw, &self.conf_state, now);
+                let m = &self.shared.metrics;
+                m.lease_valid.set(view.valid as i64);
+                m.lease_policy_enabled.set(view.policy_enabled as i64);
                 next_tick += tick;
                 if next_tick < now {
                     next_tick = now + tick;
@@ -149,6 +161,7 @@ impl RaftLoop {
             if let Err(e) = self.on_ready() {
                 break Err(e);
             }
+            self.observe_lease(Instant::now());
             if now.duration_since(self.last_sweep) >= self.shared.config.heartbeat_interval {
                 self.sweep(now);
             }
@@ -175,11 +188,52 @@ impl RaftLoop {
                     }
                 }
             }
-            LoopMsg::ReadIndex { reply } => self.reads.push(reply),
+            LoopMsg::Read { reply } => {
+                match self
+                    .lease
+                    .decide(&self.raw, &self.conf_state, Instant::now())
+                {
+                    ReadDecision::Lease { index } => {
+                        let _ = reply.send(Ok(ReadGrant {
+                            index,
+                            path: ReadPath::Lease,
+                        }));
+                    }
+                    ReadDecision::ReadIndex => self.reads.push(reply),
+                }
+            }
             LoopMsg::Step(msg) => {
-                if let Err(e) = self.raw.step(*msg) {
+                if !self.lease.admit(&msg, Instant::now()) {
+                    self.shared.metrics.votes_ignored.inc();
+                    tracing::debug!(
+                        from = msg.from,
+                        "restarted voter ignores a (pre)vote request"
+                    );
+                } else if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!("step: {e}");
                 }
+            }
+            LoopMsg::SetPolicy {
+                expected_voters,
+                generation,
+                reply,
+            } => {
+                let outcome = self.lease.set_hint(expected_voters, generation);
+                let now = Instant::now();
+                self.lease
+                    .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
+                let view = self.lease.view(&self.raw, &self.conf_state, now);
+                tracing::info!(expected_voters, generation, ?outcome, enabled = view.policy_enabled, reason = %view.reason, "membership hint");
+                let _ = reply.send(PolicyReply { outcome, view });
+            }
+            LoopMsg::LeaseStatus { reply } => {
+                let view = self.lease.view(&self.raw, &self.conf_state, Instant::now());
+                let status = self.shared.status.read().clone();
+                let _ = reply.send(LeaseStatusReply {
+                    view,
+                    status,
+                    applied: self.applied,
+                });
             }
             LoopMsg::Unreachable(id) => self.raw.report_unreachable(id),
             LoopMsg::SnapshotSent(id, ok) => {
@@ -208,10 +262,9 @@ impl RaftLoop {
             }
             return;
         }
-        let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        self.raw.read_index(ctx.to_be_bytes().to_vec());
-        self.read_batches.insert(ctx, (Instant::now(), batch));
+        let now = Instant::now();
+        let ctx = self.lease.start_round(&mut self.raw, now);
+        self.read_batches.insert(ctx, (now, batch));
     }
 
     /// Expires ReadIndex batches Raft dropped (leader change) and forgets abandoned proposals.
@@ -282,14 +335,18 @@ impl RaftLoop {
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
-        for rs in ready.take_read_states() {
-            let mut ctx = [0u8; 8];
-            if rs.request_ctx.len() == 8 {
-                ctx.copy_from_slice(&rs.request_ctx);
-            }
-            if let Some((_, replies)) = self.read_batches.remove(&u64::from_be_bytes(ctx)) {
+        let states = ready.take_read_states();
+        let term = self.raw.raft.term;
+        for (ctx, index) in self
+            .lease
+            .on_read_states(states, term, &mut self.lease_events)
+        {
+            if let Some((_, replies)) = self.read_batches.remove(&ctx) {
                 for r in replies {
-                    let _ = r.send(Ok(rs.index));
+                    let _ = r.send(Ok(ReadGrant {
+                        index,
+                        path: ReadPath::ReadIndex,
+                    }));
                 }
             }
         }
@@ -305,6 +362,22 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// Lets the lease see the cycle's outcome and counts what happened to it.
+    fn observe_lease(&mut self, now: Instant) {
+        self.lease
+            .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
+        let m = &self.shared.metrics;
+        for e in self.lease_events.drain(..) {
+            match e {
+                LeaseEvent::Renewed => m.lease_renewals.inc(),
+                LeaseEvent::Expired(reason) => m
+                    .lease_expirations
+                    .with_label_values(&[reason.label()])
+                    .inc(),
+            }
+        }
+    }
+
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
         if entries.is_empty() {
             return Ok(());
@@ -313,7 +386,8 @@ impl RaftLoop {
         let me = self.shared.member_id();
         let mut members_changed = false;
         {
-            let mut sm = self.shared.state.write();
+            let shared = self.shared.clone();
+            let mut sm = shared.state.write();
             for e in entries {
                 if e.index <= self.applied {
                     continue;
@@ -339,13 +413,15 @@ impl RaftLoop {
                     EntryType::EntryConfChange => {
                         let cc = ConfChange::parse_from_bytes(&e.data)
                             .map_err(raft::Error::CodecError)?;
-                        self.conf_state = self.raw.apply_conf_change(&cc)?;
+                        let after = self.raw.apply_conf_change(&cc)?;
+                        self.conf_changed(after);
                         members_changed = true;
                     }
                     EntryType::EntryConfChangeV2 => {
                         let cc = ConfChangeV2::parse_from_bytes(&e.data)
                             .map_err(raft::Error::CodecError)?;
-                        self.conf_state = self.raw.apply_conf_change(&cc)?;
+                        let after = self.raw.apply_conf_change(&cc)?;
+                        self.conf_changed(after);
                         members_changed = true;
                     }
                 }
@@ -366,6 +442,17 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// A configuration change was applied: the lease must be re-established under it.
+    fn conf_changed(&mut self, after: ConfState) {
+        self.lease.on_conf_change_applied(
+            &self.conf_state,
+            &after,
+            Instant::now(),
+            &mut self.lease_events,
+        );
+        self.conf_state = after;
+    }
+
     fn install_received_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
         let meta = snap.get_metadata().clone();
         tracing::info!(
@@ -380,7 +467,7 @@ impl RaftLoop {
         *self.shared.state.write() = sm;
         self.applied = meta.index;
         self.snapshot_index = meta.index;
-        self.conf_state = meta.get_conf_state().clone();
+        self.conf_changed(meta.get_conf_state().clone());
         self.raw.mut_store().set_snapshot(snap);
         self.shared.applied.send_replace(self.applied);
         self.transport.set_peers(&peers);

@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
+use crate::admin_proto::admin_server::AdminServer;
+use crate::admin_service::AdminService;
 use crate::config::Config;
 use crate::kv_service::KvService;
 use crate::metrics::Metrics;
@@ -131,10 +133,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for l in client_listeners {
         let kv = PbKvServer::new(KvService::new(node.clone()))
             .max_decoding_message_size(config.max_request_bytes + GRPC_OVERHEAD);
+        let admin = AdminServer::new(AdminService::new(node.clone()));
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(kv)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")

@@ -1,0 +1,88 @@
+//! The admin gRPC service the operator uses: push the expected membership size (a hint that can
+//! only make lease reads more careful) and read the lease status.
+
+use tonic::{Request, Response, Status};
+
+use crate::admin_proto::admin_server::Admin;
+use crate::admin_proto::{
+    LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest,
+    SetMembershipPolicyResponse,
+};
+use crate::kv_service::node_status;
+use crate::lease_policy::HintOutcome;
+use crate::node::{LoopMsg, NodeHandle};
+
+/// The admin service of one member.
+pub struct AdminService {
+    node: NodeHandle,
+}
+
+impl AdminService {
+    /// Serves admin requests through `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        AdminService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn set_membership_policy(
+        &self,
+        req: Request<SetMembershipPolicyRequest>,
+    ) -> Result<Response<SetMembershipPolicyResponse>, Status> {
+        let r = req.into_inner();
+        if r.expected_voters == 0 {
+            return Err(Status::invalid_argument(
+                "expected_voters must be at least 1",
+            ));
+        }
+        let reply = self
+            .node
+            .ask(|reply| LoopMsg::SetPolicy {
+                expected_voters: r.expected_voters,
+                generation: r.generation,
+                reply,
+            })
+            .await
+            .map_err(|e| node_status(&e))?;
+        let outcome = match reply.outcome {
+            HintOutcome::Applied => "applied",
+            HintOutcome::Unchanged => "unchanged",
+            HintOutcome::Stale => "stale",
+        };
+        let v = reply.view;
+        Ok(Response::new(SetMembershipPolicyResponse {
+            outcome: outcome.into(),
+            expected_voters: v.expected_voters,
+            generation: v.generation,
+            enabled: v.policy_enabled,
+            reason: v.reason,
+        }))
+    }
+
+    async fn lease_status(
+        &self,
+        _req: Request<LeaseStatusRequest>,
+    ) -> Result<Response<LeaseStatusResponse>, Status> {
+        let r = self
+            .node
+            .ask(|reply| LoopMsg::LeaseStatus { reply })
+            .await
+            .map_err(|e| node_status(&e))?;
+        Ok(Response::new(LeaseStatusResponse {
+            enabled: r.view.policy_enabled,
+            reason: r.view.reason,
+            valid: r.view.valid,
+            remaining_ms: r.view.remaining.as_millis() as u64,
+            voters: r.status.voters,
+            learners: r.status.learners,
+            expected_voters: r.view.expected_voters,
+            generation: r.view.generation,
+            term: r.status.term,
+            leader: r.status.leader_id,
+            applied_index: r.applied,
+            member_id: self.node.shared.member_id(),
+            lease_duration_ms: self.node.shared.config.lease.duration.as_millis() as u64,
+        }))
+    }
+}

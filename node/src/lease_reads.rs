@@ -1,0 +1,302 @@
+//! Lease reads around a `RawNode`: the one place that decides whether a linearizable read may be
+//! served from local state without a ReadIndex round (DESIGN.md §4). Generic over the Raft
+//! storage and driven with explicit instants, so the production loop and the deterministic
+//! multi-node simulation in the tests run exactly this code.
+
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{ConfState, Message, MessageType};
+use raft::{RawNode, ReadState, StateRole, Storage};
+
+use crate::lease::{ExpireReason, LeaseTracker};
+use crate::lease_policy::{HintOutcome, LeasePolicy, PolicyDecision, RaftFacts};
+
+/// Lease settings, validated at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// `--lease-read`.
+    pub enabled: bool,
+    /// Lease length (≤ the safe maximum).
+    pub duration: Duration,
+    /// Non-randomized election timeout.
+    pub election_timeout: Duration,
+}
+
+/// How a linearizable read may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadDecision {
+    /// From local state once `applied >= index` (the commit index at decision time).
+    Lease {
+        /// Commit index to wait for.
+        index: u64,
+    },
+    /// Through a ReadIndex round.
+    ReadIndex,
+}
+
+/// Something worth counting that happened to the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// A round renewed the lease.
+    Renewed,
+    /// The lease ended early.
+    Expired(ExpireReason),
+}
+
+/// A snapshot of the lease for status endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseView {
+    /// Policy allows lease reads.
+    pub policy_enabled: bool,
+    /// Policy's reason.
+    pub reason: String,
+    /// A lease read would be served now.
+    pub valid: bool,
+    /// Time left on the lease.
+    pub remaining: Duration,
+    /// Expected voters pushed by the operator (0 = none).
+    pub expected_voters: u32,
+    /// Generation of that push.
+    pub generation: u64,
+}
+
+/// Lease-read state of one member.
+pub struct LeaseReads {
+    settings: LeaseSettings,
+    tracker: LeaseTracker,
+    policy: LeasePolicy,
+    started: Instant,
+    next_ctx: u64,
+    term: u64,
+    was_leader: bool,
+    transferring: bool,
+    policy_enabled: bool,
+    last_lease_read: Option<Instant>,
+}
+
+/// Facts about voters of a conf state.
+fn voters_of(cs: &ConfState) -> (&[u64], &[u64]) {
+    (&cs.voters, &cs.voters_outgoing)
+}
+
+fn is_single_voter(id: u64, cs: &ConfState) -> bool {
+    cs.voters == [id] && cs.voters_outgoing.is_empty()
+}
+
+impl LeaseReads {
+    /// State for a member (re)started at `started`.
+    pub fn new(settings: LeaseSettings, started: Instant) -> Self {
+        LeaseReads {
+            settings,
+            tracker: LeaseTracker::new(settings.duration),
+            policy: LeasePolicy::new(settings.enabled),
+            started,
+            next_ctx: 1,
+            term: 0,
+            was_leader: false,
+            transferring: false,
+            policy_enabled: false,
+            last_lease_read: None,
+        }
+    }
+
+    /// A restarted voter forgets which leader it heard from; it must not vote (or pre-vote) for
+    /// one election timeout after start, or it could help elect a leader while the old leader's
+    /// lease still runs. False means: drop the message.
+    pub fn admit(&self, m: &Message, now: Instant) -> bool {
+        let vote = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        !(vote && now < self.started + self.settings.election_timeout)
+    }
+
+    /// Starts a ReadIndex round stamped with `now`, sampled before Raft sends its heartbeats.
+    /// Returns the round's context.
+    pub fn start_round<S: Storage>(&mut self, raw: &mut RawNode<S>, now: Instant) -> u64 {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        if raw.raft.state == StateRole::Leader {
+            self.tracker.round_started(ctx, now, raw.raft.term);
+        }
+        raw.read_index(ctx.to_be_bytes().to_vec());
+        ctx
+    }
+
+    /// Handles ReadStates: each is a round a quorum acknowledged (as leader) or a follower's
+    /// answered ReadIndex. Returns `(ctx, index)` pairs and the lease events.
+    pub fn on_read_states(
+        &mut self,
+        states: Vec<ReadState>,
+        term: u64,
+        events: &mut Vec<LeaseEvent>,
+    ) -> Vec<(u64, u64)> {
+        let mut out = Vec::with_capacity(states.len());
+        for rs in states {
+            let mut b = [0u8; 8];
+            if rs.request_ctx.len() != 8 {
+                continue;
+            }
+            b.copy_from_slice(&rs.request_ctx);
+            let ctx = u64::from_be_bytes(b);
+            if self.tracker.round_acked(ctx, term) {
+                events.push(LeaseEvent::Renewed);
+            }
+            out.push((ctx, rs.index));
+        }
+        out
+    }
+
+    /// Looks at Raft after each cycle: a new term, a lost leadership or a leader transfer expires
+    /// the lease; the policy is re-evaluated.
+    pub fn observe<S: Storage>(
+        &mut self,
+        raw: &RawNode<S>,
+        cs: &ConfState,
+        now: Instant,
+        events: &mut Vec<LeaseEvent>,
+    ) {
+        let r = &raw.raft;
+        let leader = r.state == StateRole::Leader;
+        if r.term != self.term || (self.was_leader && !leader) {
+            if self.tracker.expire(now) {
+                events.push(LeaseEvent::Expired(ExpireReason::LeaderChanged));
+            }
+            self.term = r.term;
+            self.transferring = false;
+        }
+        self.was_leader = leader;
+        let transferring = leader && r.lead_transferee.is_some();
+        if transferring {
+            // Until the transfer ends, and for one election timeout after (a delayed
+            // MsgTimeoutNow may still start a forced election that ignores follower leases).
+            let until = now + self.settings.election_timeout;
+            if self.tracker.suspend_until(now, until) || !self.transferring {
+                events.push(LeaseEvent::Expired(ExpireReason::LeaderTransfer));
+            }
+        }
+        self.transferring = transferring;
+        let enabled = self.evaluate(raw, cs).enabled;
+        if self.policy_enabled && !enabled && self.tracker.expire(now) {
+            events.push(LeaseEvent::Expired(ExpireReason::Policy));
+        }
+        self.policy_enabled = enabled;
+    }
+
+    /// Applying a voter-changing configuration change expires the lease; a fresh round under the
+    /// new configuration must re-establish it.
+    pub fn on_conf_change_applied(
+        &mut self,
+        before: &ConfState,
+        after: &ConfState,
+        now: Instant,
+        events: &mut Vec<LeaseEvent>,
+    ) {
+        let voters_changed =
+            before.voters != after.voters || before.voters_outgoing != after.voters_outgoing;
+        if voters_changed {
+            // Even with no lease in force, bump the epoch so rounds under way cannot renew.
+            if self.tracker.expire(now) {
+                events.push(LeaseEvent::Expired(ExpireReason::ConfChange));
+            }
+        }
+    }
+
+    fn evaluate<S: Storage>(&self, raw: &RawNode<S>, cs: &ConfState) -> PolicyDecision {
+        let (voters, outgoing) = voters_of(cs);
+        self.policy.evaluate(RaftFacts {
+            voters,
+            voters_outgoing: outgoing,
+            conf_change_in_flight: raw.raft.has_pending_conf(),
+        })
+    }
+
+    /// Decides how to serve a linearizable read arriving at `now` (call on the Raft thread, so
+    /// the commit index is exact).
+    pub fn decide<S: Storage>(
+        &mut self,
+        raw: &RawNode<S>,
+        cs: &ConfState,
+        now: Instant,
+    ) -> ReadDecision {
+        let r = &raw.raft;
+        if r.state != StateRole::Leader
+            || !r.commit_to_current_term()
+            || r.lead_transferee.is_some()
+        {
+            return ReadDecision::ReadIndex;
+        }
+        let me = r.id;
+        if !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+            return ReadDecision::ReadIndex;
+        }
+        if !self.evaluate(raw, cs).enabled {
+            return ReadDecision::ReadIndex;
+        }
+        self.last_lease_read = Some(now);
+        // A quorum of one needs no clock: nobody else can be elected.
+        if is_single_voter(me, cs) || self.tracker.remaining(now, r.term).is_some() {
+            return ReadDecision::Lease {
+                index: r.raft_log.committed,
+            };
+        }
+        ReadDecision::ReadIndex
+    }
+
+    /// True when the leader should start a renewal round now: lease reads were wanted recently
+    /// and the lease is missing or past half its length.
+    pub fn wants_renewal<S: Storage>(
+        &self,
+        raw: &RawNode<S>,
+        cs: &ConfState,
+        now: Instant,
+    ) -> bool {
+        let r = &raw.raft;
+        if r.state != StateRole::Leader || is_single_voter(r.id, cs) || !self.policy_enabled {
+            return false;
+        }
+        let recently = self
+            .last_lease_read
+            .is_some_and(|t| now.saturating_duration_since(t) < 2 * self.settings.duration);
+        let low = self
+            .tracker
+            .remaining(now, r.term)
+            .is_none_or(|left| left < self.settings.duration / 2);
+        recently && low
+    }
+
+    /// Takes an operator hint.
+    pub fn set_hint(&mut self, expected_voters: u32, generation: u64) -> HintOutcome {
+        self.policy.set_hint(expected_voters, generation)
+    }
+
+    /// Status for LeaseStatus and metrics.
+    pub fn view<S: Storage>(&self, raw: &RawNode<S>, cs: &ConfState, now: Instant) -> LeaseView {
+        let d = self.evaluate(raw, cs);
+        let r = &raw.raft;
+        let single = r.state == StateRole::Leader && is_single_voter(r.id, cs);
+        let remaining = self.tracker.remaining(now, r.term);
+        let hint = self.policy.hint();
+        let usable = d.enabled
+            && r.state == StateRole::Leader
+            && r.commit_to_current_term()
+            && r.lead_transferee.is_none();
+        LeaseView {
+            policy_enabled: d.enabled,
+            reason: d.reason,
+            valid: usable && (single || remaining.is_some()),
+            remaining: if single {
+                self.settings.duration
+            } else {
+                remaining.unwrap_or_default()
+            },
+            expected_voters: hint.map_or(0, |h| h.expected_voters),
+            generation: hint.map_or(0, |h| h.generation),
+        }
+    }
+
+    /// Epoch of the underlying tracker (changes at every early expiry).
+    pub fn epoch(&self) -> u64 {
+        self.tracker.epoch()
+    }
+}
