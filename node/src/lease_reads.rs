@@ -211,36 +211,50 @@ impl LeaseReads {
         })
     }
 
+    /// The commit index a lease read at `now` may use, or `None` when the lease cannot serve it.
+    /// Pure: the safety check itself, shared by [`LeaseReads::decide`] and status.
+    pub fn lease_index<S: Storage>(
+        &self,
+        raw: &RawNode<S>,
+        cs: &ConfState,
+        now: Instant,
+    ) -> Option<u64> {
+        let r = &raw.raft;
+        if r.state != StateRole::Leader
+            || !r.commit_to_current_term()
+            || r.lead_transferee.is_some()
+        {
+            return None;
+        }
+        let me = r.id;
+        if !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+            return None;
+        }
+        if !self.evaluate(raw, cs).enabled {
+            return None;
+        }
+        // A quorum of one needs no clock: nobody else can be elected.
+        if is_single_voter(me, cs) || self.tracker.remaining(now, r.term).is_some() {
+            return Some(r.raft_log.committed);
+        }
+        None
+    }
+
     /// Decides how to serve a linearizable read arriving at `now` (call on the Raft thread, so
-    /// the commit index is exact).
+    /// the commit index is exact), and remembers that lease reads are wanted.
     pub fn decide<S: Storage>(
         &mut self,
         raw: &RawNode<S>,
         cs: &ConfState,
         now: Instant,
     ) -> ReadDecision {
-        let r = &raw.raft;
-        if r.state != StateRole::Leader
-            || !r.commit_to_current_term()
-            || r.lead_transferee.is_some()
-        {
-            return ReadDecision::ReadIndex;
+        if raw.raft.state == StateRole::Leader {
+            self.last_lease_read = Some(now);
         }
-        let me = r.id;
-        if !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
-            return ReadDecision::ReadIndex;
+        match self.lease_index(raw, cs, now) {
+            Some(index) => ReadDecision::Lease { index },
+            None => ReadDecision::ReadIndex,
         }
-        if !self.evaluate(raw, cs).enabled {
-            return ReadDecision::ReadIndex;
-        }
-        self.last_lease_read = Some(now);
-        // A quorum of one needs no clock: nobody else can be elected.
-        if is_single_voter(me, cs) || self.tracker.remaining(now, r.term).is_some() {
-            return ReadDecision::Lease {
-                index: r.raft_log.committed,
-            };
-        }
-        ReadDecision::ReadIndex
     }
 
     /// True when the leader should start a renewal round now: lease reads were wanted recently
@@ -277,14 +291,10 @@ impl LeaseReads {
         let single = r.state == StateRole::Leader && is_single_voter(r.id, cs);
         let remaining = self.tracker.remaining(now, r.term);
         let hint = self.policy.hint();
-        let usable = d.enabled
-            && r.state == StateRole::Leader
-            && r.commit_to_current_term()
-            && r.lead_transferee.is_none();
         LeaseView {
             policy_enabled: d.enabled,
             reason: d.reason,
-            valid: usable && (single || remaining.is_some()),
+            valid: self.lease_index(raw, cs, now).is_some(),
             remaining: if single {
                 self.settings.duration
             } else {
