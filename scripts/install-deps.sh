@@ -7,6 +7,7 @@ need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # etcd-client/tonic codegen
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)        # the real etcd CLI the tests drive
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)                  # readiness probes in scripts
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)          # partitions in the lease test
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""

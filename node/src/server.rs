@@ -86,8 +86,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         config: config.clone(),
     });
+    // Dial peers from our own advertised peer address when it is a literal local IP.
+    let local_ip = config
+        .advertise_peer_urls
+        .first()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| {
+            u.host_str()
+                .and_then(|h| h.trim_matches(['[', ']']).parse().ok())
+        })
+        .filter(|ip: &std::net::IpAddr| config.peer_addrs.iter().any(|a| a.ip() == *ip));
     let transport = Arc::new(Transport::new(
         config.member_id,
+        local_ip,
         tx.clone(),
         tokio::runtime::Handle::current(),
     ));

@@ -5,6 +5,7 @@
 //! the peer is reported unreachable. Snapshots travel on their own stream, in chunks.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -39,20 +40,23 @@ struct PeerSender {
 /// Sends Raft messages to peers.
 pub struct Transport {
     me: u64,
+    local: Option<IpAddr>,
     peers: Mutex<HashMap<u64, PeerSender>>,
     raft: crossbeam_channel::Sender<LoopMsg>,
     rt: tokio::runtime::Handle,
 }
 
 impl Transport {
-    /// Creates a transport for member `me`; tasks run on `rt`.
+    /// Creates a transport for member `me`, dialing from `local` when given; tasks run on `rt`.
     pub fn new(
         me: u64,
+        local: Option<IpAddr>,
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
     ) -> Self {
         Transport {
             me,
+            local,
             peers: Mutex::new(HashMap::new()),
             raft,
             rt,
@@ -80,9 +84,13 @@ impl Transport {
                 continue;
             };
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let task = self
-                .rt
-                .spawn(run_peer(*id, url.clone(), rx, self.raft.clone()));
+            let task = self.rt.spawn(run_peer(
+                *id,
+                url.clone(),
+                self.local,
+                rx,
+                self.raft.clone(),
+            ));
             peers.insert(
                 *id,
                 PeerSender {
@@ -105,8 +113,12 @@ impl Transport {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 match peers.get(&to) {
                     Some(p) => {
-                        self.rt
-                            .spawn(send_snapshot(p.url.clone(), m, self.raft.clone()));
+                        self.rt.spawn(send_snapshot(
+                            p.url.clone(),
+                            self.local,
+                            m,
+                            self.raft.clone(),
+                        ));
                     }
                     None => {
                         let _ = self.raft.send(LoopMsg::SnapshotSent(to, false));
@@ -129,8 +141,11 @@ impl Transport {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+/// Where to dial a peer; outgoing connections leave from this member's own peer address, so
+/// network rules (and peers' logs) can tell members apart even on one host.
+fn endpoint(url: &str, local: Option<IpAddr>) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_string())?
+        .local_address(local)
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -141,12 +156,13 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
 async fn run_peer(
     id: u64,
     url: String,
+    local: Option<IpAddr>,
     mut rx: mpsc::Receiver<Message>,
     raft: crossbeam_channel::Sender<LoopMsg>,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let client = match endpoint(&url) {
+        let client = match endpoint(&url, local) {
             Ok(ep) => ep
                 .connect()
                 .await
@@ -194,7 +210,12 @@ async fn run_peer(
 }
 
 /// Streams one snapshot in chunks and reports the outcome to Raft.
-async fn send_snapshot(url: String, mut msg: Message, raft: crossbeam_channel::Sender<LoopMsg>) {
+async fn send_snapshot(
+    url: String,
+    local: Option<IpAddr>,
+    mut msg: Message,
+    raft: crossbeam_channel::Sender<LoopMsg>,
+) {
     let to = msg.to;
     let data = msg.mut_snapshot().take_data();
     let header = msg.write_to_bytes().unwrap_or_default();
@@ -211,7 +232,7 @@ async fn send_snapshot(url: String, mut msg: Message, raft: crossbeam_channel::S
         });
     }
     let result = async {
-        let ch = endpoint(&url)?.connect().await?;
+        let ch = endpoint(&url, local)?.connect().await?;
         let mut client = PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE);
         client
             .snapshot(tokio_stream::iter(chunks))
