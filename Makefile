@@ -40,9 +40,11 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-## KV throughput and latency of a 3-member cluster (see docs/benchmarks.md).
+## KV throughput of a 3-member cluster, then lease vs ReadIndex vs serializable reads at 1, 3 and
+## 5 members (see docs/benchmarks.md for results and how to read them).
 bench: deps
 	bash scripts/bench-kv.sh 3 5 "1 16 64"
+	bash scripts/bench-reads.sh 5 "1 3 5" "1 64"
 
 clean:
 	$(CARGO) clean
