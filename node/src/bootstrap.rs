@@ -12,6 +12,7 @@ use crate::config::{cluster_id, ClusterState, Config};
 use crate::raft_log::{LogError, PersistBatch, RaftLog};
 use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::state_machine::{Member, SnapshotError, StateMachine};
+use raft::eraftpb::Snapshot;
 
 /// Who this data directory belongs to, fixed when it is first created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +65,12 @@ pub enum BootstrapError {
         "data dir {0}: the log was compacted past the newest snapshot; the data dir is damaged"
     )]
     MissingSnapshot(PathBuf),
+    /// The member was removed from its cluster; its data must not be used again.
+    #[error("data dir {0}: this member was removed from the cluster ({1}); it cannot rejoin with this data: add it again with MemberAdd and start it with an empty --data-dir")]
+    Removed(PathBuf, String),
+    /// `--initial-cluster-state existing` with an empty data dir, but the cluster was not asked.
+    #[error("joining an existing cluster needs the member list from a peer")]
+    NotJoined,
     /// raft-rs refused the configuration or state.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
@@ -111,10 +118,10 @@ fn read_identity(path: &Path) -> Result<Option<Identity>, BootstrapError> {
     }
 }
 
-/// The raft-rs configuration of this member.
-pub fn raft_config(cfg: &Config, applied: u64) -> raft::Config {
+/// The raft-rs configuration of member `id`.
+pub fn raft_config(cfg: &Config, id: u64, applied: u64) -> raft::Config {
     raft::Config {
-        id: cfg.member_id,
+        id,
         election_tick: cfg.election_ticks(),
         heartbeat_tick: 1,
         applied,
@@ -126,18 +133,61 @@ pub fn raft_config(cfg: &Config, applied: u64) -> raft::Config {
     }
 }
 
-/// Opens or creates the member's data directory.
-pub fn open(cfg: &Config, logger: &slog::Logger) -> Result<Opened, BootstrapError> {
+/// Index and term of the snapshot every new cluster starts from. Logs begin after it, so a member
+/// that joins later always receives a snapshot (carrying the member list and configuration)
+/// before any entry.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+
+/// What a joining member learned from the cluster it joins (`--initial-cluster-state existing`).
+#[derive(Debug, Clone)]
+pub struct JoinInfo {
+    /// Its member id, as assigned by MemberAdd.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The cluster's members as last seen.
+    pub members: BTreeMap<u64, Member>,
+}
+
+/// Path of the marker written when this member is removed from its cluster.
+pub fn removed_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("removed")
+}
+
+/// True when the data dir has no identity yet (a member that never started here).
+pub fn is_fresh(data_dir: &Path) -> bool {
+    !data_dir.join("member").join("identity").exists()
+}
+
+/// Opens or creates the member's data directory. A joining member passes what it learned from
+/// the cluster; a new cluster's members bootstrap from `--initial-cluster`.
+pub fn open(
+    cfg: &Config,
+    join: Option<JoinInfo>,
+    logger: &slog::Logger,
+) -> Result<Opened, BootstrapError> {
     let member_dir = cfg.data_dir.join("member");
     fs::create_dir_all(&member_dir).map_err(io(&member_dir))?;
+    let marker = removed_marker(&cfg.data_dir);
+    if let Ok(text) = fs::read_to_string(&marker) {
+        return Err(BootstrapError::Removed(
+            cfg.data_dir.clone(),
+            text.trim().to_string(),
+        ));
+    }
     let mut log = RaftLog::open(&member_dir.join("wal"))?;
     let snapshots = SnapshotFiles::open(&member_dir.join("snap"))?;
     let identity_path = member_dir.join("identity");
-    let latest = snapshots.load_latest()?;
 
     let identity = match read_identity(&identity_path)? {
         Some(id) => {
-            if id.member_id != cfg.member_id {
+            // A member restarted from its data dir is who the data dir says, whatever the
+            // bootstrap flags; but a new-cluster member's flags must still describe it.
+            let wrong = match cfg.cluster_state {
+                ClusterState::New => id.member_id != cfg.member_id,
+                ClusterState::Existing => id.name != cfg.name,
+            };
+            if wrong {
                 return Err(BootstrapError::WrongMember {
                     path: cfg.data_dir.clone(),
                     found: id.member_id,
@@ -146,8 +196,25 @@ pub fn open(cfg: &Config, logger: &slog::Logger) -> Result<Opened, BootstrapErro
             }
             id
         }
+        None if cfg.cluster_state == ClusterState::Existing => {
+            let join = join.ok_or(BootstrapError::NotJoined)?;
+            let id = Identity {
+                member_id: join.member_id,
+                name: cfg.name.clone(),
+                cluster_id: join.cluster_id,
+                bootstrap_members: join.members,
+            };
+            write_identity(&identity_path, &id)?;
+            tracing::info!(
+                member = format_args!("{:x}", id.member_id),
+                cluster = format_args!("{:x}", id.cluster_id),
+                "joining: created data dir {}",
+                cfg.data_dir.display()
+            );
+            id
+        }
         None => {
-            let bootstrap_members: BTreeMap<u64, Member> = cfg
+            let members: BTreeMap<u64, Member> = cfg
                 .initial_cluster
                 .iter()
                 .map(|m| {
@@ -163,22 +230,29 @@ pub fn open(cfg: &Config, logger: &slog::Logger) -> Result<Opened, BootstrapErro
                     )
                 })
                 .collect();
-            let ids: Vec<u64> = bootstrap_members.keys().copied().collect();
-            let new = cfg.cluster_state == ClusterState::New;
-            if new && log.is_blank() {
-                let mut cs = raft::eraftpb::ConfState::default();
-                cs.voters = ids.clone();
-                log.persist(PersistBatch {
-                    conf_state: Some(cs),
-                    ..Default::default()
-                })?;
-            }
+            let ids: Vec<u64> = members.keys().copied().collect();
             let id = Identity {
                 member_id: cfg.member_id,
                 name: cfg.name.clone(),
-                cluster_id: if new { cluster_id(&ids) } else { 0 },
-                bootstrap_members,
+                cluster_id: cluster_id(&ids),
+                bootstrap_members: members.clone(),
             };
+            if log.is_blank() {
+                // Every founding member writes the same snapshot at index 1.
+                let sm = StateMachine::bootstrap(id.cluster_id, members);
+                let mut snap = Snapshot::default();
+                snap.data = sm.to_snapshot()?.into();
+                let meta = snap.mut_metadata();
+                meta.index = BOOTSTRAP_INDEX;
+                meta.term = BOOTSTRAP_INDEX;
+                meta.mut_conf_state().voters = ids;
+                let meta = meta.clone();
+                snapshots.save(&snap)?;
+                log.persist(PersistBatch {
+                    snapshot: Some(meta),
+                    ..Default::default()
+                })?;
+            }
             write_identity(&identity_path, &id)?;
             tracing::info!(
                 member = format_args!("{:x}", id.member_id),
@@ -189,6 +263,7 @@ pub fn open(cfg: &Config, logger: &slog::Logger) -> Result<Opened, BootstrapErro
             id
         }
     };
+    let latest = snapshots.load_latest()?;
 
     let (state, applied) = match &latest {
         Some(snap) => {
@@ -214,7 +289,7 @@ pub fn open(cfg: &Config, logger: &slog::Logger) -> Result<Opened, BootstrapErro
         }
     };
 
-    let rc = raft_config(cfg, applied);
+    let rc = raft_config(cfg, identity.member_id, applied);
     rc.validate()?;
     let raw = RawNode::new(&rc, log, logger)?;
     Ok(Opened {

@@ -10,10 +10,14 @@ use etcd_client::proto::{
 use metastore_mvcc::MvccError;
 use prost::Message;
 
+use crate::membership::MemberChange;
+use crate::state_machine::Member;
+
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_MEMBER: u8 = 5;
 
 /// A state-machine command proposed through Raft.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +30,9 @@ pub enum Command {
     Txn(PbTxnRequest),
     /// etcd Compact.
     Compact(PbCompactionRequest),
+    /// A membership metadata change that is not a Raft configuration change (peer URL update,
+    /// attribute publish).
+    Member(MemberChange),
 }
 
 /// The decoded data of an entry could not be understood.
@@ -41,6 +48,7 @@ impl Command {
             Command::DeleteRange(r) => (TAG_DELETE_RANGE, r.encode_to_vec()),
             Command::Txn(r) => (TAG_TXN, r.encode_to_vec()),
             Command::Compact(r) => (TAG_COMPACT, r.encode_to_vec()),
+            Command::Member(c) => (TAG_MEMBER, c.encode()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -59,6 +67,7 @@ impl Command {
             TAG_DELETE_RANGE => Command::DeleteRange(PbDeleteRequest::decode(body).map_err(err)?),
             TAG_TXN => Command::Txn(PbTxnRequest::decode(body).map_err(err)?),
             TAG_COMPACT => Command::Compact(PbCompactionRequest::decode(body).map_err(err)?),
+            TAG_MEMBER => Command::Member(MemberChange::decode(body).map_err(DecodeError)?),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }
@@ -75,6 +84,8 @@ pub enum CommandResponse {
     Txn(PbTxnResponse),
     /// Result of a Compact.
     Compact(PbCompactionResponse),
+    /// The member list after a membership change.
+    Members(Vec<Member>),
 }
 
 /// What applying a command produced: a response or a deterministic error (the same on every member).
@@ -103,6 +114,7 @@ mod tests {
                 revision: 7,
                 physical: true,
             }),
+            Command::Member(MemberChange::Promote(3)),
         ];
         for c in cmds {
             assert_eq!(Command::decode(&c.encode()).unwrap(), c);

@@ -89,6 +89,9 @@ pub struct Flags {
         default_value_t = 5_000
     )]
     pub snapshot_catchup_entries: u64,
+    /// Most learners the cluster may have at once (etcd's --experimental-max-learners).
+    #[arg(long, env = "METASTORE_MAX_LEARNERS", default_value_t = 1)]
+    pub max_learners: usize,
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "METASTORE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
@@ -164,6 +167,8 @@ pub struct Config {
     pub snapshot_count: u64,
     /// Entries kept behind a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// Most learners at once.
+    pub max_learners: usize,
     /// Request size limit.
     pub max_request_bytes: usize,
     /// Txn operation limit.
@@ -434,6 +439,7 @@ impl Flags {
             election_timeout,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
+            max_learners: self.max_learners,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(self.request_timeout),

@@ -32,7 +32,7 @@ pub fn mvcc_status(e: &MvccError) -> Status {
 
 /// Maps a Raft-side failure to etcd's gRPC status.
 pub fn node_status(e: &NodeError) -> Status {
-    Status::unavailable(e.to_string())
+    e.status()
 }
 
 fn propose_status(e: &ProposeError) -> Status {

@@ -1,11 +1,12 @@
 //! A MetaStore member: Raft (raft-rs) over a raft-engine log, an etcd-compatible MVCC state
-//! machine, the etcd v3 KV API over tonic, and Prometheus metrics.
+//! machine, the etcd v3 KV, Cluster and Maintenance APIs over tonic, and Prometheus metrics.
 
 // raft-rs's protobuf-2 messages are built field by field; that is how their API is meant to be used.
 #![allow(clippy::field_reassign_with_default)]
 
 pub mod admin_service;
 pub mod bootstrap;
+pub mod cluster_service;
 pub mod command;
 pub mod config;
 pub mod http;
@@ -13,6 +14,8 @@ pub mod kv_service;
 pub mod lease;
 pub mod lease_policy;
 pub mod lease_reads;
+pub mod maintenance_service;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod raft_log;

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub votes_ignored: IntCounter,
     /// Time from issuing a ReadIndex to it being answered.
     pub read_index_seconds: Histogram,
+    /// Voters of the applied configuration.
+    pub cluster_voters: IntGauge,
+    /// Learners of the applied configuration.
+    pub cluster_learners: IntGauge,
+    /// 1 when this member is a learner.
+    pub is_learner: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -171,6 +177,18 @@ impl Metrics {
             read_index_seconds: histogram(
                 "metastore_read_index_duration_seconds",
                 "Time from issuing a ReadIndex until it is answered.",
+            )?,
+            cluster_voters: gauge(
+                "metastore_cluster_voters",
+                "Voters of the applied Raft configuration.",
+            )?,
+            cluster_learners: gauge(
+                "metastore_cluster_learners",
+                "Learners of the applied Raft configuration.",
+            )?,
+            is_learner: gauge(
+                "metastore_server_is_learner",
+                "1 when this member is a learner.",
             )?,
             registry,
         };

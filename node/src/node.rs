@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::config::Config;
+use crate::membership::{MemberChange, MembershipError};
 use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 
@@ -28,6 +29,28 @@ pub enum NodeError {
     /// Raft refused a read or proposal for this attempt; the caller may retry.
     #[error("raft: {0}")]
     Retry(String),
+    /// The request must be served by the leader and this member is not it.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// A leader transfer target that is not a voter.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// A membership request was refused.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+impl NodeError {
+    /// etcd's gRPC status for the error.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            NodeError::NotLeader | NodeError::BadLeaderTransferee => {
+                tonic::Status::failed_precondition(self.to_string())
+            }
+            NodeError::Membership(m) => m.status(),
+            _ => tonic::Status::unavailable(self.to_string()),
+        }
+    }
 }
 
 /// Raft facts published by the loop for handlers and metrics.
@@ -63,6 +86,8 @@ pub struct Shared {
     pub loop_heartbeat_ms: AtomicU64,
     /// Process start, the zero of `loop_heartbeat_ms`.
     pub started: Instant,
+    /// Becomes true when this member has been removed from the cluster.
+    pub removed: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -114,6 +139,25 @@ pub enum LoopMsg {
         /// The status.
         reply: oneshot::Sender<LeaseStatusReply>,
     },
+    /// A membership change, checked and proposed by the leader (`NotLeader` elsewhere); the
+    /// reply comes when it is applied here, with the member list after it.
+    ChangeMembership {
+        /// Proposal id (as for `Propose`).
+        id: u64,
+        /// The change.
+        change: MemberChange,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<ApplyResult, NodeError>>,
+    },
+    /// Start a leader transfer to `target` (leader only).
+    TransferLeader {
+        /// New leader.
+        target: u64,
+        /// Accepted or refused.
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// A peer refused us because we were removed from the cluster.
+    RemovedByPeer(u64),
     /// A message from a peer.
     Step(Box<raft::eraftpb::Message>),
     /// A peer could not be reached.
@@ -301,6 +345,29 @@ impl NodeHandle {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(NodeError::Stopped),
             Err(_) => Err(NodeError::Timeout),
+        }
+    }
+
+    /// Asks the leader to make a membership change and waits until it is applied here. Returns
+    /// the member list after it; `NotLeader` when this member does not lead.
+    pub async fn change_membership(
+        &self,
+        change: MemberChange,
+    ) -> Result<Vec<crate::state_machine::Member>, NodeError> {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return Err(NodeError::Stopped);
+        }
+        let deadline = self.deadline();
+        let (reply, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(LoopMsg::ChangeMembership { id, change, reply })?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(Ok(Ok(CommandResponse::Members(m))))) => Ok(m),
+            Ok(Ok(Ok(_))) => Err(NodeError::Retry("unexpected response".into())),
+            Ok(Ok(Err(NodeError::Retry(_)))) | Err(_) => Err(self.unavailable()),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(NodeError::Stopped),
         }
     }
 

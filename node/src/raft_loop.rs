@@ -14,8 +14,9 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use crate::bootstrap::Opened;
-use crate::command::{ApplyResult, Command};
+use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::lease_reads::{LeaseEvent, LeaseReads, ReadDecision};
+use crate::membership::{self, ClusterFacts, MemberChange, MembershipError, PeerProgress};
 use crate::node::{LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared};
 use crate::raft_log::{LogError, PersistBatch, RaftLog};
 use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
@@ -115,6 +116,7 @@ impl RaftLoop {
             last_sweep: Instant::now(),
         };
         l.publish_status();
+        l.publish_membership();
         l
     }
 
@@ -234,6 +236,31 @@ impl RaftLoop {
                     status,
                     applied: self.applied,
                 });
+            }
+            LoopMsg::ChangeMembership { id, change, reply } => {
+                self.propose_member_change(id, change, reply)
+            }
+            LoopMsg::TransferLeader { target, reply } => {
+                let r = &self.raw.raft;
+                let result = if r.state != StateRole::Leader {
+                    Err(NodeError::NotLeader)
+                } else if !self.conf_state.voters.contains(&target) {
+                    Err(NodeError::BadLeaderTransferee)
+                } else {
+                    if target != r.id {
+                        tracing::info!(to = format_args!("{target:x}"), "transferring leadership");
+                        self.raw.transfer_leader(target);
+                    }
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            LoopMsg::RemovedByPeer(peer) => {
+                tracing::error!(
+                    peer = format_args!("{peer:x}"),
+                    "a peer says this member was removed from the cluster"
+                );
+                self.removed_from_cluster();
             }
             LoopMsg::Unreachable(id) => self.raw.report_unreachable(id),
             LoopMsg::SnapshotSent(id, ok) => {
@@ -385,6 +412,8 @@ impl RaftLoop {
         let started = Instant::now();
         let me = self.shared.member_id();
         let mut members_changed = false;
+        let mut peers_changed = false;
+        let mut removed_self = false;
         {
             let shared = self.shared.clone();
             let mut sm = shared.state.write();
@@ -396,6 +425,7 @@ impl RaftLoop {
                     EntryType::EntryNormal if !e.data.is_empty() => {
                         match Command::decode(&e.data) {
                             Ok(cmd) => {
+                                peers_changed |= matches!(cmd, Command::Member(_));
                                 let result = sm.apply(cmd);
                                 if let Some((from, id)) = parse_context(&e.context) {
                                     if from == me {
@@ -420,9 +450,39 @@ impl RaftLoop {
                     EntryType::EntryConfChangeV2 => {
                         let cc = ConfChangeV2::parse_from_bytes(&e.data)
                             .map_err(raft::Error::CodecError)?;
-                        let after = self.raw.apply_conf_change(&cc)?;
-                        self.conf_changed(after);
-                        members_changed = true;
+                        let change = MemberChange::decode(&cc.context).ok();
+                        let outcome = match self.raw.apply_conf_change(&cc) {
+                            Ok(after) => {
+                                self.conf_changed(after);
+                                if let Some(c) = &change {
+                                    sm.apply_member_change(c);
+                                    if *c == MemberChange::Remove(me) {
+                                        removed_self = true;
+                                    }
+                                }
+                                members_changed = true;
+                                Ok(Ok(CommandResponse::Members(
+                                    sm.members.values().cloned().collect(),
+                                )))
+                            }
+                            // The same refusal on every member: nothing changes anywhere.
+                            Err(err) => {
+                                tracing::warn!(
+                                    index = e.index,
+                                    "raft refused a conf change: {err}"
+                                );
+                                Err(NodeError::Membership(MembershipError::Rejected(
+                                    err.to_string(),
+                                )))
+                            }
+                        };
+                        if let Some((from, id)) = parse_context(&e.context) {
+                            if from == me {
+                                if let Some(reply) = self.proposals.remove(&id) {
+                                    let _ = reply.send(outcome);
+                                }
+                            }
+                        }
                     }
                 }
                 self.applied = e.index;
@@ -434,12 +494,106 @@ impl RaftLoop {
                 ..Default::default()
             })?;
         }
+        if members_changed || peers_changed {
+            self.transport
+                .set_peers(&peer_urls(&self.shared.state.read()));
+            self.publish_membership();
+        }
+        if removed_self {
+            self.removed_from_cluster();
+        }
         self.shared.applied.send_replace(self.applied);
         self.shared
             .metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Checks a membership change against the cluster as this leader sees it and proposes it.
+    fn propose_member_change(&mut self, id: u64, change: MemberChange, reply: ProposalReply) {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            let _ = reply.send(Err(NodeError::NotLeader));
+            return;
+        }
+        let checked = {
+            let sm = self.shared.state.read();
+            let progress = r
+                .prs()
+                .iter()
+                .map(|(pid, p)| {
+                    (
+                        *pid,
+                        PeerProgress {
+                            matched: p.matched,
+                            recent_active: p.recent_active,
+                        },
+                    )
+                })
+                .collect();
+            membership::check(
+                &change,
+                &ClusterFacts {
+                    members: Some(&sm.members),
+                    removed: Some(&sm.removed),
+                    me: r.id,
+                    progress,
+                    conf_change_pending: r.has_pending_conf()
+                        || !self.conf_state.voters_outgoing.is_empty(),
+                    max_learners: self.shared.config.max_learners,
+                },
+            )
+        };
+        if let Err(e) = checked {
+            let _ = reply.send(Err(NodeError::Membership(e)));
+            return;
+        }
+        let ctx = proposal_context(self.shared.member_id(), id);
+        let proposed = match membership::conf_change(&change) {
+            Some(cc) => self.raw.propose_conf_change(ctx, cc),
+            None => self
+                .raw
+                .propose(ctx, Command::Member(change.clone()).encode()),
+        };
+        match proposed {
+            Ok(()) => {
+                tracing::info!(?change, "proposed membership change");
+                self.proposals.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Retry(e.to_string())));
+            }
+        }
+    }
+
+    /// This member is no longer part of the cluster: remember it on disk (so the data dir is
+    /// never used to rejoin) and tell the process to stop.
+    fn removed_from_cluster(&mut self) {
+        if *self.shared.removed.borrow() {
+            return;
+        }
+        let marker = crate::bootstrap::removed_marker(&self.shared.config.data_dir);
+        let text = format!(
+            "member {:x} removed from cluster {:x}\n",
+            self.shared.member_id(),
+            self.shared.state.read().cluster_id
+        );
+        if let Err(e) = std::fs::write(&marker, text) {
+            tracing::error!("cannot write {}: {e}", marker.display());
+        }
+        tracing::warn!("this member has been permanently removed from the cluster");
+        self.shared.removed.send_replace(true);
+    }
+
+    /// Membership facts for metrics.
+    fn publish_membership(&self) {
+        let m = &self.shared.metrics;
+        m.cluster_voters.set(self.conf_state.voters.len() as i64);
+        m.cluster_learners
+            .set(self.conf_state.learners.len() as i64);
+        m.is_learner
+            .set(self.conf_state.learners.contains(&self.shared.member_id()) as i64);
     }
 
     /// A configuration change was applied: the lease must be re-established under it.
@@ -471,7 +625,17 @@ impl RaftLoop {
         self.raw.mut_store().set_snapshot(snap);
         self.shared.applied.send_replace(self.applied);
         self.transport.set_peers(&peers);
+        self.publish_membership();
         self.shared.metrics.snapshots_installed.inc();
+        if self
+            .shared
+            .state
+            .read()
+            .removed
+            .contains(&self.shared.member_id())
+        {
+            self.removed_from_cluster();
+        }
         Ok(())
     }
 

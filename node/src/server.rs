@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_client::proto::PbKvServer;
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,8 +15,12 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin_proto::admin_server::AdminServer;
 use crate::admin_service::AdminService;
-use crate::config::Config;
+use crate::cluster_service::ClusterService;
+use crate::command::Command;
+use crate::config::{ClusterState, Config};
 use crate::kv_service::KvService;
+use crate::maintenance_service::MaintenanceService;
+use crate::membership::MemberChange;
 use crate::metrics::Metrics;
 use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
 use crate::peer_proto::peer_server::PeerServer;
@@ -60,32 +64,39 @@ async fn termination() {
     }
 }
 
+/// Publishes this member's name and client URLs to the replicated member list once it is part
+/// of the cluster (etcd's attribute publish), so MemberList shows them and others can reach it.
+async fn publish_attributes(node: NodeHandle) {
+    let sh = node.shared.clone();
+    let me = sh.member_id();
+    loop {
+        tokio::time::sleep(sh.config.heartbeat_interval * 2).await;
+        let current = sh.state.read().members.get(&me).cloned();
+        let Some(m) = current else { continue };
+        if m.name == sh.config.name && m.client_urls == sh.config.advertise_client_urls {
+            return;
+        }
+        if !sh.has_leader() {
+            continue;
+        }
+        let change = MemberChange::Publish {
+            id: me,
+            name: sh.config.name.clone(),
+            client_urls: sh.config.advertise_client_urls.clone(),
+        };
+        if let Err(e) = node.propose(Command::Member(change)).await {
+            tracing::debug!("publishing member attributes: {e}");
+        }
+    }
+}
+
 /// Runs a member until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_listeners = bind_all("clients", &config.client_addrs).await?;
     let peer_listeners = bind_all("peers", &config.peer_addrs).await?;
     let metrics_listeners = bind_all("metrics", &config.metrics_addrs).await?;
 
-    let logger = crate::raft_logger::logger();
-    let cfg = config.clone();
-    let opened = tokio::task::spawn_blocking(move || crate::bootstrap::open(&cfg, &logger))
-        .await
-        .context("opening the data dir panicked")?
-        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
-
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let peers = peer_urls(&opened.state);
-    let (applied_tx, _) = watch::channel(opened.applied);
-    let shared = Arc::new(Shared {
-        state: RwLock::new(opened.state.clone()),
-        status: RwLock::new(RaftStatus::default()),
-        applied: applied_tx,
-        metrics: Metrics::new().context("registering metrics")?,
-        stopping: AtomicBool::new(false),
-        loop_heartbeat_ms: AtomicU64::new(0),
-        started: Instant::now(),
-        config: config.clone(),
-    });
+    let mut config = config;
     // Dial peers from our own advertised peer address when it is a literal local IP.
     let local_ip = config
         .advertise_peer_urls
@@ -96,8 +107,53 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .and_then(|h| h.trim_matches(['[', ']']).parse().ok())
         })
         .filter(|ip: &std::net::IpAddr| config.peer_addrs.iter().any(|a| a.ip() == *ip));
+
+    // A member joining an existing cluster with an empty data dir asks the cluster who it is.
+    let join = if config.cluster_state == ClusterState::Existing
+        && crate::bootstrap::is_fresh(&config.data_dir)
+        && !crate::bootstrap::removed_marker(&config.data_dir).exists()
+    {
+        let peers: Vec<String> = config
+            .initial_cluster
+            .iter()
+            .filter(|m| m.name != config.name)
+            .flat_map(|m| m.peer_urls.clone())
+            .collect();
+        let info = crate::transport::discover(&peers, &config.advertise_peer_urls, local_ip)
+            .await
+            .context("cannot join the existing cluster")?;
+        Some(info)
+    } else {
+        None
+    };
+
+    let logger = crate::raft_logger::logger();
+    let cfg = config.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::bootstrap::open(&cfg, join, &logger))
+        .await
+        .context("opening the data dir panicked")?
+        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    // From here on the member is who its data dir says.
+    config.member_id = opened.identity.member_id;
+
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let peers = peer_urls(&opened.state);
+    let (applied_tx, _) = watch::channel(opened.applied);
+    let (removed_tx, mut removed_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        state: RwLock::new(opened.state.clone()),
+        status: RwLock::new(RaftStatus::default()),
+        applied: applied_tx,
+        metrics: Metrics::new().context("registering metrics")?,
+        stopping: AtomicBool::new(false),
+        loop_heartbeat_ms: AtomicU64::new(0),
+        started: Instant::now(),
+        config: config.clone(),
+        removed: removed_tx,
+    });
     let transport = Arc::new(Transport::new(
         config.member_id,
+        opened.state.cluster_id,
         local_ip,
         tx.clone(),
         tokio::runtime::Handle::current(),
@@ -130,7 +186,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node = NodeHandle::new(shared.clone(), tx.clone());
     let mut servers = tokio::task::JoinSet::new();
     for l in peer_listeners {
-        let svc = PeerServer::new(PeerService::new(tx.clone()))
+        let svc = PeerServer::new(PeerService::new(tx.clone(), shared.clone()))
             .max_decoding_message_size(MAX_PEER_MESSAGE);
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
@@ -145,11 +201,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let kv = PbKvServer::new(KvService::new(node.clone()))
             .max_decoding_message_size(config.max_request_bytes + GRPC_OVERHEAD);
         let admin = AdminServer::new(AdminService::new(node.clone()));
+        let cluster = PbClusterServer::new(ClusterService::new(node.clone()));
+        let maintenance = PbMaintenanceServer::new(MaintenanceService::new(node.clone()));
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(kv)
                 .add_service(admin)
+                .add_service(cluster)
+                .add_service(maintenance)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")
@@ -166,14 +226,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    let publisher = tokio::spawn(publish_attributes(node.clone()));
     let outcome = tokio::select! {
         _ = termination() => Ok(()),
+        _ = removed_rx.wait_for(|r| *r) => {
+            // Let the removal's commit reach the others before going (as etcd does).
+            tokio::time::sleep(config.heartbeat_interval * 10).await;
+            tracing::warn!("stopping: this member was removed from the cluster");
+            Ok(())
+        }
         Some(r) = servers.join_next() => match r {
             Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped unexpectedly")),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
         },
     };
+    publisher.abort();
     tracing::info!("shutting down: finishing in-flight requests");
     shared.stopping.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);

@@ -1,12 +1,13 @@
 //! The replicated state of a member: the MVCC key space plus the cluster's member list.
 //! Everything here is deterministic: every member applying the same entries ends identical.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use metastore_mvcc::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ApplyResult, Command, CommandResponse};
+use crate::membership::MemberChange;
 
 /// One cluster member as the replicated state knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,8 @@ pub struct StateMachine {
     pub cluster_id: u64,
     /// Members by id.
     pub members: BTreeMap<u64, Member>,
+    /// Ids removed for good (never accepted again).
+    pub removed: BTreeSet<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -39,6 +42,7 @@ struct SnapshotBody {
     store: Vec<u8>,
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
+    removed: BTreeSet<u64>,
 }
 
 /// A snapshot that could not be written or read.
@@ -53,6 +57,7 @@ impl StateMachine {
             store: Store::new(),
             cluster_id,
             members,
+            removed: BTreeSet::new(),
         }
     }
 
@@ -65,7 +70,19 @@ impl StateMachine {
             }
             Command::Txn(r) => CommandResponse::Txn(self.store.txn(&r)?.response),
             Command::Compact(r) => CommandResponse::Compact(self.store.compact(r.revision)?),
+            Command::Member(c) => {
+                self.apply_member_change(&c);
+                CommandResponse::Members(self.members.values().cloned().collect())
+            }
         })
+    }
+
+    /// Applies a membership change to the member list (deterministic; a change that no longer
+    /// fits is skipped and logged).
+    pub fn apply_member_change(&mut self, c: &MemberChange) {
+        if !crate::membership::apply(c, &mut self.members, &mut self.removed) {
+            tracing::warn!(?c, "membership change no longer applies; skipped");
+        }
     }
 
     /// Serializes the whole state for a Raft snapshot.
@@ -77,6 +94,7 @@ impl StateMachine {
                 .map_err(|e| SnapshotError(e.to_string()))?,
             cluster_id: self.cluster_id,
             members: self.members.clone(),
+            removed: self.removed.clone(),
         };
         bincode::serialize(&body).map_err(|e| SnapshotError(e.to_string()))
     }
@@ -89,6 +107,7 @@ impl StateMachine {
             store: Store::from_snapshot(&body.store).map_err(|e| SnapshotError(e.to_string()))?,
             cluster_id: body.cluster_id,
             members: body.members,
+            removed: body.removed,
         })
     }
 }

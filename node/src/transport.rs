@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -17,10 +18,12 @@ use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::LoopMsg;
+use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
 use crate::peer_proto::peer_server::Peer;
-use crate::peer_proto::{Ack, RaftBatch, SnapshotChunk};
+use crate::peer_proto::{
+    Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
+};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -40,6 +43,7 @@ struct PeerSender {
 /// Sends Raft messages to peers.
 pub struct Transport {
     me: u64,
+    cluster_id: u64,
     local: Option<IpAddr>,
     peers: Mutex<HashMap<u64, PeerSender>>,
     raft: crossbeam_channel::Sender<LoopMsg>,
@@ -47,15 +51,18 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Creates a transport for member `me`, dialing from `local` when given; tasks run on `rt`.
+    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given;
+    /// tasks run on `rt`.
     pub fn new(
         me: u64,
+        cluster_id: u64,
         local: Option<IpAddr>,
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
     ) -> Self {
         Transport {
             me,
+            cluster_id,
             local,
             peers: Mutex::new(HashMap::new()),
             raft,
@@ -86,6 +93,7 @@ impl Transport {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let task = self.rt.spawn(run_peer(
                 *id,
+                self.cluster_id,
                 url.clone(),
                 self.local,
                 rx,
@@ -114,6 +122,7 @@ impl Transport {
                 match peers.get(&to) {
                     Some(p) => {
                         self.rt.spawn(send_snapshot(
+                            self.cluster_id,
                             p.url.clone(),
                             self.local,
                             m,
@@ -155,6 +164,7 @@ fn endpoint(url: &str, local: Option<IpAddr>) -> Result<Endpoint, tonic::transpo
 /// One peer's sender: connect, stream batches, and on any failure report and reconnect.
 async fn run_peer(
     id: u64,
+    cluster_id: u64,
     url: String,
     local: Option<IpAddr>,
     mut rx: mpsc::Receiver<Message>,
@@ -178,10 +188,16 @@ async fn run_peer(
                 let (tx, srx) = mpsc::channel::<RaftBatch>(64);
                 let mut call =
                     tokio::spawn(async move { client.stream(ReceiverStream::new(srx)).await });
+                let mut refused = None;
                 loop {
                     let first = tokio::select! {
                         m = rx.recv() => match m { Some(m) => m, None => { call.abort(); return; } },
-                        _ = &mut call => break,
+                        r = &mut call => {
+                            if let Ok(Err(status)) = r {
+                                refused = Some(status);
+                            }
+                            break;
+                        }
                     };
                     let mut messages = vec![first.write_to_bytes().unwrap_or_default()];
                     while messages.len() < MAX_BATCH {
@@ -190,11 +206,37 @@ async fn run_peer(
                             Err(_) => break,
                         }
                     }
-                    if tx.send(RaftBatch { messages }).await.is_err() {
+                    if tx
+                        .send(RaftBatch {
+                            messages,
+                            cluster_id,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
                 call.abort();
+                match refused {
+                    Some(s) if s.code() == tonic::Code::PermissionDenied => {
+                        tracing::error!(
+                            peer = format_args!("{id:x}"),
+                            "peer refuses us: {}",
+                            s.message()
+                        );
+                        let _ = raft.send(LoopMsg::RemovedByPeer(id));
+                        return;
+                    }
+                    Some(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        tracing::error!(
+                            peer = format_args!("{id:x}"),
+                            "peer refuses us: {}",
+                            s.message()
+                        );
+                    }
+                    _ => {}
+                }
                 tracing::debug!(peer = format_args!("{id:x}"), "peer stream ended");
             }
             Err(e) => tracing::debug!(peer = format_args!("{id:x}"), "connect {url}: {e}"),
@@ -211,6 +253,7 @@ async fn run_peer(
 
 /// Streams one snapshot in chunks and reports the outcome to Raft.
 async fn send_snapshot(
+    cluster_id: u64,
     url: String,
     local: Option<IpAddr>,
     mut msg: Message,
@@ -224,11 +267,13 @@ async fn send_snapshot(
     chunks.push(SnapshotChunk {
         message: header,
         data: Vec::new(),
+        cluster_id,
     });
     for c in data.chunks(SNAPSHOT_CHUNK) {
         chunks.push(SnapshotChunk {
             message: Vec::new(),
             data: c.to_vec(),
+            cluster_id,
         });
     }
     let result = async {
@@ -260,12 +305,34 @@ async fn send_snapshot(
 /// The gRPC service receiving other members' messages.
 pub struct PeerService {
     raft: crossbeam_channel::Sender<LoopMsg>,
+    shared: Arc<Shared>,
 }
+
+/// etcd's message for a peer of another cluster.
+pub const ERR_CLUSTER_ID_MISMATCH: &str = "etcdserver: cluster ID mismatch";
 
 impl PeerService {
     /// Delivers received messages to the Raft loop.
-    pub fn new(raft: crossbeam_channel::Sender<LoopMsg>) -> Self {
-        PeerService { raft }
+    pub fn new(raft: crossbeam_channel::Sender<LoopMsg>, shared: Arc<Shared>) -> Self {
+        PeerService { raft, shared }
+    }
+
+    /// Refuses peers of another cluster and members removed from this one.
+    fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
+        let sm = self.shared.state.read();
+        if cluster_id != 0 && sm.cluster_id != 0 && cluster_id != sm.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "{ERR_CLUSTER_ID_MISMATCH}: ours is {:x}, the sender's is {cluster_id:x}",
+                sm.cluster_id
+            )));
+        }
+        if sm.removed.contains(&from) {
+            return Err(Status::permission_denied(format!(
+                "member {from:x} was removed from cluster {:x}",
+                sm.cluster_id
+            )));
+        }
+        Ok(())
     }
 
     fn deliver(&self, m: Message) -> Result<(), Status> {
@@ -285,8 +352,11 @@ impl Peer for PeerService {
     async fn stream(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Ack>, Status> {
         let mut s = req.into_inner();
         while let Some(batch) = s.next().await {
-            for bytes in batch?.messages {
-                self.deliver(decode(&bytes)?)?;
+            let batch = batch?;
+            for bytes in batch.messages {
+                let m = decode(&bytes)?;
+                self.admit(batch.cluster_id, m.from)?;
+                self.deliver(m)?;
             }
         }
         Ok(Response::new(Ack {}))
@@ -302,6 +372,7 @@ impl Peer for PeerService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let mut msg = decode(&first.message)?;
+        self.admit(first.cluster_id, msg.from)?;
         let mut data = first.data;
         while let Some(chunk) = s.next().await {
             data.extend_from_slice(&chunk?.data);
@@ -310,4 +381,111 @@ impl Peer for PeerService {
         self.deliver(msg)?;
         Ok(Response::new(Ack {}))
     }
+
+    async fn members(
+        &self,
+        _req: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let sm = self.shared.state.read();
+        Ok(Response::new(MembersResponse {
+            cluster_id: sm.cluster_id,
+            members: sm
+                .members
+                .values()
+                .map(|m| MemberInfo {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: m.client_urls.clone(),
+                    is_learner: m.is_learner,
+                })
+                .collect(),
+            removed: sm.removed.iter().copied().collect(),
+        }))
+    }
+}
+
+/// Why a joining member could not learn its place in the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// No peer answered.
+    #[error("no member of the existing cluster answered at {0:?}: {1}")]
+    Unreachable(Vec<String>, String),
+    /// The cluster does not list this member's peer URLs.
+    #[error("the cluster ({cluster:x}) has no member with peer URLs {urls:?}; add it first (etcdctl member add <name> --peer-urls={first}), then start it")]
+    NotAdded {
+        /// Cluster id.
+        cluster: u64,
+        /// Our peer URLs.
+        urls: Vec<String>,
+        /// First of them.
+        first: String,
+    },
+}
+
+/// Asks the other members of `--initial-cluster` for the cluster's id and member list, and finds
+/// this member (by its peer URLs) in it, as etcd does for `--initial-cluster-state existing`.
+pub async fn discover(
+    peers: &[String],
+    my_peer_urls: &[String],
+    local: Option<IpAddr>,
+) -> Result<crate::bootstrap::JoinInfo, JoinError> {
+    let mut last = String::from("no peers to ask");
+    let mut mine = my_peer_urls.to_vec();
+    mine.sort();
+    // The cluster may be electing a leader or restarting: keep asking for a while.
+    for attempt in 0..30 {
+        for url in peers {
+            let resp = async {
+                let ch = endpoint(url, local)?.connect().await?;
+                let r = PeerClient::new(ch).members(MembersRequest {}).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r.into_inner())
+            }
+            .await;
+            let r = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let found = r.members.iter().find(|m| {
+                let mut u = m.peer_urls.clone();
+                u.sort();
+                u == mine
+            });
+            let Some(me) = found else {
+                return Err(JoinError::NotAdded {
+                    cluster: r.cluster_id,
+                    urls: my_peer_urls.to_vec(),
+                    first: my_peer_urls.first().cloned().unwrap_or_default(),
+                });
+            };
+            let members = r
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.id,
+                        crate::state_machine::Member {
+                            id: m.id,
+                            name: m.name.clone(),
+                            peer_urls: m.peer_urls.clone(),
+                            client_urls: m.client_urls.clone(),
+                            is_learner: m.is_learner,
+                        },
+                    )
+                })
+                .collect();
+            return Ok(crate::bootstrap::JoinInfo {
+                member_id: me.id,
+                cluster_id: r.cluster_id,
+                members,
+            });
+        }
+        if attempt < 29 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Err(JoinError::Unreachable(peers.to_vec(), last))
 }

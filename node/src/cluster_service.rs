@@ -1,0 +1,298 @@
+//! The etcd v3 Cluster service: MemberList on any member; MemberAdd, MemberRemove, MemberUpdate
+//! and MemberPromote checked and proposed by the leader (other members forward them to it, as
+//! etcd does), answered once the change is applied.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::proto::{
+    PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
+    PbMemberListResponse, PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest,
+    PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse, PbResponseHeader,
+};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::{Request, Response, Status};
+
+use crate::kv_service::node_status;
+use crate::membership::{new_member_id, valid_peer_urls, MemberChange, MembershipError};
+use crate::node::{NodeError, NodeHandle};
+use crate::state_machine::Member;
+
+/// Pause between attempts while no leader is known.
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);
+
+/// The Cluster service of one member.
+pub struct ClusterService {
+    node: NodeHandle,
+}
+
+/// etcd's wire shape of a member.
+pub fn pb_member(m: &Member) -> PbMember {
+    PbMember {
+        id: m.id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.clone(),
+        client_ur_ls: m.client_urls.clone(),
+        is_learner: m.is_learner,
+    }
+}
+
+impl ClusterService {
+    /// Serves the Cluster API through `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        ClusterService { node }
+    }
+
+    fn header(&self) -> Option<PbResponseHeader> {
+        let sh = &self.node.shared;
+        let sm = sh.state.read();
+        Some(PbResponseHeader {
+            cluster_id: sm.cluster_id,
+            member_id: sh.member_id(),
+            revision: sm.store.current_revision(),
+            raft_term: sh.status.read().term,
+        })
+    }
+
+    async fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = r
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.node.shared.metrics.observe_grpc(method, code);
+        r.map(Response::new)
+    }
+
+    /// Runs `change` on the leader: here when this member leads, else by forwarding `req` to
+    /// the leader's client URL. `Ok(Left)` is the local result, `Ok(Right)` the leader's answer.
+    async fn on_leader<Req, Resp>(
+        &self,
+        change: MemberChange,
+        method: &'static str,
+        req: Req,
+    ) -> Result<Result<Vec<Member>, Resp>, Status>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let deadline = Instant::now() + self.node.shared.config.request_timeout;
+        loop {
+            match self.node.change_membership(change.clone()).await {
+                Ok(members) => return Ok(Ok(members)),
+                Err(NodeError::NotLeader) => {}
+                Err(e) => return Err(node_status(&e)),
+            }
+            let leader = self.node.shared.status.read().leader_id;
+            let url = (leader != 0 && leader != self.node.shared.member_id())
+                .then(|| {
+                    let sm = self.node.shared.state.read();
+                    sm.members
+                        .get(&leader)
+                        .and_then(|m| m.client_urls.first().cloned())
+                })
+                .flatten();
+            if let Some(url) = url {
+                return forward(&url, method, req).await.map(Err);
+            }
+            if Instant::now() + NO_LEADER_PAUSE >= deadline {
+                return Err(node_status(&NodeError::NoLeader));
+            }
+            tokio::time::sleep(NO_LEADER_PAUSE).await;
+        }
+    }
+
+    fn members(list: &[Member]) -> Vec<PbMember> {
+        list.iter().map(pb_member).collect()
+    }
+}
+
+/// Sends a Cluster request to another member (the leader) and returns its answer as is.
+async fn forward<Req, Resp>(url: &str, method: &'static str, req: Req) -> Result<Resp, Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Status::unavailable(format!("etcdserver: cannot reach the leader at {url}: {e}"))
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| unavailable(&e))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| unavailable(&e))?;
+    let path = PathAndQuery::from_static(method);
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    Ok(grpc
+        .unary(Request::new(req), path, codec)
+        .await?
+        .into_inner())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl PbClusterService for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<PbMemberAddRequest>,
+    ) -> Result<Response<PbMemberAddResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            if !valid_peer_urls(&req.peer_ur_ls) {
+                return Err(MembershipError::BadUrls.status());
+            }
+            let sh = &self.node.shared;
+            let mut id = new_member_id(&req.peer_ur_ls, &sh.config.cluster_token, now_secs());
+            {
+                // Never reuse an id, even one removed long ago.
+                let sm = sh.state.read();
+                while id == 0 || sm.members.contains_key(&id) || sm.removed.contains(&id) {
+                    id = id.wrapping_add(1);
+                }
+            }
+            let member = Member {
+                id,
+                name: String::new(),
+                peer_urls: req.peer_ur_ls.clone(),
+                client_urls: vec![],
+                is_learner: req.is_learner,
+            };
+            match self
+                .on_leader::<_, PbMemberAddResponse>(
+                    MemberChange::Add(member.clone()),
+                    "/etcdserverpb.Cluster/MemberAdd",
+                    req.clone(),
+                )
+                .await?
+            {
+                Ok(members) => Ok(PbMemberAddResponse {
+                    header: self.header(),
+                    member: Some(pb_member(&member)),
+                    members: Self::members(&members),
+                }),
+                Err(forwarded) => Ok(forwarded),
+            }
+        }
+        .await;
+        self.observed("MemberAdd", r).await
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<PbMemberRemoveRequest>,
+    ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            match self
+                .on_leader::<_, PbMemberRemoveResponse>(
+                    MemberChange::Remove(req.id),
+                    "/etcdserverpb.Cluster/MemberRemove",
+                    req,
+                )
+                .await?
+            {
+                Ok(members) => Ok(PbMemberRemoveResponse {
+                    header: self.header(),
+                    members: Self::members(&members),
+                }),
+                Err(forwarded) => Ok(forwarded),
+            }
+        }
+        .await;
+        self.observed("MemberRemove", r).await
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<PbMemberUpdateRequest>,
+    ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            if !valid_peer_urls(&req.peer_ur_ls) {
+                return Err(MembershipError::BadUrls.status());
+            }
+            let change = MemberChange::UpdatePeerUrls {
+                id: req.id,
+                peer_urls: req.peer_ur_ls.clone(),
+            };
+            match self
+                .on_leader::<_, PbMemberUpdateResponse>(
+                    change,
+                    "/etcdserverpb.Cluster/MemberUpdate",
+                    req,
+                )
+                .await?
+            {
+                Ok(members) => Ok(PbMemberUpdateResponse {
+                    header: self.header(),
+                    members: Self::members(&members),
+                }),
+                Err(forwarded) => Ok(forwarded),
+            }
+        }
+        .await;
+        self.observed("MemberUpdate", r).await
+    }
+
+    async fn member_list(
+        &self,
+        req: Request<PbMemberListRequest>,
+    ) -> Result<Response<PbMemberListResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            if req.linearizable {
+                self.node
+                    .linearizable_barrier()
+                    .await
+                    .map_err(|e| node_status(&e))?;
+            }
+            let members: Vec<Member> = self
+                .node
+                .shared
+                .state
+                .read()
+                .members
+                .values()
+                .cloned()
+                .collect();
+            Ok(PbMemberListResponse {
+                header: self.header(),
+                members: Self::members(&members),
+            })
+        }
+        .await;
+        self.observed("MemberList", r).await
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<PbMemberPromoteRequest>,
+    ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        let req = req.into_inner();
+        let r = async {
+            match self
+                .on_leader::<_, PbMemberPromoteResponse>(
+                    MemberChange::Promote(req.id),
+                    "/etcdserverpb.Cluster/MemberPromote",
+                    req,
+                )
+                .await?
+            {
+                Ok(members) => Ok(PbMemberPromoteResponse {
+                    header: self.header(),
+                    members: Self::members(&members),
+                }),
+                Err(forwarded) => Ok(forwarded),
+            }
+        }
+        .await;
+        self.observed("MemberPromote", r).await
+    }
+}
