@@ -69,6 +69,9 @@ pub struct RaftLog {
     truncated_term: u64,
     /// Latest snapshot this member can send; installed by the ready loop.
     snapshot: Option<Snapshot>,
+    /// Raft asked for a snapshot the stored one cannot serve (too old, or its configuration
+    /// lacks the recipient, which raft-rs would refuse): the ready loop should take a new one.
+    snapshot_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl RaftLog {
@@ -95,6 +98,7 @@ impl RaftLog {
             truncated_index: truncated.index,
             truncated_term: truncated.term,
             snapshot: None,
+            snapshot_wanted: Default::default(),
         })
     }
 
@@ -193,6 +197,12 @@ impl RaftLog {
         Ok(())
     }
 
+    /// True (once) when Raft asked for a snapshot the stored one could not serve.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Remembers a snapshot received from the leader so it can be served onwards.
     pub fn set_snapshot(&mut self, snapshot: Snapshot) {
         self.snapshot = Some(snapshot);
@@ -229,6 +239,16 @@ impl RaftLog {
 
 fn store_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+/// True when member `to` is part of the snapshot's configuration (raft-rs ignores a snapshot
+/// that does not include the recipient).
+fn includes(s: &Snapshot, to: u64) -> bool {
+    let cs = s.get_metadata().get_conf_state();
+    cs.voters.contains(&to)
+        || cs.learners.contains(&to)
+        || cs.voters_outgoing.contains(&to)
+        || cs.learners_next.contains(&to)
 }
 
 impl raft::Storage for RaftLog {
@@ -285,12 +305,16 @@ impl raft::Storage for RaftLog {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         match &self.snapshot {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+            Some(s) if s.get_metadata().index >= request_index && includes(s, to) => Ok(s.clone()),
+            _ => {
+                self.snapshot_wanted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
         }
     }
 }

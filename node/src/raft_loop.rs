@@ -641,7 +641,9 @@ impl RaftLoop {
 
     fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
         let cfg = &self.shared.config;
-        if self.applied < self.snapshot_index + cfg.snapshot_count {
+        // A peer needs a snapshot newer than the stored one (e.g. a new learner).
+        let wanted = self.raw.store().take_snapshot_request() && self.applied > self.snapshot_index;
+        if !wanted && self.applied < self.snapshot_index + cfg.snapshot_count {
             return Ok(());
         }
         let started = Instant::now();

@@ -96,6 +96,48 @@ impl Member {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the binary with this member's flags to completion (for start-up refusals).
+    pub fn run_to_exit(&self, timeout: Duration) -> (Option<i32>, String) {
+        let mut child = Command::new(BIN)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn metastore-node");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (st.code(), err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, String::new());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
     }
@@ -122,7 +164,33 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// The test's 127.a.b network; member i (0-based) is at `.{i+1}`.
+    pub net: String,
+    /// Flags every member gets.
+    pub extra: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// Flags of a member named `name` at `ip`, keeping its data in `data_dir`.
+fn member_args(name: &str, ip: &str, data_dir: &std::path::Path, initial: &str) -> Vec<String> {
+    vec![
+        "--name".into(),
+        name.into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://{ip}:2379"),
+        "--advertise-client-urls".into(),
+        format!("http://{ip}:2379"),
+        "--listen-peer-urls".into(),
+        format!("http://{ip}:2380"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://{ip}:2380"),
+        "--listen-metrics-urls".into(),
+        format!("http://{ip}:2381"),
+        "--initial-cluster".into(),
+        initial.into(),
+    ]
 }
 
 /// Fast timers so failover tests finish quickly.
@@ -144,24 +212,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, ip)| {
                 let data_dir = dir.path().join(format!("m{i}"));
-                let mut args: Vec<String> = vec![
-                    "--name".into(),
-                    format!("m{i}"),
-                    "--data-dir".into(),
-                    data_dir.display().to_string(),
-                    "--listen-client-urls".into(),
-                    format!("http://{ip}:2379"),
-                    "--advertise-client-urls".into(),
-                    format!("http://{ip}:2379"),
-                    "--listen-peer-urls".into(),
-                    format!("http://{ip}:2380"),
-                    "--initial-advertise-peer-urls".into(),
-                    format!("http://{ip}:2380"),
-                    "--listen-metrics-urls".into(),
-                    format!("http://{ip}:2381"),
-                    "--initial-cluster".into(),
-                    initial.join(","),
-                ];
+                let mut args = member_args(&format!("m{i}"), ip, &data_dir, &initial.join(","));
                 args.extend(extra.iter().map(|s| s.to_string()));
                 Member {
                     name: format!("m{i}"),
@@ -172,11 +223,53 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut c = Cluster { members, _dir: dir };
+        let mut c = Cluster {
+            members,
+            net,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
         for m in &mut c.members {
             m.start();
         }
         c
+    }
+
+    /// Prepares (does not start) a member that joins this cluster with
+    /// `--initial-cluster-state existing`: it must be added with MemberAdd first. Returns its index.
+    pub fn prepare_joiner(&mut self) -> usize {
+        let i = self.members.len();
+        let ip = format!("{}.{}", self.net, i + 1);
+        let name = format!("m{i}");
+        let data_dir = self._dir.path().join(&name);
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        initial.push(format!("{name}=http://{ip}:2380"));
+        let mut args = member_args(&name, &ip, &data_dir, &initial.join(","));
+        args.extend([
+            "--initial-cluster-state".to_string(),
+            "existing".to_string(),
+        ]);
+        args.extend(self.extra.iter().cloned());
+        self.members.push(Member {
+            name,
+            ip,
+            data_dir,
+            args,
+            child: None,
+        });
+        i
+    }
+
+    /// Indexes of running members.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_some())
+            .collect()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
