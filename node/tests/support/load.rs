@@ -92,7 +92,7 @@ impl Load {
                         let e = eps.lock().unwrap();
                         e[(seq + w) % e.len()].clone()
                     };
-                    let register = seq % 2 == 0;
+                    let register = seq.is_multiple_of(2);
                     let (key, value) = if register {
                         (REGISTER.to_string(), format!("w{w}-{seq}"))
                     } else {
