@@ -387,6 +387,7 @@ mod tests {
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = 8;
         snap.mut_metadata().term = 1;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
         log.install_snapshot(snap, 6).unwrap();
         assert_eq!(log.first_index().unwrap(), 7);
         assert_eq!(log.term(6).unwrap(), 1);
@@ -395,7 +396,13 @@ mod tests {
             Err(raft::Error::Store(StorageError::Compacted))
         ));
         assert_eq!(log.snapshot(8, 2).unwrap().get_metadata().index, 8);
-        assert!(log.snapshot(9, 2).is_err());
+        assert!(!log.take_snapshot_request());
+        assert!(log.snapshot(9, 2).is_err(), "too old");
+        assert!(log.take_snapshot_request(), "a newer one is wanted");
+        assert!(!log.take_snapshot_request());
+        // A snapshot whose configuration lacks the recipient would be ignored by raft-rs.
+        assert!(log.snapshot(8, 3).is_err());
+        assert!(log.take_snapshot_request());
 
         // A leader's snapshot far ahead replaces the log entirely.
         let mut meta = SnapshotMetadata::default();
