@@ -56,6 +56,10 @@ pub struct Flags {
     /// Initial cluster: `name=peer-url,name=peer-url,...` (default: this member alone).
     #[arg(long, env = "METASTORE_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Extra peer URLs a joining member asks for the member list (e.g. a headless Service that
+    /// resolves to the running members), besides the others in `--initial-cluster`.
+    #[arg(long, env = "METASTORE_DISCOVERY_PEER_URLS")]
+    pub discovery_peer_urls: Option<String>,
     /// `new` to bootstrap a cluster, `existing` to join one.
     #[arg(long, env = "METASTORE_INITIAL_CLUSTER_STATE", default_value = "new")]
     pub initial_cluster_state: String,
@@ -155,6 +159,8 @@ pub struct Config {
     pub initial_cluster: Vec<InitialMember>,
     /// New or existing cluster.
     pub cluster_state: ClusterState,
+    /// Extra peer URLs to discover the cluster from when joining.
+    pub discovery_peer_urls: Vec<String>,
     /// Cluster token.
     pub cluster_token: String,
     /// Addresses for the HTTP endpoints.
@@ -203,9 +209,28 @@ fn url_list(flag: &str, value: &str) -> Result<Vec<String>, ConfigError> {
         return Err(bad(format!("--{flag} must name at least one URL")));
     }
     for u in &urls {
-        url_to_addr(flag, u)?;
+        check_url(flag, u)?;
     }
     Ok(urls)
+}
+
+/// Checks that `u` is an `http://host:port` URL without resolving it: advertised and peer URLs
+/// may name hosts that only resolve later (e.g. a StatefulSet pod's DNS name).
+pub fn check_url(flag: &str, u: &str) -> Result<(), ConfigError> {
+    let parsed =
+        url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
+    if parsed.scheme() != "http" {
+        return Err(bad(format!(
+            "--{flag}: URL {u:?} must use http:// (TLS is not supported yet)"
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad(format!("--{flag}: URL {u:?} has no host")));
+    }
+    if parsed.port().is_none() {
+        return Err(bad(format!("--{flag}: URL {u:?} has no port")));
+    }
+    Ok(())
 }
 
 /// Turns `http://host:port` into a socket address to bind or dial.
@@ -278,7 +303,7 @@ fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>,
                 "--initial-cluster: {part:?} has an empty name"
             )));
         }
-        url_to_addr("initial-cluster", url)?;
+        check_url("initial-cluster", url)?;
         by_name
             .entry(name.to_string())
             .or_default()
@@ -433,6 +458,10 @@ impl Flags {
             advertise_peer_urls,
             initial_cluster,
             cluster_state,
+            discovery_peer_urls: match &self.discovery_peer_urls {
+                Some(v) => url_list("discovery-peer-urls", v)?,
+                None => vec![],
+            },
             cluster_token: self.initial_cluster_token,
             metrics_addrs,
             heartbeat_interval,

@@ -118,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .filter(|m| m.name != config.name)
             .flat_map(|m| m.peer_urls.clone())
+            .chain(config.discovery_peer_urls.iter().cloned())
             .collect();
         let info = crate::transport::discover(&peers, &config.advertise_peer_urls, local_ip)
             .await

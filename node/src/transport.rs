@@ -411,6 +411,14 @@ pub enum JoinError {
     /// No peer answered.
     #[error("no member of the existing cluster answered at {0:?}: {1}")]
     Unreachable(Vec<String>, String),
+    /// This member already started once and its data is gone.
+    #[error("member {id:x} ({name}) already started in this cluster and its data dir is empty: its Raft state is lost, so it must not rejoin as itself; remove it (etcdctl member remove {id:x}) and add it again")]
+    AlreadyStarted {
+        /// Member id.
+        id: u64,
+        /// Its name.
+        name: String,
+    },
     /// The cluster does not list this member's peer URLs.
     #[error("the cluster ({cluster:x}) has no member with peer URLs {urls:?}; add it first (etcdctl member add <name> --peer-urls={first}), then start it")]
     NotAdded {
@@ -461,6 +469,14 @@ pub async fn discover(
                     first: my_peer_urls.first().cloned().unwrap_or_default(),
                 });
             };
+            // A member that already started has Raft state (votes) that an empty data dir lost:
+            // rejoining with it could vote twice in one term.
+            if !me.name.is_empty() {
+                return Err(JoinError::AlreadyStarted {
+                    id: me.id,
+                    name: me.name.clone(),
+                });
+            }
             let members = r
                 .members
                 .iter()
