@@ -1,0 +1,554 @@
+//! Pure builders of the Kubernetes objects that run a MetaStore: the headless peer Service, the
+//! client Service, the StatefulSet (members started with etcd-style flags from the downward API)
+//! and the PodDisruptionBudget. No I/O: every object is a function of the resource and the
+//! planner's decisions, so each is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{MetaStore, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION};
+
+/// Client (etcd v3 gRPC) port.
+pub const CLIENT_PORT: i32 = 2379;
+/// Peer (Raft) port.
+pub const PEER_PORT: i32 = 2380;
+/// Metrics and health port.
+pub const METRICS_PORT: i32 = 2381;
+/// Where the data volume is mounted.
+pub const DATA_MOUNT: &str = "/var/lib/metastore";
+/// Unprivileged user of the node image.
+pub const RUN_AS_USER: i64 = 65532;
+
+/// Name of the headless Service that gives members stable DNS names.
+pub fn peer_service_name(ms: &MetaStore) -> String {
+    format!("{}-peer", ms.name_any())
+}
+
+/// Name of the Service clients use.
+pub fn client_service_name(ms: &MetaStore) -> String {
+    format!("{}-client", ms.name_any())
+}
+
+/// Name of the pod (and Raft member) with `ordinal`.
+pub fn pod_name(ms: &MetaStore, ordinal: i32) -> String {
+    format!("{}-{ordinal}", ms.name_any())
+}
+
+/// DNS name of a member pod inside the cluster.
+pub fn pod_host(ms: &MetaStore, ordinal: i32) -> String {
+    format!(
+        "{}.{}.{}.svc",
+        pod_name(ms, ordinal),
+        peer_service_name(ms),
+        ms.namespace().unwrap_or_default()
+    )
+}
+
+/// Peer URL of the member with `ordinal` (what MemberAdd is given).
+pub fn peer_url(ms: &MetaStore, ordinal: i32) -> String {
+    format!("http://{}:{PEER_PORT}", pod_host(ms, ordinal))
+}
+
+/// Client URL of the member with `ordinal`.
+pub fn client_url(ms: &MetaStore, ordinal: i32) -> String {
+    format!("http://{}:{CLIENT_PORT}", pod_host(ms, ordinal))
+}
+
+/// Labels that select a cluster's pods.
+pub fn selector_labels(ms: &MetaStore) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "metastore".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), ms.name_any()),
+    ])
+}
+
+/// The selector as a string (status.selector, for the scale subresource).
+pub fn selector_string(ms: &MetaStore) -> String {
+    selector_labels(ms)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(ms: &MetaStore) -> BTreeMap<String, String> {
+    let mut l = selector_labels(ms);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "metastore-operator".into(),
+    );
+    l
+}
+
+fn owner(ms: &MetaStore) -> Vec<OwnerReference> {
+    ms.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(ms: &MetaStore, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: ms.namespace(),
+        labels: Some(labels(ms)),
+        owner_references: Some(owner(ms)),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    }
+}
+
+/// Headless Service: stable per-pod DNS names, published before pods are ready so members can
+/// find each other while starting (as etcd's operators do).
+pub fn peer_service(ms: &MetaStore) -> Service {
+    Service {
+        metadata: meta(ms, peer_service_name(ms)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(ms)),
+            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Service clients connect to (ready members only).
+pub fn client_service(ms: &MetaStore) -> Service {
+    Service {
+        metadata: meta(ms, client_service_name(ms)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(ms)),
+            ports: Some(vec![
+                port("client", CLIENT_PORT),
+                port("metrics", METRICS_PORT),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Smallest number of members that must stay up: a quorum of `voters`.
+pub fn quorum(voters: i32) -> i32 {
+    voters.max(1) / 2 + 1
+}
+
+/// PodDisruptionBudget keeping a quorum of the current voters.
+pub fn pod_disruption_budget(ms: &MetaStore, voters: i32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(ms, ms.name_any()),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(quorum(voters))),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The member's flags. Pod-specific values come from the downward API (`$(POD_NAME)`,
+/// `$(POD_NAMESPACE)`, `$(POD_IP)`, expanded by the kubelet). `bootstrapped` switches new pods
+/// from bootstrapping a cluster to joining it.
+pub fn member_args(ms: &MetaStore, bootstrapped: bool) -> Vec<String> {
+    let peer_svc = peer_service_name(ms);
+    let host = format!("$(POD_NAME).{peer_svc}.$(POD_NAMESPACE).svc");
+    let spec = &ms.spec;
+    let mut args = vec![
+        "--name=$(POD_NAME)".to_string(),
+        format!("--data-dir={DATA_MOUNT}/data"),
+        format!("--listen-client-urls=http://$(POD_IP):{CLIENT_PORT}"),
+        format!("--advertise-client-urls=http://{host}:{CLIENT_PORT}"),
+        format!("--listen-peer-urls=http://$(POD_IP):{PEER_PORT}"),
+        format!("--initial-advertise-peer-urls=http://{host}:{PEER_PORT}"),
+        format!("--listen-metrics-urls=http://$(POD_IP):{METRICS_PORT}"),
+        format!("--initial-cluster=$(POD_NAME)=http://{host}:{PEER_PORT}"),
+        format!(
+            "--initial-cluster-state={}",
+            if bootstrapped { "existing" } else { "new" }
+        ),
+        format!(
+            "--initial-cluster-token={}",
+            ms.uid().unwrap_or_else(|| ms.name_any())
+        ),
+        format!("--discovery-peer-urls=http://{peer_svc}.$(POD_NAMESPACE).svc:{PEER_PORT}"),
+        format!("--lease-read={}", spec.lease_read.enabled),
+    ];
+    if let Some(hb) = spec.heartbeat_interval_ms {
+        args.push(format!("--heartbeat-interval={hb}"));
+    }
+    if let Some(et) = spec.election_timeout_ms {
+        args.push(format!("--election-timeout={et}"));
+    }
+    if let Some(d) = spec.lease_read.max_clock_drift {
+        args.push(format!("--max-clock-drift={d}"));
+    }
+    args
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn default_affinity(ms: &MetaStore) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(ms)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn retention(r: PvcRetention) -> String {
+    match r {
+        PvcRetention::Retain => "Retain".into(),
+        PvcRetention::Delete => "Delete".into(),
+    }
+}
+
+/// The StatefulSet running `replicas` member pods (the planner decides how many).
+pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> StatefulSet {
+    let spec = &ms.spec;
+    let image = format!(
+        "{}:{}",
+        spec.image.as_deref().unwrap_or(DEFAULT_IMAGE),
+        spec.version.as_deref().unwrap_or(DEFAULT_VERSION)
+    );
+    let mut pod_labels = spec.pod_template.labels.clone();
+    pod_labels.extend(labels(ms));
+    let container = Container {
+        name: "metastore".into(),
+        image: Some(image),
+        args: Some(member_args(ms, bootstrapped)),
+        env: Some(vec![
+            env_from_field("POD_NAME", "metadata.name"),
+            env_from_field("POD_NAMESPACE", "metadata.namespace"),
+            env_from_field("POD_IP", "status.podIP"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("client".into()),
+                container_port: CLIENT_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 2, 3)),
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        startup_probe: Some(http_probe("/livez", 2, 60)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let size = spec
+        .storage
+        .size
+        .clone()
+        .unwrap_or_else(|| Quantity("1Gi".into()));
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(selector_labels(ms)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), size)])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let annotations =
+        (!spec.pod_template.annotations.is_empty()).then(|| spec.pod_template.annotations.clone());
+    StatefulSet {
+        metadata: meta(ms, ms.name_any()),
+        spec: StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(peer_service_name(ms)),
+            // Members are added and removed one at a time by the operator; pods need not wait
+            // for each other.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(ms)),
+                ..Default::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some(retention(spec.storage.retention_on_scale_down)),
+                    when_deleted: Some(retention(spec.storage.retention_on_delete)),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    affinity: Some(
+                        spec.pod_template
+                            .affinity
+                            .clone()
+                            .unwrap_or_else(|| default_affinity(ms)),
+                    ),
+                    tolerations: (!spec.pod_template.tolerations.is_empty())
+                        .then(|| spec.pod_template.tolerations.clone()),
+                    node_selector: (!spec.pod_template.node_selector.is_empty())
+                        .then(|| spec.pod_template.node_selector.clone()),
+                    priority_class_name: spec.pod_template.priority_class_name.clone(),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(RUN_AS_USER),
+                        run_as_non_root: Some(true),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![pvc]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MetaStoreSpec;
+
+    fn ms(json: serde_json::Value) -> MetaStore {
+        let spec: MetaStoreSpec = serde_json::from_value(json).unwrap();
+        let mut m = MetaStore::new("demo", spec);
+        m.metadata.namespace = Some("prod".into());
+        m.metadata.uid = Some("uid-1".into());
+        m
+    }
+
+    fn container(s: &StatefulSet) -> &Container {
+        &s.spec.template.spec.as_ref().unwrap().containers[0]
+    }
+
+    #[test]
+    fn args_are_etcd_style_from_the_downward_api() {
+        let m = ms(
+            serde_json::json!({"replicas": 3, "heartbeatIntervalMs": 50, "electionTimeoutMs": 500,
+            "leaseRead": {"enabled": false, "maxClockDrift": 0.2}}),
+        );
+        let args = member_args(&m, false);
+        for want in [
+            "--name=$(POD_NAME)",
+            "--data-dir=/var/lib/metastore/data",
+            "--listen-client-urls=http://$(POD_IP):2379",
+            "--advertise-client-urls=http://$(POD_NAME).demo-peer.$(POD_NAMESPACE).svc:2379",
+            "--initial-advertise-peer-urls=http://$(POD_NAME).demo-peer.$(POD_NAMESPACE).svc:2380",
+            "--initial-cluster=$(POD_NAME)=http://$(POD_NAME).demo-peer.$(POD_NAMESPACE).svc:2380",
+            "--initial-cluster-state=new",
+            "--initial-cluster-token=uid-1",
+            "--discovery-peer-urls=http://demo-peer.$(POD_NAMESPACE).svc:2380",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+            "--lease-read=false",
+            "--max-clock-drift=0.2",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        assert!(member_args(&m, true)
+            .iter()
+            .any(|a| a == "--initial-cluster-state=existing"));
+        assert_eq!(peer_url(&m, 2), "http://demo-2.demo-peer.prod.svc:2380");
+        assert_eq!(client_url(&m, 0), "http://demo-0.demo-peer.prod.svc:2379");
+    }
+
+    #[test]
+    fn stateful_set_ports_probes_storage_security_and_owner() {
+        let m = ms(
+            serde_json::json!({"replicas": 3, "storage": {"size": "5Gi", "storageClassName": "fast",
+            "retentionOnScaleDown": "Delete"}, "podTemplate": {"labels": {"team": "a"},
+            "nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"}}),
+        );
+        let s = stateful_set(&m, 2, true);
+        let spec = &s.spec;
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
+        let c = container(&s);
+        assert_eq!(c.image.as_deref(), Some("metastore-node:0.1.0"));
+        let ports: Vec<i32> = c
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.container_port)
+            .collect();
+        assert_eq!(ports, [2379, 2380, 2381]);
+        let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&c.liveness_probe).as_deref(), Some("/livez"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        let pvc_spec = pvc.spec.as_ref().unwrap();
+        assert_eq!(pvc_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            pvc_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+        let ret = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(ret.when_scaled.as_deref(), Some("Delete"));
+        assert_eq!(ret.when_deleted.as_deref(), Some("Retain"));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+        assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels["app.kubernetes.io/instance"], "demo");
+        // Owned by the MetaStore, so deleting it deletes everything.
+        let owners = s.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owners[0].kind, "MetaStore");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+
+    #[test]
+    fn services_and_pdb() {
+        let m = ms(serde_json::json!({"replicas": 5}));
+        let peer = peer_service(&m);
+        let ps = peer.spec.as_ref().unwrap();
+        assert_eq!(ps.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(ps.publish_not_ready_addresses, Some(true));
+        let client = client_service(&m);
+        assert_eq!(client.metadata.name.as_deref(), Some("demo-client"));
+        assert_eq!(
+            client.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+            2379
+        );
+        for (voters, min) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+            let pdb = pod_disruption_budget(&m, voters);
+            assert_eq!(
+                pdb.spec.unwrap().min_available,
+                Some(IntOrString::Int(min)),
+                "{voters} voters"
+            );
+        }
+        assert_eq!(
+            selector_string(&m),
+            "app.kubernetes.io/instance=demo,app.kubernetes.io/name=metastore"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The `MetaStore` custom resource (metastore.io/v1alpha1): what users ask for, and what the
+//! operator reports back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default node image.
+pub const DEFAULT_IMAGE: &str = "metastore-node";
+/// Default node image tag.
+pub const DEFAULT_VERSION: &str = "0.1.0";
+/// Largest cluster the operator runs.
+pub const MAX_REPLICAS: i32 = 9;
+
+/// A MetaStore cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "metastore.io",
+    version = "v1alpha1",
+    kind = "MetaStore",
+    namespaced,
+    shortname = "ms",
+    status = "MetaStoreStatus",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    validation = Rule::new("!has(self.spec.heartbeatIntervalMs) || !has(self.spec.electionTimeoutMs) || self.spec.electionTimeoutMs >= 5 * self.spec.heartbeatIntervalMs").message("spec.electionTimeoutMs must be at least 5 times spec.heartbeatIntervalMs"),
+    validation = Rule::new("!has(self.spec.electionTimeoutMs) || has(self.spec.heartbeatIntervalMs) || self.spec.electionTimeoutMs >= 500").message("spec.electionTimeoutMs must be at least 5 times the default heartbeat interval (100 ms)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaStoreSpec {
+    /// Number of voting members (1 to 9; odd sizes tolerate the most failures per member).
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// Node image repository (default `metastore-node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Node image tag (default: the operator's version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Container resources of each member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Persistent storage of each member.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// Linearizable reads from a leader lease.
+    #[serde(default)]
+    pub lease_read: LeaseReadSpec,
+    /// Raft heartbeat interval in ms (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 5000))]
+    pub heartbeat_interval_ms: Option<u32>,
+    /// Raft election timeout in ms (default 1000; at least 5 heartbeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 50, max = 50000))]
+    pub election_timeout_ms: Option<u32>,
+    /// Extra settings for the member pods.
+    #[serde(default)]
+    pub pod_template: PodOverrides,
+    /// Stop reconciling (membership and objects stay as they are).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// What happens to a member's volume.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PvcRetention {
+    /// Keep the volume (default, as StatefulSets do).
+    #[default]
+    Retain,
+    /// Delete the volume.
+    Delete,
+}
+
+/// Persistent storage settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size of each member (default 1Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// Storage class (default: the cluster's default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Volumes of members removed by a scale-down. A removed member can never reuse its data, so
+    /// `Delete` is usually what you want; `Retain` keeps it for inspection.
+    #[serde(default)]
+    pub retention_on_scale_down: PvcRetention,
+    /// Volumes when the MetaStore is deleted.
+    #[serde(default)]
+    pub retention_on_delete: PvcRetention,
+}
+
+/// Lease-read settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseReadSpec {
+    /// Serve linearizable reads from a leader lease when provably safe (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Largest clock-rate difference between members, as a fraction (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub max_clock_drift: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LeaseReadSpec {
+    fn default() -> Self {
+        LeaseReadSpec {
+            enabled: true,
+            max_clock_drift: None,
+        }
+    }
+}
+
+/// Pod-level overrides.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Affinity (default: prefer spreading members over nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node selector.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Priority class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Observed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaStoreStatus {
+    /// Generation of the spec last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Voting members (the scale subresource's replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Members that are healthy.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the member pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Raft cluster id (hex) once bootstrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Members as the cluster reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Name of the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The membership step under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_operation: Option<String>,
+    /// Running, Scaling, Degraded, Creating or Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Generation of the last membership hint pushed to the members.
+    #[serde(default)]
+    pub policy_generation: u64,
+    /// Available, Progressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Raft member id (hex).
+    pub id: String,
+    /// Pod name (empty until the member has started).
+    pub name: String,
+    /// leader, follower or learner.
+    pub role: String,
+    /// Answers its status endpoint.
+    pub healthy: bool,
+    /// Applied Raft index.
+    #[serde(default)]
+    pub applied_index: u64,
+}
+
+impl MetaStoreSpec {
+    /// Checks what the schema cannot: returns a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(format!(
+                "spec.replicas must be between 1 and {MAX_REPLICAS}, got {}",
+                self.replicas
+            ));
+        }
+        let hb = self.heartbeat_interval_ms.unwrap_or(100);
+        let et = self.election_timeout_ms.unwrap_or(1000);
+        if et < 5 * hb {
+            return Err(format!(
+                "spec.electionTimeoutMs ({et}) must be at least 5 times spec.heartbeatIntervalMs ({hb})"
+            ));
+        }
+        if let Some(d) = self.lease_read.max_clock_drift {
+            if !(0.0..=0.5).contains(&d) || d.is_nan() {
+                return Err(format!(
+                    "spec.leaseRead.maxClockDrift must be between 0 and 0.5, got {d}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn spec(replicas: i32) -> MetaStoreSpec {
+        serde_json::from_value(serde_json::json!({ "replicas": replicas })).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_in_from_a_minimal_spec() {
+        let s = spec(3);
+        assert!(s.lease_read.enabled);
+        assert_eq!(s.storage.retention_on_delete, PvcRetention::Retain);
+        assert!(!s.paused);
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_field_named() {
+        assert!(spec(0).validate().unwrap_err().contains("spec.replicas"));
+        assert!(spec(10).validate().unwrap_err().contains("spec.replicas"));
+        let mut s = spec(3);
+        s.heartbeat_interval_ms = Some(200);
+        s.election_timeout_ms = Some(500);
+        assert!(s.validate().unwrap_err().contains("electionTimeoutMs"));
+        let mut s = spec(3);
+        s.lease_read.max_clock_drift = Some(0.9);
+        assert!(s.validate().unwrap_err().contains("maxClockDrift"));
+        assert!(serde_json::from_value::<MetaStoreSpec>(serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn crd_has_scale_printer_columns_short_name_and_validation() {
+        let crd = serde_json::to_value(MetaStore::crd()).unwrap();
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "ms");
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(
+            v["subresources"]["scale"]["specReplicasPath"],
+            ".spec.replicas"
+        );
+        assert!(v["subresources"]["status"].is_object());
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+        let spec_schema = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec_schema["properties"]["replicas"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            spec_schema["properties"]["replicas"]["maximum"].as_f64(),
+            Some(9.0)
+        );
+        assert_eq!(spec_schema["required"][0], "replicas");
+        let rules = v["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap();
+        assert!(rules
+            .iter()
+            .any(|r| r["rule"].as_str().unwrap().contains("electionTimeoutMs")));
+    }
+}
