@@ -9,4 +9,5 @@ pub mod admin_proto {
 
 pub mod builders;
 pub mod crd;
+pub mod executor;
 pub mod planner;

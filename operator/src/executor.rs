@@ -1,0 +1,364 @@
+//! Talks to a MetaStore cluster's members: observes them (etcd MemberList and Status) and carries
+//! out one planned membership step through the etcd Cluster and Maintenance APIs and the node's
+//! admin API, pushing the expected voter count to every member before and after each voter
+//! change so lease reads pause while the configuration moves.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+
+use crate::admin_proto::admin_client::AdminClient;
+use crate::admin_proto::{LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest};
+use crate::planner::{ObservedMember, Step};
+
+/// Time allowed for one call to a member.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A failed call to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// An etcd API call failed.
+    #[error("etcd API: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// The admin API failed.
+    #[error("admin API at {0}: {1}")]
+    Admin(String, String),
+    /// No member could be reached.
+    #[error("no member reachable at {0:?}")]
+    Unreachable(Vec<String>),
+    /// A call took too long.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+}
+
+/// One member as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// What the planner needs.
+    pub member: ObservedMember,
+    /// Its first client URL.
+    pub client_url: Option<String>,
+    /// Applied index from its Status.
+    pub applied_index: u64,
+    /// Leader it reports.
+    pub leader: u64,
+}
+
+/// What a look at the cluster found.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Members (None when nobody answered).
+    pub members: Option<Vec<MemberView>>,
+    /// The leader most members agree on.
+    pub leader: Option<u64>,
+    /// Cluster id.
+    pub cluster_id: Option<u64>,
+}
+
+/// What carrying out a step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step was done.
+    Done(String),
+    /// The cluster is not ready for it yet (e.g. learner still catching up); try again soon.
+    NotYet(String),
+}
+
+async fn timed<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, ExecError>>,
+) -> Result<T, ExecError> {
+    tokio::time::timeout(CALL_TIMEOUT, f)
+        .await
+        .map_err(|_| ExecError::Timeout(what))?
+}
+
+/// Connects an etcd client to `endpoints`.
+pub async fn connect(endpoints: &[String]) -> Result<Client, ExecError> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(CALL_TIMEOUT);
+    timed("connect", async {
+        Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|_| ExecError::Unreachable(endpoints.to_vec()))
+    })
+    .await
+}
+
+/// Observes the cluster through any of `endpoints`; `ordinal_of` maps a peer URL to a pod
+/// ordinal.
+pub async fn observe(
+    endpoints: &[String],
+    ordinal_of: impl Fn(&str) -> Option<i32>,
+) -> ClusterView {
+    let Ok(mut c) = connect(endpoints).await else {
+        return ClusterView::default();
+    };
+    let Ok(list) = timed("member list", async { Ok(c.member_list().await?) }).await else {
+        return ClusterView::default();
+    };
+    let cluster_id = list.header().map(|h| h.cluster_id());
+    let mut views = Vec::new();
+    let mut leaders: Vec<u64> = Vec::new();
+    for m in list.members() {
+        let url = m.client_urls().first().cloned();
+        let mut healthy = false;
+        let (mut applied, mut leader) = (0, 0);
+        if let Some(u) = &url {
+            if let Ok(mut mc) = connect(std::slice::from_ref(u)).await {
+                if let Ok(s) = timed("status", async { Ok(mc.status().await?) }).await {
+                    healthy = s.leader() != 0;
+                    applied = s.raft_applied_index();
+                    leader = s.leader();
+                    if leader != 0 {
+                        leaders.push(leader);
+                    }
+                }
+            }
+        }
+        views.push(MemberView {
+            member: ObservedMember {
+                id: m.id(),
+                ordinal: m.peer_urls().iter().find_map(|u| ordinal_of(u)),
+                name: m.name().to_string(),
+                is_learner: m.is_learner(),
+                healthy,
+            },
+            client_url: url,
+            applied_index: applied,
+            leader,
+        });
+    }
+    leaders.sort_unstable();
+    let leader = majority(&leaders);
+    ClusterView {
+        members: Some(views),
+        leader,
+        cluster_id,
+    }
+}
+
+fn majority(sorted: &[u64]) -> Option<u64> {
+    let mut best: Option<(u64, usize)> = None;
+    for chunk in sorted.chunk_by(|a, b| a == b) {
+        if best.is_none_or(|(_, n)| chunk.len() > n) {
+            best = Some((chunk[0], chunk.len()));
+        }
+    }
+    best.map(|(id, _)| id)
+}
+
+/// Pushes the expected voter count to every member that answers; returns how many took it.
+pub async fn push_policy(urls: &[String], expected_voters: u32, generation: u64) -> usize {
+    let mut ok = 0;
+    for u in urls {
+        let r = timed("policy push", async {
+            let mut a = AdminClient::connect(u.clone())
+                .await
+                .map_err(|e| ExecError::Admin(u.clone(), e.to_string()))?;
+            a.set_membership_policy(SetMembershipPolicyRequest {
+                expected_voters,
+                generation,
+            })
+            .await
+            .map_err(|e| ExecError::Admin(u.clone(), e.message().to_string()))
+        })
+        .await;
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => tracing::debug!("policy push: {e}"),
+        }
+    }
+    ok
+}
+
+/// A member's lease status.
+pub async fn lease_status(url: &str) -> Result<LeaseStatusResponse, ExecError> {
+    timed("lease status", async {
+        let mut a = AdminClient::connect(url.to_string())
+            .await
+            .map_err(|e| ExecError::Admin(url.into(), e.to_string()))?;
+        Ok(a.lease_status(LeaseStatusRequest {})
+            .await
+            .map_err(|e| ExecError::Admin(url.into(), e.message().to_string()))?
+            .into_inner())
+    })
+    .await
+}
+
+/// Where and how to carry out steps for one cluster.
+pub struct Target<'a> {
+    /// Client URLs of the members (any may be used for Cluster calls).
+    pub endpoints: &'a [String],
+    /// The observed cluster.
+    pub view: &'a ClusterView,
+    /// Peer URL of pod `ordinal`.
+    pub peer_url: &'a dyn Fn(i32) -> String,
+}
+
+impl Target<'_> {
+    fn member_urls(&self) -> Vec<String> {
+        self.view
+            .members
+            .iter()
+            .flatten()
+            .filter_map(|m| m.client_url.clone())
+            .collect()
+    }
+
+    fn url_of(&self, id: u64) -> Option<String> {
+        self.view
+            .members
+            .iter()
+            .flatten()
+            .find(|m| m.member.id == id)
+            .and_then(|m| m.client_url.clone())
+    }
+}
+
+/// Carries out a membership step (StatefulSet steps are the controller's). `generation` is the
+/// last policy generation used; it is advanced for every push.
+pub async fn execute(
+    step: &Step,
+    t: &Target<'_>,
+    generation: &mut u64,
+) -> Result<Outcome, ExecError> {
+    match step {
+        Step::AddLearner { ordinal } => {
+            let url = (t.peer_url)(*ordinal);
+            let mut c = connect(t.endpoints).await?;
+            let r = timed("member add", async {
+                Ok(c.member_add(
+                    [url.as_str()],
+                    Some(MemberAddOptions::new().with_is_learner()),
+                )
+                .await?)
+            })
+            .await?;
+            let id = r.member().map(|m| m.id()).unwrap_or(0);
+            Ok(Outcome::Done(format!(
+                "added learner {id:x} for pod {ordinal} ({url})"
+            )))
+        }
+        Step::Promote { id, voters_after } => {
+            // Only pause lease reads for a promotion that can succeed now.
+            let applied = |want: u64| {
+                t.view
+                    .members
+                    .iter()
+                    .flatten()
+                    .find(|m| m.member.id == want)
+                    .map_or(0, |m| m.applied_index)
+            };
+            let leader_applied = t.view.leader.map_or(0, applied);
+            if (applied(*id) as f64) < leader_applied as f64 * 0.9 {
+                return Ok(Outcome::NotYet(format!(
+                    "learner {id:x} is catching up ({} of {leader_applied})",
+                    applied(*id)
+                )));
+            }
+            *generation += 1;
+            push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
+            let mut c = connect(t.endpoints).await?;
+            match timed("member promote", async { Ok(c.member_promote(*id).await?) }).await {
+                Ok(_) => {
+                    *generation += 1;
+                    push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
+                    Ok(Outcome::Done(format!("promoted {id:x}")))
+                }
+                Err(e) if e.to_string().contains("in sync with leader") => {
+                    // Not yet: lease reads may resume at the current size meanwhile.
+                    *generation += 1;
+                    let now = (*voters_after - 1) as u32;
+                    push_policy(&t.member_urls(), now, *generation).await;
+                    Ok(Outcome::NotYet(format!("learner {id:x} is catching up")))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Step::MoveLeader { from, to } => {
+            let url = t
+                .url_of(*from)
+                .ok_or_else(|| ExecError::Unreachable(vec![format!("{from:x}")]))?;
+            let mut c = connect(&[url]).await?;
+            timed("move leader", async { Ok(c.move_leader(*to).await?) }).await?;
+            Ok(Outcome::Done(format!(
+                "moved leadership from {from:x} to {to:x}"
+            )))
+        }
+        Step::RemoveMember { id, voters_after } => {
+            let is_voter = t
+                .view
+                .members
+                .iter()
+                .flatten()
+                .any(|m| m.member.id == *id && !m.member.is_learner);
+            let others: Vec<String> = t
+                .view
+                .members
+                .iter()
+                .flatten()
+                .filter(|m| m.member.id != *id)
+                .filter_map(|m| m.client_url.clone())
+                .collect();
+            if is_voter {
+                *generation += 1;
+                push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
+            }
+            let eps = if others.is_empty() {
+                t.endpoints.to_vec()
+            } else {
+                others.clone()
+            };
+            let mut c = connect(&eps).await?;
+            match timed("member remove", async { Ok(c.member_remove(*id).await?) }).await {
+                Ok(_) => {}
+                // Removed already (e.g. the operator restarted mid-step).
+                Err(e) if e.to_string().contains("member not found") => {}
+                Err(e) => return Err(e),
+            }
+            if is_voter {
+                *generation += 1;
+                push_policy(&others, *voters_after as u32, *generation).await;
+            }
+            Ok(Outcome::Done(format!("removed {id:x}")))
+        }
+        Step::Steady { voters } => {
+            // Keep every member's hint in line (new members, restarted ones).
+            let mut stale = false;
+            for u in t.member_urls() {
+                match lease_status(&u).await {
+                    Ok(s) if s.expected_voters == *voters as u32 && s.generation == *generation => {
+                    }
+                    Ok(_) => stale = true,
+                    Err(_) => {}
+                }
+            }
+            if stale {
+                *generation += 1;
+                push_policy(&t.member_urls(), *voters as u32, *generation).await;
+                return Ok(Outcome::Done(format!(
+                    "pushed expected voters {voters} (generation {generation})"
+                )));
+            }
+            Ok(Outcome::Done(String::new()))
+        }
+        other => Ok(Outcome::NotYet(format!(
+            "{other:?} is not a member operation"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::majority;
+
+    #[test]
+    fn leader_is_the_one_most_members_report() {
+        assert_eq!(majority(&[]), None);
+        assert_eq!(majority(&[5]), Some(5));
+        assert_eq!(majority(&[3, 5, 5]), Some(5));
+        assert_eq!(majority(&[3, 3, 5]), Some(3));
+    }
+}

@@ -1,0 +1,322 @@
+//! The planner and executor against real `metastore-node` processes on loopback, no Kubernetes:
+//! each process plays the pod with that ordinal, started with the same flags the StatefulSet
+//! gives (its own name in `--initial-cluster`, discovery through a peer URL). Drives 1→3→5→3→1
+//! step by step and checks the members' lease status after every step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use metastore_operator::executor::{self, ClusterView, Outcome, Target};
+use metastore_operator::planner::{plan, Observed, Step};
+
+fn node_bin() -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/metastore-node
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("metastore-node"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p metastore-node)",
+        bin.display()
+    );
+    bin
+}
+
+struct Pods {
+    net: String,
+    dir: tempfile::TempDir,
+    running: BTreeMap<i32, Child>,
+}
+
+impl Pods {
+    fn ip(&self, ordinal: i32) -> String {
+        format!("{}.{}", self.net, ordinal + 1)
+    }
+    fn peer_url(&self, ordinal: i32) -> String {
+        format!("http://{}:2380", self.ip(ordinal))
+    }
+    fn client_url(&self, ordinal: i32) -> String {
+        format!("http://{}:2379", self.ip(ordinal))
+    }
+
+    /// Starts pod `ordinal` as the StatefulSet would (bootstrapped: join instead of bootstrap).
+    fn start(&mut self, ordinal: i32, bootstrapped: bool) {
+        let ip = self.ip(ordinal);
+        let name = format!("ms-{ordinal}");
+        let data = self.dir.path().join(&name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let child = Command::new(node_bin())
+            .args([
+                format!("--name={name}"),
+                format!("--data-dir={}", data.display()),
+                format!("--listen-client-urls=http://{ip}:2379"),
+                format!("--advertise-client-urls=http://{ip}:2379"),
+                format!("--listen-peer-urls=http://{ip}:2380"),
+                format!("--initial-advertise-peer-urls=http://{ip}:2380"),
+                format!("--listen-metrics-urls=http://{ip}:2381"),
+                format!("--initial-cluster={name}=http://{ip}:2380"),
+                format!(
+                    "--initial-cluster-state={}",
+                    if bootstrapped { "existing" } else { "new" }
+                ),
+                format!("--discovery-peer-urls={}", self.peer_url(0)),
+                "--heartbeat-interval=50".into(),
+                "--election-timeout=500".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.running.insert(ordinal, child);
+    }
+
+    /// Scales "the StatefulSet": pods above `replicas` go (SIGKILL if still running).
+    fn scale(&mut self, replicas: i32) {
+        let have: Vec<i32> = self.running.keys().copied().collect();
+        for o in have.iter().filter(|o| **o >= replicas) {
+            if let Some(mut c) = self.running.remove(o) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for o in 0..replicas {
+            if !self.running.contains_key(&o) {
+                self.start(o, true);
+            }
+        }
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.running.keys().map(|o| self.client_url(*o)).collect()
+    }
+
+    fn log(&self, ordinal: i32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("ms-{ordinal}.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.running) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ordinal_of(net: &str, url: &str) -> Option<i32> {
+    let host = url.strip_prefix("http://")?.split(':').next()?;
+    let last: i32 = host.strip_prefix(&format!("{net}."))?.parse().ok()?;
+    Some(last - 1)
+}
+
+async fn view(pods: &Pods) -> ClusterView {
+    let net = pods.net.clone();
+    executor::observe(&pods.endpoints(), move |u| ordinal_of(&net, u)).await
+}
+
+/// After a step: every member agrees on the applied voters, and the hint never claims more
+/// voters than will exist after the step in flight.
+async fn check_lease_status(pods: &Pods, v: &ClusterView) {
+    let mut voter_counts = Vec::new();
+    for m in v.members.iter().flatten() {
+        let Some(u) = &m.client_url else { continue };
+        if let Ok(s) = executor::lease_status(u).await {
+            voter_counts.push(s.voters.len());
+            if m.member.is_learner {
+                assert!(!s.valid, "a learner never holds a lease");
+            }
+        }
+    }
+    assert!(!voter_counts.is_empty(), "{}", pods.log(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
+    let pid = std::process::id();
+    let mut pods = Pods {
+        net: format!("127.{}.{}", 10 + pid % 200, 200 + pid % 50),
+        dir: tempfile::tempdir().unwrap(),
+        running: BTreeMap::new(),
+    };
+    pods.start(0, false);
+    let mut generation = 0u64;
+    let mut sts = 1;
+    let mut log = Vec::new();
+    for target in [3, 5, 3, 1] {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "stuck scaling to {target}: {log:#?}"
+            );
+            let v = view(&pods).await;
+            let o = Observed {
+                spec_replicas: target,
+                sts_replicas: sts,
+                members: v
+                    .members
+                    .as_ref()
+                    .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
+                leader: v.leader,
+            };
+            let step = plan(&o);
+            log.push(format!("{target}: {step:?}"));
+            match &step {
+                Step::Steady { voters } => {
+                    let t = Target {
+                        endpoints: &pods.endpoints(),
+                        view: &v,
+                        peer_url: &|o| pods.peer_url(o),
+                    };
+                    executor::execute(&step, &t, &mut generation).await.unwrap();
+                    // Every member: the applied voters, the pushed hint, lease reads allowed.
+                    for m in v.members.iter().flatten() {
+                        let s = executor::lease_status(m.client_url.as_ref().unwrap())
+                            .await
+                            .unwrap();
+                        assert_eq!(s.voters.len(), *voters, "{s:?}");
+                        assert_eq!(s.expected_voters as usize, *voters, "{s:?}");
+                        assert!(s.enabled, "{}", s.reason);
+                    }
+                    assert_eq!(*voters, target as usize);
+                    break;
+                }
+                Step::ScaleStatefulSet { replicas, .. } => {
+                    sts = *replicas;
+                    pods.scale(sts);
+                }
+                // Refusals are transient here (a member still electing); the controller reports
+                // them as Degraded and looks again.
+                Step::Wait(_) | Step::Refuse(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Step::Bootstrap => panic!("unexpected {step:?}: {log:#?}"),
+                _ => {
+                    let eps = pods.endpoints();
+                    let t = Target {
+                        endpoints: &eps,
+                        view: &v,
+                        peer_url: &|o| pods.peer_url(o),
+                    };
+                    match executor::execute(&step, &t, &mut generation).await {
+                        Ok(Outcome::Done(what)) => log.push(format!("  done: {what}")),
+                        Ok(Outcome::NotYet(why)) => {
+                            log.push(format!("  not yet: {why}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => {
+                            log.push(format!("  error: {e}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    let v = view(&pods).await;
+                    check_lease_status(&pods, &v).await;
+                }
+            }
+        }
+    }
+    // The whole walk used each kind of step.
+    let all = log.join("\n");
+    for kind in ["AddLearner", "Promote", "RemoveMember", "ScaleStatefulSet"] {
+        assert!(all.contains(kind), "{kind} never happened:\n{all}");
+    }
+    eprintln!("{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_and_policy_pushes_on_real_members() {
+    let pid = std::process::id();
+    let mut pods = Pods {
+        net: format!("127.{}.{}", 10 + pid % 200, 150 + pid % 50),
+        dir: tempfile::tempdir().unwrap(),
+        running: BTreeMap::new(),
+    };
+    pods.start(0, false);
+    let mut generation = 0;
+    // Grow to 3 with the planner, as above but compactly.
+    let mut sts = 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline);
+        let v = view(&pods).await;
+        let o = Observed {
+            spec_replicas: 3,
+            sts_replicas: sts,
+            members: v
+                .members
+                .as_ref()
+                .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
+            leader: v.leader,
+        };
+        match plan(&o) {
+            Step::Steady { .. } => break,
+            Step::ScaleStatefulSet { replicas, .. } => {
+                sts = replicas;
+                pods.scale(sts);
+            }
+            Step::Wait(_) | Step::Refuse(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            step => {
+                let eps = pods.endpoints();
+                let t = Target {
+                    endpoints: &eps,
+                    view: &v,
+                    peer_url: &|o| pods.peer_url(o),
+                };
+                if !matches!(
+                    executor::execute(&step, &t, &mut generation).await,
+                    Ok(Outcome::Done(_))
+                ) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    let v = view(&pods).await;
+    let leader = v.leader.unwrap();
+    let to = v
+        .members
+        .iter()
+        .flatten()
+        .map(|m| m.member.id)
+        .find(|id| *id != leader)
+        .unwrap();
+    let eps = pods.endpoints();
+    let t = Target {
+        endpoints: &eps,
+        view: &v,
+        peer_url: &|o| pods.peer_url(o),
+    };
+    let out = executor::execute(&Step::MoveLeader { from: leader, to }, &t, &mut generation)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Done(_)));
+    assert_eq!(view(&pods).await.leader, Some(to));
+
+    // A push of a different count pauses lease reads everywhere; an older generation is ignored.
+    let urls = pods.endpoints();
+    assert_eq!(executor::push_policy(&urls, 5, generation + 10).await, 3);
+    for u in &urls {
+        let s = executor::lease_status(u).await.unwrap();
+        assert!(!s.enabled && !s.valid, "{}", s.reason);
+        assert_eq!((s.expected_voters, s.generation), (5, generation + 10));
+    }
+    assert_eq!(executor::push_policy(&urls, 3, generation + 9).await, 3);
+    let s = executor::lease_status(&urls[0]).await.unwrap();
+    assert_eq!(s.expected_voters, 5, "older generation ignored");
+    executor::push_policy(&urls, 3, generation + 11).await;
+    for u in &urls {
+        let s = executor::lease_status(u).await.unwrap();
+        assert!(s.enabled, "{}", s.reason);
+    }
+}
