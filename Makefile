@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean
+.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds
 
 all: build
 
@@ -20,6 +20,10 @@ release: deps
 ## A single-node MetaStore on 127.0.0.1:2379 (data in ./default.metastore); etcdctl works at once.
 run: release
 	./target/release/metastore-node $(RUN_FLAGS)
+
+## Regenerates the MetaStore CRD from the operator's types (a test fails when it is stale).
+crds: deps
+	$(CARGO) run -q -p metastore-operator --bin crdgen > crds/metastore.io_metastores.yaml
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy

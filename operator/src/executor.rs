@@ -194,7 +194,7 @@ pub struct Target<'a> {
     /// The observed cluster.
     pub view: &'a ClusterView,
     /// Peer URL of pod `ordinal`.
-    pub peer_url: &'a dyn Fn(i32) -> String,
+    pub peer_url: &'a (dyn Fn(i32) -> String + Sync),
 }
 
 impl Target<'_> {

@@ -1,0 +1,690 @@
+//! The reconcile loop: read → validate → apply the built objects (server-side apply, one field
+//! manager) → observe the members → plan one membership step → carry it out → status and events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::builders;
+use crate::crd::{MemberStatus, MetaStore, MetaStoreStatus, MAX_REPLICAS};
+use crate::executor::{self, ClusterView, Outcome, Target};
+use crate::metrics::Metrics;
+use crate::planner::{plan, Observed, Step};
+
+/// Field manager of every object the operator applies.
+pub const MANAGER: &str = "metastore-operator";
+
+/// A reconcile that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The resource has no namespace.
+    #[error("MetaStore {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context for `client`, reporting events as `instance`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            recorder,
+            metrics,
+        }
+    }
+}
+
+/// Pod ordinal of a member from its peer URL.
+pub fn ordinal_of(ms: &MetaStore, url: &str) -> Option<i32> {
+    (0..=4 * MAX_REPLICAS).find(|k| builders::peer_url(ms, *k) == url)
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    old: &[Condition],
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+/// Builds the status from what was observed and decided. Pure.
+pub fn build_status(
+    ms: &MetaStore,
+    view: &ClusterView,
+    step: &Step,
+    operation: Option<String>,
+    invalid: Option<&str>,
+    policy_generation: u64,
+) -> MetaStoreStatus {
+    let old = ms.status.clone().unwrap_or_default();
+    let gen = ms.metadata.generation;
+    let members: Vec<MemberStatus> = view
+        .members
+        .iter()
+        .flatten()
+        .map(|m| MemberStatus {
+            id: format!("{:x}", m.member.id),
+            name: m.member.name.clone(),
+            role: if m.member.is_learner {
+                "learner".into()
+            } else if Some(m.member.id) == view.leader {
+                "leader".into()
+            } else {
+                "follower".into()
+            },
+            healthy: m.member.healthy,
+            applied_index: m.applied_index,
+        })
+        .collect();
+    let voters = members.iter().filter(|m| m.role != "learner").count() as i32;
+    let ready = members
+        .iter()
+        .filter(|m| m.role != "learner" && m.healthy)
+        .count() as i32;
+    let leader = members
+        .iter()
+        .find(|m| m.role == "leader")
+        .map(|m| m.name.clone());
+    let available = leader.is_some() && voters >= 1 && ready * 2 > voters;
+    let steady = matches!(step, Step::Steady { .. });
+    let refused = match step {
+        Step::Refuse(why) => Some(why.clone()),
+        _ => None,
+    };
+    let degraded = invalid.map(str::to_string).or(refused);
+    let phase = if ms.spec.paused {
+        "Paused"
+    } else if degraded.is_some() {
+        "Degraded"
+    } else if view.members.is_none() {
+        "Creating"
+    } else if !steady {
+        "Scaling"
+    } else {
+        "Running"
+    };
+    let progress_msg = match (&operation, step) {
+        (Some(op), _) => op.clone(),
+        (None, Step::Steady { voters }) => format!("{voters} voters, as requested"),
+        (None, s) => format!("{s:?}"),
+    };
+    let conditions = vec![
+        condition(
+            "Available",
+            available,
+            if available {
+                "QuorumHealthy"
+            } else {
+                "NoQuorum"
+            },
+            format!(
+                "{ready} of {voters} voters healthy; leader {}",
+                leader.clone().unwrap_or_else(|| "none".into())
+            ),
+            gen,
+            &old.conditions,
+        ),
+        condition(
+            "Progressing",
+            !steady && degraded.is_none(),
+            if steady { "Steady" } else { "MembershipChange" },
+            progress_msg,
+            gen,
+            &old.conditions,
+        ),
+        condition(
+            "Degraded",
+            degraded.is_some(),
+            if invalid.is_some() {
+                "InvalidSpec"
+            } else if degraded.is_some() {
+                "UnsafeChangeRefused"
+            } else {
+                "AsExpected"
+            },
+            degraded.clone().unwrap_or_default(),
+            gen,
+            &old.conditions,
+        ),
+    ];
+    MetaStoreStatus {
+        observed_generation: gen,
+        replicas: voters,
+        ready_replicas: ready,
+        selector: Some(builders::selector_string(ms)),
+        cluster_id: view.cluster_id.map(|c| format!("{c:x}")).or(old.cluster_id),
+        members,
+        leader,
+        current_operation: if steady {
+            None
+        } else {
+            operation.or_else(|| Some(format!("{step:?}")))
+        },
+        phase: Some(phase.into()),
+        policy_generation,
+        conditions,
+    }
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+}
+
+async fn event(ctx: &Context, ms: &MetaStore, warning: bool, reason: &str, note: String) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ms.object_ref(&())).await {
+        tracing::warn!("cannot publish event: {e}");
+    }
+}
+
+fn step_kind(step: &Step) -> &'static str {
+    match step {
+        Step::Bootstrap => "bootstrap",
+        Step::ScaleStatefulSet { .. } => "scale_statefulset",
+        Step::AddLearner { .. } => "add_learner",
+        Step::Promote { .. } => "promote",
+        Step::MoveLeader { .. } => "move_leader",
+        Step::RemoveMember { .. } => "remove_member",
+        Step::Wait(_) => "wait",
+        Step::Refuse(_) => "refuse",
+        Step::Steady { .. } => "steady",
+    }
+}
+
+/// One reconcile of one MetaStore.
+pub async fn reconcile(ms: Arc<MetaStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let r = reconcile_inner(&ms, &ctx).await;
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &r {
+        ctx.metrics.failures.with_label_values(&[e.reason()]).inc();
+    }
+    r
+}
+
+async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> {
+    let name = ms.name_any();
+    let ns = ms
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let client = ctx.client.clone();
+    let mss: Api<MetaStore> = Api::namespaced(client.clone(), &ns);
+    let policy_generation = ms.status.as_ref().map_or(0, |s| s.policy_generation);
+
+    if ms.spec.paused {
+        let view = ClusterView::default();
+        let status = build_status(
+            ms,
+            &view,
+            &Step::Wait("paused".into()),
+            None,
+            None,
+            policy_generation,
+        );
+        patch_status(&mss, &name, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    if let Err(why) = ms.spec.validate() {
+        event(ctx, ms, true, "InvalidSpec", why.clone()).await;
+        let status = build_status(
+            ms,
+            &ClusterView::default(),
+            &Step::Wait("invalid spec".into()),
+            None,
+            Some(&why),
+            policy_generation,
+        );
+        patch_status(&mss, &name, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &services,
+        &builders::peer_service_name(ms),
+        &builders::peer_service(ms),
+    )
+    .await?;
+    apply(
+        &services,
+        &builders::client_service_name(ms),
+        &builders::client_service(ms),
+    )
+    .await?;
+
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let sts_replicas = sets
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.spec.replicas)
+        .unwrap_or(0);
+
+    let endpoints: Vec<String> = (0..sts_replicas.max(1))
+        .map(|k| builders::client_url(ms, k))
+        .collect();
+    let view = if sts_replicas > 0 {
+        executor::observe(&endpoints, |u| ordinal_of(ms, u)).await
+    } else {
+        ClusterView::default()
+    };
+    let bootstrapped =
+        view.cluster_id.is_some() || ms.status.as_ref().is_some_and(|s| s.cluster_id.is_some());
+    let observed = Observed {
+        spec_replicas: ms.spec.replicas,
+        sts_replicas,
+        members: view
+            .members
+            .as_ref()
+            .map(|m| m.iter().map(|v| v.member.clone()).collect()),
+        leader: view.leader,
+    };
+    let step = plan(&observed);
+    let kind = step_kind(&step);
+    let mut generation = policy_generation;
+    let mut operation = None;
+    let mut requeue = Duration::from_secs(2);
+
+    let voters = view
+        .members
+        .iter()
+        .flatten()
+        .filter(|m| !m.member.is_learner)
+        .count()
+        .max(1) as i32;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    apply(&pdbs, &name, &builders::pod_disruption_budget(ms, voters)).await?;
+
+    let sts_target = match &step {
+        Step::Bootstrap => 1,
+        Step::ScaleStatefulSet { replicas, .. } => *replicas,
+        _ => sts_replicas,
+    };
+    apply(
+        &sets,
+        &name,
+        &builders::stateful_set(ms, sts_target, bootstrapped),
+    )
+    .await?;
+
+    match &step {
+        Step::Bootstrap => {
+            operation = Some("bootstrapping a one-member cluster".to_string());
+            event(
+                ctx,
+                ms,
+                false,
+                "Bootstrap",
+                "created the first member".into(),
+            )
+            .await;
+            ctx.metrics
+                .operations
+                .with_label_values(&[kind, "ok"])
+                .inc();
+        }
+        Step::ScaleStatefulSet { replicas, reason } => {
+            let msg = format!("StatefulSet {sts_replicas} → {replicas} replicas ({reason})");
+            event(ctx, ms, false, "StatefulSetScaled", msg.clone()).await;
+            ctx.metrics
+                .operations
+                .with_label_values(&[kind, "ok"])
+                .inc();
+            operation = Some(msg);
+        }
+        Step::Wait(why) => operation = Some(why.clone()),
+        Step::Refuse(why) => {
+            event(ctx, ms, true, "ScaleRefused", why.clone()).await;
+            ctx.metrics
+                .operations
+                .with_label_values(&[kind, "refused"])
+                .inc();
+            requeue = Duration::from_secs(10);
+        }
+        _ => {
+            let peer = |k: i32| builders::peer_url(ms, k);
+            let t = Target {
+                endpoints: &endpoints,
+                view: &view,
+                peer_url: &peer,
+            };
+            match executor::execute(&step, &t, &mut generation).await {
+                Ok(Outcome::Done(what)) => {
+                    if !what.is_empty() {
+                        let reason = match &step {
+                            Step::AddLearner { .. } => "MemberAdded",
+                            Step::Promote { .. } => "MemberPromoted",
+                            Step::MoveLeader { .. } => "LeaderMoved",
+                            Step::RemoveMember { .. } => "MemberRemoved",
+                            _ => "MembershipPolicyPushed",
+                        };
+                        event(ctx, ms, false, reason, what.clone()).await;
+                        if !matches!(step, Step::Steady { .. }) {
+                            operation = Some(what);
+                        }
+                    }
+                    ctx.metrics
+                        .operations
+                        .with_label_values(&[kind, "ok"])
+                        .inc();
+                    if matches!(step, Step::Steady { .. }) {
+                        requeue = Duration::from_secs(30);
+                    }
+                }
+                Ok(Outcome::NotYet(why)) => {
+                    ctx.metrics
+                        .operations
+                        .with_label_values(&[kind, "not_yet"])
+                        .inc();
+                    operation = Some(why);
+                }
+                Err(e) => {
+                    let msg = format!("{kind} failed: {e}");
+                    event(ctx, ms, true, "MembershipStepFailed", msg.clone()).await;
+                    ctx.metrics
+                        .operations
+                        .with_label_values(&[kind, "error"])
+                        .inc();
+                    operation = Some(msg);
+                    requeue = Duration::from_secs(5);
+                }
+            }
+        }
+    }
+    let status = build_status(ms, &view, &step, operation, None, generation);
+    patch_status(&mss, &name, status).await?;
+    Ok(Action::requeue(requeue))
+}
+
+async fn patch_status(
+    api: &Api<MetaStore>,
+    name: &str,
+    status: MetaStoreStatus,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": "metastore.io/v1alpha1",
+        "kind": "MetaStore",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Backs off after a failed reconcile.
+pub fn error_policy(_ms: Arc<MetaStore>, e: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("reconcile failed: {e}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until shutdown, watching MetaStores (in `namespace`, or all) and the
+/// objects they own.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let (mss, sets, svcs): (Api<MetaStore>, Api<StatefulSet>, Api<Service>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    Controller::new(mss, watcher::Config::default())
+        .owns(sets, watcher::Config::default())
+        .owns(svcs, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            match r {
+                Ok((obj, _)) => tracing::debug!(name = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!("controller: {e}"),
+            }
+        })
+        .await;
+}
+
+/// Labels for operator-wide logs.
+pub fn describe(ms: &MetaStore) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("name", ms.name_any()),
+        ("namespace", ms.namespace().unwrap_or_default()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MetaStoreSpec;
+    use crate::executor::MemberView;
+    use crate::planner::ObservedMember;
+
+    fn ms() -> MetaStore {
+        let spec: MetaStoreSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3})).unwrap();
+        let mut m = MetaStore::new("demo", spec);
+        m.metadata.namespace = Some("prod".into());
+        m.metadata.generation = Some(4);
+        m
+    }
+
+    fn member(id: u64, learner: bool, healthy: bool) -> MemberView {
+        MemberView {
+            member: ObservedMember {
+                id,
+                ordinal: Some(id as i32),
+                name: format!("demo-{id}"),
+                is_learner: learner,
+                healthy,
+            },
+            client_url: None,
+            applied_index: 10,
+            leader: 0,
+        }
+    }
+
+    #[test]
+    fn ordinals_come_from_peer_urls() {
+        let m = ms();
+        assert_eq!(
+            ordinal_of(&m, "http://demo-2.demo-peer.prod.svc:2380"),
+            Some(2)
+        );
+        assert_eq!(
+            ordinal_of(&m, "http://other-2.demo-peer.prod.svc:2380"),
+            None
+        );
+    }
+
+    #[test]
+    fn status_reports_members_roles_and_conditions() {
+        let m = ms();
+        let view = ClusterView {
+            members: Some(vec![
+                member(0, false, true),
+                member(1, false, true),
+                member(2, true, false),
+            ]),
+            leader: Some(1),
+            cluster_id: Some(0xabc),
+        };
+        let s = build_status(
+            &m,
+            &view,
+            &Step::Promote {
+                id: 2,
+                voters_after: 3,
+            },
+            Some("promoting".into()),
+            None,
+            7,
+        );
+        assert_eq!((s.replicas, s.ready_replicas), (2, 2));
+        assert_eq!(s.leader.as_deref(), Some("demo-1"));
+        assert_eq!(s.members[2].role, "learner");
+        assert_eq!(s.cluster_id.as_deref(), Some("abc"));
+        assert_eq!(s.phase.as_deref(), Some("Scaling"));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.policy_generation, 7);
+        let cond = |t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(cond("Available"), "True");
+        assert_eq!(cond("Progressing"), "True");
+        assert_eq!(cond("Degraded"), "False");
+
+        let steady = build_status(&m, &view, &Step::Steady { voters: 2 }, None, None, 7);
+        assert_eq!(steady.phase.as_deref(), Some("Running"));
+        assert!(steady.current_operation.is_none());
+
+        let refused = build_status(
+            &m,
+            &view,
+            &Step::Refuse("member demo-0 is unhealthy".into()),
+            None,
+            None,
+            7,
+        );
+        assert_eq!(refused.phase.as_deref(), Some("Degraded"));
+        let d = refused
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "UnsafeChangeRefused")
+        );
+        assert!(d.message.contains("unhealthy"));
+
+        let no_quorum = ClusterView {
+            members: Some(vec![
+                member(0, false, true),
+                member(1, false, false),
+                member(2, false, false),
+            ]),
+            leader: None,
+            cluster_id: None,
+        };
+        let s = build_status(
+            &m,
+            &no_quorum,
+            &Step::Wait("no leader".into()),
+            None,
+            None,
+            0,
+        );
+        let a = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Available")
+            .unwrap();
+        assert_eq!(
+            (a.status.as_str(), a.reason.as_str()),
+            ("False", "NoQuorum")
+        );
+
+        let invalid = build_status(
+            &m,
+            &ClusterView::default(),
+            &Step::Wait("x".into()),
+            None,
+            Some("spec.replicas bad"),
+            0,
+        );
+        let d = invalid
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(d.reason, "InvalidSpec");
+    }
+}
