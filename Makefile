@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds
+.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images
 
 all: build
 
@@ -24,6 +24,12 @@ run: release
 ## Regenerates the MetaStore CRD from the operator's types (a test fails when it is stale).
 crds: deps
 	$(CARGO) run -q -p metastore-operator --bin crdgen > crds/metastore.io_metastores.yaml
+
+## Container images of the node and the operator (needs a Docker daemon).
+IMAGE_TAG ?= 0.1.0
+images:
+	docker build -f deploy/docker/node.Dockerfile -t metastore-node:$(IMAGE_TAG) .
+	docker build -f deploy/docker/operator.Dockerfile -t metastore-operator:$(IMAGE_TAG) .
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy
