@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images
+.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries
 
 all: build
 
@@ -21,6 +21,14 @@ release: deps
 run: release
 	./target/release/metastore-node $(RUN_FLAGS)
 
+## End to end on a real Kubernetes control plane (built once from source, cached by version).
+e2e: deps
+	CARGO=$(CARGO) bash scripts/e2e.sh
+
+## Builds (or finds in the cache) kube-apiserver, kube-controller-manager and etcd.
+k8s-binaries:
+	bash scripts/k8s-binaries.sh
+
 ## Regenerates the MetaStore CRD from the operator's types (a test fails when it is stale).
 crds: deps
 	$(CARGO) run -q -p metastore-operator --bin crdgen > crds/metastore.io_metastores.yaml
@@ -33,7 +41,7 @@ images:
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## Unit tests only (fast, no processes).
 unit: deps

@@ -418,6 +418,24 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
             requeue = Duration::from_secs(10);
         }
         _ => {
+            if let Step::AddLearner { ordinal } = &step {
+                // A volume left by an earlier member at this ordinal holds a removed member's
+                // data, which the node refuses: the new member starts empty.
+                let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                    Api::namespaced(client.clone(), &ns);
+                let claim = format!("data-{}", builders::pod_name(ms, *ordinal));
+                if pvcs.get_opt(&claim).await?.is_some() {
+                    pvcs.delete(&claim, &Default::default()).await?;
+                    event(
+                        ctx,
+                        ms,
+                        false,
+                        "StaleVolumeDeleted",
+                        format!("deleted {claim} left by a removed member"),
+                    )
+                    .await;
+                }
+            }
             let peer = |k: i32| builders::peer_url(ms, k);
             let t = Target {
                 endpoints: &endpoints,

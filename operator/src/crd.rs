@@ -76,17 +76,16 @@ pub struct MetaStoreSpec {
 }
 
 /// What happens to a member's volume.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PvcRetention {
-    /// Keep the volume (default, as StatefulSets do).
-    #[default]
+    /// Keep the volume.
     Retain,
     /// Delete the volume.
     Delete,
 }
 
 /// Persistent storage settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Volume size of each member (default 1Gi).
@@ -95,13 +94,33 @@ pub struct StorageSpec {
     /// Storage class (default: the cluster's default class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Volumes of members removed by a scale-down. A removed member can never reuse its data, so
-    /// `Delete` is usually what you want; `Retain` keeps it for inspection.
-    #[serde(default)]
+    /// Volumes of members removed by a scale-down (default `Delete`: a removed member can never
+    /// reuse its data; `Retain` keeps it for inspection, and the operator deletes it before that
+    /// ordinal joins again).
+    #[serde(default = "delete")]
     pub retention_on_scale_down: PvcRetention,
-    /// Volumes when the MetaStore is deleted.
-    #[serde(default)]
+    /// Volumes when the MetaStore is deleted (default `Retain`).
+    #[serde(default = "retain")]
     pub retention_on_delete: PvcRetention,
+}
+
+fn delete() -> PvcRetention {
+    PvcRetention::Delete
+}
+
+fn retain() -> PvcRetention {
+    PvcRetention::Retain
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: None,
+            storage_class_name: None,
+            retention_on_scale_down: PvcRetention::Delete,
+            retention_on_delete: PvcRetention::Retain,
+        }
+    }
 }
 
 /// Lease-read settings.
@@ -251,6 +270,7 @@ mod tests {
         let s = spec(3);
         assert!(s.lease_read.enabled);
         assert_eq!(s.storage.retention_on_delete, PvcRetention::Retain);
+        assert_eq!(s.storage.retention_on_scale_down, PvcRetention::Delete);
         assert!(!s.paused);
         assert_eq!(s.validate(), Ok(()));
     }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suite (tests/e2e) against a real Kubernetes control plane.
+#
+# The control-plane binaries come from scripts/k8s-binaries.sh (built once, cached by version).
+# The suite runs in a private mount namespace where a scratch copy of /etc/hosts is bind-mounted
+# over /etc/hosts: the test kubelet writes the pods' DNS names there, so members and the operator
+# resolve each other while the machine's own /etc/hosts is never touched. Needs root (unshare).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=$(bash scripts/k8s-binaries.sh | tail -1)
+export METASTORE_K8S_BIN="$BIN"
+CARGO="${CARGO:-cargo}"
+# Build first, outside the namespace, so the test run below only runs.
+$CARGO build -p metastore-node -p metastore-operator
+$CARGO test -p metastore-e2e --no-run
+
+HOSTS=$(mktemp /tmp/metastore-e2e-hosts.XXXXXX)
+trap 'rm -f "$HOSTS"' EXIT
+cp /etc/hosts "$HOSTS"
+unshare --mount --propagation private bash -c '
+  set -euo pipefail
+  mount --bind "$1" /etc/hosts
+  shift
+  METASTORE_E2E_HOSTS=/etc/hosts "$@"
+' _ "$HOSTS" $CARGO test -p metastore-e2e -- --test-threads=1 --nocapture

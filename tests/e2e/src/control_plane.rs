@@ -1,0 +1,302 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
+//! (StatefulSet, garbage-collector, PVC-protection, Deployment/ReplicaSet and disruption
+//! controllers) with freshly generated certificates, service-account keys and a kubeconfig.
+//! Binaries come from `scripts/k8s-binaries.sh` (built once from the pinned Kubernetes release,
+//! cached by version).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A running control plane; stopped (by PID) on drop.
+pub struct ControlPlane {
+    /// Working directory (certificates, etcd data, logs).
+    pub dir: tempfile::TempDir,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// https URL of the API server.
+    pub server: String,
+    procs: Vec<(String, Child)>,
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("openssl").current_dir(dir).args(args))
+}
+
+/// CA, API server serving cert (127.0.0.1/localhost), admin client cert, service-account keys.
+fn certificates(dir: &Path) -> anyhow::Result<()> {
+    openssl(dir, &["genrsa", "-out", "ca.key", "2048"])?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=metastore-e2e-ca",
+            "-days",
+            "2",
+            "-out",
+            "ca.crt",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n\
+         extendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(dir, &["genrsa", "-out", "server.key", "2048"])?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-out",
+            "server.csr",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    )?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+    openssl(dir, &["genrsa", "-out", "admin.key", "2048"])?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "admin.key",
+            "-subj",
+            "/CN=admin/O=system:masters",
+            "-out",
+            "admin.csr",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "admin.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "admin.crt",
+        ],
+    )?;
+    openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
+    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+    Ok(())
+}
+
+fn kubeconfig(dir: &Path, server: &str) -> String {
+    let p = |f: &str| dir.join(f).display().to_string();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         users:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
+         contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n    namespace: default\ncurrent-context: e2e\n",
+        ca = p("ca.crt"),
+        crt = p("admin.crt"),
+        key = p("admin.key"),
+    )
+}
+
+impl ControlPlane {
+    /// Starts etcd, the API server and the controller manager from `bin`, on ports from
+    /// `base_port` upwards, and waits until the API server is ready.
+    pub fn start(bin: &Path, base_port: u16) -> anyhow::Result<ControlPlane> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().to_path_buf();
+        certificates(&d)?;
+        let (etcd_client, etcd_peer, api, cm) =
+            (base_port, base_port + 1, base_port + 2, base_port + 3);
+        let server = format!("https://127.0.0.1:{api}");
+        let kc = d.join("kubeconfig");
+        std::fs::write(&kc, kubeconfig(&d, &server))?;
+        let mut cp = ControlPlane {
+            dir,
+            kubeconfig: kc.clone(),
+            server: server.clone(),
+            procs: Vec::new(),
+        };
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        cp.spawn(
+            "etcd",
+            bin.join("etcd"),
+            vec![
+                "--name=e2e".into(),
+                format!("--data-dir={}", d.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync".into(),
+            ],
+        )?;
+        let p = |f: &str| d.join(f).display().to_string();
+        cp.spawn(
+            "kube-apiserver",
+            bin.join("kube-apiserver"),
+            vec![
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api}"),
+                format!("--tls-cert-file={}", p("server.crt")),
+                format!("--tls-private-key-file={}", p("server.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                "--allow-privileged=true".into(),
+                // Pods run without service-account tokens (the test kubelet has no use for them).
+                "--disable-admission-plugins=ServiceAccount".into(),
+                format!("--cert-dir={}", p("apiserver-certs")),
+            ],
+        )?;
+        cp.wait_ready(Duration::from_secs(90))?;
+        cp.spawn(
+            "kube-controller-manager",
+            bin.join("kube-controller-manager"),
+            vec![
+                format!("--kubeconfig={}", kc.display()),
+                format!("--authentication-kubeconfig={}", kc.display()),
+                format!("--authorization-kubeconfig={}", kc.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={cm}"),
+                "--leader-elect=false".into(),
+                "--controllers=statefulset-controller,garbage-collector-controller,persistentvolumeclaim-protection-controller,deployment-controller,replicaset-controller,disruption-controller,namespace-controller".into(),
+                "--concurrent-statefulset-syncs=5".into(),
+            ],
+        )?;
+        Ok(cp)
+    }
+
+    fn spawn(&mut self, name: &str, bin: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.procs.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let d = self.dir.path();
+        loop {
+            let out = Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(d.join("ca.crt"))
+                .arg("--cert")
+                .arg(d.join("admin.crt"))
+                .arg("--key")
+                .arg(d.join("admin.key"))
+                .arg(format!("{}/readyz", self.server))
+                .output();
+            if out.is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            let mut dead = None;
+            for (name, c) in &mut self.procs {
+                if let Ok(Some(st)) = c.try_wait() {
+                    dead = Some(format!("{name} exited ({st})"));
+                    break;
+                }
+            }
+            if let Some(d) = dead {
+                let name = d.split(' ').next().unwrap_or_default().to_string();
+                bail!("{d}:\n{}", self.log(&name));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "API server not ready in {timeout:?}:\n{}",
+                    self.log("kube-apiserver")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The last lines of a component's log.
+    pub fn log(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A kube client with admin rights.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Stop in reverse order: controller manager, API server, etcd.
+        for (_, mut c) in self.procs.drain(..).rev() {
+            crate::signal(c.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

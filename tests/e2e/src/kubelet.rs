@@ -1,0 +1,517 @@
+//! A test kubelet: registers one Node, binds pending pods to it, and runs each pod whose image it
+//! knows as a local process on its own loopback address. Container args and env are expanded as
+//! a kubelet would (downward API: pod name, namespace, pod IP); PVC mounts map to directories that
+//! outlive the pod and are removed with the PVC. Pod phase, podIP and Ready (from the readiness
+//! probe's HTTP endpoint) are reported back; deleted pods get SIGTERM, then SIGKILL after the
+//! grace period. Stable DNS names (`<pod>.<service>.<ns>.svc`) are written to a hosts file, which
+//! `make e2e` bind-mounts over /etc/hosts in a private mount namespace, so members and the
+//! operator resolve each other without touching the machine's resolver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+/// Name of the Node this kubelet registers.
+pub const NODE: &str = "e2e-node";
+const HOSTS_BEGIN: &str = "# BEGIN metastore-e2e kubelet";
+const HOSTS_END: &str = "# END metastore-e2e kubelet";
+
+/// How to run pods.
+pub struct KubeletConfig {
+    /// Image name prefix → local binary.
+    pub images: Vec<(String, PathBuf)>,
+    /// Where PVC directories and pod logs live.
+    pub root: PathBuf,
+    /// Hosts file to maintain (the bind-mounted /etc/hosts), if any.
+    pub hosts_file: Option<PathBuf>,
+    /// First three octets of the pod addresses (e.g. "127.0.77").
+    pub net: String,
+}
+
+struct RunningPod {
+    uid: String,
+    ip: String,
+    child: Option<Child>,
+    restarts: i32,
+    next_start: Instant,
+    ready: bool,
+    terminating_since: Option<Instant>,
+    reported: Option<serde_json::Value>,
+    hosts: Vec<String>,
+}
+
+/// A running kubelet; stops (killing its pods) on drop.
+pub struct Kubelet {
+    task: tokio::task::JoinHandle<()>,
+    pods: Arc<Mutex<HashMap<String, RunningPod>>>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+        for (_, p) in self.pods.lock().unwrap().iter_mut() {
+            if let Some(c) = p.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Kubelet {
+    /// Registers the node and starts the sync loop.
+    pub async fn start(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<Kubelet> {
+        std::fs::create_dir_all(cfg.root.join("logs"))?;
+        register_node(&client).await?;
+        let pods: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
+        let state = pods.clone();
+        let task = tokio::spawn(async move {
+            let mut next_ip = 2u32;
+            let mut last_heartbeat = Instant::now();
+            loop {
+                if let Err(e) = sync(&client, &cfg, &state, &mut next_ip).await {
+                    tracing::debug!("kubelet sync: {e}");
+                }
+                if last_heartbeat.elapsed() > Duration::from_secs(10) {
+                    let _ = node_ready(&client).await;
+                    last_heartbeat = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Kubelet { task, pods })
+    }
+
+    /// Address of a running pod.
+    pub fn pod_ip(&self, namespace: &str, name: &str) -> Option<String> {
+        self.pods
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .map(|p| p.ip.clone())
+    }
+}
+
+async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    if nodes.get_opt(NODE).await?.is_none() {
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+    }
+    node_ready(client).await
+}
+
+async fn node_ready(client: &kube::Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "test kubelet", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+        "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+        "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+    }});
+    nodes
+        .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+fn key(p: &Pod) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
+    root.join("pvc").join(ns).join(claim)
+}
+
+/// Expands `$(VAR)` references as the kubelet does.
+pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = s.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
+/// The process a pod's first container becomes: binary, args (env and mounts substituted), env.
+fn command_for(
+    pod: &Pod,
+    ip: &str,
+    cfg: &KubeletConfig,
+) -> Option<(PathBuf, Vec<String>, BTreeMap<String, String>)> {
+    let spec = pod.spec.as_ref()?;
+    let c = spec.containers.first()?;
+    let image = c.image.clone().unwrap_or_default();
+    let bin = cfg
+        .images
+        .iter()
+        .find(|(prefix, _)| image.starts_with(prefix.as_str()))
+        .map(|(_, b)| b.clone())?;
+    let ns = pod.namespace().unwrap_or_default();
+    let mut env = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        let v = if let Some(v) = &e.value {
+            v.clone()
+        } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            match f.field_path.as_str() {
+                "metadata.name" => pod.name_any(),
+                "metadata.namespace" => ns.clone(),
+                "status.podIP" => ip.to_string(),
+                "spec.nodeName" => NODE.to_string(),
+                _ => String::new(),
+            }
+        } else {
+            String::new()
+        };
+        env.insert(e.name.clone(), v);
+    }
+    let mut args: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .skip(1)
+        .chain(c.args.iter().flatten())
+        .map(|a| expand(a, &env))
+        .collect();
+    for m in c.volume_mounts.iter().flatten() {
+        let claim = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|p| p.claim_name.clone());
+        if let Some(claim) = claim {
+            let dir = pvc_dir(&cfg.root, &ns, &claim);
+            let _ = std::fs::create_dir_all(&dir);
+            for a in &mut args {
+                *a = a.replace(&m.mount_path, &dir.display().to_string());
+            }
+        }
+    }
+    Some((bin, args, env))
+}
+
+fn readiness_url(pod: &Pod, ip: &str) -> Option<String> {
+    let c = pod.spec.as_ref()?.containers.first()?;
+    let h = c.readiness_probe.as_ref()?.http_get.as_ref()?;
+    let port = match &h.port {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_) => return None,
+    };
+    Some(format!(
+        "{ip}:{port}{}",
+        h.path.clone().unwrap_or_else(|| "/".into())
+    ))
+}
+
+fn http_ok(target: &str) -> bool {
+    use std::io::{Read, Write};
+    let (addr, path) = match target.find('/') {
+        Some(i) => (&target[..i], &target[i..]),
+        None => (target, "/"),
+    };
+    let Ok(sa) = addr.parse() else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).contains(" 200")
+}
+
+fn host_names(pod: &Pod) -> Vec<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    let Some(spec) = pod.spec.as_ref() else {
+        return vec![];
+    };
+    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
+    match &spec.subdomain {
+        Some(sub) => vec![
+            format!("{hostname}.{sub}.{ns}.svc"),
+            format!("{hostname}.{sub}.{ns}.svc.cluster.local"),
+            format!("{sub}.{ns}.svc"),
+        ],
+        None => vec![],
+    }
+}
+
+fn write_hosts(path: &Path, pods: &HashMap<String, RunningPod>) {
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let before = match current.find(HOSTS_BEGIN) {
+        Some(i) => current[..i].to_string(),
+        None => current.clone(),
+    };
+    let mut block = format!("{HOSTS_BEGIN}\n");
+    let mut entries: Vec<(&String, &RunningPod)> = pods.iter().collect();
+    entries.sort_by_key(|(k, _)| k.as_str());
+    for (_, p) in entries {
+        if p.terminating_since.is_none() && !p.hosts.is_empty() {
+            block.push_str(&format!("{} {}\n", p.ip, p.hosts.join(" ")));
+        }
+    }
+    block.push_str(HOSTS_END);
+    block.push('\n');
+    let text = format!(
+        "{}{}",
+        before.trim_end_matches('\n').to_string() + "\n",
+        block
+    );
+    if text != current {
+        // In place: the file is a bind mount, a rename would detach it.
+        let _ = std::fs::write(path, text);
+    }
+}
+
+async fn sync(
+    client: &kube::Client,
+    cfg: &KubeletConfig,
+    state: &Arc<Mutex<HashMap<String, RunningPod>>>,
+    next_ip: &mut u32,
+) -> anyhow::Result<()> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let list = all.list(&ListParams::default()).await?;
+    let mut seen = Vec::new();
+    let mut bind = Vec::new();
+    let mut finalize = Vec::new();
+    let mut statuses = Vec::new();
+    {
+        let mut pods = state.lock().unwrap();
+        for pod in &list.items {
+            let k = key(pod);
+            let spec = match &pod.spec {
+                Some(s) => s,
+                None => continue,
+            };
+            if spec.node_name.is_none() {
+                if pod.metadata.deletion_timestamp.is_none() {
+                    bind.push((pod.namespace().unwrap_or_default(), pod.name_any()));
+                }
+                continue;
+            }
+            if spec.node_name.as_deref() != Some(NODE) {
+                continue;
+            }
+            seen.push(k.clone());
+            let uid = pod.uid().unwrap_or_default();
+            if pods.get(&k).is_some_and(|p| p.uid != uid) {
+                // Same name, new pod: the old one is gone.
+                if let Some(mut old) = pods.remove(&k) {
+                    if let Some(c) = old.child.as_mut() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                }
+            }
+            if !pods.contains_key(&k) {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    finalize.push((pod.namespace().unwrap_or_default(), pod.name_any()));
+                    continue;
+                }
+                let ip = format!("{}.{}", cfg.net, *next_ip);
+                *next_ip += 1;
+                pods.insert(
+                    k.clone(),
+                    RunningPod {
+                        uid,
+                        ip,
+                        child: None,
+                        restarts: 0,
+                        next_start: Instant::now(),
+                        ready: false,
+                        terminating_since: None,
+                        reported: None,
+                        hosts: host_names(pod),
+                    },
+                );
+            }
+            let Some(p) = pods.get_mut(&k) else { continue };
+            let grace = spec.termination_grace_period_seconds.unwrap_or(30) as u64;
+            if pod.metadata.deletion_timestamp.is_some() {
+                let since = *p.terminating_since.get_or_insert_with(|| {
+                    if let Some(c) = &p.child {
+                        crate::signal(c.id(), libc::SIGTERM);
+                    }
+                    Instant::now()
+                });
+                let exited = match p.child.as_mut() {
+                    Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+                    None => true,
+                };
+                if exited || since.elapsed() > Duration::from_secs(grace) {
+                    if let Some(c) = p.child.as_mut() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    p.child = None;
+                    finalize.push((pod.namespace().unwrap_or_default(), pod.name_any()));
+                }
+                continue;
+            }
+            // Start or restart the container.
+            let exited = match p.child.as_mut() {
+                Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+                None => true,
+            };
+            if exited {
+                if p.child.take().is_some() {
+                    p.restarts += 1;
+                    let backoff = Duration::from_secs(1 << p.restarts.min(3));
+                    p.next_start = Instant::now() + backoff;
+                    p.ready = false;
+                }
+                if Instant::now() >= p.next_start {
+                    if let Some((bin, args, env)) = command_for(pod, &p.ip, cfg) {
+                        let log = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(cfg.root.join("logs").join(k.replace('/', "_") + ".log"));
+                        if let Ok(log) = log {
+                            let child = Command::new(&bin)
+                                .args(&args)
+                                .envs(&env)
+                                .stdout(Stdio::null())
+                                .stderr(log)
+                                .spawn();
+                            match child {
+                                Ok(c) => p.child = Some(c),
+                                Err(e) => tracing::warn!("cannot start {k}: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+            let running = p.child.is_some();
+            p.ready = running && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let cname = spec
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            let ready = if p.ready { "True" } else { "False" };
+            let status = json!({
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": p.ip,
+                "podIPs": [{"ip": p.ip}],
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": ready},
+                    {"type": "Ready", "status": ready},
+                ],
+                "containerStatuses": [{
+                    "name": cname,
+                    "image": spec.containers.first().and_then(|c| c.image.clone()).unwrap_or_default(),
+                    "imageID": "",
+                    "ready": p.ready,
+                    "started": running,
+                    "restartCount": p.restarts,
+                    "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
+                }],
+            });
+            if p.reported.as_ref() != Some(&status) {
+                p.reported = Some(status.clone());
+                let mut with_time = status;
+                with_time["startTime"] = json!(now);
+                statuses.push((
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any(),
+                    with_time,
+                ));
+            }
+        }
+        // Pods deleted from the API while running here.
+        let gone: Vec<String> = pods.keys().filter(|k| !seen.contains(k)).cloned().collect();
+        for k in gone {
+            if let Some(mut p) = pods.remove(&k) {
+                if let Some(c) = p.child.as_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        if let Some(h) = &cfg.hosts_file {
+            write_hosts(h, &pods);
+        }
+    }
+    for (ns, name) in bind {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
+        });
+        let r: Result<serde_json::Value, _> = pods
+            .create_subresource("binding", &name, &PostParams::default(), &binding)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!("bind {ns}/{name}: {e}");
+        }
+    }
+    for (ns, name, status) in statuses {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let _ = pods
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await;
+    }
+    for (ns, name) in finalize {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let _ = pods
+            .delete(
+                &name,
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await;
+        state.lock().unwrap().remove(&format!("{ns}/{name}"));
+    }
+    // Volumes of deleted PVCs go with them.
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let live: Vec<String> = pvcs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    if let Ok(nss) = std::fs::read_dir(cfg.root.join("pvc")) {
+        for ns in nss.flatten() {
+            if let Ok(claims) = std::fs::read_dir(ns.path()) {
+                for c in claims.flatten() {
+                    let k = format!(
+                        "{}/{}",
+                        ns.file_name().to_string_lossy(),
+                        c.file_name().to_string_lossy()
+                    );
+                    if !live.contains(&k) {
+                        let _ = std::fs::remove_dir_all(c.path());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Support for MetaStore's end-to-end tests: a real Kubernetes control plane on loopback and a
+//! test kubelet that runs MetaStore pods as local processes.
+
+pub mod control_plane;
+pub mod kubelet;
+
+use std::path::PathBuf;
+
+/// Sends `sig` to a process this test started (by PID).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a PID we spawned ourselves; no memory is touched.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// The workspace's build output directory holding `metastore-node` and `metastore-operator`
+/// (target/<profile>, found from the test binary's own path).
+pub fn target_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .expect("target dir")
+}
+
+/// Where `scripts/k8s-binaries.sh` put the control-plane binaries (`METASTORE_K8S_BIN`).
+pub fn k8s_bin_dir() -> Option<PathBuf> {
+    std::env::var_os("METASTORE_K8S_BIN").map(PathBuf::from)
+}
+
+/// The hosts file the kubelet may rewrite: only set by `make e2e`, inside a private mount
+/// namespace where it is bind-mounted over /etc/hosts.
+pub fn hosts_file() -> Option<PathBuf> {
+    std::env::var_os("METASTORE_E2E_HOSTS").map(PathBuf::from)
+}

@@ -1,0 +1,331 @@
+//! The users' path on a real Kubernetes API server: `kubectl apply` the CRD and a 1-member
+//! MetaStore, wait until it is Available, use it with etcdctl, then — under continuous client
+//! load — `kubectl patch` it 1→3→5→3→1 and `kubectl scale` it once. After every step the resource
+//! must report Available with the right members and the members must serve lease reads; the whole
+//! history is checked for linearizability and every acknowledged write must survive.
+//!
+//! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
+
+#[path = "../../../node/tests/support/load.rs"]
+mod load;
+#[path = "../../../node/tests/support/register_checker.rs"]
+mod register_checker;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::Api;
+use metastore_e2e::control_plane::ControlPlane;
+use metastore_e2e::kubelet::{Kubelet, KubeletConfig};
+use metastore_operator::crd::MetaStore;
+
+const NS: &str = "default";
+const NAME: &str = "demo";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut c = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(s) = stdin {
+        let _ = c.stdin.take().unwrap().write_all(s.as_bytes());
+    }
+    let out = c.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client_url(ordinal: i32) -> String {
+    format!("http://{NAME}-{ordinal}.{NAME}-peer.{NS}.svc:2379")
+}
+
+/// Waits until the resource is Running with `n` voters, all healthy, and Available.
+async fn wait_running(api: &Api<MetaStore>, n: i32, cp: &ControlPlane, op_log: &Path) -> MetaStore {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(ms) = api.get(NAME).await {
+            if let Some(s) = &ms.status {
+                let available = s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True");
+                if s.phase.as_deref() == Some("Running")
+                    && available
+                    && s.replicas == n
+                    && s.ready_replicas == n
+                    && s.members.len() == n as usize
+                    && s.observed_generation == ms.metadata.generation
+                {
+                    return ms;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "not Running with {n} members: {:#?}\n--- operator\n{}\n--- controller-manager\n{}",
+                    ms.status,
+                    tail(op_log),
+                    cp.log("kube-controller-manager")
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let t = std::fs::read_to_string(p).unwrap_or_default();
+    let l: Vec<&str> = t.lines().collect();
+    l[l.len().saturating_sub(60)..].join("\n")
+}
+
+fn metric(ip: &str, name: &str) -> Option<f64> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://{ip}:2381/metrics")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The leader (from status) serves lease reads and has the lease policy enabled.
+async fn assert_lease_reads(api: &Api<MetaStore>, kubelet: &Kubelet) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ms = api.get(NAME).await.unwrap();
+        let leader = ms.status.and_then(|s| s.leader).unwrap_or_default();
+        if let Some(ip) = kubelet.pod_ip(NS, &leader) {
+            let key = "metastore_read_total{path=\"lease\"}";
+            let before = metric(&ip, key).unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let after = metric(&ip, key).unwrap_or(0.0);
+            if after > before && metric(&ip, "metastore_lease_policy_enabled") == Some(1.0) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader {leader} serves no lease reads"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn endpoints(n: i32) -> Vec<String> {
+    (0..n).map(client_url).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
+    let (Some(k8s), Some(hosts)) = (metastore_e2e::k8s_bin_dir(), metastore_e2e::hosts_file())
+    else {
+        panic!("run this suite with `make e2e` (it provides the control plane and the hosts file)");
+    };
+    let base_port = 21000 + (std::process::id() % 500) as u16 * 8;
+    let cp = ControlPlane::start(&k8s, base_port).expect("control plane");
+    let client = cp.client().await.expect("client");
+    let bins = metastore_e2e::target_bin_dir();
+    let work = cp.dir.path().join("kubelet");
+    let _kubelet = Kubelet::start(
+        client.clone(),
+        KubeletConfig {
+            images: vec![("metastore-node".into(), bins.join("metastore-node"))],
+            root: work.clone(),
+            hosts_file: Some(hosts),
+            net: format!("127.0.{}", 100 + std::process::id() % 100),
+        },
+    )
+    .await
+    .expect("kubelet");
+    let kubelet = _kubelet;
+
+    // The CRD, with kubectl as users do.
+    let crd = repo().join("crds/metastore.io_metastores.yaml");
+    let (ok, out) = kubectl(&cp, &["apply", "-f", &crd.display().to_string()], None);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(
+        &cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/metastores.metastore.io",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+
+    let op_log = cp.dir.path().join("operator.log");
+    let _operator = Operator(
+        Command::new(bins.join("metastore-operator"))
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--metrics-addr=127.0.0.1:{}", base_port + 5))
+            .arg("--log-level=info,metastore_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&op_log).unwrap())
+            .spawn()
+            .expect("operator"),
+    );
+
+    // A bad spec is refused by the API server with the field named.
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some("apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {name: bad}\nspec: {replicas: 0}\n"),
+    );
+    assert!(!ok && out.contains("spec.replicas"), "{out}");
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some("apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {name: bad}\nspec: {replicas: 3, heartbeatIntervalMs: 200, electionTimeoutMs: 500}\n"),
+    );
+    assert!(!ok && out.contains("electionTimeoutMs"), "{out}");
+
+    // A 1-member MetaStore with fast timers.
+    let manifest = format!(
+        "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
+         spec: {{replicas: 1, heartbeatIntervalMs: 50, electionTimeoutMs: 500}}\n"
+    );
+    let (ok, out) = kubectl(&cp, &["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}");
+    let api: Api<MetaStore> = Api::namespaced(client.clone(), NS);
+    wait_running(&api, 1, &cp, &op_log).await;
+
+    // etcdctl through the member's DNS name.
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", client_url(0)))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    assert!(etcdctl(&["put", "greeting", "hello"]).0);
+    assert_eq!(
+        etcdctl(&["get", "greeting", "--print-value-only"]).1.trim(),
+        "hello"
+    );
+    let (ok, out) = kubectl(&cp, &["get", "ms", NAME], None);
+    assert!(ok && out.contains("Running"), "{out}");
+
+    // Continuous load while the membership changes.
+    let mut c0 = etcd_client::Client::connect([client_url(0)], None)
+        .await
+        .unwrap();
+    c0.put(load::REGISTER, "init", None).await.unwrap();
+    let load = load::Load::start(endpoints(1), 2, 2);
+    assert_lease_reads(&api, &kubelet).await;
+
+    let steps: [(&str, i32); 5] = [
+        ("patch", 3),
+        ("scale", 5),
+        ("patch", 3),
+        ("patch", 1),
+        ("patch", 1),
+    ];
+    let mut current = 1;
+    for (how, n) in steps {
+        if n == current {
+            continue;
+        }
+        if n < current {
+            load.set_endpoints(endpoints(n));
+        }
+        let (ok, out) = if how == "scale" {
+            kubectl(
+                &cp,
+                &["scale", &format!("ms/{NAME}"), &format!("--replicas={n}")],
+                None,
+            )
+        } else {
+            let p = format!("{{\"spec\":{{\"replicas\":{n}}}}}");
+            kubectl(&cp, &["patch", "ms", NAME, "--type=merge", "-p", &p], None)
+        };
+        assert!(ok, "{out}");
+        let ms = wait_running(&api, n, &cp, &op_log).await;
+        current = n;
+        load.set_endpoints(endpoints(n));
+        let st = ms.status.unwrap();
+        assert_eq!(st.members.iter().filter(|m| m.role == "leader").count(), 1);
+        assert!(st.members.iter().all(|m| m.healthy && m.role != "learner"));
+        assert_lease_reads(&api, &kubelet).await;
+        eprintln!("{how} to {n}: Running, leader {:?}", st.leader);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = load.stop().await;
+    let acked = rec
+        .history
+        .iter()
+        .filter(|o| o.write && o.res.is_some())
+        .count();
+    eprintln!(
+        "history: {} register ops, {acked} acknowledged writes, {} acknowledged log writes",
+        rec.history.len(),
+        rec.acked_logs.len()
+    );
+    assert!(acked > 20, "the load ran");
+    if let Err(e) = register_checker::check(&rec.history, "init") {
+        panic!("linearizability violation: {e}");
+    }
+    let mut c = etcd_client::Client::connect([client_url(0)], None)
+        .await
+        .unwrap();
+    let got = c
+        .get(
+            load::LOG_PREFIX,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    let present: std::collections::HashSet<String> = got
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = rec
+        .acked_logs
+        .iter()
+        .filter(|k| !present.contains(*k))
+        .collect();
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    // The removed members' volumes went with them (retentionOnScaleDown: Delete).
+    let (ok, out) = kubectl(&cp, &["get", "pvc", "-o", "name"], None);
+    assert!(
+        ok && out.trim() == format!("persistentvolumeclaim/data-{NAME}-0"),
+        "{out}"
+    );
+}
