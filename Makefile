@@ -32,6 +32,7 @@ k8s-binaries:
 ## Regenerates the MetaStore CRD from the operator's types (a test fails when it is stale).
 crds: deps
 	$(CARGO) run -q -p metastore-operator --bin crdgen > crds/metastore.io_metastores.yaml
+	cp crds/metastore.io_metastores.yaml charts/metastore-operator/crds/
 
 ## Container images of the node and the operator (needs a Docker daemon).
 IMAGE_TAG ?= 0.1.0
