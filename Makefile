@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries
+.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -28,6 +28,15 @@ e2e: deps
 ## Builds (or finds in the cache) kube-apiserver, kube-controller-manager and etcd.
 k8s-binaries:
 	bash scripts/k8s-binaries.sh
+
+## deploy/operator.yaml: the chart rendered with its defaults (CRD included) for kubectl apply.
+manifests:
+	@T=$$(bash scripts/k8s-tools.sh | tail -1); \
+	$$T/helm template metastore-operator charts/metastore-operator --namespace metastore-system --include-crds > deploy/operator.yaml
+
+## Offline chart checks: helm lint, strict schema validation, promtool, rendered manifests current.
+chart-check:
+	bash scripts/chart-check.sh
 
 ## Regenerates the MetaStore CRD from the operator's types (a test fails when it is stale).
 crds: deps
