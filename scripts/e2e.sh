@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=$(bash scripts/k8s-binaries.sh | tail -1)
+export METASTORE_K8S_TOOLS=$(bash scripts/k8s-tools.sh | tail -1)
+export PATH="$METASTORE_K8S_TOOLS:$PATH"
 export METASTORE_K8S_BIN="$BIN"
 CARGO="${CARGO:-cargo}"
 # Build first, outside the namespace, so the test run below only runs.

@@ -33,6 +33,9 @@ pub struct KubeletConfig {
     pub hosts_file: Option<PathBuf>,
     /// First three octets of the pod addresses (e.g. "127.0.77").
     pub net: String,
+    /// API server URL and CA file: pods with a service account get a kubeconfig holding a
+    /// token for it (TokenRequest), in `KUBECONFIG`, as in-cluster config would give them.
+    pub api: Option<(String, PathBuf)>,
 }
 
 struct RunningPod {
@@ -278,6 +281,43 @@ fn write_hosts(path: &Path, pods: &HashMap<String, RunningPod>) {
     }
 }
 
+/// Writes a kubeconfig with a fresh token of the pod's service account.
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    cfg: &KubeletConfig,
+    ns: &str,
+    sa: &str,
+    pod: &str,
+) -> anyhow::Result<PathBuf> {
+    let (server, ca) = cfg
+        .api
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no API server configured"))?;
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 7200}});
+    let resp: serde_json::Value = sas
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await?;
+    let token = resp["status"]["token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no token in {resp}"))?;
+    let path = cfg
+        .root
+        .join("kubeconfigs")
+        .join(format!("{ns}_{pod}.yaml"));
+    std::fs::create_dir_all(path.parent().unwrap_or(&cfg.root))?;
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\ncurrent-context: c\n",
+            ca.display()
+        ),
+    )?;
+    Ok(path)
+}
+
 async fn sync(
     client: &kube::Client,
     cfg: &KubeletConfig,
@@ -286,6 +326,31 @@ async fn sync(
 ) -> anyhow::Result<()> {
     let all: Api<Pod> = Api::all(client.clone());
     let list = all.list(&ListParams::default()).await?;
+    // Service-account kubeconfigs for pods about to start here.
+    let mut kubeconfigs: HashMap<String, PathBuf> = HashMap::new();
+    if cfg.api.is_some() {
+        let known: Vec<String> = state.lock().unwrap().keys().cloned().collect();
+        for pod in &list.items {
+            let spec = match &pod.spec {
+                Some(s) => s,
+                None => continue,
+            };
+            let sa = spec.service_account_name.clone().unwrap_or_default();
+            if spec.node_name.as_deref() == Some(NODE)
+                && !sa.is_empty()
+                && sa != "default"
+                && !known.contains(&key(pod))
+            {
+                let ns = pod.namespace().unwrap_or_default();
+                match service_account_kubeconfig(client, cfg, &ns, &sa, &pod.name_any()).await {
+                    Ok(p) => {
+                        kubeconfigs.insert(key(pod), p);
+                    }
+                    Err(e) => tracing::warn!("token for {ns}/{sa}: {e}"),
+                }
+            }
+        }
+    }
     let mut seen = Vec::new();
     let mut bind = Vec::new();
     let mut finalize = Vec::new();
@@ -376,7 +441,14 @@ async fn sync(
                     p.ready = false;
                 }
                 if Instant::now() >= p.next_start {
-                    if let Some((bin, args, env)) = command_for(pod, &p.ip, cfg) {
+                    if let Some((bin, args, mut env)) = command_for(pod, &p.ip, cfg) {
+                        let kc = cfg
+                            .root
+                            .join("kubeconfigs")
+                            .join(format!("{}.yaml", k.replace('/', "_")));
+                        if kubeconfigs.contains_key(&k) || kc.exists() {
+                            env.insert("KUBECONFIG".into(), kc.display().to_string());
+                        }
                         let log = std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)

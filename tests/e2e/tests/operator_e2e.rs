@@ -12,7 +12,7 @@ mod load;
 mod register_checker;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
@@ -49,15 +49,6 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, Stri
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn client_url(ordinal: i32) -> String {
@@ -97,10 +88,21 @@ async fn wait_running(api: &Api<MetaStore>, n: i32, cp: &ControlPlane, op_log: &
     }
 }
 
-fn tail(p: &Path) -> String {
-    let t = std::fs::read_to_string(p).unwrap_or_default();
-    let l: Vec<&str> = t.lines().collect();
-    l[l.len().saturating_sub(60)..].join("\n")
+/// The last lines of the operator pods' logs (the kubelet keeps them under `logs/`).
+fn tail(logs: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("metastore-system_") {
+            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let l: Vec<&str> = t.lines().collect();
+            out.push_str(&format!(
+                "--- {name}\n{}\n",
+                l[l.len().saturating_sub(40)..].join("\n")
+            ));
+        }
+    }
+    out
 }
 
 fn metric(ip: &str, name: &str) -> Option<f64> {
@@ -155,20 +157,50 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     let _kubelet = Kubelet::start(
         client.clone(),
         KubeletConfig {
-            images: vec![("metastore-node".into(), bins.join("metastore-node"))],
+            images: vec![
+                ("metastore-node".into(), bins.join("metastore-node")),
+                ("metastore-operator".into(), bins.join("metastore-operator")),
+            ],
             root: work.clone(),
             hosts_file: Some(hosts),
             net: format!("127.0.{}", 100 + std::process::id() % 100),
+            api: Some((cp.server.clone(), cp.dir.path().join("ca.crt"))),
         },
     )
     .await
     .expect("kubelet");
     let kubelet = _kubelet;
 
-    // The CRD, with kubectl as users do.
-    let crd = repo().join("crds/metastore.io_metastores.yaml");
-    let (ok, out) = kubectl(&cp, &["apply", "-f", &crd.display().to_string()], None);
-    assert!(ok, "{out}");
+    // helm install, as users do: CRD, RBAC, the operator Deployment (2 replicas, leader
+    // election). Its pods run here as processes with their service account's token.
+    let tools = std::env::var("METASTORE_K8S_TOOLS").expect("make e2e sets METASTORE_K8S_TOOLS");
+    let helm = Command::new(format!("{tools}/helm"))
+        .args([
+            "install",
+            "metastore-operator",
+            &repo()
+                .join("charts/metastore-operator")
+                .display()
+                .to_string(),
+            "--namespace",
+            "metastore-system",
+            "--create-namespace",
+            "--set",
+            "logLevel=info\\,metastore_operator=debug",
+            "--wait",
+            "--timeout",
+            "180s",
+            "--kubeconfig",
+            &cp.kubeconfig.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        helm.status.success(),
+        "helm install: {}{}",
+        String::from_utf8_lossy(&helm.stdout),
+        String::from_utf8_lossy(&helm.stderr)
+    );
     let (ok, out) = kubectl(
         &cp,
         &[
@@ -180,18 +212,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         None,
     );
     assert!(ok, "{out}");
-
-    let op_log = cp.dir.path().join("operator.log");
-    let _operator = Operator(
-        Command::new(bins.join("metastore-operator"))
-            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--metrics-addr=127.0.0.1:{}", base_port + 5))
-            .arg("--log-level=info,metastore_operator=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&op_log).unwrap())
-            .spawn()
-            .expect("operator"),
-    );
+    let op_log = work.join("logs");
 
     // A bad spec is refused by the API server with the field named.
     let (ok, out) = kubectl(
