@@ -330,11 +330,17 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
     .await?;
 
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let sts_replicas = sets
-        .get_opt(&name)
-        .await?
-        .and_then(|s| s.spec.replicas)
-        .unwrap_or(0);
+    let sts = sets.get_opt(&name).await?;
+    let sts_replicas = sts.as_ref().and_then(|s| s.spec.replicas).unwrap_or(0);
+    // Pods still being replaced by a template change (e.g. right after bootstrap).
+    let rolling = sts
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .is_some_and(|st| {
+            st.update_revision.is_some() && st.current_revision != st.update_revision
+                || st.updated_replicas.unwrap_or(0) < sts_replicas
+                || st.ready_replicas.unwrap_or(0) < sts_replicas
+        });
 
     let endpoints: Vec<String> = (0..sts_replicas.max(1))
         .map(|k| builders::client_url(ms, k))
@@ -355,7 +361,10 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
             .map(|m| m.iter().map(|v| v.member.clone()).collect()),
         leader: view.leader,
     };
-    let step = plan(&observed);
+    let step = match plan(&observed) {
+        Step::Steady { .. } if rolling => Step::Wait("member pods are being updated".into()),
+        s => s,
+    };
     let kind = step_kind(&step);
     let mut generation = policy_generation;
     let mut operation = None;

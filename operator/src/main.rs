@@ -33,11 +33,8 @@ struct Flags {
     )]
     metrics_addr: SocketAddr,
     /// Reconcile only while holding a Lease, so several replicas can run.
-    #[arg(
-        long,
-        env = "METASTORE_OPERATOR_LEADER_ELECTION",
-        default_value_t = false
-    )]
+    #[arg(long, env = "METASTORE_OPERATOR_LEADER_ELECTION", default_value_t = false,
+        action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     leader_election: bool,
     /// Namespace of the leader-election Lease.
     #[arg(

@@ -185,6 +185,8 @@ impl ControlPlane {
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // A loopback advertise address is only allowed without the endpoint reconciler.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={api}"),
                 format!("--tls-cert-file={}", p("server.crt")),
                 format!("--tls-private-key-file={}", p("server.key")),

@@ -77,9 +77,10 @@ impl Kubelet {
         let state = pods.clone();
         let task = tokio::spawn(async move {
             let mut next_ip = 2u32;
+            let mut ips = HashMap::new();
             let mut last_heartbeat = Instant::now();
             loop {
-                if let Err(e) = sync(&client, &cfg, &state, &mut next_ip).await {
+                if let Err(e) = sync(&client, &cfg, &state, &mut next_ip, &mut ips).await {
                     tracing::debug!("kubelet sync: {e}");
                 }
                 if last_heartbeat.elapsed() > Duration::from_secs(10) {
@@ -211,7 +212,13 @@ fn readiness_url(pod: &Pod, ip: &str) -> Option<String> {
     let h = c.readiness_probe.as_ref()?.http_get.as_ref()?;
     let port = match &h.port {
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_) => return None,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))?
+                .container_port
+        }
     };
     Some(format!(
         "{ip}:{port}{}",
@@ -323,6 +330,7 @@ async fn sync(
     cfg: &KubeletConfig,
     state: &Arc<Mutex<HashMap<String, RunningPod>>>,
     next_ip: &mut u32,
+    ips: &mut HashMap<String, String>,
 ) -> anyhow::Result<()> {
     let all: Api<Pod> = Api::all(client.clone());
     let list = all.list(&ListParams::default()).await?;
@@ -388,8 +396,16 @@ async fn sync(
                     finalize.push((pod.namespace().unwrap_or_default(), pod.name_any()));
                     continue;
                 }
-                let ip = format!("{}.{}", cfg.net, *next_ip);
-                *next_ip += 1;
+                // A pod keeps its address across re-creations (StatefulSet pods keep their name).
+                let ip = match ips.get(&k) {
+                    Some(ip) => ip.clone(),
+                    None => {
+                        let ip = format!("{}.{}", cfg.net, *next_ip);
+                        *next_ip += 1;
+                        ips.insert(k.clone(), ip.clone());
+                        ip
+                    }
+                };
                 pods.insert(
                     k.clone(),
                     RunningPod {

@@ -248,10 +248,12 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
             .unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    assert!(etcdctl(&["put", "greeting", "hello"]).0);
+    let (ok, out) = etcdctl(&["put", "greeting", "hello"]);
+    assert!(ok, "{out}");
     assert_eq!(
         etcdctl(&["get", "greeting", "--print-value-only"]).1.trim(),
         "hello"
