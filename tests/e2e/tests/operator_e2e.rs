@@ -139,6 +139,126 @@ async fn assert_lease_reads(api: &Api<MetaStore>, kubelet: &Kubelet) {
     }
 }
 
+/// A real Prometheus (Debian's, whose build leaves out Kubernetes service discovery) scraping the
+/// member pods listed from the API server into a file_sd target file, and evaluating the chart's
+/// alerting rules.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(cp: &ControlPlane, port: u16) -> Prometheus {
+        let dir = cp.dir.path().join("prometheus");
+        std::fs::create_dir_all(&dir).unwrap();
+        let alerts =
+            std::fs::read_to_string(repo().join("charts/metastore-operator/files/alerts.yaml"))
+                .unwrap();
+        let rules: String = alerts.lines().map(|l| format!("  {l}\n")).collect();
+        std::fs::write(dir.join("rules.yaml"), format!("groups:\n{rules}")).unwrap();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [{rules}]\n\
+             scrape_configs:\n\
+             - job_name: metastore\n\
+             \x20 file_sd_configs:\n\
+             \x20 - files: [{targets}]\n\
+             \x20   refresh_interval: 1s\n",
+            rules = dir.join("rules.yaml").display(),
+            targets = dir.join("targets.json").display(),
+        );
+        std::fs::write(dir.join("targets.json"), "[]").unwrap();
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Points Prometheus at the running member pods, as listed by the API server.
+    async fn discover(&self, client: &kube::Client) {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+        let lp = kube::api::ListParams::default().labels("app.kubernetes.io/name=metastore");
+        let list = pods.list(&lp).await.unwrap();
+        let targets: Vec<serde_json::Value> = list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                let name = p.metadata.name.clone()?;
+                let instance = p.metadata.labels.as_ref()?.get("app.kubernetes.io/instance")?.clone();
+                Some(serde_json::json!({"targets": [format!("{ip}:2381")],
+                    "labels": {"pod": name, "namespace": NS, "service": format!("{instance}-client")}}))
+            })
+            .collect();
+        let tmp = self.dir.join("targets.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string(&targets).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.dir.join("targets.json")).unwrap();
+    }
+
+    /// Runs an instant query; returns the first sample's value.
+    fn query(&self, q: &str) -> Option<f64> {
+        let out = Command::new("curl")
+            .args(["-sf", "--data-urlencode", &format!("query={q}")])
+            .arg(format!("{}/api/v1/query", self.url))
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    async fn wait_for(&self, q: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.query(q) {
+                if ok(v) {
+                    return v;
+                }
+            }
+            if Instant::now() > deadline {
+                let targets = Command::new("curl")
+                    .args(["-s", &format!("{}/api/v1/targets", self.url)])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+                let l: Vec<&str> = log.lines().collect();
+                panic!(
+                    "prometheus: {q} never matched (last: {:?})\ntargets: {targets}\nlog:\n{}",
+                    self.query(q),
+                    l[l.len().saturating_sub(15)..].join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 fn endpoints(n: i32) -> Vec<String> {
     (0..n).map(client_url).collect()
 }
@@ -269,6 +389,17 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     let load = load::Load::start(endpoints(1), 2, 2);
     assert_lease_reads(&api, &kubelet).await;
 
+    // Prometheus finds the members through the API server and sees lease reads.
+    let prom = Prometheus::start(&cp, base_port + 6);
+    prom.discover(&client).await;
+    prom.wait_for("sum(metastore_read_total{path=\"lease\"})", |v| v > 0.0)
+        .await;
+    prom.wait_for(
+        "count(ALERTS{alertname=\"MetaStoreNoLeader\",alertstate=\"firing\"}) or vector(0)",
+        |v| v == 0.0,
+    )
+    .await;
+
     let steps: [(&str, i32); 5] = [
         ("patch", 3),
         ("scale", 5),
@@ -296,6 +427,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         };
         assert!(ok, "{out}");
         let ms = wait_running(&api, n, &cp, &op_log).await;
+        prom.discover(&client).await;
         current = n;
         load.set_endpoints(endpoints(n));
         let st = ms.status.unwrap();
@@ -304,6 +436,20 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         assert_lease_reads(&api, &kubelet).await;
         eprintln!("{how} to {n}: Running, leader {:?}", st.leader);
     }
+    // Prometheus watched the whole walk: it saw five voters at one point, one now, and lease
+    // reads on the leader throughout.
+    prom.wait_for(
+        "max_over_time(max(metastore_cluster_voters)[10m:1s])",
+        |v| v == 5.0,
+    )
+    .await;
+    prom.wait_for("max(metastore_cluster_voters)", |v| v == 1.0)
+        .await;
+    prom.wait_for(
+        "sum(metastore_lease_policy_enabled * metastore_raft_is_leader)",
+        |v| v == 1.0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = load.stop().await;
     let acked = rec
