@@ -43,27 +43,15 @@ impl ClusterService {
     }
 
     fn header(&self) -> Option<PbResponseHeader> {
-        let sh = &self.node.shared;
-        let sm = sh.state.read();
-        Some(PbResponseHeader {
-            cluster_id: sm.cluster_id,
-            member_id: sh.member_id(),
-            revision: sm.store.current_revision(),
-            raft_term: sh.status.read().term,
-        })
+        Some(self.node.shared.header(None))
     }
 
-    async fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = r
-            .as_ref()
-            .map(|_| tonic::Code::Ok)
-            .unwrap_or_else(|s| s.code());
-        self.node.shared.metrics.observe_grpc(method, code);
-        r.map(Response::new)
+    fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
+        self.node.shared.metrics.observed(method, r)
     }
 
     /// Runs `change` on the leader: here when this member leads, else by forwarding `req` to
-    /// the leader's client URL. `Ok(Left)` is the local result, `Ok(Right)` the leader's answer.
+    /// the leader's client URL. `Ok(Ok(members))` is the local result, `Ok(Err(resp))` the leader's answer.
     async fn on_leader<Req, Resp>(
         &self,
         change: MemberChange,
@@ -181,7 +169,7 @@ impl PbClusterService for ClusterService {
             }
         }
         .await;
-        self.observed("MemberAdd", r).await
+        self.observed("MemberAdd", r)
     }
 
     async fn member_remove(
@@ -206,7 +194,7 @@ impl PbClusterService for ClusterService {
             }
         }
         .await;
-        self.observed("MemberRemove", r).await
+        self.observed("MemberRemove", r)
     }
 
     async fn member_update(
@@ -238,7 +226,7 @@ impl PbClusterService for ClusterService {
             }
         }
         .await;
-        self.observed("MemberUpdate", r).await
+        self.observed("MemberUpdate", r)
     }
 
     async fn member_list(
@@ -268,7 +256,7 @@ impl PbClusterService for ClusterService {
             })
         }
         .await;
-        self.observed("MemberList", r).await
+        self.observed("MemberList", r)
     }
 
     async fn member_promote(
@@ -293,6 +281,6 @@ impl PbClusterService for ClusterService {
             }
         }
         .await;
-        self.observed("MemberPromote", r).await
+        self.observed("MemberPromote", r)
     }
 }

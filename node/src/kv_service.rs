@@ -60,22 +60,11 @@ impl KvService {
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let r = f.await;
-        let code = r
-            .as_ref()
-            .map(|_| tonic::Code::Ok)
-            .unwrap_or_else(|s| s.code());
-        self.node.shared.metrics.observe_grpc(method, code);
-        r.map(Response::new)
+        self.node.shared.metrics.observed(method, r)
     }
 
     fn header(&self, revision: i64) -> Option<PbResponseHeader> {
-        let sh = &self.node.shared;
-        Some(PbResponseHeader {
-            cluster_id: sh.state.read().cluster_id,
-            member_id: sh.member_id(),
-            revision,
-            raft_term: sh.status.read().term,
-        })
+        Some(self.node.shared.header(Some(revision)))
     }
 
     fn check_size(&self, m: &impl Message) -> Result<(), Status> {

@@ -35,23 +35,11 @@ impl MaintenanceService {
     }
 
     fn header(&self) -> Option<PbResponseHeader> {
-        let sh = &self.node.shared;
-        let sm = sh.state.read();
-        Some(PbResponseHeader {
-            cluster_id: sm.cluster_id,
-            member_id: sh.member_id(),
-            revision: sm.store.current_revision(),
-            raft_term: sh.status.read().term,
-        })
+        Some(self.node.shared.header(None))
     }
 
     fn observe<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = r
-            .as_ref()
-            .map(|_| tonic::Code::Ok)
-            .unwrap_or_else(|s| s.code());
-        self.node.shared.metrics.observe_grpc(method, code);
-        r.map(Response::new)
+        self.node.shared.metrics.observed(method, r)
     }
 }
 

@@ -202,6 +202,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a handler's outcome and wraps it as a gRPC response.
+    pub fn observed<T>(
+        &self,
+        method: &str,
+        r: Result<T, tonic::Status>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let code = r
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.observe_grpc(method, code);
+        r.map(tonic::Response::new)
+    }
+
     /// Renders the text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

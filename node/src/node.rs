@@ -96,6 +96,17 @@ impl Shared {
         self.config.member_id
     }
 
+    /// etcd's response header at `revision` (None: the current revision).
+    pub fn header(&self, revision: Option<i64>) -> etcd_client::proto::PbResponseHeader {
+        let sm = self.state.read();
+        etcd_client::proto::PbResponseHeader {
+            cluster_id: sm.cluster_id,
+            member_id: self.member_id(),
+            revision: revision.unwrap_or_else(|| sm.store.current_revision()),
+            raft_term: self.status.read().term,
+        }
+    }
+
     /// True when a leader is known.
     pub fn has_leader(&self) -> bool {
         self.status.read().leader_id != 0

@@ -13,8 +13,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use etcd_client::{GetOptions, MemberAddOptions};
-use load::{Load, LOG_PREFIX, REGISTER};
+use etcd_client::MemberAddOptions;
+use load::{Load, REGISTER};
 use support::{client, Cluster, FAST};
 
 /// Raft ids of the members, by index in the cluster.
@@ -221,24 +221,7 @@ async fn scale_under_load(remove_leader: bool) {
     }
     // No acknowledged write is lost.
     let last = c.running()[0];
-    let mut cl = client(&c.members[last].client_url()).await;
-    let got = cl
-        .get(
-            LOG_PREFIX,
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await
-        .unwrap();
-    let present: std::collections::HashSet<String> = got
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().unwrap().to_string())
-        .collect();
-    let lost: Vec<&String> = rec
-        .acked_logs
-        .iter()
-        .filter(|k| !present.contains(*k))
-        .collect();
+    let lost = rec.lost_writes(&c.members[last].client_url()).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
 }
 

@@ -34,6 +34,36 @@ pub struct Recorded {
     pub acked_logs: Vec<String>,
 }
 
+impl Recorded {
+    /// Acknowledged log writes missing from the cluster, read linearizably through `endpoint`.
+    pub async fn lost_writes(&self, endpoint: &str) -> Vec<String> {
+        let mut c = etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect");
+        let got = c
+            .get(
+                LOG_PREFIX,
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .expect("read the log keys");
+        let present: std::collections::HashSet<String> = got
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap_or_default().to_string())
+            .collect();
+        self.acked_logs
+            .iter()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect()
+    }
+}
+
 struct Clients {
     by_endpoint: HashMap<String, etcd_client::Client>,
 }

@@ -466,30 +466,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     if let Err(e) = register_checker::check(&rec.history, "init") {
         panic!("linearizability violation: {e}");
     }
-    let mut c = etcd_client::Client::connect([client_url(0)], None)
-        .await
-        .unwrap();
-    let got = c
-        .get(
-            load::LOG_PREFIX,
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
-        .await
-        .unwrap();
-    let present: std::collections::HashSet<String> = got
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().unwrap().to_string())
-        .collect();
-    let lost: Vec<&String> = rec
-        .acked_logs
-        .iter()
-        .filter(|k| !present.contains(*k))
-        .collect();
+    let lost = rec.lost_writes(&client_url(0)).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     // The removed members' volumes went with them (retentionOnScaleDown: Delete).
     let (ok, out) = kubectl(&cp, &["get", "pvc", "-o", "name"], None);
