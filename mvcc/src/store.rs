@@ -294,6 +294,56 @@ impl Store {
         })
     }
 
+    /// Events of every write to keys in `[key, range_end)` (etcd's range conventions) at revisions
+    /// `from..=to`, in revision order, each with the key's previous version as `prev_kv`. Fails
+    /// with `Compacted` when `from` is older than the last compaction.
+    pub fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<PbEvent>, MvccError> {
+        if from < self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        let b = bounds(key, range_end);
+        if empty_bounds(&b) || from > to {
+            return Ok(vec![]);
+        }
+        let mut out: Vec<(i64, i64, PbEvent)> = Vec::new();
+        for (k, h) in self.keys.range::<[u8], _>(b) {
+            // Versions are in revision order: skip to the first one at or after `from`.
+            let start = h.partition_point(|v| v.main < from);
+            for i in start..h.len() {
+                let v = &h[i];
+                if v.main > to {
+                    break;
+                }
+                let prev_kv = i.checked_sub(1).and_then(|p| h[p].to_kv(k));
+                let ev = match v.to_kv(k) {
+                    Some(kv) => PbEvent {
+                        r#type: event_type::PUT,
+                        kv: Some(kv),
+                        prev_kv,
+                    },
+                    None => PbEvent {
+                        r#type: event_type::DELETE,
+                        kv: Some(PbKeyValue {
+                            key: k.clone(),
+                            mod_revision: v.main,
+                            ..Default::default()
+                        }),
+                        prev_kv,
+                    },
+                };
+                out.push((v.main, v.sub, ev));
+            }
+        }
+        out.sort_by_key(|(main, sub, _)| (*main, *sub));
+        Ok(out.into_iter().map(|(_, _, e)| e).collect())
+    }
+
     /// Serializes the whole key space.
     pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
         bincode::serialize(self).map_err(|e| MvccError::Snapshot(e.to_string()))

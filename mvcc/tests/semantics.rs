@@ -641,3 +641,44 @@ fn error_messages_are_etcds() {
         "etcdserver: too many operations in txn request"
     );
 }
+
+#[test]
+fn history_events_match_what_the_writes_produced() {
+    use etcd_client::proto::{PbDeleteRequest, PbPutRequest};
+    let mut s = metastore_mvcc::Store::new();
+    let mut produced = Vec::new();
+    for (k, v) in [("a", "1"), ("b", "1"), ("a", "2")] {
+        let r = s
+            .put(&PbPutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        produced.extend(r.events);
+    }
+    let d = s
+        .delete_range(&PbDeleteRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    produced.extend(d.events);
+    // Everything, from the first write on, with prev_kv, in revision order.
+    let all = s.events(b"\0", b"\0", 2, s.current_revision()).unwrap();
+    assert_eq!(all, produced);
+    // One key, a window of revisions.
+    let a = s.events(b"a", b"", 3, 5).unwrap();
+    let revs: Vec<i64> = a
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().mod_revision)
+        .collect();
+    assert_eq!(revs, [4, 5]);
+    assert_eq!(a[0].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(a[1].r#type, 1, "DELETE");
+    // Compacted history is refused.
+    s.compact(4).unwrap();
+    assert!(s.events(b"a", b"", 3, 5).is_err());
+    assert_eq!(s.events(b"a", b"", 5, 5).unwrap().len(), 1);
+}

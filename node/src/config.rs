@@ -93,6 +93,13 @@ pub struct Flags {
         default_value_t = 5_000
     )]
     pub snapshot_catchup_entries: u64,
+    /// Interval (ms) of progress notifications to idle watchers that asked for them.
+    #[arg(
+        long,
+        env = "METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value_t = 600_000
+    )]
+    pub watch_progress_notify_interval: u64,
     /// Most learners the cluster may have at once (etcd's --experimental-max-learners).
     #[arg(long, env = "METASTORE_MAX_LEARNERS", default_value_t = 1)]
     pub max_learners: usize,
@@ -175,6 +182,8 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     /// Most learners at once.
     pub max_learners: usize,
+    /// Progress notification interval.
+    pub watch_progress_interval: Duration,
     /// Request size limit.
     pub max_request_bytes: usize,
     /// Txn operation limit.
@@ -469,6 +478,9 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_learners: self.max_learners,
+            watch_progress_interval: Duration::from_millis(
+                self.watch_progress_notify_interval.max(10),
+            ),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(self.request_timeout),

@@ -25,6 +25,7 @@ pub mod server;
 pub mod snapshot_files;
 pub mod state_machine;
 pub mod transport;
+pub mod watch_service;
 
 /// Generated code of the operator's admin API (`proto/admin.proto`).
 #[allow(missing_docs, clippy::all)]

@@ -88,6 +88,19 @@ pub struct Shared {
     pub started: Instant,
     /// Becomes true when this member has been removed from the cluster.
     pub removed: watch::Sender<bool>,
+    /// Applied writes, one batch per revision, for watchers (lagging receivers catch up from
+    /// the MVCC history).
+    pub watch: tokio::sync::broadcast::Sender<Arc<WatchBatch>>,
+}
+
+/// The events of one applied revision (or, with no events, a point up to which watchers should
+/// catch up from history, e.g. after a snapshot replaced the state).
+#[derive(Debug, Clone)]
+pub struct WatchBatch {
+    /// Revision the events were written at (the store's revision after them).
+    pub revision: i64,
+    /// Events in order.
+    pub events: Vec<etcd_client::proto::PbEvent>,
 }
 
 impl Shared {

@@ -17,7 +17,9 @@ use crate::bootstrap::Opened;
 use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::lease_reads::{LeaseEvent, LeaseReads, ReadDecision};
 use crate::membership::{self, ClusterFacts, MemberChange, MembershipError, PeerProgress};
-use crate::node::{LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared};
+use crate::node::{
+    LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared, WatchBatch,
+};
 use crate::raft_log::{LogError, PersistBatch, RaftLog};
 use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::state_machine::{SnapshotError, StateMachine};
@@ -414,6 +416,7 @@ impl RaftLoop {
         let mut members_changed = false;
         let mut peers_changed = false;
         let mut removed_self = false;
+        let mut batches = Vec::new();
         {
             let shared = self.shared.clone();
             let mut sm = shared.state.write();
@@ -427,6 +430,12 @@ impl RaftLoop {
                             Ok(cmd) => {
                                 peers_changed |= matches!(cmd, Command::Member(_));
                                 let result = sm.apply(cmd);
+                                if !sm.events.is_empty() {
+                                    batches.push(Arc::new(WatchBatch {
+                                        revision: sm.store.current_revision(),
+                                        events: std::mem::take(&mut sm.events),
+                                    }));
+                                }
                                 if let Some((from, id)) = parse_context(&e.context) {
                                     if from == me {
                                         if let Some(reply) = self.proposals.remove(&id) {
@@ -503,6 +512,10 @@ impl RaftLoop {
             self.removed_from_cluster();
         }
         self.shared.applied.send_replace(self.applied);
+        for b in batches {
+            // No receivers is fine: nobody watches.
+            let _ = self.shared.watch.send(b);
+        }
         self.shared
             .metrics
             .apply_seconds
@@ -618,7 +631,13 @@ impl RaftLoop {
         // On disk before the log forgets the entries it replaces.
         self.snapshots.save(&snap)?;
         let peers = peer_urls(&sm);
+        let revision = sm.store.current_revision();
         *self.shared.state.write() = sm;
+        // Watchers catch up from the new state's history.
+        let _ = self.shared.watch.send(Arc::new(WatchBatch {
+            revision,
+            events: vec![],
+        }));
         self.applied = meta.index;
         self.snapshot_index = meta.index;
         self.conf_changed(meta.get_conf_state().clone());

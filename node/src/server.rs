@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer};
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbWatchServer};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,6 +26,10 @@ use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
 use crate::peer_proto::peer_server::PeerServer;
 use crate::raft_loop::{peer_urls, RaftLoop, SHUTDOWN_GRACE};
 use crate::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
+use crate::watch_service::WatchService;
+
+/// Applied revisions buffered for watch streams; a stream further behind catches up from history.
+const WATCH_BUFFER: usize = 4096;
 
 /// gRPC framing allowance above `--max-request-bytes`, as etcd allows, so oversized requests reach
 /// the size check and get etcd's error instead of a transport error.
@@ -151,6 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         config: config.clone(),
         removed: removed_tx,
+        watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
     });
     let transport = Arc::new(Transport::new(
         config.member_id,
@@ -204,6 +209,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let admin = AdminServer::new(AdminService::new(node.clone()));
         let cluster = PbClusterServer::new(ClusterService::new(node.clone()));
         let maintenance = PbMaintenanceServer::new(MaintenanceService::new(node.clone()));
+        let watch = PbWatchServer::new(WatchService::new(
+            shared.clone(),
+            config.watch_progress_interval,
+        ));
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()
@@ -211,6 +220,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(admin)
                 .add_service(cluster)
                 .add_service(maintenance)
+                .add_service(watch)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")

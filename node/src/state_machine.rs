@@ -35,6 +35,9 @@ pub struct StateMachine {
     pub members: BTreeMap<u64, Member>,
     /// Ids removed for good (never accepted again).
     pub removed: BTreeSet<u64>,
+    /// Events of the writes applied since the last `take_events` (not replicated: rebuilt by
+    /// applying).
+    pub events: Vec<etcd_client::proto::PbEvent>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,17 +61,28 @@ impl StateMachine {
             cluster_id,
             members,
             removed: BTreeSet::new(),
+            events: Vec::new(),
         }
     }
 
     /// Applies one command.
     pub fn apply(&mut self, cmd: Command) -> ApplyResult {
         Ok(match cmd {
-            Command::Put(r) => CommandResponse::Put(self.store.put(&r)?.response),
-            Command::DeleteRange(r) => {
-                CommandResponse::DeleteRange(self.store.delete_range(&r)?.response)
+            Command::Put(r) => {
+                let a = self.store.put(&r)?;
+                self.events.extend(a.events);
+                CommandResponse::Put(a.response)
             }
-            Command::Txn(r) => CommandResponse::Txn(self.store.txn(&r)?.response),
+            Command::DeleteRange(r) => {
+                let a = self.store.delete_range(&r)?;
+                self.events.extend(a.events);
+                CommandResponse::DeleteRange(a.response)
+            }
+            Command::Txn(r) => {
+                let a = self.store.txn(&r)?;
+                self.events.extend(a.events);
+                CommandResponse::Txn(a.response)
+            }
             Command::Compact(r) => CommandResponse::Compact(self.store.compact(r.revision)?),
             Command::Member(c) => {
                 self.apply_member_change(&c);
@@ -108,6 +122,7 @@ impl StateMachine {
             cluster_id: body.cluster_id,
             members: body.members,
             removed: body.removed,
+            events: Vec::new(),
         })
     }
 }

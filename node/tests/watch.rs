@@ -1,0 +1,286 @@
+//! The Watch service on real members with the Rust etcd client: live events and history replay
+//! (prev_kv, filters, cancel), compaction cancels, watches on followers, progress requests,
+//! thousands of watchers on few streams, a slow watcher that never blocks writers and still gets
+//! every event exactly once and in order, and fragmented responses.
+
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{EventType, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
+
+use support::{client, Cluster, FAST};
+
+async fn next(s: &mut WatchStream) -> WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("watch response in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// Collects events until `n` have arrived: (type, key, value, mod_revision).
+async fn events(s: &mut WatchStream, n: usize) -> Vec<(EventType, String, String, i64)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let r = next(s).await;
+        for e in r.events() {
+            let kv = e.kv().unwrap();
+            out.push((
+                e.event_type(),
+                kv.key_str().unwrap().to_string(),
+                kv.value_str().unwrap().to_string(),
+                kv.mod_revision(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_replay_prev_kv_filters_cancel_and_compaction() {
+    let c = Cluster::start(1, FAST);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    let r1 = cl
+        .put("a/1", "x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    cl.put("a/2", "y", None).await.unwrap();
+    cl.delete("a/1", None).await.unwrap();
+    cl.put("b", "other", None).await.unwrap();
+
+    // Replay from the first write, with prev_kv, then live.
+    let mut s = cl
+        .watch(
+            "a/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(r1)
+                    .with_prev_key(),
+            ),
+        )
+        .await
+        .unwrap();
+    let created = next(&mut s).await;
+    assert!(created.created());
+    let id = created.watch_id();
+    let got = events(&mut s, 3).await;
+    assert_eq!(
+        got.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(),
+        [
+            (EventType::Put, "a/1"),
+            (EventType::Put, "a/2"),
+            (EventType::Delete, "a/1")
+        ]
+    );
+    assert_eq!(got[0].3, r1);
+    cl.put("a/2", "z", None).await.unwrap();
+    let r = next(&mut s).await;
+    assert_eq!(r.watch_id(), id);
+    let e = &r.events()[0];
+    assert_eq!(e.kv().unwrap().value(), b"z");
+    assert_eq!(
+        e.prev_kv().unwrap().value(),
+        b"y",
+        "prev_kv of a live event"
+    );
+
+    // Filters: a NOPUT watcher on the same stream only sees deletes.
+    s.watch(
+        "a/",
+        Some(
+            WatchOptions::new()
+                .with_prefix()
+                .with_filters([WatchFilterType::NoPut]),
+        ),
+    )
+    .await
+    .unwrap();
+    let created = next(&mut s).await;
+    assert!(created.created());
+    let noput = created.watch_id();
+    assert_ne!(noput, id);
+    cl.put("a/3", "p", None).await.unwrap();
+    cl.delete("a/3", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let r = next(&mut s).await;
+        for e in r.events() {
+            seen.push((r.watch_id(), e.event_type()));
+        }
+    }
+    assert!(seen.contains(&(noput, EventType::Delete)));
+    assert!(!seen.contains(&(noput, EventType::Put)), "{seen:?}");
+
+    // Cancel.
+    s.cancel(noput).await.unwrap();
+    let r = next(&mut s).await;
+    assert!(r.canceled() && r.watch_id() == noput);
+
+    // Progress request: a header at the current revision.
+    s.request_progress().await.unwrap();
+    let r = next(&mut s).await;
+    let now = cl
+        .get("b", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert_eq!(r.header().unwrap().revision(), now);
+    assert!(r.events().is_empty());
+
+    // A watch from a compacted revision is canceled with the compaction revision.
+    cl.compact(now, None).await.unwrap();
+    let mut old = cl
+        .watch(
+            "a/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(r1)),
+        )
+        .await
+        .unwrap();
+    let created = next(&mut old).await;
+    assert!(created.created());
+    let r = next(&mut old).await;
+    assert!(r.canceled());
+    assert_eq!(r.compact_revision(), now);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_serve_watches() {
+    let c = Cluster::start(3, FAST);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let f = (leader + 1) % 3;
+    let mut fc = client(&c.members[f].client_url()).await;
+    let mut s = fc.watch("k", None).await.unwrap();
+    assert!(next(&mut s).await.created());
+    let mut lc = client(&c.members[leader].client_url()).await;
+    for i in 0..20 {
+        lc.put("k", format!("{i}"), None).await.unwrap();
+    }
+    let got = events(&mut s, 20).await;
+    let values: Vec<String> = got.iter().map(|e| e.2.clone()).collect();
+    assert_eq!(values, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(got.windows(2).all(|w| w[0].3 < w[1].3), "revision order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_watchers_on_few_streams() {
+    let c = Cluster::start(1, FAST);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    const STREAMS: usize = 10;
+    const PER_STREAM: usize = 200;
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let mut st = cl.watch(format!("w/{s}/0"), None).await.unwrap();
+        assert!(next(&mut st).await.created());
+        for w in 1..PER_STREAM {
+            st.watch(format!("w/{s}/{w}"), None).await.unwrap();
+            assert!(next(&mut st).await.created());
+        }
+        streams.push(st);
+    }
+    // One txn writes every watched key at once.
+    let ops: Vec<TxnOp> = (0..STREAMS)
+        .flat_map(|s| (0..PER_STREAM).map(move |w| TxnOp::put(format!("w/{s}/{w}"), "v", None)))
+        .collect();
+    for chunk in ops.chunks(100) {
+        cl.txn(etcd_client::Txn::new().and_then(chunk.to_vec()))
+            .await
+            .unwrap();
+    }
+    for st in &mut streams {
+        let got = events(st, PER_STREAM).await;
+        let mut keys: Vec<String> = got.iter().map(|e| e.1.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            PER_STREAM,
+            "each watcher got its key exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_watcher_never_blocks_writers_and_misses_nothing() {
+    let c = Cluster::start(
+        1,
+        &["--heartbeat-interval", "50", "--election-timeout", "500"],
+    );
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    let mut s = cl.watch("slow", None).await.unwrap();
+    assert!(next(&mut s).await.created());
+    // Far more revisions than the broadcast buffer (4096) and the stream queue hold, while the
+    // watcher reads nothing: the writes must all complete.
+    const N: usize = 6000;
+    let writes = tokio::time::timeout(Duration::from_secs(120), async {
+        for i in 0..N {
+            cl.put("slow", format!("{i}"), None).await.unwrap();
+        }
+    })
+    .await;
+    assert!(writes.is_ok(), "writers were blocked by a slow watcher");
+    let got = events(&mut s, N).await;
+    assert_eq!(got.len(), N);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.2, i.to_string(), "event {i} exactly once, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_revisions_are_fragmented_when_asked() {
+    let c = Cluster::start(1, &["--max-request-bytes", "20000"]);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    // Eight 8 KB values, each under the request limit...
+    let value = "x".repeat(8000);
+    for i in 0..8 {
+        cl.put(format!("big/{i}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let mut s = cl
+        .watch(
+            "big/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_prev_key()
+                    .with_fragment(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(next(&mut s).await.created());
+    // ... deleted in one revision: with prev_kv that revision's events are 64 KB.
+    let rev = cl
+        .delete(
+            "big/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut responses = 0;
+    let mut n = 0;
+    while n < 8 {
+        let r = next(&mut s).await;
+        assert_eq!(r.header().unwrap().revision(), rev);
+        n += r.events().len();
+        responses += 1;
+    }
+    assert!(
+        responses > 1,
+        "one 64 KB revision arrived in {responses} response(s)"
+    );
+}
