@@ -364,7 +364,7 @@ impl StreamTask {
         for (i, c) in chunks.into_iter().enumerate() {
             let ok = self
                 .send(PbWatchResponse {
-                    header: header.clone(),
+                    header,
                     watch_id: id,
                     events: c,
                     fragment: i < last,
