@@ -21,6 +21,12 @@ pub enum MvccError {
     /// An empty key.
     #[error("key is not provided")]
     EmptyKey,
+    /// A put names a lease that does not exist.
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// LeaseGrant with an id already in use.
+    #[error("lease already exists")]
+    LeaseExists,
     /// A snapshot did not encode or decode.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -36,6 +42,8 @@ impl MvccError {
             MvccError::TooManyOps => "etcdserver: too many operations in txn request",
             MvccError::DuplicateKey => "etcdserver: duplicate key given in txn request",
             MvccError::EmptyKey => "etcdserver: key is not provided",
+            MvccError::LeaseNotFound => "etcdserver: requested lease not found",
+            MvccError::LeaseExists => "etcdserver: lease already exists",
             MvccError::Snapshot(_) => "etcdserver: corrupt snapshot",
         }
     }

@@ -4,8 +4,9 @@
 //! holds exactly what clients sent and needs no schema of its own.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbPutRequest,
-    PbPutResponse, PbTxnRequest, PbTxnResponse,
+    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse,
+    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
+    PbPutRequest, PbPutResponse, PbTxnRequest, PbTxnResponse,
 };
 use metastore_mvcc::MvccError;
 use prost::Message;
@@ -18,6 +19,8 @@ const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_MEMBER: u8 = 5;
+const TAG_LEASE_GRANT: u8 = 6;
+const TAG_LEASE_REVOKE: u8 = 7;
 
 /// A state-machine command proposed through Raft.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +36,10 @@ pub enum Command {
     /// A membership metadata change that is not a Raft configuration change (peer URL update,
     /// attribute publish).
     Member(MemberChange),
+    /// etcd LeaseGrant (id and TTL already chosen by the proposer).
+    LeaseGrant(PbLeaseGrantRequest),
+    /// etcd LeaseRevoke (from a client, or the leader on expiry): deletes the attached keys.
+    LeaseRevoke(PbLeaseRevokeRequest),
 }
 
 /// The decoded data of an entry could not be understood.
@@ -49,6 +56,8 @@ impl Command {
             Command::Txn(r) => (TAG_TXN, r.encode_to_vec()),
             Command::Compact(r) => (TAG_COMPACT, r.encode_to_vec()),
             Command::Member(c) => (TAG_MEMBER, c.encode()),
+            Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
+            Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -68,6 +77,10 @@ impl Command {
             TAG_TXN => Command::Txn(PbTxnRequest::decode(body).map_err(err)?),
             TAG_COMPACT => Command::Compact(PbCompactionRequest::decode(body).map_err(err)?),
             TAG_MEMBER => Command::Member(MemberChange::decode(body).map_err(DecodeError)?),
+            TAG_LEASE_GRANT => Command::LeaseGrant(PbLeaseGrantRequest::decode(body).map_err(err)?),
+            TAG_LEASE_REVOKE => {
+                Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body).map_err(err)?)
+            }
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }
@@ -86,6 +99,10 @@ pub enum CommandResponse {
     Compact(PbCompactionResponse),
     /// The member list after a membership change.
     Members(Vec<Member>),
+    /// Result of a LeaseGrant.
+    LeaseGrant(PbLeaseGrantResponse),
+    /// Result of a LeaseRevoke.
+    LeaseRevoke(PbLeaseRevokeResponse),
 }
 
 /// What applying a command produced: a response or a deterministic error (the same on every member).
@@ -115,6 +132,8 @@ mod tests {
                 physical: true,
             }),
             Command::Member(MemberChange::Promote(3)),
+            Command::LeaseGrant(PbLeaseGrantRequest { id: 7, ttl: 10 }),
+            Command::LeaseRevoke(PbLeaseRevokeRequest { id: 7 }),
         ];
         for c in cmds {
             assert_eq!(Command::decode(&c.encode()).unwrap(), c);

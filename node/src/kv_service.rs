@@ -25,6 +25,8 @@ pub fn mvcc_status(e: &MvccError) -> Status {
     let msg = e.etcd_message();
     match e {
         MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
+        MvccError::LeaseNotFound => Status::not_found(msg),
+        MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::Snapshot(_) => Status::internal(msg),
         _ => Status::invalid_argument(msg),
     }
@@ -142,10 +144,6 @@ impl PbKvService for KvService {
                 return Err(mvcc_status(&MvccError::EmptyKey));
             }
             self.check_size(&r)?;
-            if r.lease != 0 {
-                // Leases arrive with the Lease service; until then no lease id exists.
-                return Err(Status::not_found(ERR_LEASE_NOT_FOUND));
-            }
             match self.propose(Command::Put(r)).await? {
                 CommandResponse::Put(mut p) => {
                     p.header = self.header(revision_of(&p.header));
@@ -184,9 +182,6 @@ impl PbKvService for KvService {
             metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
                 .map_err(|e| mvcc_status(&e))?;
             self.check_size(&r)?;
-            if txn_uses_lease(&r) {
-                return Err(Status::not_found(ERR_LEASE_NOT_FOUND));
-            }
             match self.propose(Command::Txn(r)).await? {
                 CommandResponse::Txn(mut t) => {
                     t.header = self.header(revision_of(&t.header));
@@ -214,17 +209,4 @@ impl PbKvService for KvService {
         })
         .await
     }
-}
-
-/// True when any put in the txn (at any depth) names a lease.
-fn txn_uses_lease(t: &PbTxnRequest) -> bool {
-    use etcd_client::proto::PbTxnOpRequest as Op;
-    t.success
-        .iter()
-        .chain(t.failure.iter())
-        .any(|op| match &op.request {
-            Some(Op::RequestPut(p)) => p.lease != 0,
-            Some(Op::RequestTxn(inner)) => txn_uses_lease(inner),
-            _ => false,
-        })
 }

@@ -14,6 +14,7 @@ pub mod kv_service;
 pub mod lease;
 pub mod lease_policy;
 pub mod lease_reads;
+pub mod lease_service;
 pub mod maintenance_service;
 pub mod membership;
 pub mod metrics;

@@ -38,6 +38,9 @@ pub enum NodeError {
     /// A membership request was refused.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// The lease does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
 }
 
 impl NodeError {
@@ -48,6 +51,7 @@ impl NodeError {
                 tonic::Status::failed_precondition(self.to_string())
             }
             NodeError::Membership(m) => m.status(),
+            NodeError::LeaseNotFound => tonic::Status::not_found(self.to_string()),
             _ => tonic::Status::unavailable(self.to_string()),
         }
     }
@@ -179,6 +183,20 @@ pub enum LoopMsg {
         target: u64,
         /// Accepted or refused.
         reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// Renews a lease (leader only): the reply is its granted TTL.
+    LeaseKeepAlive {
+        /// Lease id.
+        id: i64,
+        /// Granted TTL, `LeaseNotFound` or `NotLeader`.
+        reply: oneshot::Sender<Result<i64, NodeError>>,
+    },
+    /// Time left on a lease (leader only): (granted TTL, remaining seconds, keys).
+    LeaseTimeToLive {
+        /// Lease id.
+        id: i64,
+        /// The answer.
+        reply: oneshot::Sender<Result<(i64, i64, Vec<Vec<u8>>), NodeError>>,
     },
     /// A peer refused us because we were removed from the cluster.
     RemovedByPeer(u64),

@@ -69,6 +69,27 @@ pub struct RaftLoop {
     conf_state: ConfState,
     last_leader: u64,
     last_sweep: Instant,
+    /// When each lease expires (acted on by the leader only).
+    lease_deadlines: HashMap<i64, Instant>,
+    /// Leases whose revocation this leader proposed, and when.
+    revoking: HashMap<i64, Instant>,
+    /// This member led at the last lease check.
+    led_leases: bool,
+}
+
+/// Most expired leases revoked per tick.
+const MAX_REVOKES_PER_TICK: usize = 500;
+
+fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+/// Every lease of `sm` expiring one TTL from `now`.
+fn fresh_deadlines(sm: &StateMachine, now: Instant) -> HashMap<i64, Instant> {
+    sm.leases
+        .iter()
+        .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
+        .collect()
 }
 
 /// Context of a proposal's entry: proposer id then proposal id, so only the proposer answers.
@@ -116,6 +137,9 @@ impl RaftLoop {
             conf_state,
             last_leader: 0,
             last_sweep: Instant::now(),
+            lease_deadlines: fresh_deadlines(&opened.state, Instant::now()),
+            revoking: HashMap::new(),
+            led_leases: false,
         };
         l.publish_status();
         l.publish_membership();
@@ -152,6 +176,7 @@ impl RaftLoop {
                     self.lease.start_round(&mut self.raw, now);
                 }
                 self.raw.tick();
+                self.expire_leases(now);
                 let view = self.lease.view(&self.raw, &self.conf_state, now);
                 let m = &self.shared.metrics;
                 m.lease_valid.set(view.valid as i64);
@@ -256,6 +281,41 @@ impl RaftLoop {
                     Ok(())
                 };
                 let _ = reply.send(result);
+            }
+            LoopMsg::LeaseKeepAlive { id, reply } => {
+                let r = if self.raw.raft.state != StateRole::Leader {
+                    Err(NodeError::NotLeader)
+                } else {
+                    match self.shared.state.read().leases.get(&id) {
+                        Some(l) => {
+                            self.lease_deadlines
+                                .insert(id, Instant::now() + ttl_duration(l.ttl));
+                            Ok(l.ttl)
+                        }
+                        None => Err(NodeError::LeaseNotFound),
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            LoopMsg::LeaseTimeToLive { id, reply } => {
+                let r = if self.raw.raft.state != StateRole::Leader {
+                    Err(NodeError::NotLeader)
+                } else {
+                    match self.shared.state.read().leases.get(&id) {
+                        Some(l) => {
+                            let left = self.lease_deadlines.get(&id).map_or(Duration::ZERO, |d| {
+                                d.saturating_duration_since(Instant::now())
+                            });
+                            Ok((
+                                l.ttl,
+                                left.as_secs_f64().ceil() as i64,
+                                l.keys.iter().cloned().collect(),
+                            ))
+                        }
+                        None => Err(NodeError::LeaseNotFound),
+                    }
+                };
+                let _ = reply.send(r);
             }
             LoopMsg::RemovedByPeer(peer) => {
                 tracing::error!(
@@ -429,7 +489,24 @@ impl RaftLoop {
                         match Command::decode(&e.data) {
                             Ok(cmd) => {
                                 peers_changed |= matches!(cmd, Command::Member(_));
+                                let lease_op = match &cmd {
+                                    Command::LeaseGrant(r) => Some((r.id, Some(r.ttl))),
+                                    Command::LeaseRevoke(r) => Some((r.id, None)),
+                                    _ => None,
+                                };
                                 let result = sm.apply(cmd);
+                                if let (Some((id, ttl)), Ok(_)) = (lease_op, &result) {
+                                    match ttl {
+                                        Some(ttl) => {
+                                            self.lease_deadlines
+                                                .insert(id, Instant::now() + ttl_duration(ttl));
+                                        }
+                                        None => {
+                                            self.lease_deadlines.remove(&id);
+                                            self.revoking.remove(&id);
+                                        }
+                                    }
+                                }
                                 if !sm.events.is_empty() {
                                     batches.push(Arc::new(WatchBatch {
                                         revision: sm.store.current_revision(),
@@ -521,6 +598,45 @@ impl RaftLoop {
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// The leader revokes expired leases through Raft. A new leader first gives every lease a
+    /// full TTL (as etcd does), so no lease ever expires early across a leader change.
+    fn expire_leases(&mut self, now: Instant) {
+        let leading = self.raw.raft.state == StateRole::Leader;
+        if leading && !self.led_leases {
+            self.lease_deadlines = fresh_deadlines(&self.shared.state.read(), now);
+            self.revoking.clear();
+        }
+        self.led_leases = leading;
+        if !leading {
+            return;
+        }
+        let retry = self.shared.config.election_timeout;
+        let expired: Vec<i64> = self
+            .lease_deadlines
+            .iter()
+            .filter(|(id, d)| {
+                **d <= now
+                    && self
+                        .revoking
+                        .get(id)
+                        .is_none_or(|t| now.duration_since(*t) > retry)
+            })
+            .map(|(id, _)| *id)
+            .take(MAX_REVOKES_PER_TICK)
+            .collect();
+        for id in expired {
+            let cmd = Command::LeaseRevoke(etcd_client::proto::PbLeaseRevokeRequest { id });
+            let ctx = proposal_context(self.shared.member_id(), 0);
+            match self.raw.propose(ctx, cmd.encode()) {
+                Ok(()) => {
+                    tracing::debug!(lease = id, "lease expired: revoking");
+                    self.revoking.insert(id, now);
+                }
+                Err(e) => tracing::debug!(lease = id, "cannot propose revoke: {e}"),
+            }
+        }
     }
 
     /// Checks a membership change against the cluster as this leader sees it and proposes it.
@@ -632,6 +748,8 @@ impl RaftLoop {
         self.snapshots.save(&snap)?;
         let peers = peer_urls(&sm);
         let revision = sm.store.current_revision();
+        self.lease_deadlines = fresh_deadlines(&sm, Instant::now());
+        self.revoking.clear();
         *self.shared.state.write() = sm;
         // Watchers catch up from the new state's history.
         let _ = self.shared.watch.send(Arc::new(WatchBatch {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbWatchServer};
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +21,7 @@ use crate::cluster_service::ClusterService;
 use crate::command::Command;
 use crate::config::{ClusterState, Config};
 use crate::kv_service::KvService;
+use crate::lease_service::LeaseService;
 use crate::maintenance_service::MaintenanceService;
 use crate::membership::MemberChange;
 use crate::metrics::Metrics;
@@ -209,6 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let admin = AdminServer::new(AdminService::new(node.clone()));
         let cluster = PbClusterServer::new(ClusterService::new(node.clone()));
         let maintenance = PbMaintenanceServer::new(MaintenanceService::new(node.clone()));
+        let lease = PbLeaseServer::new(LeaseService::new(node.clone()));
         let watch = PbWatchServer::new(WatchService::new(
             shared.clone(),
             config.watch_progress_interval,
@@ -221,6 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(cluster)
                 .add_service(maintenance)
                 .add_service(watch)
+                .add_service(lease)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")

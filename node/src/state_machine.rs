@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::membership::MemberChange;
+use metastore_mvcc::MvccError;
 
 /// One cluster member as the replicated state knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,27 @@ pub struct Member {
     pub is_learner: bool,
 }
 
+/// A lease as replicated: its granted TTL and the keys attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Granted TTL in seconds.
+    pub ttl: i64,
+    /// Keys whose current version is attached to the lease.
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+/// Every lease id named by a put in a txn, in either branch, at any depth.
+pub fn txn_leases(t: &etcd_client::proto::PbTxnRequest, out: &mut Vec<i64>) {
+    use etcd_client::proto::PbTxnOpRequest as Op;
+    for op in t.success.iter().chain(t.failure.iter()) {
+        match &op.request {
+            Some(Op::RequestPut(p)) if p.lease != 0 => out.push(p.lease),
+            Some(Op::RequestTxn(inner)) => txn_leases(inner, out),
+            _ => {}
+        }
+    }
+}
+
 /// The replicated state machine.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
@@ -38,6 +60,8 @@ pub struct StateMachine {
     /// Events of the writes applied since the last `take_events` (not replicated: rebuilt by
     /// applying).
     pub events: Vec<etcd_client::proto::PbEvent>,
+    /// Leases by id.
+    pub leases: BTreeMap<i64, LeaseRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +70,7 @@ struct SnapshotBody {
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
     removed: BTreeSet<u64>,
+    leases: BTreeMap<i64, LeaseRecord>,
 }
 
 /// A snapshot that could not be written or read.
@@ -62,6 +87,7 @@ impl StateMachine {
             members,
             removed: BTreeSet::new(),
             events: Vec::new(),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -69,19 +95,72 @@ impl StateMachine {
     pub fn apply(&mut self, cmd: Command) -> ApplyResult {
         Ok(match cmd {
             Command::Put(r) => {
+                if r.lease != 0 && !self.leases.contains_key(&r.lease) {
+                    return Err(MvccError::LeaseNotFound);
+                }
                 let a = self.store.put(&r)?;
-                self.events.extend(a.events);
+                self.record(a.events);
                 CommandResponse::Put(a.response)
             }
             Command::DeleteRange(r) => {
                 let a = self.store.delete_range(&r)?;
-                self.events.extend(a.events);
+                self.record(a.events);
                 CommandResponse::DeleteRange(a.response)
             }
             Command::Txn(r) => {
+                let mut ids = Vec::new();
+                txn_leases(&r, &mut ids);
+                if ids.iter().any(|id| !self.leases.contains_key(id)) {
+                    return Err(MvccError::LeaseNotFound);
+                }
                 let a = self.store.txn(&r)?;
-                self.events.extend(a.events);
+                self.record(a.events);
                 CommandResponse::Txn(a.response)
+            }
+            Command::LeaseGrant(r) => {
+                if self.leases.contains_key(&r.id) {
+                    return Err(MvccError::LeaseExists);
+                }
+                self.leases.insert(
+                    r.id,
+                    LeaseRecord {
+                        ttl: r.ttl,
+                        keys: BTreeSet::new(),
+                    },
+                );
+                CommandResponse::LeaseGrant(etcd_client::proto::PbLeaseGrantResponse {
+                    header: None,
+                    id: r.id,
+                    ttl: r.ttl,
+                    error: String::new(),
+                })
+            }
+            Command::LeaseRevoke(r) => {
+                let lease = self.leases.remove(&r.id).ok_or(MvccError::LeaseNotFound)?;
+                if !lease.keys.is_empty() {
+                    // Every attached key goes in one revision.
+                    use etcd_client::proto::{PbDeleteRequest, PbTxnOpRequest, PbTxnRequestOp};
+                    let txn = etcd_client::proto::PbTxnRequest {
+                        success: lease
+                            .keys
+                            .iter()
+                            .map(|k| PbTxnRequestOp {
+                                request: Some(PbTxnOpRequest::RequestDeleteRange(
+                                    PbDeleteRequest {
+                                        key: k.clone(),
+                                        ..Default::default()
+                                    },
+                                )),
+                            })
+                            .collect(),
+                        ..Default::default()
+                    };
+                    let a = self.store.txn(&txn)?;
+                    self.record(a.events);
+                }
+                CommandResponse::LeaseRevoke(etcd_client::proto::PbLeaseRevokeResponse {
+                    header: None,
+                })
             }
             Command::Compact(r) => CommandResponse::Compact(self.store.compact(r.revision)?),
             Command::Member(c) => {
@@ -89,6 +168,27 @@ impl StateMachine {
                 CommandResponse::Members(self.members.values().cloned().collect())
             }
         })
+    }
+
+    /// Keeps the lease → keys index in step with the writes, and queues the events for watchers.
+    fn record(&mut self, events: Vec<etcd_client::proto::PbEvent>) {
+        for e in &events {
+            if let Some(prev) = &e.prev_kv {
+                if prev.lease != 0 {
+                    if let Some(l) = self.leases.get_mut(&prev.lease) {
+                        l.keys.remove(&prev.key);
+                    }
+                }
+            }
+            if let Some(kv) = &e.kv {
+                if e.r#type == metastore_mvcc::consts::event_type::PUT && kv.lease != 0 {
+                    if let Some(l) = self.leases.get_mut(&kv.lease) {
+                        l.keys.insert(kv.key.clone());
+                    }
+                }
+            }
+        }
+        self.events.extend(events);
     }
 
     /// Applies a membership change to the member list (deterministic; a change that no longer
@@ -109,6 +209,7 @@ impl StateMachine {
             cluster_id: self.cluster_id,
             members: self.members.clone(),
             removed: self.removed.clone(),
+            leases: self.leases.clone(),
         };
         bincode::serialize(&body).map_err(|e| SnapshotError(e.to_string()))
     }
@@ -123,6 +224,7 @@ impl StateMachine {
             members: body.members,
             removed: body.removed,
             events: Vec::new(),
+            leases: body.leases,
         })
     }
 }
