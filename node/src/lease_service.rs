@@ -236,12 +236,12 @@ impl PbLeaseService for LeaseService {
                 .await
                 .map_err(|e| node_status(&e))?
             {
-                Ok((granted, left, keys)) => Ok(PbLeaseTimeToLiveResponse {
+                Ok(t) => Ok(PbLeaseTimeToLiveResponse {
                     header,
                     id: r.id,
-                    ttl: left,
-                    granted_ttl: granted,
-                    keys: if r.keys { keys } else { vec![] },
+                    ttl: t.remaining,
+                    granted_ttl: t.granted,
+                    keys: if r.keys { t.keys } else { vec![] },
                 }),
                 Err(NodeError::LeaseNotFound) => Ok(PbLeaseTimeToLiveResponse {
                     header,

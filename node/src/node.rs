@@ -191,12 +191,12 @@ pub enum LoopMsg {
         /// Granted TTL, `LeaseNotFound` or `NotLeader`.
         reply: oneshot::Sender<Result<i64, NodeError>>,
     },
-    /// Time left on a lease (leader only): (granted TTL, remaining seconds, keys).
+    /// Time left on a lease (leader only).
     LeaseTimeToLive {
         /// Lease id.
         id: i64,
         /// The answer.
-        reply: oneshot::Sender<Result<(i64, i64, Vec<Vec<u8>>), NodeError>>,
+        reply: oneshot::Sender<Result<LeaseTtl, NodeError>>,
     },
     /// A peer refused us because we were removed from the cluster.
     RemovedByPeer(u64),
@@ -208,6 +208,17 @@ pub enum LoopMsg {
     SnapshotSent(u64, bool),
     /// Stop the loop after flushing the log.
     Shutdown,
+}
+
+/// A lease's TTLs as the leader sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTtl {
+    /// Granted TTL (seconds).
+    pub granted: i64,
+    /// Seconds left.
+    pub remaining: i64,
+    /// Attached keys.
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// Permission to serve a linearizable read once `applied >= index`.

@@ -306,11 +306,11 @@ impl RaftLoop {
                             let left = self.lease_deadlines.get(&id).map_or(Duration::ZERO, |d| {
                                 d.saturating_duration_since(Instant::now())
                             });
-                            Ok((
-                                l.ttl,
-                                left.as_secs_f64().ceil() as i64,
-                                l.keys.iter().cloned().collect(),
-                            ))
+                            Ok(crate::node::LeaseTtl {
+                                granted: l.ttl,
+                                remaining: left.as_secs_f64().ceil() as i64,
+                                keys: l.keys.iter().cloned().collect(),
+                            })
                         }
                         None => Err(NodeError::LeaseNotFound),
                     }
