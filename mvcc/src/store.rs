@@ -344,6 +344,22 @@ impl Store {
         Ok(out.into_iter().map(|(_, _, e)| e).collect())
     }
 
+    /// Feeds every version at or below `revision` (after the last compaction) to `f` in key
+    /// and revision order: what a hash of the key space covers, so members holding the same
+    /// history hash alike (etcd's HashKV).
+    pub fn visit_versions(&self, revision: i64, mut f: impl FnMut(&[u8], i64, i64, Option<&[u8]>)) {
+        for (k, h) in &self.keys {
+            for v in h.iter().take_while(|v| v.main <= revision) {
+                f(
+                    k,
+                    v.main,
+                    v.sub,
+                    v.data.as_ref().map(|d| d.value.as_slice()),
+                );
+            }
+        }
+    }
+
     /// Serializes the whole key space.
     pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
         bincode::serialize(self).map_err(|e| MvccError::Snapshot(e.to_string()))

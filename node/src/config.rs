@@ -93,6 +93,17 @@ pub struct Flags {
         default_value_t = 5_000
     )]
     pub snapshot_catchup_entries: u64,
+    /// `periodic` (retention is a duration: `90s`, `5m`, `1h`, or a number of hours) or
+    /// `revision` (retention is a revision count).
+    #[arg(
+        long,
+        env = "METASTORE_AUTO_COMPACTION_MODE",
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: String,
+    /// History kept by automatic compaction (`0` = never compact automatically).
+    #[arg(long, env = "METASTORE_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Interval (ms) of progress notifications to idle watchers that asked for them.
     #[arg(
         long,
@@ -184,6 +195,8 @@ pub struct Config {
     pub max_learners: usize,
     /// Progress notification interval.
     pub watch_progress_interval: Duration,
+    /// Automatic compaction.
+    pub auto_compaction: crate::auto_compaction::AutoCompaction,
     /// Request size limit.
     pub max_request_bytes: usize,
     /// Txn operation limit.
@@ -481,6 +494,11 @@ impl Flags {
             watch_progress_interval: Duration::from_millis(
                 self.watch_progress_notify_interval.max(10),
             ),
+            auto_compaction: crate::auto_compaction::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )
+            .map_err(bad)?,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(self.request_timeout),

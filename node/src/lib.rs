@@ -5,6 +5,8 @@
 #![allow(clippy::field_reassign_with_default)]
 
 pub mod admin_service;
+pub mod auth_service;
+pub mod auto_compaction;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod command;

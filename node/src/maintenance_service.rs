@@ -1,5 +1,7 @@
-//! The etcd v3 Maintenance service: Status and MoveLeader. Alarm, Defragment, Hash, HashKV,
-//! Snapshot and Downgrade answer Unimplemented with a clear message until they are built.
+//! The etcd v3 Maintenance service: Status, MoveLeader, Hash and HashKV (members holding the same
+//! history hash alike), Snapshot (a consistent copy of the state, framed as etcdctl expects:
+//! 512-byte aligned with a SHA-256 trailer), Defragment (accepted: the in-memory store has nothing
+//! to defragment). Alarm and Downgrade answer Unimplemented with a clear message.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -43,9 +45,81 @@ impl MaintenanceService {
     }
 }
 
+/// Bytes per Snapshot message.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// The snapshot as etcdctl expects a database stream: length-prefixed state, zero padding to a
+/// multiple of 512 bytes, then the SHA-256 of all that (etcdctl checks `size % 512 == 32`).
+pub fn frame_snapshot(state: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(state.len() + 1024);
+    out.extend_from_slice(b"METASTORE-SNAPSHOT-1\0\0\0\0");
+    out.extend_from_slice(&(state.len() as u64).to_be_bytes());
+    out.extend_from_slice(state);
+    let padded = out.len().div_ceil(512) * 512;
+    out.resize(padded, 0);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+impl MaintenanceService {
+    /// Hash of the key space at `revision` (0 = current): (hash, compact revision, revision).
+    fn hash_kv_at(&self, revision: i64) -> (Result<u32, Status>, i64, i64) {
+        use sha1::{Digest, Sha1};
+        let sm = self.node.shared.state.read();
+        let store = &sm.store;
+        let rev = if revision > 0 {
+            revision
+        } else {
+            store.current_revision()
+        };
+        let compacted = store.compacted_revision();
+        if rev > store.current_revision() {
+            return (
+                Err(crate::kv_service::mvcc_status(
+                    &metastore_mvcc::MvccError::FutureRevision,
+                )),
+                compacted,
+                rev,
+            );
+        }
+        if revision > 0 && rev < compacted {
+            return (
+                Err(crate::kv_service::mvcc_status(
+                    &metastore_mvcc::MvccError::Compacted,
+                )),
+                compacted,
+                rev,
+            );
+        }
+        let mut h = Sha1::new();
+        store.visit_versions(rev, |k, main, sub, v| {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k);
+            h.update(main.to_be_bytes());
+            h.update(sub.to_be_bytes());
+            match v {
+                Some(v) => {
+                    h.update([1]);
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v);
+                }
+                None => h.update([0]),
+            }
+        });
+        let d = h.finalize();
+        (
+            Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+            compacted,
+            rev,
+        )
+    }
+}
+
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!(
-        "metastore: Maintenance.{what} is not supported yet (Status and MoveLeader are)"
+        "metastore: Maintenance.{what} is not supported yet"
     ))
 }
 
@@ -89,18 +163,35 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        self.observe(
+            "Defragment",
+            Ok(PbDefragmentResponse {
+                header: self.header(),
+            }),
+        )
     }
 
     async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let (hash, _, _) = self.hash_kv_at(0);
+        let r = hash.map(|hash| PbHashResponse {
+            header: self.header(),
+            hash,
+        });
+        self.observe("Hash", r)
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<PbHashKvRequest>,
+        req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+        let (hash, compacted, revision) = self.hash_kv_at(req.into_inner().revision);
+        let r = hash.map(|hash| PbHashKvResponse {
+            header: self.header(),
+            hash,
+            compact_revision: compacted,
+            hash_revision: revision,
+        });
+        self.observe("HashKV", r)
     }
 
     type SnapshotStream = SnapshotStream;
@@ -109,7 +200,31 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        let bytes = {
+            let sm = self.node.shared.state.read();
+            sm.to_snapshot()
+                .map_err(|e| Status::internal(format!("snapshot: {e}")))?
+        };
+        let framed = frame_snapshot(&bytes);
+        let header = self.header();
+        let total = framed.len();
+        let chunks: Vec<Result<PbSnapshotResponse, Status>> = framed
+            .chunks(SNAPSHOT_CHUNK)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(PbSnapshotResponse {
+                    header,
+                    remaining_bytes: (total - (i * SNAPSHOT_CHUNK + c.len())) as u64,
+                    blob: c.to_vec(),
+                    version: ETCD_API_VERSION.to_string(),
+                })
+            })
+            .collect();
+        self.node
+            .shared
+            .metrics
+            .observe_grpc("Snapshot", tonic::Code::Ok);
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     /// Transfers leadership to `target_id` (a voter) and waits until it leads; the old leader's

@@ -226,6 +226,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(maintenance)
                 .add_service(watch)
                 .add_service(lease)
+                .add_service(crate::auth_service::AuthUnimplemented)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")
@@ -243,6 +244,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let publisher = tokio::spawn(publish_attributes(node.clone()));
+    let compactor = tokio::spawn(crate::auto_compaction::run(
+        node.clone(),
+        config.auto_compaction,
+    ));
     let outcome = tokio::select! {
         _ = termination() => Ok(()),
         _ = removed_rx.wait_for(|r| *r) => {
@@ -258,6 +263,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     publisher.abort();
+    compactor.abort();
     tracing::info!("shutting down: finishing in-flight requests");
     shared.stopping.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
