@@ -27,6 +27,9 @@ pub enum MvccError {
     /// LeaseGrant with an id already in use.
     #[error("lease already exists")]
     LeaseExists,
+    /// The space quota is exhausted (NOSPACE alarm active).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// A snapshot did not encode or decode.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -44,6 +47,7 @@ impl MvccError {
             MvccError::EmptyKey => "etcdserver: key is not provided",
             MvccError::LeaseNotFound => "etcdserver: requested lease not found",
             MvccError::LeaseExists => "etcdserver: lease already exists",
+            MvccError::NoSpace => "etcdserver: mvcc: database space exceeded",
             MvccError::Snapshot(_) => "etcdserver: corrupt snapshot",
         }
     }

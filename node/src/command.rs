@@ -4,9 +4,9 @@
 //! holds exactly what clients sent and needs no schema of its own.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse,
-    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
-    PbPutRequest, PbPutResponse, PbTxnRequest, PbTxnResponse,
+    PbAlarmRequest, PbAlarmResponse, PbCompactionRequest, PbCompactionResponse, PbDeleteRequest,
+    PbDeleteResponse, PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest,
+    PbLeaseRevokeResponse, PbPutRequest, PbPutResponse, PbTxnRequest, PbTxnResponse,
 };
 use metastore_mvcc::MvccError;
 use prost::Message;
@@ -21,6 +21,7 @@ const TAG_COMPACT: u8 = 4;
 const TAG_MEMBER: u8 = 5;
 const TAG_LEASE_GRANT: u8 = 6;
 const TAG_LEASE_REVOKE: u8 = 7;
+const TAG_ALARM: u8 = 8;
 
 /// A state-machine command proposed through Raft.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,8 @@ pub enum Command {
     LeaseGrant(PbLeaseGrantRequest),
     /// etcd LeaseRevoke (from a client, or the leader on expiry): deletes the attached keys.
     LeaseRevoke(PbLeaseRevokeRequest),
+    /// etcd Alarm activate/deactivate (NOSPACE when the quota is exhausted).
+    Alarm(PbAlarmRequest),
 }
 
 /// The decoded data of an entry could not be understood.
@@ -58,6 +61,7 @@ impl Command {
             Command::Member(c) => (TAG_MEMBER, c.encode()),
             Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
+            Command::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -78,6 +82,7 @@ impl Command {
             TAG_COMPACT => Command::Compact(PbCompactionRequest::decode(body).map_err(err)?),
             TAG_MEMBER => Command::Member(MemberChange::decode(body).map_err(DecodeError)?),
             TAG_LEASE_GRANT => Command::LeaseGrant(PbLeaseGrantRequest::decode(body).map_err(err)?),
+            TAG_ALARM => Command::Alarm(PbAlarmRequest::decode(body).map_err(err)?),
             TAG_LEASE_REVOKE => {
                 Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body).map_err(err)?)
             }
@@ -103,6 +108,8 @@ pub enum CommandResponse {
     LeaseGrant(PbLeaseGrantResponse),
     /// Result of a LeaseRevoke.
     LeaseRevoke(PbLeaseRevokeResponse),
+    /// The alarms in force after an Alarm request.
+    Alarm(PbAlarmResponse),
 }
 
 /// What applying a command produced: a response or a deterministic error (the same on every member).
@@ -134,6 +141,11 @@ mod tests {
             Command::Member(MemberChange::Promote(3)),
             Command::LeaseGrant(PbLeaseGrantRequest { id: 7, ttl: 10 }),
             Command::LeaseRevoke(PbLeaseRevokeRequest { id: 7 }),
+            Command::Alarm(PbAlarmRequest {
+                action: 1,
+                member_id: 3,
+                alarm: 1,
+            }),
         ];
         for c in cmds {
             assert_eq!(Command::decode(&c.encode()).unwrap(), c);

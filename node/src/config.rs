@@ -111,6 +111,9 @@ pub struct Flags {
         default_value_t = 600_000
     )]
     pub watch_progress_notify_interval: u64,
+    /// Space quota in bytes (0 = 2 GiB, etcd's default); past it the NOSPACE alarm stops writes.
+    #[arg(long, env = "METASTORE_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Most learners the cluster may have at once (etcd's --experimental-max-learners).
     #[arg(long, env = "METASTORE_MAX_LEARNERS", default_value_t = 1)]
     pub max_learners: usize,
@@ -193,6 +196,8 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     /// Most learners at once.
     pub max_learners: usize,
+    /// Space quota in bytes.
+    pub quota_backend_bytes: u64,
     /// Progress notification interval.
     pub watch_progress_interval: Duration,
     /// Automatic compaction.
@@ -491,6 +496,11 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_learners: self.max_learners,
+            quota_backend_bytes: if self.quota_backend_bytes == 0 {
+                2 * 1024 * 1024 * 1024
+            } else {
+                self.quota_backend_bytes
+            },
             watch_progress_interval: Duration::from_millis(
                 self.watch_progress_notify_interval.max(10),
             ),

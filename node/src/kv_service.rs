@@ -26,10 +26,29 @@ pub fn mvcc_status(e: &MvccError) -> Status {
     match e {
         MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
         MvccError::LeaseNotFound => Status::not_found(msg),
+        MvccError::NoSpace => Status::resource_exhausted(msg),
         MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::Snapshot(_) => Status::internal(msg),
         _ => Status::invalid_argument(msg),
     }
+}
+
+/// See [`KvService::check_quota`]; shared with the Lease service.
+pub async fn check_quota(node: &NodeHandle, adds: usize) -> Result<(), Status> {
+    let quota = node.shared.config.quota_backend_bytes;
+    let size = node.shared.state.read().store.approximate_size_bytes();
+    if size + adds as u64 <= quota {
+        return Ok(());
+    }
+    let alarm = Command::Alarm(etcd_client::proto::PbAlarmRequest {
+        action: 1,
+        member_id: node.shared.member_id(),
+        alarm: crate::state_machine::ALARM_NOSPACE,
+    });
+    if let Err(e) = node.propose(alarm).await {
+        tracing::warn!("cannot raise the NOSPACE alarm: {e}");
+    }
+    Err(mvcc_status(&MvccError::NoSpace))
 }
 
 /// Maps a Raft-side failure to etcd's gRPC status.
@@ -78,6 +97,13 @@ impl KvService {
 
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, Status> {
         self.node.propose(cmd).await.map_err(|e| propose_status(&e))
+    }
+
+    /// Refuses a write that would take the store past `--quota-backend-bytes`, raising the
+    /// NOSPACE alarm through Raft (as etcd does) so every member refuses writes until space is
+    /// freed (compaction) and the alarm is disarmed.
+    async fn check_quota(&self, adds: usize) -> Result<(), Status> {
+        check_quota(&self.node, adds).await
     }
 
     /// Serves a range: serializable ones locally, linearizable ones after the read barrier.
@@ -144,6 +170,7 @@ impl PbKvService for KvService {
                 return Err(mvcc_status(&MvccError::EmptyKey));
             }
             self.check_size(&r)?;
+            self.check_quota(r.key.len() + r.value.len()).await?;
             match self.propose(Command::Put(r)).await? {
                 CommandResponse::Put(mut p) => {
                     p.header = self.header(revision_of(&p.header));
@@ -182,6 +209,9 @@ impl PbKvService for KvService {
             metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
                 .map_err(|e| mvcc_status(&e))?;
             self.check_size(&r)?;
+            if crate::state_machine::txn_has_put(&r) {
+                self.check_quota(r.encoded_len()).await?;
+            }
             match self.propose(Command::Txn(r)).await? {
                 CommandResponse::Txn(mut t) => {
                     t.header = self.header(revision_of(&t.header));

@@ -152,6 +152,7 @@ impl PbLeaseService for LeaseService {
                 return Err(Status::out_of_range(ERR_LEASE_TTL_TOO_LARGE));
             }
             r.ttl = r.ttl.max(self.min_ttl());
+            crate::kv_service::check_quota(&self.node, 64).await?;
             if r.id == 0 {
                 r.id = self.new_id();
             }

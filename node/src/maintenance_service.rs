@@ -1,7 +1,8 @@
 //! The etcd v3 Maintenance service: Status, MoveLeader, Hash and HashKV (members holding the same
 //! history hash alike), Snapshot (a consistent copy of the state, framed as etcdctl expects:
 //! 512-byte aligned with a SHA-256 trailer), Defragment (accepted: the in-memory store has nothing
-//! to defragment). Alarm and Downgrade answer Unimplemented with a clear message.
+//! to defragment), Alarm (NOSPACE raised when `--quota-backend-bytes` is exhausted; GET, ACTIVATE,
+//! DEACTIVATE). Downgrade answers Unimplemented with a clear message.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -15,8 +16,9 @@ use etcd_client::proto::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::command::{Command, CommandResponse};
 use crate::kv_service::node_status;
-use crate::node::{LoopMsg, NodeError, NodeHandle};
+use crate::node::{LoopMsg, NodeError, NodeHandle, ProposeError};
 
 /// The etcd API version this member speaks (what `etcdctl endpoint status` shows).
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -129,9 +131,44 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Statu
 impl PbMaintenanceService for MaintenanceService {
     async fn alarm(
         &self,
-        _req: Request<PbAlarmRequest>,
+        req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
-        Err(unimplemented("Alarm"))
+        let r = req.into_inner();
+        let out = async {
+            if r.action == 0 {
+                // GET: the alarms in force (filtered by member and type when given).
+                let alarms = self
+                    .node
+                    .shared
+                    .state
+                    .read()
+                    .alarms
+                    .iter()
+                    .filter(|(m, a)| {
+                        (r.member_id == 0 || *m == r.member_id) && (r.alarm == 0 || *a == r.alarm)
+                    })
+                    .map(|(m, a)| etcd_client::proto::PbAlarmMember {
+                        member_id: *m,
+                        alarm: *a,
+                    })
+                    .collect();
+                return Ok(PbAlarmResponse {
+                    header: self.header(),
+                    alarms,
+                });
+            }
+            match self.node.propose(Command::Alarm(r)).await {
+                Ok(CommandResponse::Alarm(mut a)) => {
+                    a.header = self.header();
+                    Ok(a)
+                }
+                Ok(_) => Err(Status::internal("unexpected response")),
+                Err(ProposeError::Node(n)) => Err(node_status(&n)),
+                Err(ProposeError::Apply(m)) => Err(crate::kv_service::mvcc_status(&m)),
+            }
+        }
+        .await;
+        self.observe("Alarm", out)
     }
 
     async fn status(
@@ -151,7 +188,20 @@ impl PbMaintenanceService for MaintenanceService {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: applied,
-            errors: vec![],
+            errors: sh
+                .state
+                .read()
+                .alarms
+                .iter()
+                .map(|(m, a)| {
+                    let kind = if *a == crate::state_machine::ALARM_NOSPACE {
+                        "NOSPACE"
+                    } else {
+                        "CORRUPT"
+                    };
+                    format!("memberID:{m} alarm:{kind} ")
+                })
+                .collect(),
             db_size_in_use: size,
             is_learner: status.learners.contains(&me),
             ..Default::default()

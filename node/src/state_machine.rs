@@ -46,6 +46,19 @@ pub fn txn_leases(t: &etcd_client::proto::PbTxnRequest, out: &mut Vec<i64>) {
     }
 }
 
+/// True when a txn puts anything (in either branch, at any depth).
+pub fn txn_has_put(t: &etcd_client::proto::PbTxnRequest) -> bool {
+    use etcd_client::proto::PbTxnOpRequest as Op;
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(inner)) => txn_has_put(inner),
+            _ => false,
+        })
+}
+
 /// The replicated state machine.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
@@ -62,7 +75,12 @@ pub struct StateMachine {
     pub events: Vec<etcd_client::proto::PbEvent>,
     /// Leases by id.
     pub leases: BTreeMap<i64, LeaseRecord>,
+    /// Active alarms: (member id, alarm type).
+    pub alarms: BTreeSet<(u64, i32)>,
 }
+
+/// etcd's `AlarmType.NOSPACE`.
+pub const ALARM_NOSPACE: i32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
@@ -71,6 +89,7 @@ struct SnapshotBody {
     members: BTreeMap<u64, Member>,
     removed: BTreeSet<u64>,
     leases: BTreeMap<i64, LeaseRecord>,
+    alarms: BTreeSet<(u64, i32)>,
 }
 
 /// A snapshot that could not be written or read.
@@ -88,12 +107,46 @@ impl StateMachine {
             removed: BTreeSet::new(),
             events: Vec::new(),
             leases: BTreeMap::new(),
+            alarms: BTreeSet::new(),
         }
+    }
+
+    /// True while the NOSPACE alarm is active: writes that add data are refused.
+    pub fn no_space(&self) -> bool {
+        self.alarms.iter().any(|(_, a)| *a == ALARM_NOSPACE)
     }
 
     /// Applies one command.
     pub fn apply(&mut self, cmd: Command) -> ApplyResult {
         Ok(match cmd {
+            Command::Put(_) | Command::LeaseGrant(_) if self.no_space() => {
+                return Err(MvccError::NoSpace)
+            }
+            Command::Txn(r) if self.no_space() && txn_has_put(&r) => {
+                return Err(MvccError::NoSpace)
+            }
+            Command::Alarm(r) => {
+                // As etcd: the response names the alarm activated or deactivated.
+                let key = (r.member_id, r.alarm);
+                let changed = match r.action {
+                    1 if r.alarm != 0 => {
+                        self.alarms.insert(key);
+                        true
+                    }
+                    2 => self.alarms.remove(&key),
+                    _ => false,
+                };
+                CommandResponse::Alarm(etcd_client::proto::PbAlarmResponse {
+                    header: None,
+                    alarms: changed
+                        .then_some(etcd_client::proto::PbAlarmMember {
+                            member_id: r.member_id,
+                            alarm: r.alarm,
+                        })
+                        .into_iter()
+                        .collect(),
+                })
+            }
             Command::Put(r) => {
                 if r.lease != 0 && !self.leases.contains_key(&r.lease) {
                     return Err(MvccError::LeaseNotFound);
@@ -210,6 +263,7 @@ impl StateMachine {
             members: self.members.clone(),
             removed: self.removed.clone(),
             leases: self.leases.clone(),
+            alarms: self.alarms.clone(),
         };
         bincode::serialize(&body).map_err(|e| SnapshotError(e.to_string()))
     }
@@ -225,6 +279,7 @@ impl StateMachine {
             removed: body.removed,
             events: Vec::new(),
             leases: body.leases,
+            alarms: body.alarms,
         })
     }
 }

@@ -114,3 +114,86 @@ async fn periodic_auto_compaction_bounds_history() {
         .await
         .is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_quota_raises_nospace_until_space_is_freed_and_the_alarm_disarmed() {
+    let mut flags: Vec<&str> = FAST.to_vec();
+    flags.extend(["--quota-backend-bytes", "3000"]);
+    let c = Cluster::start(3, &flags);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[leader].client_url()).await;
+    let big = "x".repeat(1000);
+    cl.put("k1", big.clone(), None).await.unwrap();
+    cl.put("k2", big.clone(), None).await.unwrap();
+    let no_space = |e: etcd_client::Error| match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::ResourceExhausted
+                && s.message() == "etcdserver: mvcc: database space exceeded"
+        }
+        _ => false,
+    };
+    assert!(no_space(cl.put("k3", big.clone(), None).await.unwrap_err()));
+    // The alarm is replicated: every member now refuses even small writes.
+    for m in &c.members {
+        let mut mc = client(&m.client_url()).await;
+        let alarms = mc
+            .alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(alarms.alarms().len(), 1);
+        assert!(no_space(mc.put("small", "v", None).await.unwrap_err()));
+        let st = mc.status().await.unwrap();
+        assert!(
+            st.errors().iter().any(|e| e.contains("NOSPACE")),
+            "{:?}",
+            st.errors()
+        );
+    }
+    // Reads, deletes and compaction still work; freeing space and disarming restores writes.
+    assert_eq!(cl.get("k1", None).await.unwrap().kvs().len(), 1);
+    let rev = cl
+        .delete("k1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    cl.compact(rev, None).await.unwrap();
+    cl.defragment().await.unwrap();
+    let member = cl.status().await.unwrap().header().unwrap().member_id();
+    let mut alarm_member = 0;
+    for a in cl
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap()
+        .alarms()
+    {
+        alarm_member = a.member_id();
+    }
+    assert_eq!(
+        alarm_member, member,
+        "raised by the member that saw the quota exceeded"
+    );
+    let off = cl
+        .alarm(
+            etcd_client::AlarmAction::Deactivate,
+            etcd_client::AlarmType::Nospace,
+            Some({
+                let mut o = etcd_client::AlarmOptions::new();
+                o.with_member(alarm_member);
+                o
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.alarms().len(), 1, "names the alarm it disarmed");
+    cl.put("small", "v", None).await.unwrap();
+}
