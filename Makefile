@@ -51,7 +51,8 @@ images:
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy
-	$(CARGO) test --workspace --all-targets --exclude metastore-e2e
+	METASTORE_ETCD=$$(bash scripts/etcd-server.sh | tail -1) \
+	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## Unit tests only (fast, no processes).
 unit: deps

@@ -42,8 +42,12 @@ impl ClusterService {
         ClusterService { node }
     }
 
+    /// etcd's Cluster responses carry no revision.
     fn header(&self) -> Option<PbResponseHeader> {
-        Some(self.node.shared.header(None))
+        Some(PbResponseHeader {
+            revision: 0,
+            ..self.node.shared.header(None)
+        })
     }
 
     fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {

@@ -308,7 +308,8 @@ impl RaftLoop {
                             });
                             Ok(crate::node::LeaseTtl {
                                 granted: l.ttl,
-                                remaining: left.as_secs_f64().ceil() as i64,
+                                // Whole seconds left, truncated, as etcd reports them.
+                                remaining: left.as_secs() as i64,
                                 keys: l.keys.iter().cloned().collect(),
                             })
                         }
