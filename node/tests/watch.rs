@@ -284,3 +284,136 @@ async fn large_revisions_are_fragmented_when_asked() {
         "one 64 KB revision arrived in {responses} response(s)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notifications_reach_idle_watchers() {
+    let mut flags: Vec<&str> = FAST.to_vec();
+    flags.extend(["--watch-progress-notify-interval", "200"]);
+    let c = Cluster::start(1, &flags);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    let rev = cl
+        .put("p", "v", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut s = cl
+        .watch("idle", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    assert!(next(&mut s).await.created());
+    let r = next(&mut s).await;
+    assert!(r.events().is_empty() && !r.canceled());
+    assert_eq!(
+        r.header().unwrap().revision(),
+        rev,
+        "progress at the current revision"
+    );
+}
+
+/// A client that resumes from the last revision it saw gets every event exactly once, in order,
+/// across a leader kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
+    let mut c = Cluster::start(3, FAST);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let endpoints = c.endpoints();
+    // Writer: N puts of increasing values, retried until acknowledged (through any member).
+    const N: usize = 300;
+    let writer = tokio::spawn(async move {
+        let mut acked = 0;
+        let mut i = 0;
+        while acked < N {
+            let ep = endpoints[i % endpoints.len()].clone();
+            i += 1;
+            let Ok(Ok(mut cl)) =
+                tokio::time::timeout(Duration::from_secs(2), support::try_client(&ep)).await
+            else {
+                continue;
+            };
+            while acked < N {
+                match tokio::time::timeout(
+                    Duration::from_secs(3),
+                    cl.put("resumed", format!("{acked}"), None),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => acked += 1,
+                    _ => break,
+                }
+            }
+        }
+    });
+    // Watcher on the leader, which is killed mid-way; it resumes on another member from the
+    // last revision it saw + 1.
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut ep_index = leader;
+    let mut killed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    'outer: while seen.len() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watch never caught up: {}",
+            seen.len()
+        );
+        let ep = c.members[ep_index].client_url();
+        let start = seen.last().map_or(0, |(r, _)| r + 1);
+        let Ok(mut cl) = support::try_client(&ep).await else {
+            ep_index = (ep_index + 1) % 3;
+            continue;
+        };
+        let opts = if start > 0 {
+            WatchOptions::new().with_start_revision(start)
+        } else {
+            WatchOptions::new().with_start_revision(1)
+        };
+        let Ok(mut s) = cl.watch("resumed", Some(opts)).await else {
+            ep_index = (ep_index + 1) % 3;
+            continue;
+        };
+        loop {
+            if !killed && seen.len() >= N / 3 {
+                killed = true;
+                c.members[leader].kill();
+            }
+            let msg = tokio::time::timeout(Duration::from_secs(2), s.message()).await;
+            match msg {
+                Ok(Ok(Some(r))) => {
+                    for e in r.events() {
+                        let kv = e.kv().unwrap();
+                        seen.push((kv.mod_revision(), kv.value_str().unwrap().to_string()));
+                    }
+                    if seen.len() >= N {
+                        break 'outer;
+                    }
+                }
+                // The member went away (or is silent): resume elsewhere.
+                _ => {
+                    ep_index = (ep_index + 1) % 3;
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    writer.await.unwrap();
+    assert!(killed, "the leader was killed during the watch");
+    let revs: Vec<i64> = seen.iter().map(|(r, _)| *r).collect();
+    assert!(
+        revs.windows(2).all(|w| w[0] < w[1]),
+        "revision order, no duplicates"
+    );
+    let values: Vec<String> = seen.iter().map(|(_, v)| v.clone()).collect();
+    // Retried puts may write a value twice; every value appears, in order.
+    let mut expected = 0;
+    for v in &values {
+        let n: usize = v.parse().unwrap();
+        assert!(
+            n == expected || n + 1 == expected,
+            "out of order: {n} after {expected}"
+        );
+        expected = n + 1;
+    }
+    assert_eq!(expected, N);
+}

@@ -337,3 +337,11 @@ pub async fn client(endpoint: &str) -> etcd_client::Client {
         .await
         .expect("connect")
 }
+
+/// An etcd-client connection that reports failure instead of panicking.
+pub async fn try_client(endpoint: &str) -> Result<etcd_client::Client, etcd_client::Error> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(5));
+    etcd_client::Client::connect([endpoint], Some(opts)).await
+}
