@@ -52,6 +52,7 @@ images:
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy
 	METASTORE_ETCD=$$(bash scripts/etcd-server.sh | tail -1) \
+	METASTORE_PY=$$(bash scripts/python-etcd3.sh | tail -1) \
 	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## Unit tests only (fast, no processes).

@@ -32,6 +32,10 @@ fn etcd_bin() -> PathBuf {
 }
 
 fn start_etcd(ip: &str) -> Etcd {
+    start_etcd_with(ip, &[])
+}
+
+fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://{ip}:2379");
     let child = Command::new(etcd_bin())
@@ -47,6 +51,7 @@ fn start_etcd(ip: &str) -> Etcd {
             "--heartbeat-interval=100",
             "--election-timeout=1000",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -292,4 +297,98 @@ fn etcdctl_session_matches_real_etcd() {
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+/// The same scripted session with the Python `etcd3` client (`tests/python/etcd3_session.py`,
+/// interpreter from `METASTORE_PY`, set by `make test` via scripts/python-etcd3.sh).
+#[test]
+fn python_etcd3_session_matches_real_etcd() {
+    let python = std::env::var("METASTORE_PY")
+        .expect("METASTORE_PY names a Python with etcd3: run through `make test`");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/etcd3_session.py"
+    );
+    let net = loopback_net();
+    let etcd = start_etcd(&format!("{net}.200"));
+    let ms = Cluster::start(1, &[]);
+    ms.wait_ready(Duration::from_secs(30));
+    let run = |ip: &str| {
+        let out = Command::new(&python)
+            .args([script, ip, "2379"])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "session failed against {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let want = run(&format!("{net}.200"));
+    let got = run(&ms.members[0].ip);
+    assert!(want.lines().count() > 15, "{want}");
+    let diffs: Vec<String> = want
+        .lines()
+        .zip(got.lines())
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("- etcd:      {w}\n+ metastore: {g}"))
+        .collect();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    assert_eq!(want.lines().count(), got.lines().count());
+    drop(etcd);
+}
+
+/// The space quota as etcdctl users meet it: writes fail with NOSPACE, the alarm is listed and
+/// shown by endpoint status, small writes fail too, and after deleting, compacting, defragmenting
+/// and disarming, writes work again. (How many bytes fit differs: etcd counts its bbolt file.)
+#[test]
+fn quota_alarm_matches_real_etcd() {
+    let net = loopback_net();
+    let etcd = start_etcd_with(&format!("{net}.200"), &["--quota-backend-bytes=100000"]);
+    let ms = Cluster::start(1, &["--quota-backend-bytes", "100000"]);
+    ms.wait_ready(Duration::from_secs(30));
+    let value = "x".repeat(10_000);
+    let session = |ep: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            i += 1;
+            assert!(i < 100, "the quota never bit");
+            let (ok, text) = etcdctl(ep, &["put", &format!("k{i}"), &value]);
+            if !ok {
+                out.push(format!("first refused put: {}", text.trim()));
+                break;
+            }
+        }
+        let (_, alarms) = etcdctl(ep, &["alarm", "list"]);
+        out.push(format!("alarm list: {}", mask_ids(alarms.trim())));
+        let (ok, text) = etcdctl(ep, &["put", "small", "v"]);
+        out.push(format!("small put ok={ok}: {}", text.trim()));
+        let (_, status) = etcdctl(ep, &["endpoint", "status", "-w", "json"]);
+        let st: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+        out.push(format!(
+            "status errors: {}",
+            mask_ids(&st[0]["Status"]["errors"].to_string())
+        ));
+        let (_, read) = etcdctl(ep, &["get", "k1", "--print-value-only"]);
+        out.push(format!("reads still work: {}", read.trim().len()));
+        let (ok, _) = etcdctl(ep, &["del", "k", "--prefix"]);
+        out.push(format!("delete ok={ok}"));
+        let (_, rev) = etcdctl(ep, &["get", "small", "-w", "json"]);
+        let rev: serde_json::Value = serde_json::from_str(rev.trim()).unwrap();
+        let rev = rev["header"]["revision"].to_string();
+        let (ok, _) = etcdctl(ep, &["compaction", &rev, "--physical"]);
+        out.push(format!("compaction ok={ok}"));
+        let (ok, _) = etcdctl(ep, &["defrag"]);
+        out.push(format!("defrag ok={ok}"));
+        let (ok, text) = etcdctl(ep, &["alarm", "disarm"]);
+        out.push(format!("disarm ok={ok}: {}", mask_ids(text.trim())));
+        let (ok, text) = etcdctl(ep, &["put", "small", "v"]);
+        out.push(format!("put after disarm ok={ok}: {}", text.trim()));
+        out
+    };
+    let want = session(&etcd.endpoint);
+    let got = session(&ms.members[0].client_url());
+    assert_eq!(want, got);
 }
