@@ -170,6 +170,13 @@ impl PbKvService for KvService {
                 return Err(mvcc_status(&MvccError::EmptyKey));
             }
             self.check_size(&r)?;
+            // etcd's checkPutRequest.
+            if r.ignore_value && !r.value.is_empty() {
+                return Err(Status::invalid_argument("etcdserver: value is provided"));
+            }
+            if r.ignore_lease && r.lease != 0 {
+                return Err(Status::invalid_argument("etcdserver: lease is provided"));
+            }
             self.check_quota(r.key.len() + r.value.len()).await?;
             match self.propose(Command::Put(r)).await? {
                 CommandResponse::Put(mut p) => {

@@ -194,10 +194,11 @@ pub fn check(change: &MemberChange, f: &ClusterFacts<'_>) -> Result<(), Membersh
                     return Err(MembershipError::TooManyLearners);
                 }
             } else {
-                // The new voter has not started: the started ones must still make a quorum.
+                // The new voter has not started: the started ones must still make a quorum —
+                // except growing one started member to two, which etcd allows (restores).
                 let n = voters(f).count() + 1;
                 let up = voters(f).filter(|m| started(m)).count();
-                if up < n / 2 + 1 {
+                if up < n / 2 + 1 && !(up == 1 && n == 2) {
                     return Err(MembershipError::NotEnoughStarted);
                 }
             }
@@ -210,7 +211,7 @@ pub fn check(change: &MemberChange, f: &ClusterFacts<'_>) -> Result<(), Membersh
             }
             let leader = f.progress.get(&f.me).map_or(0, |p| p.matched);
             let learner = f.progress.get(id).map_or(0, |p| p.matched);
-            if (learner as f64) < (leader as f64) * LEARNER_READY_FRACTION || !started(m) {
+            if (learner as f64) < (leader as f64) * LEARNER_READY_FRACTION {
                 return Err(MembershipError::LearnerNotReady);
             }
             let n = voters(f).count() + 1;
@@ -407,9 +408,15 @@ mod tests {
             Err(MembershipError::IdExists),
             "a removed id never comes back"
         );
-        // 1 started voter + 1 new voter: quorum 2 > 1 started.
+        // 1 started voter + 1 new voter: etcd allows it (quorum 2 until the new one starts).
+        assert_eq!(check(&add(2, "http://127.0.0.2:2380", false), &f), Ok(()));
+        // 2 voters, one not started, + 1: only 1 of 3 started.
+        let half = cluster(&[member(1, "a", false), member(3, "", false)]);
         assert_eq!(
-            check(&add(2, "http://127.0.0.2:2380", false), &f),
+            check(
+                &add(2, "http://127.0.0.2:2380", false),
+                &facts(&half, &removed, &[1])
+            ),
             Err(MembershipError::NotEnoughStarted)
         );
         let ms2 = cluster(&[member(1, "a", false), member(2, "", true)]);
@@ -451,8 +458,10 @@ mod tests {
             check(&MemberChange::Promote(2), &f),
             Err(MembershipError::LearnerNotReady)
         );
+        // A learner that has not replicated anything yet.
         let unstarted = cluster(&[member(1, "a", false), member(2, "", true)]);
-        let f = facts(&unstarted, &removed, &[1, 2]);
+        let mut f = facts(&unstarted, &removed, &[1]);
+        f.progress.insert(2, PeerProgress::default());
         assert_eq!(
             check(&MemberChange::Promote(2), &f),
             Err(MembershipError::LearnerNotReady)

@@ -286,13 +286,17 @@ impl RaftLoop {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(NodeError::NotLeader)
                 } else {
+                    let now = Instant::now();
+                    // An expired lease is being revoked: renewing it now would promise a TTL
+                    // the pending revocation is about to break (etcd answers not found too).
+                    let expired = self.revoking.contains_key(&id)
+                        || self.lease_deadlines.get(&id).is_some_and(|d| *d <= now);
                     match self.shared.state.read().leases.get(&id) {
-                        Some(l) => {
-                            self.lease_deadlines
-                                .insert(id, Instant::now() + ttl_duration(l.ttl));
+                        Some(l) if !expired => {
+                            self.lease_deadlines.insert(id, now + ttl_duration(l.ttl));
                             Ok(l.ttl)
                         }
-                        None => Err(NodeError::LeaseNotFound),
+                        _ => Err(NodeError::LeaseNotFound),
                     }
                 };
                 let _ = reply.send(r);
@@ -496,17 +500,17 @@ impl RaftLoop {
                                     _ => None,
                                 };
                                 let result = sm.apply(cmd);
-                                if let (Some((id, ttl)), Ok(_)) = (lease_op, &result) {
-                                    match ttl {
-                                        Some(ttl) => {
-                                            self.lease_deadlines
-                                                .insert(id, Instant::now() + ttl_duration(ttl));
-                                        }
-                                        None => {
-                                            self.lease_deadlines.remove(&id);
-                                            self.revoking.remove(&id);
-                                        }
+                                match (lease_op, &result) {
+                                    (Some((id, Some(ttl))), Ok(_)) => {
+                                        self.lease_deadlines
+                                            .insert(id, Instant::now() + ttl_duration(ttl));
                                     }
+                                    // Revoked, or already gone: stop tracking it either way.
+                                    (Some((id, None)), _) => {
+                                        self.lease_deadlines.remove(&id);
+                                        self.revoking.remove(&id);
+                                    }
+                                    _ => {}
                                 }
                                 if !sm.events.is_empty() {
                                     batches.push(Arc::new(WatchBatch {

@@ -189,13 +189,17 @@ impl StateMachine {
                 })
             }
             Command::LeaseRevoke(r) => {
-                let lease = self.leases.remove(&r.id).ok_or(MvccError::LeaseNotFound)?;
-                if !lease.keys.is_empty() {
-                    // Every attached key goes in one revision.
+                let keys = self
+                    .leases
+                    .get(&r.id)
+                    .ok_or(MvccError::LeaseNotFound)?
+                    .keys
+                    .clone();
+                if !keys.is_empty() {
+                    // Every attached key goes in one revision; the lease goes only if that works.
                     use etcd_client::proto::{PbDeleteRequest, PbTxnOpRequest, PbTxnRequestOp};
                     let txn = etcd_client::proto::PbTxnRequest {
-                        success: lease
-                            .keys
+                        success: keys
                             .iter()
                             .map(|k| PbTxnRequestOp {
                                 request: Some(PbTxnOpRequest::RequestDeleteRange(
@@ -211,6 +215,7 @@ impl StateMachine {
                     let a = self.store.txn(&txn)?;
                     self.record(a.events);
                 }
+                self.leases.remove(&r.id);
                 CommandResponse::LeaseRevoke(etcd_client::proto::PbLeaseRevokeResponse {
                     header: None,
                 })

@@ -219,7 +219,10 @@ async fn run_peer(
                 }
                 call.abort();
                 match refused {
-                    Some(s) if s.code() == tonic::Code::PermissionDenied => {
+                    Some(s)
+                        if s.code() == tonic::Code::PermissionDenied
+                            && s.message().starts_with(REMOVED_MARKER) =>
+                    {
                         tracing::error!(
                             peer = format_args!("{id:x}"),
                             "peer refuses us: {}",
@@ -308,6 +311,10 @@ pub struct PeerService {
     shared: Arc<Shared>,
 }
 
+/// Prefix of the refusal a removed member gets from its former peers; only this (not any
+/// PermissionDenied, which a proxy could produce) makes a member retire its data dir.
+pub const REMOVED_MARKER: &str = "metastore: member removed";
+
 /// etcd's message for a peer of another cluster.
 pub const ERR_CLUSTER_ID_MISMATCH: &str = "etcdserver: cluster ID mismatch";
 
@@ -328,7 +335,7 @@ impl PeerService {
         }
         if sm.removed.contains(&from) {
             return Err(Status::permission_denied(format!(
-                "member {from:x} was removed from cluster {:x}",
+                "{REMOVED_MARKER}: member {from:x} was removed from cluster {:x}",
                 sm.cluster_id
             )));
         }
@@ -356,6 +363,10 @@ impl Peer for PeerService {
             for bytes in batch.messages {
                 let m = decode(&bytes)?;
                 self.admit(batch.cluster_id, m.from)?;
+                if m.to != self.shared.member_id() {
+                    // Meant for an earlier member at this address: not ours to step.
+                    continue;
+                }
                 self.deliver(m)?;
             }
         }
@@ -439,6 +450,7 @@ pub async fn discover(
     local: Option<IpAddr>,
 ) -> Result<crate::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
+    let mut not_added = None;
     let mut mine = my_peer_urls.to_vec();
     mine.sort();
     // The cluster may be electing a leader or restarting: keep asking for a while.
@@ -463,11 +475,13 @@ pub async fn discover(
                 u == mine
             });
             let Some(me) = found else {
-                return Err(JoinError::NotAdded {
+                // That peer may not have applied our MemberAdd yet: ask the others, then again.
+                not_added = Some(JoinError::NotAdded {
                     cluster: r.cluster_id,
                     urls: my_peer_urls.to_vec(),
                     first: my_peer_urls.first().cloned().unwrap_or_default(),
                 });
+                continue;
             };
             // A member that already started has Raft state (votes) that an empty data dir lost:
             // rejoining with it could vote twice in one term.
@@ -503,5 +517,5 @@ pub async fn discover(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    Err(JoinError::Unreachable(peers.to_vec(), last))
+    Err(not_added.unwrap_or(JoinError::Unreachable(peers.to_vec(), last)))
 }

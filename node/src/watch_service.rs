@@ -26,6 +26,8 @@ const FILTER_NOPUT: i32 = 0;
 const FILTER_NODELETE: i32 = 1;
 /// The watch id of progress responses to a progress request (etcd's `InvalidWatchID`).
 const PROGRESS_WATCH_ID: i64 = -1;
+/// Most revisions read from history for one catch-up response (etcd's watchBatchMaxRevs).
+const HISTORY_WINDOW: i64 = 1000;
 /// Responses queued per stream before its task waits for the client.
 const STREAM_QUEUE: usize = 128;
 
@@ -141,6 +143,8 @@ impl StreamTask {
 
     async fn run(mut self, mut requests: Streaming<PbWatchRequest>, progress: Duration) {
         let mut ticker = tokio::time::interval(progress);
+        // After a stretch blocked on a slow client, one tick, not a burst of them.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
             let alive = tokio::select! {
@@ -251,39 +255,48 @@ impl StreamTask {
         }
     }
 
-    /// Delivers watcher `id`'s events from history up to `to`, or cancels it when compacted.
+    /// Delivers watcher `id`'s events from history up to `to`, or cancels it when compacted. Works
+    /// in windows of at most [`HISTORY_WINDOW`] revisions (as etcd batches catch-up), taking the
+    /// state lock once per window, so a watch from far back neither stalls the Raft loop nor
+    /// builds one huge response.
     async fn fill(&mut self, id: i64, to: i64) -> bool {
-        let Some(w) = self.watchers.get(&id).cloned() else {
-            return true;
-        };
-        if w.next_rev > to {
-            return true;
-        }
-        let events = {
-            let sm = self.shared.state.read();
-            sm.store
-                .events(&w.key, &w.range_end, w.next_rev, to)
-                .map_err(|_| sm.store.compacted_revision())
-        };
-        match events {
-            Ok(events) => {
-                let kept: Vec<PbEvent> = events.iter().filter_map(|e| w.keep(e)).collect();
-                if let Some(w) = self.watchers.get_mut(&id) {
-                    w.next_rev = to + 1;
-                }
-                self.deliver(id, kept, to).await
+        loop {
+            let Some(w) = self.watchers.get(&id).cloned() else {
+                return true;
+            };
+            if w.next_rev > to {
+                return true;
             }
-            Err(compacted) => {
-                self.watchers.remove(&id);
-                self.send(PbWatchResponse {
-                    header: self.header(to),
-                    watch_id: id,
-                    canceled: true,
-                    compact_revision: compacted,
-                    cancel_reason: "mvcc: required revision has been compacted".into(),
-                    ..Default::default()
-                })
-                .await
+            let upto = to.min(w.next_rev.saturating_add(HISTORY_WINDOW - 1));
+            let events = {
+                let sm = self.shared.state.read();
+                sm.store
+                    .events(&w.key, &w.range_end, w.next_rev, upto)
+                    .map_err(|_| sm.store.compacted_revision())
+            };
+            match events {
+                Ok(events) => {
+                    let kept: Vec<PbEvent> = events.iter().filter_map(|e| w.keep(e)).collect();
+                    if let Some(w) = self.watchers.get_mut(&id) {
+                        w.next_rev = upto + 1;
+                    }
+                    if !self.deliver(id, kept, upto).await {
+                        return false;
+                    }
+                }
+                Err(compacted) => {
+                    self.watchers.remove(&id);
+                    return self
+                        .send(PbWatchResponse {
+                            header: self.header(to),
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision: compacted,
+                            cancel_reason: "mvcc: required revision has been compacted".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
             }
         }
     }

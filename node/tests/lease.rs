@@ -131,6 +131,33 @@ async fn bad_lease_requests_get_etcds_errors() {
         tonic::Code::NotFound
     );
     assert!(cl.get("t", None).await.unwrap().kvs().is_empty());
+    // etcd's put checks.
+    let e = cl
+        .put("k", "v", Some(PutOptions::new().with_ignore_value()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_and_message(e),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: value is provided".into()
+        )
+    );
+    let e = cl
+        .put(
+            "k",
+            "",
+            Some(PutOptions::new().with_ignore_lease().with_lease(id)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_and_message(e),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: lease is provided".into()
+        )
+    );
     // The shortest lease outlives an election: 1.5 election timeouts, rounded up.
     assert_eq!(cl.lease_grant(0, None).await.unwrap().ttl(), 1);
 }

@@ -184,7 +184,7 @@ async fn bad_requests_get_etcd_errors_and_the_server_keeps_serving() {
     let err = cl
         .put(
             "k",
-            "v",
+            "",
             Some(etcd_client::PutOptions::new().with_ignore_value()),
         )
         .await

@@ -352,7 +352,9 @@ async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
     let mut ep_index = leader;
     let mut killed = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    'outer: while seen.len() < N {
+    let done =
+        |seen: &Vec<(i64, String)>| seen.last().is_some_and(|(_, v)| *v == (N - 1).to_string());
+    'outer: while !done(&seen) {
         assert!(
             std::time::Instant::now() < deadline,
             "watch never caught up: {}",
@@ -385,7 +387,7 @@ async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
                         let kv = e.kv().unwrap();
                         seen.push((kv.mod_revision(), kv.value_str().unwrap().to_string()));
                     }
-                    if seen.len() >= N {
+                    if done(&seen) {
                         break 'outer;
                     }
                 }
