@@ -265,6 +265,18 @@ fn step_kind(step: &Step) -> &'static str {
     }
 }
 
+/// True while the StatefulSet controller has not rolled its pods onto the current template.
+pub fn rolling_out(s: &StatefulSet) -> bool {
+    let replicas = s.spec.replicas.unwrap_or(1);
+    let Some(st) = s.status.as_ref() else {
+        return true;
+    };
+    st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0)
+        || (st.update_revision.is_some() && st.current_revision != st.update_revision)
+        || st.updated_replicas.unwrap_or(0) < replicas
+        || st.ready_replicas.unwrap_or(0) < replicas
+}
+
 /// One reconcile of one MetaStore.
 pub async fn reconcile(ms: Arc<MetaStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -332,15 +344,6 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts = sets.get_opt(&name).await?;
     let sts_replicas = sts.as_ref().and_then(|s| s.spec.replicas).unwrap_or(0);
-    // Pods still being replaced by a template change (e.g. right after bootstrap).
-    let rolling = sts
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .is_some_and(|st| {
-            st.update_revision.is_some() && st.current_revision != st.update_revision
-                || st.updated_replicas.unwrap_or(0) < sts_replicas
-                || st.ready_replicas.unwrap_or(0) < sts_replicas
-        });
 
     let endpoints: Vec<String> = (0..sts_replicas.max(1))
         .map(|k| builders::client_url(ms, k))
@@ -361,11 +364,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
             .map(|m| m.iter().map(|v| v.member.clone()).collect()),
         leader: view.leader,
     };
-    let step = match plan(&observed) {
-        Step::Steady { .. } if rolling => Step::Wait("member pods are being updated".into()),
-        s => s,
-    };
-    let kind = step_kind(&step);
+    let mut step = plan(&observed);
     let mut generation = policy_generation;
     let mut operation = None;
     let mut requeue = Duration::from_secs(2);
@@ -385,12 +384,18 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
         Step::ScaleStatefulSet { replicas, .. } => *replicas,
         _ => sts_replicas,
     };
-    apply(
+    let applied = apply(
         &sets,
         &name,
         &builders::stateful_set(ms, sts_target, bootstrapped),
     )
     .await?;
+    // Not steady while pods are still being replaced by a template change (e.g. the switch to
+    // joining right after bootstrap): judged on the object as just applied.
+    if matches!(step, Step::Steady { .. }) && rolling_out(&applied) {
+        step = Step::Wait("member pods are being updated".into());
+    }
+    let kind = step_kind(&step);
 
     match &step {
         Step::Bootstrap => {
@@ -591,6 +596,26 @@ mod tests {
             applied_index: 10,
             leader: 0,
         }
+    }
+
+    #[test]
+    fn rollouts_are_seen_until_the_controller_catches_up() {
+        let mut s: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo", "generation": 3},
+            "spec": {"replicas": 1, "serviceName": "demo-peer", "selector": {},
+                     "template": {}},
+            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 1,
+                       "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"}
+        }))
+        .unwrap();
+        assert!(rolling_out(&s), "template changed, not yet observed");
+        s.status.as_mut().unwrap().observed_generation = Some(3);
+        s.status.as_mut().unwrap().update_revision = Some("b".into());
+        assert!(rolling_out(&s), "pods still on the old revision");
+        s.status.as_mut().unwrap().current_revision = Some("b".into());
+        assert!(!rolling_out(&s));
+        s.status.as_mut().unwrap().ready_replicas = Some(0);
+        assert!(rolling_out(&s), "a pod not ready");
     }
 
     #[test]
