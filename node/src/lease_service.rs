@@ -85,7 +85,16 @@ impl LeaseService {
     }
 
     async fn leader_client(&self) -> Result<etcd_client::Client, Status> {
-        let url = self.leader_url()?;
+        // Right after an election (or a start) the leader may not have published its client
+        // URL yet: wait for it, within the request timeout.
+        let deadline = std::time::Instant::now() + self.node.shared.config.request_timeout;
+        let url = loop {
+            match self.leader_url() {
+                Ok(u) => break u,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(self.node.shared.config.request_timeout);
@@ -117,6 +126,8 @@ impl LeaseService {
                 };
                 // The client library reports a lease the leader no longer has as an error.
                 let gone = |e: &etcd_client::Error| e.to_string().contains("lease not found");
+                // The client library's first renewal is consumed by `lease_keep_alive` itself;
+                // send one more and read its answer.
                 let (mut keeper, mut stream) = match c.lease_keep_alive(id).await {
                     Ok(s) => s,
                     Err(e) if gone(&e) => return Ok(0),
