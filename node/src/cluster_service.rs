@@ -73,16 +73,7 @@ impl ClusterService {
                 Err(NodeError::NotLeader) => {}
                 Err(e) => return Err(node_status(&e)),
             }
-            let leader = self.node.shared.status.read().leader_id;
-            let url = (leader != 0 && leader != self.node.shared.member_id())
-                .then(|| {
-                    let sm = self.node.shared.state.read();
-                    sm.members
-                        .get(&leader)
-                        .and_then(|m| m.client_urls.first().cloned())
-                })
-                .flatten();
-            if let Some(url) = url {
+            if let Some(url) = self.node.shared.leader_client_url() {
                 return forward(&url, method, req).await.map(Err);
             }
             if Instant::now() + NO_LEADER_PAUSE >= deadline {

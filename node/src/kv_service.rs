@@ -17,8 +17,6 @@ use crate::node::{NodeError, NodeHandle, ProposeError};
 
 /// etcd's message for a request over `--max-request-bytes`.
 pub const ERR_REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
-/// etcd's message for a lease id that does not exist.
-pub const ERR_LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
 /// Maps a state-machine error to etcd's gRPC status.
 pub fn mvcc_status(e: &MvccError) -> Status {

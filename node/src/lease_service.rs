@@ -72,27 +72,17 @@ impl LeaseService {
         })
     }
 
-    /// The leader's client URL, for forwarding.
-    fn leader_url(&self) -> Result<String, Status> {
-        let sh = &self.node.shared;
-        let leader = sh.status.read().leader_id;
-        sh.state
-            .read()
-            .members
-            .get(&leader)
-            .and_then(|m| m.client_urls.first().cloned())
-            .ok_or_else(|| node_status(&NodeError::NoLeader))
-    }
-
     async fn leader_client(&self) -> Result<etcd_client::Client, Status> {
         // Right after an election (or a start) the leader may not have published its client
         // URL yet: wait for it, within the request timeout.
         let deadline = std::time::Instant::now() + self.node.shared.config.request_timeout;
         let url = loop {
-            match self.leader_url() {
-                Ok(u) => break u,
-                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            match self.node.shared.leader_client_url() {
+                Some(u) => break u,
+                None if std::time::Instant::now() >= deadline => {
+                    return Err(node_status(&NodeError::NoLeader))
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
         let opts = etcd_client::ConnectOptions::new()

@@ -124,6 +124,20 @@ impl Shared {
         }
     }
 
+    /// The client URL of the leader when another member leads and has published it, for
+    /// forwarding requests only the leader can serve.
+    pub fn leader_client_url(&self) -> Option<String> {
+        let leader = self.status.read().leader_id;
+        if leader == 0 || leader == self.member_id() {
+            return None;
+        }
+        self.state
+            .read()
+            .members
+            .get(&leader)
+            .and_then(|m| m.client_urls.first().cloned())
+    }
+
     /// True when a leader is known.
     pub fn has_leader(&self) -> bool {
         self.status.read().leader_id != 0
