@@ -136,6 +136,15 @@ pub struct Flags {
     /// Largest clock-rate difference between members the lease must tolerate (0.1 = 10 %).
     #[arg(long, env = "METASTORE_MAX_CLOCK_DRIFT", default_value_t = 0.1)]
     pub max_clock_drift: f64,
+    /// TEST ONLY, UNSAFE: accept any `--lease-duration` and ignore clock anomalies. Exists so the
+    /// fault-injection suite can prove its checker catches stale lease reads; never set it on a
+    /// cluster that holds data you care about.
+    #[arg(long, hide = true, default_value_t = false)]
+    pub unsafe_lease_skip_safety_checks: bool,
+    /// TEST ONLY: a file holding a signed offset in ms added to this member's lease clock, so the
+    /// fault-injection suite can step the clock while the member runs.
+    #[arg(long, hide = true)]
+    pub unsafe_test_clock_offset_file: Option<std::path::PathBuf>,
     /// Log filter, e.g. `info` or `metastore_node=debug`.
     #[arg(long, env = "METASTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -212,6 +221,8 @@ pub struct Config {
     pub member_id: u64,
     /// Lease-read settings (validated against the election timeout).
     pub lease: LeaseSettings,
+    /// Test only: file with an offset (ms) for the lease clock.
+    pub test_clock_offset_file: Option<std::path::PathBuf>,
     /// Log filter.
     pub log_level: String,
 }
@@ -409,7 +420,10 @@ impl Flags {
             0 => safe,
             ms => Duration::from_millis(ms),
         };
-        if self.lease_read && (lease_duration > safe || safe.is_zero()) {
+        if self.lease_read
+            && !self.unsafe_lease_skip_safety_checks
+            && (lease_duration > safe || safe.is_zero())
+        {
             return Err(bad(format!(
                 "--lease-duration[{}ms] is unsafe: with --election-timeout={}ms, \
                  --heartbeat-interval={}ms and --max-clock-drift={} the longest safe lease is {}ms \
@@ -517,7 +531,10 @@ impl Flags {
                 enabled: self.lease_read,
                 duration: lease_duration,
                 election_timeout,
+                max_drift: self.max_clock_drift,
+                guard_clock: !self.unsafe_lease_skip_safety_checks,
             },
+            test_clock_offset_file: self.unsafe_test_clock_offset_file,
             log_level: self.log_level,
         })
     }

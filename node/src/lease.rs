@@ -39,6 +39,8 @@ pub enum ExpireReason {
     LeaderTransfer,
     /// The policy disabled lease reads.
     Policy,
+    /// The lease clock disagreed with the reference clock beyond the drift bound.
+    ClockAnomaly,
 }
 
 impl ExpireReason {
@@ -49,6 +51,7 @@ impl ExpireReason {
             ExpireReason::ConfChange => "conf_change",
             ExpireReason::LeaderTransfer => "leader_transfer",
             ExpireReason::Policy => "policy",
+            ExpireReason::ClockAnomaly => "clock",
         }
     }
 }

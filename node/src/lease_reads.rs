@@ -20,6 +20,10 @@ pub struct LeaseSettings {
     pub duration: Duration,
     /// Non-randomized election timeout.
     pub election_timeout: Duration,
+    /// Largest clock-rate difference the lease tolerates (`--max-clock-drift`).
+    pub max_drift: f64,
+    /// React to clock anomalies (off only with the test-only unsafe switch).
+    pub guard_clock: bool,
 }
 
 /// How a linearizable read may be served.
@@ -181,6 +185,20 @@ impl LeaseReads {
             events.push(LeaseEvent::Expired(ExpireReason::Policy));
         }
         self.policy_enabled = enabled;
+    }
+
+    /// The lease clock disagreed with the reference clock beyond the drift bound: end the lease
+    /// and refuse renewals from rounds sent before one election timeout from now, so lease reads
+    /// resume only on a clock that has behaved for that long (a clock that keeps misbehaving
+    /// keeps them off). Reads meanwhile go through ReadIndex.
+    pub fn on_clock_anomaly(&mut self, now: Instant, events: &mut Vec<LeaseEvent>) {
+        if !self.settings.guard_clock {
+            return;
+        }
+        let until = now + self.settings.election_timeout;
+        if self.tracker.suspend_until(now, until) {
+            events.push(LeaseEvent::Expired(ExpireReason::ClockAnomaly));
+        }
     }
 
     /// Applying a voter-changing configuration change expires the lease; a fresh round under the

@@ -8,6 +8,7 @@ pub mod admin_service;
 pub mod auth_service;
 pub mod auto_compaction;
 pub mod bootstrap;
+pub mod clock_guard;
 pub mod cluster_service;
 pub mod command;
 pub mod config;

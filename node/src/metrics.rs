@@ -48,6 +48,8 @@ pub struct Metrics {
     pub lease_expirations: IntCounterVec,
     /// (Pre)vote requests dropped by a restarted voter during its first election timeout.
     pub votes_ignored: IntCounter,
+    /// Disagreements between the lease clock and the reference clock, by kind.
+    pub clock_anomalies: IntCounterVec,
     /// Time from issuing a ReadIndex to it being answered.
     pub read_index_seconds: Histogram,
     /// Voters of the applied configuration.
@@ -166,6 +168,19 @@ impl Metrics {
                         "Leases ended early, by reason.",
                     ),
                     &["reason"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            clock_anomalies: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "metastore_clock_anomalies_total",
+                        "Times the lease clock disagreed with the raw monotonic clock beyond \
+                         --max-clock-drift, by kind (backward, slow, forward); each ends the \
+                         lease and sends reads through ReadIndex for an election timeout.",
+                    ),
+                    &["kind"],
                 )?;
                 registry.register(Box::new(c.clone()))?;
                 c

@@ -2,6 +2,7 @@
 //! ReadIndex requests, persists each ready cycle with one fsync, sends messages, applies committed
 //! entries and takes snapshots.
 
+use crate::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -75,6 +76,12 @@ pub struct RaftLoop {
     revoking: HashMap<i64, Instant>,
     /// This member led at the last lease check.
     led_leases: bool,
+    /// The clock lease decisions and ticks use.
+    lease_clock: LeaseClock,
+    /// Checks the lease clock against the raw monotonic clock.
+    clock: ClockGuard,
+    /// The lease clock lost time: reschedule the next tick on the new readings.
+    clock_stepped: bool,
 }
 
 /// Most expired leases revoked per tick.
@@ -120,7 +127,12 @@ impl RaftLoop {
         transport: Arc<Transport>,
     ) -> Self {
         let conf_state = opened.raw.store().conf_state().clone();
-        let lease = LeaseReads::new(shared.config.lease, shared.started);
+        let shared_drift = shared.config.lease.max_drift;
+        let mut lease_clock = LeaseClock::new(shared.config.test_clock_offset_file.clone());
+        // On the lease clock: the restarted-voter window is measured on it.
+        let now = lease_clock.now();
+        let started = now.checked_sub(shared.started.elapsed()).unwrap_or(now);
+        let lease = LeaseReads::new(shared.config.lease, started);
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
@@ -136,10 +148,13 @@ impl RaftLoop {
             snapshot_index: opened.applied,
             conf_state,
             last_leader: 0,
-            last_sweep: Instant::now(),
-            lease_deadlines: fresh_deadlines(&opened.state, Instant::now()),
+            last_sweep: started,
+            lease_deadlines: fresh_deadlines(&opened.state, started),
             revoking: HashMap::new(),
             led_leases: false,
+            clock: ClockGuard::new(shared_drift),
+            lease_clock,
+            clock_stepped: false,
         };
         l.publish_status();
         l.publish_membership();
@@ -149,13 +164,13 @@ impl RaftLoop {
     /// Runs until shutdown or a fatal error.
     pub fn run(mut self) -> Result<(), LoopError> {
         let tick = self.shared.config.heartbeat_interval;
-        let mut next_tick = Instant::now() + tick;
+        let mut next_tick = self.now() + tick;
         let result = loop {
             self.shared.loop_heartbeat_ms.store(
                 self.shared.started.elapsed().as_millis() as u64,
                 Ordering::Relaxed,
             );
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = next_tick.saturating_duration_since(self.now());
             let mut stop = false;
             match self.rx.recv_timeout(wait) {
                 Ok(m) => {
@@ -170,7 +185,10 @@ impl RaftLoop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
-            let now = Instant::now();
+            let now = self.now();
+            if std::mem::take(&mut self.clock_stepped) {
+                next_tick = now;
+            }
             if now >= next_tick {
                 if self.lease.wants_renewal(&self.raw, &self.conf_state, now) {
                     self.lease.start_round(&mut self.raw, now);
@@ -190,7 +208,8 @@ impl RaftLoop {
             if let Err(e) = self.on_ready() {
                 break Err(e);
             }
-            self.observe_lease(Instant::now());
+            let now_after = self.now();
+            self.observe_lease(now_after);
             if now.duration_since(self.last_sweep) >= self.shared.config.heartbeat_interval {
                 self.sweep(now);
             }
@@ -218,10 +237,8 @@ impl RaftLoop {
                 }
             }
             LoopMsg::Read { reply } => {
-                match self
-                    .lease
-                    .decide(&self.raw, &self.conf_state, Instant::now())
-                {
+                let now = self.now();
+                match self.lease.decide(&self.raw, &self.conf_state, now) {
                     ReadDecision::Lease { index } => {
                         let _ = reply.send(Ok(ReadGrant {
                             index,
@@ -232,7 +249,8 @@ impl RaftLoop {
                 }
             }
             LoopMsg::Step(msg) => {
-                if !self.lease.admit(&msg, Instant::now()) {
+                let now = self.now();
+                if !self.lease.admit(&msg, now) {
                     self.shared.metrics.votes_ignored.inc();
                     tracing::debug!(
                         from = msg.from,
@@ -248,7 +266,7 @@ impl RaftLoop {
                 reply,
             } => {
                 let outcome = self.lease.set_hint(expected_voters, generation);
-                let now = Instant::now();
+                let now = self.now();
                 self.lease
                     .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
                 let view = self.lease.view(&self.raw, &self.conf_state, now);
@@ -256,7 +274,8 @@ impl RaftLoop {
                 let _ = reply.send(PolicyReply { outcome, view });
             }
             LoopMsg::LeaseStatus { reply } => {
-                let view = self.lease.view(&self.raw, &self.conf_state, Instant::now());
+                let now = self.now();
+                let view = self.lease.view(&self.raw, &self.conf_state, now);
                 let status = self.shared.status.read().clone();
                 let _ = reply.send(LeaseStatusReply {
                     view,
@@ -286,7 +305,7 @@ impl RaftLoop {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(NodeError::NotLeader)
                 } else {
-                    let now = Instant::now();
+                    let now = self.now();
                     // An expired lease is being revoked: renewing it now would promise a TTL
                     // the pending revocation is about to break (etcd answers not found too).
                     let expired = self.revoking.contains_key(&id)
@@ -305,11 +324,13 @@ impl RaftLoop {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(NodeError::NotLeader)
                 } else {
+                    let now = self.now();
                     match self.shared.state.read().leases.get(&id) {
                         Some(l) => {
-                            let left = self.lease_deadlines.get(&id).map_or(Duration::ZERO, |d| {
-                                d.saturating_duration_since(Instant::now())
-                            });
+                            let left = self
+                                .lease_deadlines
+                                .get(&id)
+                                .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
                             Ok(crate::node::LeaseTtl {
                                 granted: l.ttl,
                                 // Whole seconds left, truncated, as etcd reports them.
@@ -356,7 +377,7 @@ impl RaftLoop {
             }
             return;
         }
-        let now = Instant::now();
+        let now = self.now();
         let ctx = self.lease.start_round(&mut self.raw, now);
         self.read_batches.insert(ctx, (now, batch));
     }
@@ -419,7 +440,7 @@ impl RaftLoop {
             batch.conf_state = Some(self.conf_state.clone());
         }
         if !batch.is_empty() {
-            let t = Instant::now();
+            let t = self.now();
             self.raw.mut_store().persist(batch)?;
             self.shared
                 .metrics
@@ -457,6 +478,46 @@ impl RaftLoop {
     }
 
     /// Lets the lease see the cycle's outcome and counts what happened to it.
+    /// Samples the lease clock after the guard has compared it with the reference clock, so no
+    /// lease decision uses a reading the guard has not seen.
+    fn now(&mut self) -> Instant {
+        let now = self.lease_clock.now();
+        match reference_now() {
+            Some(reference) => {
+                if let Some(a) = self.clock.observe(now, reference) {
+                    self.on_clock_anomaly(a, now);
+                }
+            }
+            // Cannot check the clock: no lease reads (ReadIndex is always correct).
+            None => self.lease.on_clock_anomaly(now, &mut self.lease_events),
+        }
+        now
+    }
+
+    fn on_clock_anomaly(&mut self, a: ClockAnomaly, now: Instant) {
+        self.shared
+            .metrics
+            .clock_anomalies
+            .with_label_values(&[a.label()])
+            .inc();
+        tracing::warn!(
+            kind = a.label(),
+            amount_ms = a.amount().as_millis() as u64,
+            "the monotonic clock disagrees with the raw hardware clock beyond --max-clock-drift; \
+             lease reads fall back to ReadIndex for an election timeout"
+        );
+        self.lease.on_clock_anomaly(now, &mut self.lease_events);
+        if let ClockAnomaly::Forward(gained) = a {
+            // Time that did not really pass must not expire leases (keys) early.
+            for d in self.lease_deadlines.values_mut() {
+                *d += gained;
+            }
+        }
+        if a.lost_time() {
+            self.clock_stepped = true;
+        }
+    }
+
     fn observe_lease(&mut self, now: Instant) {
         self.lease
             .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
@@ -502,8 +563,8 @@ impl RaftLoop {
                                 let result = sm.apply(cmd);
                                 match (lease_op, &result) {
                                     (Some((id, Some(ttl))), Ok(_)) => {
-                                        self.lease_deadlines
-                                            .insert(id, Instant::now() + ttl_duration(ttl));
+                                        let now = self.now();
+                                        self.lease_deadlines.insert(id, now + ttl_duration(ttl));
                                     }
                                     // Revoked, or already gone: stop tracking it either way.
                                     (Some((id, None)), _) => {
@@ -732,12 +793,9 @@ impl RaftLoop {
 
     /// A configuration change was applied: the lease must be re-established under it.
     fn conf_changed(&mut self, after: ConfState) {
-        self.lease.on_conf_change_applied(
-            &self.conf_state,
-            &after,
-            Instant::now(),
-            &mut self.lease_events,
-        );
+        let now = self.now();
+        self.lease
+            .on_conf_change_applied(&self.conf_state, &after, now, &mut self.lease_events);
         self.conf_state = after;
     }
 
@@ -753,7 +811,7 @@ impl RaftLoop {
         self.snapshots.save(&snap)?;
         let peers = peer_urls(&sm);
         let revision = sm.store.current_revision();
-        self.lease_deadlines = fresh_deadlines(&sm, Instant::now());
+        self.lease_deadlines = fresh_deadlines(&sm, self.now());
         self.revoking.clear();
         *self.shared.state.write() = sm;
         // Watchers catch up from the new state's history.

@@ -175,6 +175,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         applied = opened.applied,
         "starting member"
     );
+    if !config.lease.guard_clock {
+        tracing::error!(
+            lease_ms = config.lease.duration.as_millis() as u64,
+            "UNSAFE TEST SWITCH --unsafe-lease-skip-safety-checks: the lease length is not \
+             checked and clock anomalies are ignored; linearizable reads may be stale"
+        );
+    }
+    if let Some(f) = &config.test_clock_offset_file {
+        tracing::warn!(file = %f.display(), "test switch: the lease clock is offset by this file");
+    }
 
     let raft_loop = RaftLoop::new(opened, shared.clone(), rx, transport.clone());
     let raft_thread = std::thread::Builder::new()

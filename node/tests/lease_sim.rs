@@ -26,6 +26,8 @@ const STEP: Duration = Duration::from_millis(1);
 
 fn settings() -> LeaseSettings {
     LeaseSettings {
+        max_drift: 0.1,
+        guard_clock: true,
         enabled: true,
         duration: max_safe_lease(ET, TICK, DRIFT),
         election_timeout: ET,

@@ -1,0 +1,281 @@
+//! Cross-checks the clock the lease is measured on (`Instant`, i.e. `CLOCK_MONOTONIC` through
+//! libc) against an independent reference (`CLOCK_MONOTONIC_RAW`, read with a raw system call).
+//!
+//! The lease argument (docs/lease-reads.md) assumes the leader's clock never runs slower than
+//! real time by more than `max_drift`. A step backwards, or a rate outside the bound — a buggy
+//! clock source, a misbehaving time daemon, an `LD_PRELOAD` time shim — would silently stretch
+//! the lease. The guard compares how far both clocks moved since an anchor; when they disagree by
+//! more than the drift bound (plus a small tolerance for the two reads not being simultaneous)
+//! the caller expires the lease and falls back to ReadIndex. A process pause (SIGSTOP, a VM
+//! freeze) moves both clocks alike and is not an anomaly: the lease simply ran out meanwhile.
+//!
+//! Pure: the caller supplies both readings, so tests drive it with made-up clocks.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Slack for the two clocks not being read at the same instant (preemption between the reads).
+pub const READ_TOLERANCE: Duration = Duration::from_millis(5);
+
+/// The anchor moves forward after this much reference time, so a rate error is judged over a
+/// window short enough to catch it quickly and long enough for the tolerance not to hide it.
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// A disagreement between the lease clock and the reference clock beyond the drift bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockAnomaly {
+    /// The lease clock went backwards by this much.
+    Backward(Duration),
+    /// The lease clock advanced this much less than the reference (runs slow, or stepped back
+    /// by less than the time since the anchor).
+    Slow(Duration),
+    /// The lease clock advanced this much more than the reference (runs fast or jumped forward).
+    Forward(Duration),
+}
+
+impl ClockAnomaly {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClockAnomaly::Backward(_) => "backward",
+            ClockAnomaly::Slow(_) => "slow",
+            ClockAnomaly::Forward(_) => "forward",
+        }
+    }
+
+    /// True when the lease clock lost time: the direction that could stretch a lease.
+    pub fn lost_time(&self) -> bool {
+        !matches!(self, ClockAnomaly::Forward(_))
+    }
+
+    /// Size of the disagreement.
+    pub fn amount(&self) -> Duration {
+        match *self {
+            ClockAnomaly::Backward(d) | ClockAnomaly::Slow(d) | ClockAnomaly::Forward(d) => d,
+        }
+    }
+}
+
+/// The guard's state: the last anchor pair of readings.
+#[derive(Debug)]
+pub struct ClockGuard {
+    max_drift: f64,
+    anchor: Option<(Instant, Duration)>,
+}
+
+impl ClockGuard {
+    /// A guard tolerating rate differences up to `max_drift` (e.g. 0.1).
+    pub fn new(max_drift: f64) -> Self {
+        ClockGuard {
+            max_drift,
+            anchor: None,
+        }
+    }
+
+    /// Takes a pair of readings (lease clock, reference clock); reports an anomaly when they
+    /// disagree beyond the bound. After an anomaly the guard re-anchors on these readings.
+    pub fn observe(&mut self, lease_now: Instant, reference: Duration) -> Option<ClockAnomaly> {
+        let Some((l0, r0)) = self.anchor else {
+            self.anchor = Some((lease_now, reference));
+            return None;
+        };
+        let Some(d_ref) = reference.checked_sub(r0) else {
+            // The reference itself never goes back; if it did, trust neither and start over.
+            self.anchor = Some((lease_now, reference));
+            return None;
+        };
+        let anomaly = match lease_now.checked_duration_since(l0) {
+            None => Some(ClockAnomaly::Backward(l0 - lease_now)),
+            Some(d_lease) => {
+                let tol = READ_TOLERANCE + d_ref.mul_f64(self.max_drift);
+                if d_lease + tol < d_ref {
+                    Some(ClockAnomaly::Slow(d_ref - d_lease))
+                } else if d_lease > d_ref + tol {
+                    Some(ClockAnomaly::Forward(d_lease - d_ref))
+                } else {
+                    None
+                }
+            }
+        };
+        if anomaly.is_some() || d_ref >= WINDOW {
+            self.anchor = Some((lease_now, reference));
+        }
+        anomaly
+    }
+}
+
+/// Reads `CLOCK_MONOTONIC_RAW` with a direct system call. The raw clock is not slewed by time
+/// daemons, and the direct call bypasses any interposed `clock_gettime` (vDSO or preload), so it
+/// is independent of the clock `Instant` uses. `None` if the call fails.
+pub fn reference_now() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, which is all
+    // clock_gettime(2) requires; the clock id is a constant the kernel knows.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC_RAW,
+            &mut ts as *mut libc::timespec,
+        )
+    };
+    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// The clock lease decisions read: `Instant::now()`, plus (test only) an offset read from a file
+/// the fault-injection suite writes, so it can step one member's lease clock forwards or
+/// backwards while the process runs. (An `LD_PRELOAD` time shim cannot do this to a Rust
+/// process: std's timed waits pass absolute `CLOCK_MONOTONIC` deadlines to `futex(2)` through a
+/// raw system call, so a shifted `clock_gettime` makes every timed wait sleep for the shift.)
+#[derive(Debug)]
+pub struct LeaseClock {
+    offset_file: Option<PathBuf>,
+    offset_ms: i64,
+    read_at: Option<Instant>,
+}
+
+/// How often the offset file is re-read.
+const OFFSET_REFRESH: Duration = Duration::from_millis(10);
+
+impl LeaseClock {
+    /// A clock; `offset_file` only with `--unsafe-test-clock-offset-file`.
+    pub fn new(offset_file: Option<PathBuf>) -> Self {
+        LeaseClock {
+            offset_file,
+            offset_ms: 0,
+            read_at: None,
+        }
+    }
+
+    /// Now, on the lease clock.
+    pub fn now(&mut self) -> Instant {
+        let real = Instant::now();
+        let Some(path) = &self.offset_file else {
+            return real;
+        };
+        if self
+            .read_at
+            .is_none_or(|t| real.saturating_duration_since(t) >= OFFSET_REFRESH)
+        {
+            self.read_at = Some(real);
+            // A missing or half-written file keeps the last offset.
+            if let Some(ms) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+            {
+                self.offset_ms = ms;
+            }
+        }
+        let shift = Duration::from_millis(self.offset_ms.unsigned_abs());
+        let shifted = if self.offset_ms >= 0 {
+            real.checked_add(shift)
+        } else {
+            real.checked_sub(shift)
+        };
+        shifted.unwrap_or(real)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// Feeds a guard readings where the lease clock runs at `rate` times the reference, every
+    /// `step` of reference time, for `total`; returns the first anomaly.
+    fn run(rate: f64, step: u64, total: u64) -> Option<ClockAnomaly> {
+        let t0 = Instant::now();
+        let mut g = ClockGuard::new(0.1);
+        let mut r = 0;
+        while r <= total {
+            let lease = t0 + ms(r).mul_f64(rate);
+            if let Some(a) = g.observe(lease, ms(r) + ms(1000)) {
+                return Some(a);
+            }
+            r += step;
+        }
+        None
+    }
+
+    #[test]
+    fn clocks_that_agree_within_the_drift_bound_are_fine() {
+        assert_eq!(run(1.0, 7, 10_000), None);
+        assert_eq!(run(0.95, 10, 10_000), None);
+        assert_eq!(run(1.05, 10, 10_000), None);
+        // A pause moves both clocks alike.
+        assert_eq!(run(1.0, 3_000, 12_000), None);
+    }
+
+    #[test]
+    fn a_slow_lease_clock_is_caught_quickly() {
+        match run(0.5, 5, 10_000) {
+            Some(ClockAnomaly::Slow(d)) => assert!(d <= ms(20), "caught late: {d:?}"),
+            other => panic!("not caught: {other:?}"),
+        }
+        assert!(matches!(run(0.8, 50, 10_000), Some(ClockAnomaly::Slow(_))));
+    }
+
+    #[test]
+    fn a_fast_lease_clock_is_reported() {
+        assert!(matches!(
+            run(1.5, 10, 10_000),
+            Some(ClockAnomaly::Forward(_))
+        ));
+    }
+
+    #[test]
+    fn steps_are_caught_in_either_direction() {
+        let t0 = Instant::now() + ms(10_000);
+        let mut g = ClockGuard::new(0.1);
+        assert_eq!(g.observe(t0, ms(100)), None);
+        assert_eq!(g.observe(t0 + ms(50), ms(150)), None);
+        // Back 2 s.
+        let a = g.observe(t0 + ms(50) - ms(2000), ms(160)).unwrap();
+        assert!(a.lost_time());
+        assert_eq!(a.label(), "backward");
+        // Back less than the time since the anchor: the lease clock still moved forward, but
+        // 40 ms too little.
+        let a0 = t0 + ms(50) - ms(2000);
+        assert_eq!(g.observe(a0 + ms(50), ms(210)), None);
+        assert_eq!(
+            g.observe(a0 + ms(60), ms(260)),
+            Some(ClockAnomaly::Slow(ms(40)))
+        );
+        // Forward 3 s.
+        let a = g.observe(a0 + ms(60) + ms(3040), ms(300)).unwrap();
+        assert_eq!(a.label(), "forward");
+        assert!(!a.lost_time());
+        assert!(a.amount() >= ms(2990));
+    }
+
+    #[test]
+    fn the_test_offset_shifts_the_lease_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("offset");
+        let mut c = LeaseClock::new(Some(f.clone()));
+        let a = c.now();
+        std::fs::write(&f, "-2000").unwrap();
+        std::thread::sleep(OFFSET_REFRESH * 2);
+        let b = c.now();
+        assert!(b < a, "stepped back");
+        std::fs::write(&f, "3000").unwrap();
+        std::thread::sleep(OFFSET_REFRESH * 2);
+        assert!(c.now() > a + Duration::from_millis(2900));
+        assert!(LeaseClock::new(None).now() <= Instant::now());
+    }
+
+    #[test]
+    fn the_reference_clock_reads() {
+        let a = reference_now().expect("CLOCK_MONOTONIC_RAW");
+        let b = reference_now().expect("CLOCK_MONOTONIC_RAW");
+        assert!(b >= a);
+    }
+}
