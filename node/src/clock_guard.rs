@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 /// Slack for the two clocks not being read at the same instant (preemption between the reads).
 pub const READ_TOLERANCE: Duration = Duration::from_millis(5);
 
+/// Reference readings around one lease-clock reading further apart than this are not used to
+/// judge the rate (the thread was descheduled between them).
+pub const MAX_BRACKET: Duration = Duration::from_millis(1);
+
 /// The anchor moves forward after this much reference time, so a rate error is judged over a
 /// window short enough to catch it quickly and long enough for the tolerance not to hide it.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -70,6 +74,26 @@ impl ClockGuard {
             max_drift,
             anchor: None,
         }
+    }
+
+    /// Takes a lease-clock reading with reference readings just before and after it. When the
+    /// two reference readings are far apart (the thread was preempted between them) the rates
+    /// are not compared, only monotonicity is checked.
+    pub fn observe_bracketed(
+        &mut self,
+        lease_now: Instant,
+        before: Duration,
+        after: Duration,
+    ) -> Option<ClockAnomaly> {
+        if after.saturating_sub(before) <= MAX_BRACKET {
+            return self.observe(lease_now, before);
+        }
+        let (l0, _) = self.anchor?;
+        let back = lease_now.checked_duration_since(l0).is_none();
+        back.then(|| {
+            self.anchor = Some((lease_now, after));
+            ClockAnomaly::Backward(l0 - lease_now)
+        })
     }
 
     /// Takes a pair of readings (lease clock, reference clock); reports an anomaly when they
@@ -270,6 +294,19 @@ mod tests {
         std::thread::sleep(OFFSET_REFRESH * 2);
         assert!(c.now() > a + Duration::from_millis(2900));
         assert!(LeaseClock::new(None).now() <= Instant::now());
+    }
+
+    #[test]
+    fn a_preempted_sample_only_checks_monotonicity() {
+        let t0 = Instant::now();
+        let mut g = ClockGuard::new(0.1);
+        assert_eq!(g.observe(t0, ms(0)), None);
+        // 50 ms on the lease clock, but the reference readings straddle 40 ms of preemption.
+        assert_eq!(g.observe_bracketed(t0 + ms(50), ms(50), ms(90)), None);
+        assert!(matches!(
+            g.observe_bracketed(t0 - ms(10), ms(100), ms(140)),
+            Some(ClockAnomaly::Backward(_))
+        ));
     }
 
     #[test]

@@ -481,10 +481,11 @@ impl RaftLoop {
     /// Samples the lease clock after the guard has compared it with the reference clock, so no
     /// lease decision uses a reading the guard has not seen.
     fn now(&mut self) -> Instant {
+        let before = reference_now();
         let now = self.lease_clock.now();
-        match reference_now() {
-            Some(reference) => {
-                if let Some(a) = self.clock.observe(now, reference) {
+        match before.zip(reference_now()) {
+            Some((before, after)) => {
+                if let Some(a) = self.clock.observe_bracketed(now, before, after) {
                     self.on_clock_anomaly(a, now);
                 }
             }

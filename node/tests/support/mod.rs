@@ -199,6 +199,15 @@ pub const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", 
 impl Cluster {
     /// Starts `n` members as a new cluster; `extra` flags go to every member.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::create(n, extra);
+        for m in &mut c.members {
+            m.start();
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`] but starts nothing (the caller adjusts members first).
+    pub fn create(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let net = loopback_net();
         let ips: Vec<String> = (1..=n).map(|i| format!("{net}.{i}")).collect();
@@ -223,16 +232,12 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut c = Cluster {
+        Cluster {
             members,
             net,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
-        };
-        for m in &mut c.members {
-            m.start();
         }
-        c
     }
 
     /// Prepares (does not start) a member that joins this cluster with
