@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
+.PHONY: all deps build release run test soak faults unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -54,6 +54,19 @@ test: deps fmt-check clippy
 	METASTORE_ETCD=$$(bash scripts/etcd-server.sh | tail -1) \
 	METASTORE_PY=$$(bash scripts/python-etcd3.sh | tail -1) \
 	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
+
+## The fault-injection suite's short profile alone (also part of `make test`), with its table.
+faults: deps
+	$(CARGO) test -p metastore-node --test faults -- short_profile known_bad_lease_is_caught --nocapture
+
+## The long fault-injection profile: random seeded schedules for SOAK_MINUTES (default 15),
+## bounded; not run by CI. SEED picks the schedules (same seed, same schedules).
+SOAK_MINUTES ?= 15
+SEED ?= 1
+soak: deps
+	METASTORE_SOAK_MINUTES=$(SOAK_MINUTES) METASTORE_FAULTS_SEED=$(SEED) \
+	METASTORE_NS_TEST_LIMIT_SECS=$$(( $(SOAK_MINUTES) * 60 + 600 )) \
+	  $(CARGO) test --release -p metastore-node --test faults -- soak --ignored --nocapture
 
 ## Unit tests only (fast, no processes).
 unit: deps

