@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -23,6 +23,11 @@ enum Workload {
     RangeSerializable,
     /// 90 % linearizable gets, 10 % puts.
     Mixed,
+    /// A transaction per request: if the key exists, put it and read it back, else put it.
+    Txn,
+    /// Watch fan-out: every client is a watcher of the key space, one extra client puts as fast
+    /// as it can; reports events delivered per second and put-to-event latency.
+    Watch,
 }
 
 #[derive(Debug, Parser)]
@@ -94,7 +99,16 @@ async fn run_client(
             _ => false,
         };
         let start = Instant::now();
-        let ok = if is_put {
+        let ok = if matches!(args.workload, Workload::Txn) {
+            let txn = Txn::new()
+                .when([Compare::version(key.clone(), CompareOp::Greater, 0)])
+                .and_then([
+                    TxnOp::put(key.clone(), value.clone(), None),
+                    TxnOp::get(key.clone(), None),
+                ])
+                .or_else([TxnOp::put(key, value.clone(), None)]);
+            client.txn(txn).await.is_ok()
+        } else if is_put {
             client.put(key, value.clone(), None).await.is_ok()
         } else {
             let opts = matches!(args.workload, Workload::RangeSerializable)
@@ -110,6 +124,72 @@ async fn run_client(
     (hist, errors)
 }
 
+/// One watcher: counts events on the key space and records put-to-event latency (the writer puts
+/// its send time, in µs since `epoch`, at the front of each value).
+async fn run_watcher(
+    mut client: Client,
+    epoch: Instant,
+    until: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut stream = client
+        .watch("bench/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .context("creating a watch")?;
+    let mut errors = 0;
+    loop {
+        let left = until.saturating_duration_since(Instant::now()) + Duration::from_millis(500);
+        match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(resp))) => {
+                let now = epoch.elapsed().as_micros() as u64;
+                for ev in resp.events() {
+                    let sent = ev
+                        .kv()
+                        .and_then(|kv| {
+                            std::str::from_utf8(&kv.value()[..20.min(kv.value().len())]).ok()
+                        })
+                        .and_then(|s| s.trim_end_matches('x').parse::<u64>().ok());
+                    match sent {
+                        Some(t) => {
+                            let _ = hist.record(now.saturating_sub(t));
+                        }
+                        None => errors += 1,
+                    }
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                errors += 1;
+                break;
+            }
+            Err(_) => break,
+        }
+        if Instant::now() >= until + Duration::from_millis(200) {
+            break;
+        }
+    }
+    Ok((hist, errors))
+}
+
+/// The writer of the watch workload: puts stamped values as fast as it can until `until`.
+async fn run_stamped_writer(
+    mut client: Client,
+    args: Arc<Args>,
+    epoch: Instant,
+    until: Instant,
+) -> u64 {
+    let mut rng = Rng(0x5151);
+    let mut errors = 0;
+    while Instant::now() < until {
+        let key = format!("bench/{:08}", rng.next() % args.key_count);
+        let mut value = format!("{:020}", epoch.elapsed().as_micros()).into_bytes();
+        value.resize(args.value_size.max(20), b'x');
+        if client.put(key, value, None).await.is_err() {
+            errors += 1;
+        }
+    }
+    errors
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
@@ -118,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seeder = Client::connect([&endpoints[0]], None)
         .await
         .with_context(|| format!("connecting to {}", endpoints[0]))?;
-    if !matches!(args.workload, Workload::Put) {
+    if !matches!(args.workload, Workload::Put | Workload::Watch) {
         let value = vec![b'x'; args.value_size];
         for k in 0..args.key_count {
             seeder
@@ -138,6 +218,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.duration);
+    if matches!(args.workload, Workload::Watch) {
+        return watch_fan_out(args.clone(), clients, &endpoints, started, until).await;
+    }
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -158,18 +241,67 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let report = Report {
-        workload: args.workload,
-        clients: args.clients,
-        seconds,
-        ops: hist.len(),
-        errors,
-        ops_per_sec: hist.len() as f64 / seconds,
-        p50_us: hist.value_at_quantile(0.50),
-        p90_us: hist.value_at_quantile(0.90),
-        p99_us: hist.value_at_quantile(0.99),
-        max_us: hist.max(),
-    };
+    print_report(
+        &args,
+        Report {
+            workload: args.workload,
+            clients: args.clients,
+            seconds,
+            ops: hist.len(),
+            errors,
+            ops_per_sec: hist.len() as f64 / seconds,
+            p50_us: hist.value_at_quantile(0.50),
+            p90_us: hist.value_at_quantile(0.90),
+            p99_us: hist.value_at_quantile(0.99),
+            max_us: hist.max(),
+        },
+    )
+}
+
+/// Runs the watch fan-out: `clients` watchers and one writer.
+async fn watch_fan_out(
+    args: Arc<Args>,
+    watchers: Vec<Client>,
+    endpoints: &[String],
+    started: Instant,
+    until: Instant,
+) -> anyhow::Result<()> {
+    let writer = Client::connect([&endpoints[0]], None)
+        .await
+        .with_context(|| format!("connecting to {}", endpoints[0]))?;
+    let tasks: Vec<_> = watchers
+        .into_iter()
+        .map(|c| tokio::spawn(run_watcher(c, started, until)))
+        .collect();
+    // Let the watches be created before the first put.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w = tokio::spawn(run_stamped_writer(writer, args.clone(), started, until));
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut errors = w.await?;
+    for t in tasks {
+        let (h, e) = t.await??;
+        hist.add(h)?;
+        errors += e;
+    }
+    let seconds = until.duration_since(started).as_secs_f64() - 0.2;
+    print_report(
+        &args,
+        Report {
+            workload: args.workload,
+            clients: args.clients,
+            seconds,
+            ops: hist.len(),
+            errors,
+            ops_per_sec: hist.len() as f64 / seconds,
+            p50_us: hist.value_at_quantile(0.50),
+            p90_us: hist.value_at_quantile(0.90),
+            p99_us: hist.value_at_quantile(0.99),
+            max_us: hist.max(),
+        },
+    )
+}
+
+fn print_report(args: &Args, report: Report) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub lease_expirations: IntCounterVec,
     /// (Pre)vote requests dropped by a restarted voter during its first election timeout.
     pub votes_ignored: IntCounter,
+    /// Followers' ReadIndex requests this leader answered from its lease (no heartbeat round).
+    pub lease_read_index_answers: IntCounter,
     /// Disagreements between the lease clock and the reference clock, by kind.
     pub clock_anomalies: IntCounterVec,
     /// Time from issuing a ReadIndex to it being answered.
@@ -185,6 +187,11 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            lease_read_index_answers: counter(
+                "metastore_lease_read_index_answers_total",
+                "Followers' ReadIndex requests the leader answered from its lease, without a \
+                 heartbeat round.",
+            )?,
             votes_ignored: counter(
                 "metastore_votes_ignored_total",
                 "(Pre)vote requests a restarted voter ignored during its first election timeout.",
