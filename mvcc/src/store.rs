@@ -45,6 +45,15 @@ pub struct Store {
     pub(crate) keys: BTreeMap<Vec<u8>, Vec<Version>>,
     pub(crate) revision: i64,
     pub(crate) compacted: i64,
+    /// Key plus value bytes over every stored version, kept as writes and compactions happen
+    /// (the quota check reads it on every write; recounting was O(history)).
+    #[serde(skip)]
+    size_bytes: u64,
+}
+
+/// Bytes one version of `key` accounts for in the quota.
+fn version_bytes(key: &[u8], v: &Version) -> u64 {
+    (key.len() + v.data.as_ref().map_or(0, |d| d.value.len())) as u64
 }
 
 impl Default for Store {
@@ -105,6 +114,7 @@ impl Store {
             keys: BTreeMap::new(),
             revision: 1,
             compacted: 0,
+            size_bytes: 0,
         }
     }
 
@@ -128,13 +138,14 @@ impl Store {
 
     /// Sum of key and value bytes over every stored version.
     pub fn approximate_size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Counts [`Store::approximate_size_bytes`] from scratch.
+    fn count_size_bytes(&self) -> u64 {
         self.keys
             .iter()
-            .map(|(k, h)| {
-                h.iter()
-                    .map(|v| (k.len() + v.data.as_ref().map_or(0, |d| d.value.len())) as u64)
-                    .sum::<u64>()
-            })
+            .map(|(k, h)| h.iter().map(|v| version_bytes(k, v)).sum::<u64>())
             .sum()
     }
 
@@ -173,6 +184,7 @@ impl Store {
             data: Some(data),
         };
         let kv = v.to_kv(&req.key);
+        self.size_bytes += version_bytes(&req.key, &v);
         self.keys.entry(req.key.clone()).or_default().push(v);
         PbEvent {
             r#type: event_type::PUT,
@@ -202,6 +214,7 @@ impl Store {
         let mut events = Vec::with_capacity(live.len());
         for kv in &live {
             if let Some(h) = self.keys.get_mut(&kv.key) {
+                self.size_bytes += kv.key.len() as u64;
                 h.push(Version {
                     main,
                     sub: *sub,
@@ -278,16 +291,21 @@ impl Store {
         if revision > self.revision {
             return Err(MvccError::FutureRevision);
         }
-        self.keys.retain(|_, h| {
+        let mut freed = 0;
+        self.keys.retain(|k, h| {
             // Keep the newest version visible at `revision` (unless it is a tombstone) and later.
             let keep_from = match h.iter().rposition(|v| v.main <= revision) {
                 Some(i) if h[i].data.is_some() => i,
                 Some(i) => i + 1,
                 None => 0,
             };
-            h.drain(..keep_from);
+            freed += h
+                .drain(..keep_from)
+                .map(|v| version_bytes(k, &v))
+                .sum::<u64>();
             !h.is_empty()
         });
+        self.size_bytes -= freed;
         self.compacted = revision;
         Ok(PbCompactionResponse {
             header: header(self.revision),
@@ -367,6 +385,41 @@ impl Store {
 
     /// Rebuilds a key space from [`Store::to_snapshot`] output.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
-        bincode::deserialize(bytes).map_err(|e| MvccError::Snapshot(e.to_string()))
+        let mut s: Store =
+            bincode::deserialize(bytes).map_err(|e| MvccError::Snapshot(e.to_string()))?;
+        s.size_bytes = s.count_size_bytes();
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::{PbDeleteRequest, PbPutRequest};
+
+    #[test]
+    fn the_kept_size_matches_a_recount_through_writes_deletes_compaction_and_snapshots() {
+        let mut s = Store::new();
+        for i in 0..50u32 {
+            let req = PbPutRequest {
+                key: format!("k{}", i % 7).into_bytes(),
+                value: vec![b'v'; (i % 5) as usize * 10],
+                ..Default::default()
+            };
+            s.put(&req).unwrap();
+            if i % 9 == 0 {
+                s.delete_range(&PbDeleteRequest {
+                    key: b"k3".to_vec(),
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            assert_eq!(s.approximate_size_bytes(), s.count_size_bytes());
+        }
+        s.compact(30).unwrap();
+        assert_eq!(s.approximate_size_bytes(), s.count_size_bytes());
+        let r = Store::from_snapshot(&s.to_snapshot().unwrap()).unwrap();
+        assert_eq!(r.approximate_size_bytes(), s.approximate_size_bytes());
+        assert!(r.approximate_size_bytes() > 0);
     }
 }

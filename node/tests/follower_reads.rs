@@ -20,7 +20,11 @@ async fn write_then_read_on_followers(c: &Cluster, leader: usize, rounds: usize)
         w.put("k", v.clone(), None).await.unwrap();
         for r in readers.iter_mut() {
             let got = r.get("k", None).await.unwrap();
-            assert_eq!(got.kvs()[0].value_str().unwrap(), v, "round {i}: stale follower read");
+            assert_eq!(
+                got.kvs()[0].value_str().unwrap(),
+                v,
+                "round {i}: stale follower read"
+            );
         }
     }
 }
