@@ -86,7 +86,8 @@ fmt-check:
 ## KV throughput of a 3-member cluster, then lease vs ReadIndex vs serializable reads at 1, 3 and
 ## 5 members (see docs/benchmarks.md for results and how to read them).
 bench: deps
-	bash scripts/bench-vs-etcd.sh "1 3" "1 16 64" 3
+	bash scripts/bench-vs-etcd.sh "1 3 5" "1 16 64 256" 3
+	bash scripts/bench-scale.sh 16 2
 	bash scripts/bench-kv.sh 3 5 "1 16 64"
 	bash scripts/bench-reads.sh 5 "1 3 5" "1 64"
 

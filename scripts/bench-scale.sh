@@ -29,6 +29,18 @@ start_member() {
 
 ctl() { etcdctl --endpoints "http://$NET.1:2379" --command-timeout=5s "$@"; }
 
+# Retries a membership command the cluster may refuse for a while (etcd refuses changes until
+# every member has been connected for a few seconds: "unhealthy cluster"); counts refusals.
+retry() {
+  local i
+  for i in $(seq 1 600); do
+    ctl "$@" >/dev/null 2>&1 && return 0
+    REFUSED=$((REFUSED + 1))
+    sleep 0.05
+  done
+  echo "gave up: etcdctl $*" >&2; return 1
+}
+
 member_id() { # name
   ctl member list -w json | python3 -c "
 import json,sys
@@ -40,6 +52,7 @@ for m in json.load(sys.stdin)['members']:
 scale_round() { # system round
   local sys=$1 r=$2 t0 up down i id ic load_out
   declare -gA MEMBER_PID=()
+  REFUSED=0
   WORK=$(mktemp -d)
   start_member "$sys" 1 "m1=http://$NET.1:2380" new
   CLUSTER_SIZE=1
@@ -51,7 +64,7 @@ scale_round() { # system round
   t0=$(now_ms)
   ic="m1=http://$NET.1:2380"
   for i in 2 3; do
-    ctl member add "m$i" --learner --peer-urls "http://$NET.$i:2380" >/dev/null
+    retry member add "m$i" --learner --peer-urls "http://$NET.$i:2380"
     ic+=",m$i=http://$NET.$i:2380"
     start_member "$sys" "$i" "$ic" existing
     id=""
@@ -66,13 +79,13 @@ scale_round() { # system round
   t0=$(now_ms)
   for i in 3 2; do
     id=$(member_id "m$i")
-    ctl member remove "$id" >/dev/null
+    retry member remove "$id"
     kill "${MEMBER_PID[$i]}" 2>/dev/null || true
   done
   down=$(( $(now_ms) - t0 ))
   # Stop the load early: the measurement is over.
   wait "$load_pid" || true
-  echo "$sys $r $up $down $(cat "$load_out")" >>"$RESULTS"
+  echo "$sys $r $up $down $REFUSED $(cat "$load_out")" >>"$RESULTS"
   rm -f "$load_out"
   stop_cluster
 }
@@ -84,12 +97,12 @@ done
 
 python3 - "$RESULTS" "$CLIENTS" <<'PY'
 import json, sys
-print(f"| system | round | 1→3 (ms) | 3→1 (ms) | load ops/s over 30 s | load errors | load p99 ms |")
-print("|---|---|---|---|---|---|---|")
+print(f"| system | round | 1→3 (ms) | 3→1 (ms) | membership commands refused, retried | load ops/s over 30 s | load errors | load p99 ms |")
+print("|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
-    s, r, up, down, js = line.split(" ", 4)
+    s, r, up, down, refused, js = line.split(" ", 5)
     j = json.loads(js)
     name = "MetaStore" if s == "metastore" else "etcd"
-    print(f'| {name} | {r} | {up} | {down} | {j["ops_per_sec"]:.0f} | {j["errors"]} | {j["p99_us"]/1000:.2f} |')
+    print(f'| {name} | {r} | {up} | {down} | {refused} | {j["ops_per_sec"]:.0f} | {j["errors"]} | {j["p99_us"]/1000:.2f} |')
 PY
 rm -f "$RESULTS"

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 MEMBERS=${1:-"1 3"}; CLIENTS=${2:-"1 16 64"}; SECS=${3:-3}
-WORKLOADS=${WORKLOADS:-"put range range-serializable mixed"}
+WORKLOADS=${WORKLOADS:-"put range range-serializable mixed txn watch"}
 bench_build
 RESULTS=$(mktemp)
 

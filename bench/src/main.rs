@@ -39,9 +39,12 @@ struct Args {
     /// Workload.
     #[arg(long, value_enum, default_value = "put")]
     workload: Workload,
-    /// Concurrent clients (each with its own connection).
+    /// Concurrent clients.
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// gRPC connections the clients share round-robin (0 = one per client).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -207,15 +210,26 @@ async fn main() -> anyhow::Result<()> {
                 .context("seeding keys")?;
         }
     }
-    let mut clients = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
+    // `connections` gRPC connections (HTTP/2 channels), spread over the endpoints; clients share
+    // them round-robin, like etcd's benchmark `--conns`.
+    let conns = if args.connections == 0 {
+        args.clients
+    } else {
+        args.connections.min(args.clients)
+    }
+    .max(1);
+    let mut channels = Vec::with_capacity(conns);
+    for i in 0..conns {
         let ep = &endpoints[i % endpoints.len()];
-        clients.push(
+        channels.push(
             Client::connect([ep], None)
                 .await
                 .with_context(|| format!("connecting to {ep}"))?,
         );
     }
+    let clients: Vec<Client> = (0..args.clients)
+        .map(|i| channels[i % conns].clone())
+        .collect();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.duration);
     if matches!(args.workload, Workload::Watch) {
