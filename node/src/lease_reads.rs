@@ -187,6 +187,14 @@ impl LeaseReads {
         self.policy_enabled = enabled;
     }
 
+    /// The lease clock jumped `gained` ahead of real time: the restarted-voter window (measured
+    /// on that clock) must not end early because of it.
+    pub fn on_clock_gained(&mut self, gained: Duration) {
+        if let Some(s) = self.started.checked_add(gained) {
+            self.started = s;
+        }
+    }
+
     /// The lease clock disagreed with the reference clock beyond the drift bound: end the lease
     /// and refuse renewals from rounds sent before one election timeout from now, so lease reads
     /// resume only on a clock that has behaved for that long (a clock that keeps misbehaving
@@ -326,5 +334,43 @@ impl LeaseReads {
     /// Epoch of the underlying tracker (changes at every early expiry).
     pub fn epoch(&self) -> u64 {
         self.tracker.epoch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_clock_jump_does_not_shorten_the_restarted_voter_window() {
+        let t0 = Instant::now();
+        let et = Duration::from_millis(500);
+        let mut l = LeaseReads::new(
+            LeaseSettings {
+                enabled: true,
+                duration: Duration::from_millis(400),
+                election_timeout: et,
+                max_drift: 0.1,
+                guard_clock: true,
+            },
+            t0,
+        );
+        let mut vote = Message::default();
+        vote.set_msg_type(MessageType::MsgRequestPreVote);
+        // The clock jumps 2 s ahead 100 ms after start; the guard reports it.
+        let jumped = t0 + Duration::from_millis(2100);
+        assert!(
+            l.admit(&vote, jumped),
+            "without compensation the window is over"
+        );
+        l.on_clock_gained(Duration::from_secs(2));
+        assert!(
+            !l.admit(&vote, jumped),
+            "100 ms of real time: still refusing votes"
+        );
+        assert!(l.admit(&vote, jumped + et));
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        assert!(l.admit(&append, jumped));
     }
 }

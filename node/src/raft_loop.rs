@@ -544,10 +544,12 @@ impl RaftLoop {
         );
         self.lease.on_clock_anomaly(now, &mut self.lease_events);
         if let ClockAnomaly::Forward(gained) = a {
-            // Time that did not really pass must not expire leases (keys) early.
+            // Time that did not really pass must not expire leases (keys) early, nor end the
+            // restarted-voter window early.
             for d in self.lease_deadlines.values_mut() {
                 *d += gained;
             }
+            self.lease.on_clock_gained(gained);
         }
         if a.lost_time() {
             self.clock_stepped = true;
