@@ -305,7 +305,7 @@ impl Store {
                 .sum::<u64>();
             !h.is_empty()
         });
-        self.size_bytes -= freed;
+        self.size_bytes = self.size_bytes.saturating_sub(freed);
         self.compacted = revision;
         Ok(PbCompactionResponse {
             header: header(self.revision),
