@@ -33,6 +33,40 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     run(Command::new("openssl").current_dir(dir).args(args))
 }
 
+/// `{name}.key` and `{name}.crt` for `subject`, signed by the CA with the extensions in `ext`.
+fn signed_cert(dir: &Path, name: &str, subject: &str, ext: &str) -> anyhow::Result<()> {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(dir, &["genrsa", "-out", &key, "2048"])?;
+    openssl(
+        dir,
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            &crt,
+        ],
+    )
+}
+
 /// CA, API server serving cert (127.0.0.1/localhost), admin client cert, service-account keys.
 fn certificates(dir: &Path) -> anyhow::Result<()> {
     openssl(dir, &["genrsa", "-out", "ca.key", "2048"])?;
@@ -58,75 +92,9 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n\
          extendedKeyUsage=serverAuth\n",
     )?;
-    openssl(dir, &["genrsa", "-out", "server.key", "2048"])?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server.key",
-            "-subj",
-            "/CN=kube-apiserver",
-            "-out",
-            "server.csr",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    )?;
+    signed_cert(dir, "server", "/CN=kube-apiserver", "server.ext")?;
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-    openssl(dir, &["genrsa", "-out", "admin.key", "2048"])?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "admin.key",
-            "-subj",
-            "/CN=admin/O=system:masters",
-            "-out",
-            "admin.csr",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "admin.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "admin.crt",
-        ],
-    )?;
+    signed_cert(dir, "admin", "/CN=admin/O=system:masters", "client.ext")?;
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     Ok(())
