@@ -255,21 +255,7 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    print_report(
-        &args,
-        Report {
-            workload: args.workload,
-            clients: args.clients,
-            seconds,
-            ops: hist.len(),
-            errors,
-            ops_per_sec: hist.len() as f64 / seconds,
-            p50_us: hist.value_at_quantile(0.50),
-            p90_us: hist.value_at_quantile(0.90),
-            p99_us: hist.value_at_quantile(0.99),
-            max_us: hist.max(),
-        },
-    )
+    print_report(&args, &hist, errors, seconds)
 }
 
 /// Runs the watch fan-out: `clients` watchers and one writer.
@@ -298,24 +284,28 @@ async fn watch_fan_out(
         errors += e;
     }
     let seconds = until.duration_since(started).as_secs_f64() - 0.2;
-    print_report(
-        &args,
-        Report {
-            workload: args.workload,
-            clients: args.clients,
-            seconds,
-            ops: hist.len(),
-            errors,
-            ops_per_sec: hist.len() as f64 / seconds,
-            p50_us: hist.value_at_quantile(0.50),
-            p90_us: hist.value_at_quantile(0.90),
-            p99_us: hist.value_at_quantile(0.99),
-            max_us: hist.max(),
-        },
-    )
+    print_report(&args, &hist, errors, seconds)
 }
 
-fn print_report(args: &Args, report: Report) -> anyhow::Result<()> {
+/// Prints the run's report from its latency histogram (one sample per completed operation).
+fn print_report(
+    args: &Args,
+    hist: &Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let report = Report {
+        workload: args.workload,
+        clients: args.clients,
+        seconds,
+        ops: hist.len(),
+        errors,
+        ops_per_sec: hist.len() as f64 / seconds,
+        p50_us: hist.value_at_quantile(0.50),
+        p90_us: hist.value_at_quantile(0.90),
+        p99_us: hist.value_at_quantile(0.99),
+        max_us: hist.max(),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
