@@ -251,14 +251,24 @@ impl RaftLoop {
                 }
             }
             LoopMsg::Step(msg) => {
-                let now = self.now();
-                if msg.get_msg_type() == MessageType::MsgReadIndex {
-                    if let Some(resp) = self.answer_read_index_from_lease(&msg, now) {
-                        self.transport.send(vec![resp]);
-                        return true;
+                // Only these messages need the (guarded) clock; the rest of the peer traffic
+                // should not pay for sampling it.
+                let admitted = match msg.get_msg_type() {
+                    MessageType::MsgReadIndex => {
+                        let now = self.now();
+                        if let Some(resp) = self.answer_read_index_from_lease(&msg, now) {
+                            self.transport.send(vec![resp]);
+                            return true;
+                        }
+                        true
                     }
-                }
-                if !self.lease.admit(&msg, now) {
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                        let now = self.now();
+                        self.lease.admit(&msg, now)
+                    }
+                    _ => true,
+                };
+                if !admitted {
                     self.shared.metrics.votes_ignored.inc();
                     tracing::debug!(
                         from = msg.from,

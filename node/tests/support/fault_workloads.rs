@@ -104,28 +104,25 @@ impl Ctx {
     }
 }
 
-/// Connects to the next endpoint (round-robin), trying the others on failure.
-async fn connect(ctx: &Ctx, k: &mut usize) -> Option<Client> {
-    connect_to(ctx, k, false).await
+/// One connection to `ep`, with the workloads' timeouts; `None` if it cannot be made in 1 s.
+async fn connect_endpoint(ep: String) -> Option<Client> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(OP_TIMEOUT);
+    match tokio::time::timeout(Duration::from_secs(1), Client::connect([ep], Some(opts))).await {
+        Ok(Ok(c)) => Some(c),
+        _ => None,
+    }
 }
 
-/// Connects to endpoint `k` (`sticky`: the same one again while it is part of the cluster;
-/// otherwise the next one).
-async fn connect_to(ctx: &Ctx, k: &mut usize, sticky: bool) -> Option<Client> {
+/// Connects to the next endpoint (round-robin), trying the others on failure.
+async fn connect(ctx: &Ctx, k: &mut usize) -> Option<Client> {
     for _ in 0..8 {
         if ctx.stopped() && ctx.final_rev.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        if !sticky {
-            *k += 1;
-        }
-        let ep = ctx.endpoint(*k)?;
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_millis(500))
-            .with_timeout(OP_TIMEOUT);
-        if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(1), Client::connect([ep], Some(opts))).await
-        {
+        *k += 1;
+        if let Some(c) = connect_endpoint(ctx.endpoint(*k)?).await {
             return Some(c);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -159,6 +156,35 @@ fn record(ctx: &Ctx, key: &str, op: RegOp) {
         .entry(key.to_string())
         .or_default()
         .push(op);
+}
+
+/// Records one operation of `client` on checker key `key`: answered (`Some(output)`) or, for a
+/// write, indeterminate (`None`; an unanswered read tells nothing and is dropped).
+fn record_outcome(
+    ctx: &Ctx,
+    key: &str,
+    client: usize,
+    input: Input,
+    output: Option<Output>,
+    call: u64,
+    ret: u64,
+) {
+    let (output, ret) = match output {
+        Some(o) => (o, Some(ret)),
+        None if matches!(input, Input::Read) => return,
+        None => (Output::Unknown, None),
+    };
+    record(
+        ctx,
+        key,
+        RegOp {
+            client,
+            input,
+            output,
+            call,
+            ret,
+        },
+    );
 }
 
 fn ack(ctx: &Ctx, key: &str, value: &str, revision: i64) {
@@ -254,32 +280,10 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
                     }
                     _ => {}
                 }
-                record(
-                    &ctx,
-                    key,
-                    RegOp {
-                        client: id,
-                        input,
-                        output,
-                        call,
-                        ret: Some(ret),
-                    },
-                );
+                record_outcome(&ctx, key, id, input, Some(output), call, ret);
             }
             None => {
-                if !matches!(input, Input::Read) {
-                    record(
-                        &ctx,
-                        key,
-                        RegOp {
-                            client: id,
-                            input,
-                            output: Output::Unknown,
-                            call,
-                            ret: None,
-                        },
-                    );
-                }
+                record_outcome(&ctx, key, id, input, None, call, ret);
                 // Try another member (after a breath: errors can come back fast).
                 client = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -299,21 +303,11 @@ pub async fn pinned_reader(ctx: Ctx, id: usize, endpoint: String, seed: u64) {
             return;
         }
         if client.is_none() {
-            let opts = etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(OP_TIMEOUT);
-            client = match tokio::time::timeout(
-                Duration::from_secs(1),
-                Client::connect([endpoint.clone()], Some(opts)),
-            )
-            .await
-            {
-                Ok(Ok(c)) => Some(c),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            client = connect_endpoint(endpoint.clone()).await;
+            if client.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         }
         let Some(c) = client.as_mut() else { continue };
         let key = REGISTERS[rng.gen_range(0..REGISTERS.len())];
@@ -324,16 +318,14 @@ pub async fn pinned_reader(ctx: Ctx, id: usize, endpoint: String, seed: u64) {
                     .kvs()
                     .first()
                     .map(|kv| kv.value_str().unwrap_or("").to_string());
-                record(
+                record_outcome(
                     &ctx,
                     key,
-                    RegOp {
-                        client: id,
-                        input: Input::Read,
-                        output: Output::Read(v),
-                        call,
-                        ret: Some(ctx.micros()),
-                    },
+                    id,
+                    Input::Read,
+                    Some(Output::Read(v)),
+                    call,
+                    ctx.micros(),
                 );
             }
             Ok(Err(_)) => {
@@ -443,32 +435,10 @@ pub async fn group_client(ctx: Ctx, id: usize, seed: u64) {
                         ack(&ctx, g, v, rev);
                     }
                 }
-                record(
-                    &ctx,
-                    GROUP_NAME,
-                    RegOp {
-                        client: 100 + id,
-                        input,
-                        output,
-                        call,
-                        ret: Some(ret),
-                    },
-                );
+                record_outcome(&ctx, GROUP_NAME, 100 + id, input, Some(output), call, ret);
             }
             None => {
-                if !matches!(input, Input::Read) {
-                    record(
-                        &ctx,
-                        GROUP_NAME,
-                        RegOp {
-                            client: 100 + id,
-                            input,
-                            output: Output::Unknown,
-                            call,
-                            ret: None,
-                        },
-                    );
-                }
+                record_outcome(&ctx, GROUP_NAME, 100 + id, input, None, call, ret);
                 client = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
