@@ -30,6 +30,9 @@ pub enum Fault {
     PauseFollower,
     /// Cut the leader off from every other member.
     IsolateLeader,
+    /// Cut the leader off and SIGSTOP it; it wakes up still cut off (a long GC-like pause during
+    /// a partition) and is healed a second later.
+    PauseIsolatedLeader,
     /// Split the members into a random minority and majority.
     SplitMinority,
     /// Two sides that cannot talk, joined only through one bridge member.
@@ -49,13 +52,14 @@ pub enum Fault {
 }
 
 /// Every fault kind, in a fixed order.
-pub const ALL_FAULTS: [Fault; 14] = [
+pub const ALL_FAULTS: [Fault; 15] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::KillAll,
     Fault::PauseLeader,
     Fault::PauseFollower,
     Fault::IsolateLeader,
+    Fault::PauseIsolatedLeader,
     Fault::SplitMinority,
     Fault::Bridge,
     Fault::ClockBackLeader,
@@ -76,6 +80,7 @@ impl Fault {
             Fault::PauseLeader => "pause-leader",
             Fault::PauseFollower => "pause-follower",
             Fault::IsolateLeader => "isolate-leader",
+            Fault::PauseIsolatedLeader => "pause-isolated-leader",
             Fault::SplitMinority => "split-minority",
             Fault::Bridge => "bridge",
             Fault::ClockBackLeader => "clock-back-leader",
@@ -404,6 +409,19 @@ impl Nemesis {
                     self.cut(&[l], &others)?;
                 }
                 std::thread::sleep(e.hold);
+            }
+            Fault::PauseIsolatedLeader => {
+                if let Some(l) = leader {
+                    let others: Vec<usize> =
+                        self.active().into_iter().filter(|i| *i != l).collect();
+                    self.cut(&[l], &others)?;
+                    if let Some(pid) = self.pid(l) {
+                        signal(pid, "-STOP");
+                        std::thread::sleep(e.hold);
+                        signal(pid, "-CONT");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
             Fault::SplitMinority => {
                 let mut all = self.active();
