@@ -136,7 +136,13 @@ impl PbMaintenanceService for MaintenanceService {
         let r = req.into_inner();
         let out = async {
             if r.action == 0 {
-                // GET: the alarms in force (filtered by member and type when given).
+                // GET: the alarms in force (filtered by member and type when given). etcd serves
+                // it through Raft, so it is linearizable: an alarm a member has just raised is
+                // listed by every member asked afterwards.
+                self.node
+                    .linearizable_barrier()
+                    .await
+                    .map_err(|e| node_status(&e))?;
                 let alarms = self
                     .node
                     .shared
