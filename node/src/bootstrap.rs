@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use raft::RawNode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{cluster_id, ClusterState, Config};
+use crate::config::{ClusterState, Config};
+use crate::member::{cluster_id, Member};
 use crate::raft_log::{LogError, PersistBatch, RaftLog};
 use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
-use crate::state_machine::{Member, SnapshotError, StateMachine};
+use crate::state_machine::{SnapshotError, StateMachine};
 use raft::eraftpb::Snapshot;
 
 /// Who this data directory belongs to, fixed when it is first created.

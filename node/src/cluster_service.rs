@@ -13,9 +13,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
 
 use crate::kv_service::node_status;
-use crate::membership::{new_member_id, valid_peer_urls, MemberChange, MembershipError};
+use crate::member::{new_member_id, valid_peer_urls, Member};
+use crate::membership::{MemberChange, MembershipError};
 use crate::node::{NodeError, NodeHandle};
-use crate::state_machine::Member;
 
 /// Pause between attempts while no leader is known.
 const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);

@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::lease::max_safe_lease;
 use crate::lease_reads::LeaseSettings;
+use crate::member::member_id;
 
 /// Flags of `metastore-node`. Names and defaults follow etcd's where they overlap.
 #[derive(Debug, Clone, Parser)]
@@ -298,36 +299,6 @@ pub fn url_to_addr(flag: &str, u: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| bad(format!("--{flag}: cannot resolve {u:?}: {e}")))?
         .next()
         .ok_or_else(|| bad(format!("--{flag}: {u:?} resolves to no address")))
-}
-
-/// Member id as etcd derives it: the first 8 bytes of SHA-1 over the sorted peer URLs and the token.
-pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
-    use sha1::{Digest, Sha1};
-    let mut urls = peer_urls.to_vec();
-    urls.sort();
-    let mut h = Sha1::new();
-    h.update(urls.join("").as_bytes());
-    h.update(token.as_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    // Raft reserves id 0 for "none".
-    u64::from_be_bytes(b).max(1)
-}
-
-/// Cluster id: SHA-1 over the sorted member ids.
-pub fn cluster_id(member_ids: &[u64]) -> u64 {
-    use sha1::{Digest, Sha1};
-    let mut ids = member_ids.to_vec();
-    ids.sort_unstable();
-    let mut h = Sha1::new();
-    for id in ids {
-        h.update(id.to_be_bytes());
-    }
-    let d = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    u64::from_be_bytes(b)
 }
 
 fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {

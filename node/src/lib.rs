@@ -19,6 +19,7 @@ pub mod lease_policy;
 pub mod lease_reads;
 pub mod lease_service;
 pub mod maintenance_service;
+pub mod member;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use serde::{Deserialize, Serialize};
 
-use crate::state_machine::Member;
+use crate::member::{valid_peer_urls, Member};
 
 /// A learner may be promoted once it has replicated this fraction of the leader's log (etcd's
 /// `readyPercentThreshold`).
@@ -144,25 +144,8 @@ fn members<'a>(f: &ClusterFacts<'a>) -> impl Iterator<Item = &'a Member> + 'a {
     f.members.into_iter().flat_map(|m| m.values())
 }
 
-/// A member has started when it has published its name (bootstrap members start with theirs).
-fn started(m: &Member) -> bool {
-    !m.name.is_empty()
-}
-
 fn voters<'a>(f: &ClusterFacts<'a>) -> impl Iterator<Item = &'a Member> + 'a {
     members(f).filter(|m| !m.is_learner)
-}
-
-/// Peer URLs must be absolute http(s) URLs with a host and port.
-pub fn valid_peer_urls(urls: &[String]) -> bool {
-    !urls.is_empty()
-        && urls.iter().all(|u| {
-            url::Url::parse(u).is_ok_and(|p| {
-                matches!(p.scheme(), "http" | "https")
-                    && p.host_str().is_some()
-                    && p.port_or_known_default().is_some()
-            })
-        })
 }
 
 fn url_taken(f: &ClusterFacts<'_>, urls: &[String], except: Option<u64>) -> bool {
@@ -197,7 +180,7 @@ pub fn check(change: &MemberChange, f: &ClusterFacts<'_>) -> Result<(), Membersh
                 // The new voter has not started: the started ones must still make a quorum —
                 // except growing one started member to two, which etcd allows (restores).
                 let n = voters(f).count() + 1;
-                let up = voters(f).filter(|m| started(m)).count();
+                let up = voters(f).filter(|m| m.is_started()).count();
                 if up < n / 2 + 1 && !(up == 1 && n == 2) {
                     return Err(MembershipError::NotEnoughStarted);
                 }
@@ -215,7 +198,7 @@ pub fn check(change: &MemberChange, f: &ClusterFacts<'_>) -> Result<(), Membersh
                 return Err(MembershipError::LearnerNotReady);
             }
             let n = voters(f).count() + 1;
-            let up = voters(f).filter(|m| started(m)).count() + 1;
+            let up = voters(f).filter(|m| m.is_started()).count() + 1;
             if up < n / 2 + 1 {
                 return Err(MembershipError::NotEnoughStarted);
             }
@@ -227,7 +210,7 @@ pub fn check(change: &MemberChange, f: &ClusterFacts<'_>) -> Result<(), Membersh
                 return Ok(());
             }
             let rest: Vec<&Member> = voters(f).filter(|v| v.id != *id).collect();
-            let up = rest.iter().filter(|v| started(v)).count();
+            let up = rest.iter().filter(|v| v.is_started()).count();
             if rest.is_empty() || up < rest.len() / 2 + 1 {
                 return Err(MembershipError::NotEnoughStarted);
             }
@@ -326,15 +309,10 @@ pub fn apply(
     true
 }
 
-/// Id for a member added at `unix_secs`, as etcd derives it: SHA-1 over the sorted peer URLs, the
-/// cluster token and the time, so re-adding the same URLs later yields a new id.
-pub fn new_member_id(peer_urls: &[String], token: &str, unix_secs: u64) -> u64 {
-    crate::config::member_id(peer_urls, &format!("{token}{unix_secs}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::member::new_member_id;
 
     fn member(id: u64, name: &str, learner: bool) -> Member {
         Member {

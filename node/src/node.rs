@@ -420,7 +420,7 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: MemberChange,
-    ) -> Result<Vec<crate::state_machine::Member>, NodeError> {
+    ) -> Result<Vec<crate::member::Member>, NodeError> {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(NodeError::Stopped);
         }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::bootstrap::Opened;
 use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::lease_reads::{LeaseEvent, LeaseReads, ReadDecision};
+use crate::member::peer_urls;
 use crate::membership::{self, ClusterFacts, MemberChange, MembershipError, PeerProgress};
 use crate::node::{
     LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared, WatchBatch,
@@ -696,7 +697,7 @@ impl RaftLoop {
         }
         if members_changed || peers_changed {
             self.transport
-                .set_peers(&peer_urls(&self.shared.state.read()));
+                .set_peers(&peer_urls(&self.shared.state.read().members));
             self.publish_membership();
         }
         if removed_self {
@@ -857,7 +858,7 @@ impl RaftLoop {
         let sm = StateMachine::from_snapshot(&snap.data)?;
         // On disk before the log forgets the entries it replaces.
         self.snapshots.save(&snap)?;
-        let peers = peer_urls(&sm);
+        let peers = peer_urls(&sm.members);
         let revision = sm.store.current_revision();
         self.lease_deadlines = fresh_deadlines(&sm, self.now());
         self.revoking.clear();
@@ -946,14 +947,6 @@ impl RaftLoop {
             self.last_leader = leader;
         }
     }
-}
-
-/// Peer URLs of every member, for the transport.
-pub fn peer_urls(sm: &StateMachine) -> BTreeMap<u64, Vec<String>> {
-    sm.members
-        .values()
-        .map(|m| (m.id, m.peer_urls.clone()))
-        .collect()
 }
 
 /// How long the loop may take to stop after a shutdown request before the process gives up on it.

@@ -23,11 +23,12 @@ use crate::config::{ClusterState, Config};
 use crate::kv_service::KvService;
 use crate::lease_service::LeaseService;
 use crate::maintenance_service::MaintenanceService;
+use crate::member::peer_urls;
 use crate::membership::MemberChange;
 use crate::metrics::Metrics;
 use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
 use crate::peer_proto::peer_server::PeerServer;
-use crate::raft_loop::{peer_urls, RaftLoop, SHUTDOWN_GRACE};
+use crate::raft_loop::{RaftLoop, SHUTDOWN_GRACE};
 use crate::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
 use crate::watch_service::WatchService;
 
@@ -145,7 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.member_id = opened.identity.member_id;
 
     let (tx, rx) = crossbeam_channel::unbounded();
-    let peers = peer_urls(&opened.state);
+    let peers = peer_urls(&opened.state.members);
     let (applied_tx, _) = watch::channel(opened.applied);
     let (removed_tx, mut removed_rx) = watch::channel(false);
     let shared = Arc::new(Shared {

@@ -7,23 +7,9 @@ use metastore_mvcc::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ApplyResult, Command, CommandResponse};
+use crate::member::Member;
 use crate::membership::MemberChange;
 use metastore_mvcc::MvccError;
-
-/// One cluster member as the replicated state knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Raft id.
-    pub id: u64,
-    /// Name (empty until the member has started).
-    pub name: String,
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Client URLs (empty until the member has started).
-    pub client_urls: Vec<String>,
-    /// True for a non-voting learner.
-    pub is_learner: bool,
-}
 
 /// A lease as replicated: its granted TTL and the keys attached to it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

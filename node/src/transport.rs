@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::member::{same_peer_urls, Member};
 use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
 use crate::peer_proto::peer_server::Peer;
@@ -451,8 +452,6 @@ pub async fn discover(
 ) -> Result<crate::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
     let mut not_added = None;
-    let mut mine = my_peer_urls.to_vec();
-    mine.sort();
     // The cluster may be electing a leader or restarting: keep asking for a while.
     for attempt in 0..30 {
         for url in peers {
@@ -469,12 +468,26 @@ pub async fn discover(
                     continue;
                 }
             };
-            let found = r.members.iter().find(|m| {
-                let mut u = m.peer_urls.clone();
-                u.sort();
-                u == mine
-            });
-            let Some(me) = found else {
+            let members: BTreeMap<u64, Member> = r
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.id,
+                        Member {
+                            id: m.id,
+                            name: m.name.clone(),
+                            peer_urls: m.peer_urls.clone(),
+                            client_urls: m.client_urls.clone(),
+                            is_learner: m.is_learner,
+                        },
+                    )
+                })
+                .collect();
+            let Some(me) = members
+                .values()
+                .find(|m| same_peer_urls(&m.peer_urls, my_peer_urls))
+            else {
                 // That peer may not have applied our MemberAdd yet: ask the others, then again.
                 not_added = Some(JoinError::NotAdded {
                     cluster: r.cluster_id,
@@ -485,30 +498,15 @@ pub async fn discover(
             };
             // A member that already started has Raft state (votes) that an empty data dir lost:
             // rejoining with it could vote twice in one term.
-            if !me.name.is_empty() {
+            if me.is_started() {
                 return Err(JoinError::AlreadyStarted {
                     id: me.id,
                     name: me.name.clone(),
                 });
             }
-            let members = r
-                .members
-                .iter()
-                .map(|m| {
-                    (
-                        m.id,
-                        crate::state_machine::Member {
-                            id: m.id,
-                            name: m.name.clone(),
-                            peer_urls: m.peer_urls.clone(),
-                            client_urls: m.client_urls.clone(),
-                            is_learner: m.is_learner,
-                        },
-                    )
-                })
-                .collect();
+            let member_id = me.id;
             return Ok(crate::bootstrap::JoinInfo {
-                member_id: me.id,
+                member_id,
                 cluster_id: r.cluster_id,
                 members,
             });
