@@ -1,13 +1,10 @@
 //! etcd-style automatic compaction. `periodic`: keep `retention` (a duration) of history, by
 //! sampling the revision every retention/10 and compacting to the sample that is `retention` old.
-//! `revision`: every five minutes, compact to `current - retention`. Only the leader proposes;
-//! the compaction itself goes through Raft like a client's.
+//! `revision`: every five minutes, compact to `current - retention`. This module is the policy;
+//! `compactor` runs it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use crate::command::Command;
-use crate::node::NodeHandle;
 
 /// How history is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,37 +89,14 @@ impl Sampler {
     }
 }
 
-/// Runs the compactor until the process stops.
-pub async fn run(node: NodeHandle, policy: AutoCompaction) {
-    let (every, retention) = match policy {
-        AutoCompaction::Off => return,
-        AutoCompaction::Periodic(d) => ((d / 10).max(Duration::from_millis(100)), d),
-        AutoCompaction::Revision(_) => (Duration::from_secs(300), Duration::ZERO),
-    };
-    let mut sampler = Sampler::default();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let sh = &node.shared;
-        let (current, compacted) = {
-            let sm = sh.state.read();
-            (sm.store.current_revision(), sm.store.compacted_revision())
-        };
-        let target = match policy {
-            AutoCompaction::Periodic(_) => sampler.sample(Instant::now(), current, retention),
-            AutoCompaction::Revision(n) => Some(current - n),
+impl AutoCompaction {
+    /// How often the compactor wakes up and how much history periodic mode keeps; `None` when
+    /// automatic compaction is off.
+    pub fn schedule(&self) -> Option<(Duration, Duration)> {
+        match *self {
             AutoCompaction::Off => None,
-        };
-        let leader = sh.status.read().leader_id == sh.member_id();
-        if let Some(rev) = target.filter(|r| *r > compacted && leader) {
-            let cmd = Command::Compact(etcd_client::proto::PbCompactionRequest {
-                revision: rev,
-                physical: false,
-            });
-            match node.propose(cmd).await {
-                Ok(_) => tracing::info!(revision = rev, "auto-compacted"),
-                Err(e) => tracing::debug!(revision = rev, "auto-compaction: {e}"),
-            }
+            AutoCompaction::Periodic(d) => Some(((d / 10).max(Duration::from_millis(100)), d)),
+            AutoCompaction::Revision(_) => Some((Duration::from_secs(300), Duration::ZERO)),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod clock_guard;
 pub mod cluster_service;
 pub mod command;
+pub mod compactor;
 pub mod config;
 pub mod http;
 pub mod kv_service;

@@ -255,10 +255,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let publisher = tokio::spawn(publish_attributes(node.clone()));
-    let compactor = tokio::spawn(crate::auto_compaction::run(
-        node.clone(),
-        config.auto_compaction,
-    ));
+    let compactor = tokio::spawn(crate::compactor::run(node.clone(), config.auto_compaction));
     let outcome = tokio::select! {
         _ = termination() => Ok(()),
         _ = removed_rx.wait_for(|r| *r) => {
