@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use crate::auto_compaction::{AutoCompaction, Sampler};
-use crate::command::Command;
 use crate::node::NodeHandle;
+use crate::replicated::command::Command;
 
 /// Runs the compactor until the process stops.
 pub async fn run(node: NodeHandle, policy: AutoCompaction) {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::lease::max_safe_lease;
-use crate::lease_reads::LeaseSettings;
-use crate::member::member_id;
+use crate::read_lease::reads::LeaseSettings;
+use crate::read_lease::tracker::max_safe_lease;
+use crate::replicated::member::member_id;
 
 /// Flags of `metastore-node`. Names and defaults follow etcd's where they overlap.
 #[derive(Debug, Clone, Parser)]

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 use tokio::sync::{oneshot, watch};
 
-use crate::command::{ApplyResult, Command, CommandResponse};
 use crate::config::Config;
-use crate::membership::{MemberChange, MembershipError};
 use crate::metrics::Metrics;
-use crate::state_machine::StateMachine;
+use crate::replicated::command::{ApplyResult, Command, CommandResponse};
+use crate::replicated::membership::{MemberChange, MembershipError};
+use crate::replicated::state_machine::StateMachine;
 
 /// Why a request could not be served by Raft.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -248,16 +248,16 @@ pub struct ReadGrant {
 #[derive(Debug, Clone)]
 pub struct PolicyReply {
     /// What happened to the push.
-    pub outcome: crate::lease_policy::HintOutcome,
+    pub outcome: crate::read_lease::policy::HintOutcome,
     /// The lease view after it.
-    pub view: crate::lease_reads::LeaseView,
+    pub view: crate::read_lease::reads::LeaseView,
 }
 
 /// Answer to [`LoopMsg::LeaseStatus`].
 #[derive(Debug, Clone)]
 pub struct LeaseStatusReply {
     /// Lease view.
-    pub view: crate::lease_reads::LeaseView,
+    pub view: crate::read_lease::reads::LeaseView,
     /// Raft status at the same moment.
     pub status: RaftStatus,
     /// Applied index.
@@ -420,7 +420,7 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: MemberChange,
-    ) -> Result<Vec<crate::member::Member>, NodeError> {
+    ) -> Result<Vec<crate::replicated::member::Member>, NodeError> {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(NodeError::Stopped);
         }

@@ -16,21 +16,21 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin_proto::admin_server::AdminServer;
-use crate::admin_service::AdminService;
-use crate::cluster_service::ClusterService;
-use crate::command::Command;
+use crate::api::admin::AdminService;
+use crate::api::cluster::ClusterService;
+use crate::api::key_lease::LeaseService;
+use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::WatchService;
 use crate::config::{ClusterState, Config};
-use crate::kv_service::KvService;
-use crate::lease_service::LeaseService;
-use crate::maintenance_service::MaintenanceService;
-use crate::member::peer_urls;
-use crate::membership::MemberChange;
+use crate::consensus::raft_loop::{RaftLoop, SHUTDOWN_GRACE};
+use crate::consensus::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
 use crate::metrics::Metrics;
 use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
 use crate::peer_proto::peer_server::PeerServer;
-use crate::raft_loop::{RaftLoop, SHUTDOWN_GRACE};
-use crate::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
-use crate::watch_service::WatchService;
+use crate::replicated::command::Command;
+use crate::replicated::member::peer_urls;
+use crate::replicated::membership::MemberChange;
 
 /// Applied revisions buffered for watch streams; a stream further behind catches up from history.
 const WATCH_BUFFER: usize = 4096;
@@ -118,8 +118,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // A member joining an existing cluster with an empty data dir asks the cluster who it is.
     let join = if config.cluster_state == ClusterState::Existing
-        && crate::bootstrap::is_fresh(&config.data_dir)
-        && !crate::bootstrap::removed_marker(&config.data_dir).exists()
+        && crate::consensus::bootstrap::is_fresh(&config.data_dir)
+        && !crate::consensus::bootstrap::removed_marker(&config.data_dir).exists()
     {
         let peers: Vec<String> = config
             .initial_cluster
@@ -128,20 +128,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .flat_map(|m| m.peer_urls.clone())
             .chain(config.discovery_peer_urls.iter().cloned())
             .collect();
-        let info = crate::transport::discover(&peers, &config.advertise_peer_urls, local_ip)
-            .await
-            .context("cannot join the existing cluster")?;
+        let info =
+            crate::consensus::transport::discover(&peers, &config.advertise_peer_urls, local_ip)
+                .await
+                .context("cannot join the existing cluster")?;
         Some(info)
     } else {
         None
     };
 
-    let logger = crate::raft_logger::logger();
+    let logger = crate::consensus::logger::logger();
     let cfg = config.clone();
-    let opened = tokio::task::spawn_blocking(move || crate::bootstrap::open(&cfg, join, &logger))
-        .await
-        .context("opening the data dir panicked")?
-        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    let opened =
+        tokio::task::spawn_blocking(move || crate::consensus::bootstrap::open(&cfg, join, &logger))
+            .await
+            .context("opening the data dir panicked")?
+            .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     // From here on the member is who its data dir says.
     config.member_id = opened.identity.member_id;
 
@@ -237,7 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(maintenance)
                 .add_service(watch)
                 .add_service(lease)
-                .add_service(crate::auth_service::AuthUnimplemented)
+                .add_service(crate::api::auth::AuthUnimplemented)
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use metastore_node::lease::max_safe_lease;
-use metastore_node::lease_reads::{LeaseEvent, LeaseReads, LeaseSettings, ReadDecision};
+use metastore_node::read_lease::reads::{LeaseEvent, LeaseReads, LeaseSettings, ReadDecision};
+use metastore_node::read_lease::tracker::max_safe_lease;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, EntryType,
@@ -670,7 +670,7 @@ fn policy_hint_disagreeing_with_applied_config_pauses_leases_and_stale_generatio
     s.elect(1);
     assert!(s.wait_lease(1, Duration::from_secs(3)));
     let hint = |s: &mut Sim, v: u32, g: u64| s.nodes.get_mut(&1).unwrap().lease.set_hint(v, g);
-    use metastore_node::lease_policy::HintOutcome;
+    use metastore_node::read_lease::policy::HintOutcome;
     assert_eq!(hint(&mut s, 5, 10), HintOutcome::Applied);
     s.step();
     assert_eq!(s.decide(1), ReadDecision::ReadIndex);

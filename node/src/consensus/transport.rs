@@ -18,13 +18,13 @@ use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::member::{same_peer_urls, Member};
 use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
 use crate::peer_proto::peer_server::Peer;
 use crate::peer_proto::{
     Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
 };
+use crate::replicated::member::{same_peer_urls, Member};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -449,7 +449,7 @@ pub async fn discover(
     peers: &[String],
     my_peer_urls: &[String],
     local: Option<IpAddr>,
-) -> Result<crate::bootstrap::JoinInfo, JoinError> {
+) -> Result<crate::consensus::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
     let mut not_added = None;
     // The cluster may be electing a leader or restarting: keep asking for a while.
@@ -505,7 +505,7 @@ pub async fn discover(
                 });
             }
             let member_id = me.id;
-            return Ok(crate::bootstrap::JoinInfo {
+            return Ok(crate::consensus::bootstrap::JoinInfo {
                 member_id,
                 cluster_id: r.cluster_id,
                 members,

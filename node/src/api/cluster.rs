@@ -12,10 +12,10 @@ use etcd_client::proto::{
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
 
-use crate::kv_service::node_status;
-use crate::member::{new_member_id, valid_peer_urls, Member};
-use crate::membership::{MemberChange, MembershipError};
+use crate::api::kv::node_status;
 use crate::node::{NodeError, NodeHandle};
+use crate::replicated::member::{new_member_id, valid_peer_urls, Member};
+use crate::replicated::membership::{MemberChange, MembershipError};
 
 /// Pause between attempts while no leader is known.
 const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);

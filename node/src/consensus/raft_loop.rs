@@ -2,7 +2,7 @@
 //! ReadIndex requests, persists each ready cycle with one fsync, sends messages, applies committed
 //! entries and takes snapshots.
 
-use crate::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
+use crate::read_lease::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,18 +16,20 @@ use raft::eraftpb::{
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
-use crate::bootstrap::Opened;
-use crate::command::{ApplyResult, Command, CommandResponse};
-use crate::lease_reads::{LeaseEvent, LeaseReads, ReadDecision};
-use crate::member::peer_urls;
-use crate::membership::{self, ClusterFacts, MemberChange, MembershipError, PeerProgress};
+use crate::consensus::bootstrap::Opened;
+use crate::consensus::log::{LogError, PersistBatch, RaftLog};
+use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
+use crate::consensus::transport::Transport;
 use crate::node::{
     LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared, WatchBatch,
 };
-use crate::raft_log::{LogError, PersistBatch, RaftLog};
-use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
-use crate::state_machine::{SnapshotError, StateMachine};
-use crate::transport::Transport;
+use crate::read_lease::reads::{LeaseEvent, LeaseReads, ReadDecision};
+use crate::replicated::command::{ApplyResult, Command, CommandResponse};
+use crate::replicated::member::peer_urls;
+use crate::replicated::membership::{
+    self, ClusterFacts, MemberChange, MembershipError, PeerProgress,
+};
+use crate::replicated::state_machine::{SnapshotError, StateMachine};
 
 /// Most messages taken from the channel before the loop handles a ready cycle.
 const MAX_DRAIN: usize = 4096;
@@ -817,7 +819,7 @@ impl RaftLoop {
         if *self.shared.removed.borrow() {
             return;
         }
-        let marker = crate::bootstrap::removed_marker(&self.shared.config.data_dir);
+        let marker = crate::consensus::bootstrap::removed_marker(&self.shared.config.data_dir);
         let text = format!(
             "member {:x} removed from cluster {:x}\n",
             self.shared.member_id(),

@@ -16,9 +16,9 @@ use etcd_client::proto::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, CommandResponse};
-use crate::kv_service::node_status;
+use crate::api::kv::node_status;
 use crate::node::{LoopMsg, NodeError, NodeHandle, ProposeError};
+use crate::replicated::command::{Command, CommandResponse};
 
 /// The etcd API version this member speaks (what `etcdctl endpoint status` shows).
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -79,7 +79,7 @@ impl MaintenanceService {
         let compacted = store.compacted_revision();
         if rev > store.current_revision() {
             return (
-                Err(crate::kv_service::mvcc_status(
+                Err(crate::api::kv::mvcc_status(
                     &metastore_mvcc::MvccError::FutureRevision,
                 )),
                 compacted,
@@ -88,7 +88,7 @@ impl MaintenanceService {
         }
         if revision > 0 && rev < compacted {
             return (
-                Err(crate::kv_service::mvcc_status(
+                Err(crate::api::kv::mvcc_status(
                     &metastore_mvcc::MvccError::Compacted,
                 )),
                 compacted,
@@ -170,7 +170,7 @@ impl PbMaintenanceService for MaintenanceService {
                 }
                 Ok(_) => Err(Status::internal("unexpected response")),
                 Err(ProposeError::Node(n)) => Err(node_status(&n)),
-                Err(ProposeError::Apply(m)) => Err(crate::kv_service::mvcc_status(&m)),
+                Err(ProposeError::Apply(m)) => Err(crate::api::kv::mvcc_status(&m)),
             }
         }
         .await;
@@ -200,7 +200,7 @@ impl PbMaintenanceService for MaintenanceService {
                 .alarms
                 .iter()
                 .map(|(m, a)| {
-                    let kind = if *a == crate::state_machine::ALARM_NOSPACE {
+                    let kind = if *a == crate::replicated::state_machine::ALARM_NOSPACE {
                         "NOSPACE"
                     } else {
                         "CORRUPT"

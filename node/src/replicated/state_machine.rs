@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use metastore_mvcc::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ApplyResult, Command, CommandResponse};
-use crate::member::Member;
-use crate::membership::MemberChange;
+use crate::replicated::command::{ApplyResult, Command, CommandResponse};
+use crate::replicated::member::Member;
+use crate::replicated::membership::MemberChange;
 use metastore_mvcc::MvccError;
 
 /// A lease as replicated: its granted TTL and the keys attached to it.
@@ -238,7 +238,7 @@ impl StateMachine {
     /// Applies a membership change to the member list (deterministic; a change that no longer
     /// fits is skipped and logged).
     pub fn apply_member_change(&mut self, c: &MemberChange) {
-        if !crate::membership::apply(c, &mut self.members, &mut self.removed) {
+        if !crate::replicated::membership::apply(c, &mut self.members, &mut self.removed) {
             tracing::warn!(?c, "membership change no longer applies; skipped");
         }
     }

@@ -8,9 +8,9 @@ use crate::admin_proto::{
     LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest,
     SetMembershipPolicyResponse,
 };
-use crate::kv_service::node_status;
-use crate::lease_policy::HintOutcome;
+use crate::api::kv::node_status;
 use crate::node::{LoopMsg, NodeHandle};
+use crate::read_lease::policy::HintOutcome;
 
 /// The admin service of one member.
 pub struct AdminService {

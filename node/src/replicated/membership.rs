@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use serde::{Deserialize, Serialize};
 
-use crate::member::{valid_peer_urls, Member};
+use crate::replicated::member::{valid_peer_urls, Member};
 
 /// A learner may be promoted once it has replicated this fraction of the leader's log (etcd's
 /// `readyPercentThreshold`).
@@ -312,7 +312,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::member::new_member_id;
+    use crate::replicated::member::new_member_id;
 
     fn member(id: u64, name: &str, learner: bool) -> Member {
         Member {

@@ -16,9 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::command::{Command, CommandResponse};
-use crate::kv_service::{mvcc_status, node_status};
+use crate::api::kv::{mvcc_status, node_status};
 use crate::node::{LoopMsg, NodeError, NodeHandle, ProposeError};
+use crate::replicated::command::{Command, CommandResponse};
 
 /// Longest TTL etcd accepts (seconds).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -153,7 +153,7 @@ impl PbLeaseService for LeaseService {
                 return Err(Status::out_of_range(ERR_LEASE_TTL_TOO_LARGE));
             }
             r.ttl = r.ttl.max(self.min_ttl());
-            crate::kv_service::check_quota(&self.node, 64).await?;
+            crate::api::kv::check_quota(&self.node, 64).await?;
             if r.id == 0 {
                 r.id = self.new_id();
             }

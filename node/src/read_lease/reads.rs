@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, ReadState, StateRole, Storage};
 
-use crate::lease::{ExpireReason, LeaseTracker};
-use crate::lease_policy::{HintOutcome, LeasePolicy, PolicyDecision, RaftFacts};
+use crate::read_lease::policy::{HintOutcome, LeasePolicy, PolicyDecision, RaftFacts};
+use crate::read_lease::tracker::{ExpireReason, LeaseTracker};
 
 /// Lease settings, validated at start-up.
 #[derive(Debug, Clone, Copy)]

@@ -9,10 +9,10 @@ use raft::RawNode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterState, Config};
-use crate::member::{cluster_id, Member};
-use crate::raft_log::{LogError, PersistBatch, RaftLog};
-use crate::snapshot_files::{SnapshotFileError, SnapshotFiles};
-use crate::state_machine::{SnapshotError, StateMachine};
+use crate::consensus::log::{LogError, PersistBatch, RaftLog};
+use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
+use crate::replicated::member::{cluster_id, Member};
+use crate::replicated::state_machine::{SnapshotError, StateMachine};
 use raft::eraftpb::Snapshot;
 
 /// Who this data directory belongs to, fixed when it is first created.

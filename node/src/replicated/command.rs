@@ -11,8 +11,8 @@ use etcd_client::proto::{
 use metastore_mvcc::MvccError;
 use prost::Message;
 
-use crate::member::Member;
-use crate::membership::MemberChange;
+use crate::replicated::member::Member;
+use crate::replicated::membership::MemberChange;
 
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;

@@ -12,8 +12,8 @@ use metastore_mvcc::MvccError;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, CommandResponse};
 use crate::node::{NodeError, NodeHandle, ProposeError};
+use crate::replicated::command::{Command, CommandResponse};
 
 /// etcd's message for a request over `--max-request-bytes`.
 pub const ERR_REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
@@ -41,7 +41,7 @@ pub async fn check_quota(node: &NodeHandle, adds: usize) -> Result<(), Status> {
     let alarm = Command::Alarm(etcd_client::proto::PbAlarmRequest {
         action: 1,
         member_id: node.shared.member_id(),
-        alarm: crate::state_machine::ALARM_NOSPACE,
+        alarm: crate::replicated::state_machine::ALARM_NOSPACE,
     });
     if let Err(e) = node.propose(alarm).await {
         tracing::warn!("cannot raise the NOSPACE alarm: {e}");
@@ -214,7 +214,7 @@ impl PbKvService for KvService {
             metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
                 .map_err(|e| mvcc_status(&e))?;
             self.check_size(&r)?;
-            if crate::state_machine::txn_has_put(&r) {
+            if crate::replicated::state_machine::txn_has_put(&r) {
                 self.check_quota(r.encoded_len()).await?;
             }
             match self.propose(Command::Txn(r)).await? {

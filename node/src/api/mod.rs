@@ -1,0 +1,9 @@
+//! The etcd v3 gRPC services and the operator's admin service: requests in, etcd-shaped answers out.
+
+pub mod admin;
+pub mod auth;
+pub mod cluster;
+pub mod key_lease;
+pub mod kv;
+pub mod maintenance;
+pub mod watch;

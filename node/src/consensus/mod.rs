@@ -1,0 +1,8 @@
+//! Raft: the loop that owns the `RawNode`, its log, snapshots on disk, bootstrap and the peer transport.
+
+pub mod bootstrap;
+pub mod log;
+pub mod logger;
+pub mod raft_loop;
+pub mod snapshot_files;
+pub mod transport;
