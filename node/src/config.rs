@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::read_lease::reads::LeaseSettings;
-use crate::read_lease::tracker::max_safe_lease;
+use crate::read_lease::reads::ReadLeaseSettings;
+use crate::read_lease::tracker::max_safe_read_lease;
 use crate::replicated::member::member_id;
 
 /// Flags of `metastore-node`. Names and defaults follow etcd's where they overlap.
@@ -221,7 +221,7 @@ pub struct Config {
     /// This member's Raft id.
     pub member_id: u64,
     /// Lease-read settings (validated against the election timeout).
-    pub lease: LeaseSettings,
+    pub read_lease: ReadLeaseSettings,
     /// Test only: file with an offset (ms) for the lease clock.
     pub test_clock_offset_file: Option<std::path::PathBuf>,
     /// Log filter.
@@ -386,7 +386,7 @@ impl Flags {
         }
         let election_timeout = Duration::from_millis(self.election_timeout);
         let heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
-        let safe = max_safe_lease(election_timeout, heartbeat_interval, self.max_clock_drift);
+        let safe = max_safe_read_lease(election_timeout, heartbeat_interval, self.max_clock_drift);
         let lease_duration = match self.lease_duration {
             0 => safe,
             ms => Duration::from_millis(ms),
@@ -498,7 +498,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(self.request_timeout),
             member_id,
-            lease: LeaseSettings {
+            read_lease: ReadLeaseSettings {
                 enabled: self.lease_read,
                 duration: lease_duration,
                 election_timeout,
@@ -539,18 +539,18 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 1);
         assert_eq!(c.member_id, c.initial_cluster[0].id);
         assert_eq!(c.election_ticks(), 10);
-        assert!(c.lease.enabled);
-        assert_eq!(c.lease.duration, Duration::from_millis(800));
+        assert!(c.read_lease.enabled);
+        assert_eq!(c.read_lease.duration, Duration::from_millis(800));
     }
 
     #[test]
     fn lease_can_be_shortened_or_switched_off_but_not_made_unsafe() {
         let c = flags(&["--lease-duration", "500"]).validate().unwrap();
-        assert_eq!(c.lease.duration, Duration::from_millis(500));
+        assert_eq!(c.read_lease.duration, Duration::from_millis(500));
         let c = flags(&["--lease-read=false", "--lease-duration", "5000"])
             .validate()
             .unwrap();
-        assert!(!c.lease.enabled);
+        assert!(!c.read_lease.enabled);
         assert!(
             flags(&["--election-timeout", "5000", "--lease-duration", "4000"])
                 .validate()

@@ -39,17 +39,17 @@ pub struct Metrics {
     /// Linearizable and serializable reads by the path that served them.
     pub reads: IntCounterVec,
     /// 1 while a lease read would be served now.
-    pub lease_valid: IntGauge,
+    pub read_lease_valid: IntGauge,
     /// 1 while the policy allows lease reads.
-    pub lease_policy_enabled: IntGauge,
+    pub read_lease_policy_enabled: IntGauge,
     /// Lease renewals (a quorum acknowledged a round).
-    pub lease_renewals: IntCounter,
+    pub read_lease_renewals: IntCounter,
     /// Early lease expirations by reason.
-    pub lease_expirations: IntCounterVec,
+    pub read_lease_expirations: IntCounterVec,
     /// (Pre)vote requests dropped by a restarted voter during its first election timeout.
     pub votes_ignored: IntCounter,
     /// Followers' ReadIndex requests this leader answered from its lease (no heartbeat round).
-    pub lease_read_index_answers: IntCounter,
+    pub read_index_answered_by_lease: IntCounter,
     /// Disagreements between the lease clock and the reference clock, by kind.
     pub clock_anomalies: IntCounterVec,
     /// Time from issuing a ReadIndex to it being answered.
@@ -151,19 +151,19 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
-            lease_valid: gauge(
+            read_lease_valid: gauge(
                 "metastore_lease_valid",
                 "1 while a linearizable read would be served from the leader lease.",
             )?,
-            lease_policy_enabled: gauge(
+            read_lease_policy_enabled: gauge(
                 "metastore_lease_policy_enabled",
                 "1 while the lease-read policy allows lease reads.",
             )?,
-            lease_renewals: counter(
+            read_lease_renewals: counter(
                 "metastore_lease_renewals_total",
                 "Lease renewals: a quorum of voters acknowledged a round.",
             )?,
-            lease_expirations: {
+            read_lease_expirations: {
                 let c = IntCounterVec::new(
                     Opts::new(
                         "metastore_lease_expirations_total",
@@ -187,7 +187,7 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
-            lease_read_index_answers: counter(
+            read_index_answered_by_lease: counter(
                 "metastore_lease_read_index_answers_total",
                 "Followers' ReadIndex requests the leader answered from its lease, without a \
                  heartbeat round.",

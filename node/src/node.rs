@@ -40,7 +40,7 @@ pub enum NodeError {
     Membership(#[from] MembershipError),
     /// The lease does not exist.
     #[error("etcdserver: requested lease not found")]
-    LeaseNotFound,
+    KeyLeaseNotFound,
 }
 
 impl NodeError {
@@ -51,7 +51,7 @@ impl NodeError {
                 tonic::Status::failed_precondition(self.to_string())
             }
             NodeError::Membership(m) => m.status(),
-            NodeError::LeaseNotFound => tonic::Status::not_found(self.to_string()),
+            NodeError::KeyLeaseNotFound => tonic::Status::not_found(self.to_string()),
             _ => tonic::Status::unavailable(self.to_string()),
         }
     }
@@ -177,9 +177,9 @@ pub enum LoopMsg {
         reply: oneshot::Sender<PolicyReply>,
     },
     /// Current lease status.
-    LeaseStatus {
+    ReadLeaseStatus {
         /// The status.
-        reply: oneshot::Sender<LeaseStatusReply>,
+        reply: oneshot::Sender<ReadLeaseStatusReply>,
     },
     /// A membership change, checked and proposed by the leader (`NotLeader` elsewhere); the
     /// reply comes when it is applied here, with the member list after it.
@@ -199,18 +199,18 @@ pub enum LoopMsg {
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     /// Renews a lease (leader only): the reply is its granted TTL.
-    LeaseKeepAlive {
+    KeyLeaseKeepAlive {
         /// Lease id.
         id: i64,
         /// Granted TTL, `LeaseNotFound` or `NotLeader`.
         reply: oneshot::Sender<Result<i64, NodeError>>,
     },
     /// Time left on a lease (leader only).
-    LeaseTimeToLive {
+    KeyLeaseTimeToLive {
         /// Lease id.
         id: i64,
         /// The answer.
-        reply: oneshot::Sender<Result<LeaseTtl, NodeError>>,
+        reply: oneshot::Sender<Result<KeyLeaseTtl, NodeError>>,
     },
     /// A peer refused us because we were removed from the cluster.
     RemovedByPeer(u64),
@@ -226,7 +226,7 @@ pub enum LoopMsg {
 
 /// A lease's TTLs as the leader sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseTtl {
+pub struct KeyLeaseTtl {
     /// Granted TTL (seconds).
     pub granted: i64,
     /// Seconds left.
@@ -250,14 +250,14 @@ pub struct PolicyReply {
     /// What happened to the push.
     pub outcome: crate::read_lease::policy::HintOutcome,
     /// The lease view after it.
-    pub view: crate::read_lease::reads::LeaseView,
+    pub view: crate::read_lease::reads::ReadLeaseView,
 }
 
-/// Answer to [`LoopMsg::LeaseStatus`].
+/// Answer to [`LoopMsg::ReadLeaseStatus`].
 #[derive(Debug, Clone)]
-pub struct LeaseStatusReply {
+pub struct ReadLeaseStatusReply {
     /// Lease view.
-    pub view: crate::read_lease::reads::LeaseView,
+    pub view: crate::read_lease::reads::ReadLeaseView,
     /// Raft status at the same moment.
     pub status: RaftStatus,
     /// Applied index.

@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin_proto::admin_server::AdminServer;
 use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
-use crate::api::key_lease::LeaseService;
+use crate::api::key_lease::KeyLeaseService;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
@@ -178,9 +178,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         applied = opened.applied,
         "starting member"
     );
-    if !config.lease.guard_clock {
+    if !config.read_lease.guard_clock {
         tracing::error!(
-            lease_ms = config.lease.duration.as_millis() as u64,
+            lease_ms = config.read_lease.duration.as_millis() as u64,
             "UNSAFE TEST SWITCH --unsafe-lease-skip-safety-checks: the lease length is not \
              checked and clock anomalies are ignored; linearizable reads may be stale"
         );
@@ -225,7 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let admin = AdminServer::new(AdminService::new(node.clone()));
         let cluster = PbClusterServer::new(ClusterService::new(node.clone()));
         let maintenance = PbMaintenanceServer::new(MaintenanceService::new(node.clone()));
-        let lease = PbLeaseServer::new(LeaseService::new(node.clone()));
+        let lease = PbLeaseServer::new(KeyLeaseService::new(node.clone()));
         let watch = PbWatchServer::new(WatchService::new(
             shared.clone(),
             config.watch_progress_interval,

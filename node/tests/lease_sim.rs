@@ -1,5 +1,5 @@
 //! Deterministic lease-safety tests: several raft-rs nodes in one process, each with the
-//! production `LeaseReads`, over a network and clocks the test controls (delay, partitions,
+//! production `ReadLease`, over a network and clocks the test controls (delay, partitions,
 //! per-node clock rates within the drift bound, restarts, membership changes).
 //!
 //! Every step of every test checks the safety property itself: whenever a node would serve a
@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use metastore_node::read_lease::reads::{LeaseEvent, LeaseReads, LeaseSettings, ReadDecision};
-use metastore_node::read_lease::tracker::max_safe_lease;
+use metastore_node::read_lease::reads::{
+    ReadDecision, ReadLease, ReadLeaseEvent, ReadLeaseSettings,
+};
+use metastore_node::read_lease::tracker::max_safe_read_lease;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, EntryType,
@@ -24,12 +26,12 @@ const ET: Duration = Duration::from_millis(1000);
 const DRIFT: f64 = 0.1;
 const STEP: Duration = Duration::from_millis(1);
 
-fn settings() -> LeaseSettings {
-    LeaseSettings {
+fn settings() -> ReadLeaseSettings {
+    ReadLeaseSettings {
         max_drift: 0.1,
         guard_clock: true,
         enabled: true,
-        duration: max_safe_lease(ET, TICK, DRIFT),
+        duration: max_safe_read_lease(ET, TICK, DRIFT),
         election_timeout: ET,
     }
 }
@@ -41,13 +43,13 @@ fn logger() -> slog::Logger {
 struct Node {
     raw: RawNode<MemStorage>,
     store: MemStorage,
-    lease: LeaseReads,
+    lease: ReadLease,
     cs: ConfState,
     /// Local clock = base + offset + rate * global time.
     rate: f64,
     offset: Duration,
     next_tick: Duration,
-    events: Vec<LeaseEvent>,
+    events: Vec<ReadLeaseEvent>,
 }
 
 struct InFlight {
@@ -141,7 +143,7 @@ impl Sim {
         let node = Node {
             raw,
             store,
-            lease: LeaseReads::new(settings(), local),
+            lease: ReadLease::new(settings(), local),
             cs,
             rate: 1.0,
             offset: Duration::ZERO,
@@ -151,7 +153,7 @@ impl Sim {
         self.nodes.insert(id, node);
         // The node's clock starts "now" in its own terms.
         let now = self.local(id);
-        self.nodes.get_mut(&id).unwrap().lease = LeaseReads::new(settings(), now);
+        self.nodes.get_mut(&id).unwrap().lease = ReadLease::new(settings(), now);
         let n = self.nodes.get_mut(&id).unwrap();
         n.next_tick = self.now + TICK;
     }
@@ -204,7 +206,7 @@ impl Sim {
         n.lease.decide(&n.raw, &n.cs, now)
     }
 
-    fn lease_valid(&self, id: u64) -> bool {
+    fn read_lease_valid(&self, id: u64) -> bool {
         let n = &self.nodes[&id];
         n.lease.lease_index(&n.raw, &n.cs, self.local(id)).is_some()
     }
@@ -313,7 +315,7 @@ impl Sim {
             }
         }
         for &a in &ids {
-            if self.down.contains(&a) || !self.lease_valid(a) {
+            if self.down.contains(&a) || !self.read_lease_valid(a) {
                 continue;
             }
             self.last_lease.insert(a, self.now);
@@ -420,7 +422,7 @@ fn single_node_lease_valid_once_leader_commits_in_its_term_and_needs_no_clock() 
         let r = &s.nodes[&1].raw.raft;
         if r.state == StateRole::Leader && !r.commit_to_current_term() {
             saw_uncommitted_leader = true;
-            assert!(!s.lease_valid(1));
+            assert!(!s.read_lease_valid(1));
         }
         r.state == StateRole::Leader && r.commit_to_current_term()
     });
@@ -533,7 +535,7 @@ fn leader_transfer_suspends_the_lease() {
         "lease suspect once the transfer starts"
     );
     assert!(s.run_until(Duration::from_secs(5), |s| s.leader() == Some(2)));
-    assert!(!s.lease_valid(1));
+    assert!(!s.read_lease_valid(1));
     assert!(s.wait_lease(2, Duration::from_secs(3)));
 
     // A transfer that cannot finish (target cut off) aborts after an election timeout; the
@@ -548,7 +550,7 @@ fn leader_transfer_suspends_the_lease() {
     s.nodes.get_mut(&2).unwrap().raw.transfer_leader(3);
     s.step();
     let started = s.now;
-    assert!(!s.lease_valid(2));
+    assert!(!s.read_lease_valid(2));
     assert!(s.run_until(Duration::from_secs(5), |s| s.nodes[&2]
         .raw
         .raft
@@ -603,7 +605,7 @@ fn membership_1_3_5_3_1_expires_lease_at_every_voter_change_and_resumes() {
             "entering and leaving joint both expire"
         );
         assert!(
-            !s.lease_valid(1) || want == vec![1],
+            !s.read_lease_valid(1) || want == vec![1],
             "lease after the change needs a fresh round"
         );
         for (id, t) in &changes {

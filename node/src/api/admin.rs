@@ -66,7 +66,7 @@ impl Admin for AdminService {
     ) -> Result<Response<LeaseStatusResponse>, Status> {
         let r = self
             .node
-            .ask(|reply| LoopMsg::LeaseStatus { reply })
+            .ask(|reply| LoopMsg::ReadLeaseStatus { reply })
             .await
             .map_err(|e| node_status(&e))?;
         Ok(Response::new(LeaseStatusResponse {
@@ -82,7 +82,7 @@ impl Admin for AdminService {
             leader: r.status.leader_id,
             applied_index: r.applied,
             member_id: self.node.shared.member_id(),
-            lease_duration_ms: self.node.shared.config.lease.duration.as_millis() as u64,
+            lease_duration_ms: self.node.shared.config.read_lease.duration.as_millis() as u64,
         }))
     }
 }

@@ -26,12 +26,12 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 pub const ERR_LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
 
 /// The Lease service of one member.
-pub struct LeaseService {
+pub struct KeyLeaseService {
     node: NodeHandle,
     next_id: AtomicI64,
 }
 
-impl LeaseService {
+impl KeyLeaseService {
     /// Serves leases through `node`.
     pub fn new(node: NodeHandle) -> Self {
         // Ids differ across members and restarts: time-seeded, then counted.
@@ -40,7 +40,7 @@ impl LeaseService {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(1)
             ^ ((node.shared.member_id() as i64) << 16);
-        LeaseService {
+        KeyLeaseService {
             node,
             next_id: AtomicI64::new(seed & i64::MAX),
         }
@@ -101,12 +101,12 @@ impl LeaseService {
     ) -> Result<i64, Status> {
         match self
             .node
-            .ask(|reply| LoopMsg::LeaseKeepAlive { id, reply })
+            .ask(|reply| LoopMsg::KeyLeaseKeepAlive { id, reply })
             .await
             .map_err(|e| node_status(&e))?
         {
             Ok(ttl) => Ok(ttl),
-            Err(NodeError::LeaseNotFound) => Ok(0),
+            Err(NodeError::KeyLeaseNotFound) => Ok(0),
             Err(NodeError::NotLeader) => {
                 if forward.is_none() {
                     *forward = Some(self.leader_client().await?);
@@ -142,7 +142,7 @@ impl LeaseService {
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl PbLeaseService for LeaseService {
+impl PbLeaseService for KeyLeaseService {
     async fn lease_grant(
         &self,
         req: Request<PbLeaseGrantRequest>,
@@ -194,7 +194,7 @@ impl PbLeaseService for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut requests = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        let this = LeaseService {
+        let this = KeyLeaseService {
             node: self.node.clone(),
             next_id: AtomicI64::new(0),
         };
@@ -234,7 +234,7 @@ impl PbLeaseService for LeaseService {
             let header = Some(self.node.shared.header(None));
             match self
                 .node
-                .ask(|reply| LoopMsg::LeaseTimeToLive { id: r.id, reply })
+                .ask(|reply| LoopMsg::KeyLeaseTimeToLive { id: r.id, reply })
                 .await
                 .map_err(|e| node_status(&e))?
             {
@@ -245,7 +245,7 @@ impl PbLeaseService for LeaseService {
                     granted_ttl: t.granted,
                     keys: if r.keys { t.keys } else { vec![] },
                 }),
-                Err(NodeError::LeaseNotFound) => Ok(PbLeaseTimeToLiveResponse {
+                Err(NodeError::KeyLeaseNotFound) => Ok(PbLeaseTimeToLiveResponse {
                     header,
                     id: r.id,
                     ttl: -1,

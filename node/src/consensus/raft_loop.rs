@@ -21,9 +21,9 @@ use crate::consensus::log::{LogError, PersistBatch, RaftLog};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::transport::Transport;
 use crate::node::{
-    LeaseStatusReply, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadPath, Shared, WatchBatch,
+    LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared, WatchBatch,
 };
-use crate::read_lease::reads::{LeaseEvent, LeaseReads, ReadDecision};
+use crate::read_lease::reads::{ReadDecision, ReadLease, ReadLeaseEvent};
 use crate::replicated::command::{ApplyResult, Command, CommandResponse};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{
@@ -68,8 +68,8 @@ pub struct RaftLoop {
     /// ReadIndex batches in flight, by context.
     read_batches: BTreeMap<u64, (Instant, Vec<ReadReply>)>,
     /// Lease reads: decides when a read may skip the ReadIndex round.
-    lease: LeaseReads,
-    lease_events: Vec<LeaseEvent>,
+    read_lease: ReadLease,
+    read_lease_events: Vec<ReadLeaseEvent>,
     applied: u64,
     snapshot_index: u64,
     conf_state: ConfState,
@@ -132,12 +132,12 @@ impl RaftLoop {
         transport: Arc<Transport>,
     ) -> Self {
         let conf_state = opened.raw.store().conf_state().clone();
-        let shared_drift = shared.config.lease.max_drift;
+        let shared_drift = shared.config.read_lease.max_drift;
         let mut lease_clock = LeaseClock::new(shared.config.test_clock_offset_file.clone());
         // On the lease clock: the restarted-voter window is measured on it.
         let now = lease_clock.now();
         let started = now.checked_sub(shared.started.elapsed()).unwrap_or(now);
-        let lease = LeaseReads::new(shared.config.lease, started);
+        let read_lease = ReadLease::new(shared.config.read_lease, started);
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
@@ -147,8 +147,8 @@ impl RaftLoop {
             proposals: HashMap::new(),
             reads: Vec::new(),
             read_batches: BTreeMap::new(),
-            lease,
-            lease_events: Vec::new(),
+            read_lease,
+            read_lease_events: Vec::new(),
             applied: opened.applied,
             snapshot_index: opened.applied,
             conf_state,
@@ -195,15 +195,18 @@ impl RaftLoop {
                 next_tick = now;
             }
             if now >= next_tick {
-                if self.lease.wants_renewal(&self.raw, &self.conf_state, now) {
-                    self.lease.start_round(&mut self.raw, now);
+                if self
+                    .read_lease
+                    .wants_renewal(&self.raw, &self.conf_state, now)
+                {
+                    self.read_lease.start_round(&mut self.raw, now);
                 }
                 self.raw.tick();
                 self.expire_leases(now);
-                let view = self.lease.view(&self.raw, &self.conf_state, now);
+                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
                 let m = &self.shared.metrics;
-                m.lease_valid.set(view.valid as i64);
-                m.lease_policy_enabled.set(view.policy_enabled as i64);
+                m.read_lease_valid.set(view.valid as i64);
+                m.read_lease_policy_enabled.set(view.policy_enabled as i64);
                 next_tick += tick;
                 if next_tick < now {
                     next_tick = now + tick;
@@ -214,7 +217,7 @@ impl RaftLoop {
                 break Err(e);
             }
             let now_after = self.now();
-            self.observe_lease(now_after);
+            self.observe_read_lease(now_after);
             if now.duration_since(self.last_sweep) >= self.shared.config.heartbeat_interval {
                 self.sweep(now);
             }
@@ -243,7 +246,7 @@ impl RaftLoop {
             }
             LoopMsg::Read { reply } => {
                 let now = self.now();
-                match self.lease.decide(&self.raw, &self.conf_state, now) {
+                match self.read_lease.decide(&self.raw, &self.conf_state, now) {
                     ReadDecision::Lease { index } => {
                         let _ = reply.send(Ok(ReadGrant {
                             index,
@@ -267,7 +270,7 @@ impl RaftLoop {
                     }
                     MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
                         let now = self.now();
-                        self.lease.admit(&msg, now)
+                        self.read_lease.admit(&msg, now)
                     }
                     _ => true,
                 };
@@ -286,19 +289,23 @@ impl RaftLoop {
                 generation,
                 reply,
             } => {
-                let outcome = self.lease.set_hint(expected_voters, generation);
+                let outcome = self.read_lease.set_hint(expected_voters, generation);
                 let now = self.now();
-                self.lease
-                    .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
-                let view = self.lease.view(&self.raw, &self.conf_state, now);
+                self.read_lease.observe(
+                    &self.raw,
+                    &self.conf_state,
+                    now,
+                    &mut self.read_lease_events,
+                );
+                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
                 tracing::info!(expected_voters, generation, ?outcome, enabled = view.policy_enabled, reason = %view.reason, "membership hint");
                 let _ = reply.send(PolicyReply { outcome, view });
             }
-            LoopMsg::LeaseStatus { reply } => {
+            LoopMsg::ReadLeaseStatus { reply } => {
                 let now = self.now();
-                let view = self.lease.view(&self.raw, &self.conf_state, now);
+                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
                 let status = self.shared.status.read().clone();
-                let _ = reply.send(LeaseStatusReply {
+                let _ = reply.send(ReadLeaseStatusReply {
                     view,
                     status,
                     applied: self.applied,
@@ -322,7 +329,7 @@ impl RaftLoop {
                 };
                 let _ = reply.send(result);
             }
-            LoopMsg::LeaseKeepAlive { id, reply } => {
+            LoopMsg::KeyLeaseKeepAlive { id, reply } => {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(NodeError::NotLeader)
                 } else {
@@ -336,12 +343,12 @@ impl RaftLoop {
                             self.lease_deadlines.insert(id, now + ttl_duration(l.ttl));
                             Ok(l.ttl)
                         }
-                        _ => Err(NodeError::LeaseNotFound),
+                        _ => Err(NodeError::KeyLeaseNotFound),
                     }
                 };
                 let _ = reply.send(r);
             }
-            LoopMsg::LeaseTimeToLive { id, reply } => {
+            LoopMsg::KeyLeaseTimeToLive { id, reply } => {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(NodeError::NotLeader)
                 } else {
@@ -352,14 +359,14 @@ impl RaftLoop {
                                 .lease_deadlines
                                 .get(&id)
                                 .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
-                            Ok(crate::node::LeaseTtl {
+                            Ok(crate::node::KeyLeaseTtl {
                                 granted: l.ttl,
                                 // Whole seconds left, truncated, as etcd reports them.
                                 remaining: left.as_secs() as i64,
                                 keys: l.keys.iter().cloned().collect(),
                             })
                         }
-                        None => Err(NodeError::LeaseNotFound),
+                        None => Err(NodeError::KeyLeaseNotFound),
                     }
                 };
                 let _ = reply.send(r);
@@ -399,7 +406,7 @@ impl RaftLoop {
             return;
         }
         let now = self.now();
-        let ctx = self.lease.start_round(&mut self.raw, now);
+        let ctx = self.read_lease.start_round(&mut self.raw, now);
         self.read_batches.insert(ctx, (now, batch));
     }
 
@@ -473,9 +480,9 @@ impl RaftLoop {
         }
         let states = ready.take_read_states();
         let term = self.raw.raft.term;
-        for (ctx, index) in self
-            .lease
-            .on_read_states(states, term, &mut self.lease_events)
+        for (ctx, index) in
+            self.read_lease
+                .on_read_states(states, term, &mut self.read_lease_events)
         {
             if let Some((_, replies)) = self.read_batches.remove(&ctx) {
                 for r in replies {
@@ -511,7 +518,8 @@ impl RaftLoop {
         if m.entries.len() != 1 {
             return None;
         }
-        let ReadDecision::Lease { index } = self.lease.decide(&self.raw, &self.conf_state, now)
+        let ReadDecision::Lease { index } =
+            self.read_lease.decide(&self.raw, &self.conf_state, now)
         else {
             return None;
         };
@@ -522,7 +530,7 @@ impl RaftLoop {
         resp.term = self.raw.raft.term;
         resp.index = index;
         resp.entries = m.entries.clone();
-        self.shared.metrics.lease_read_index_answers.inc();
+        self.shared.metrics.read_index_answered_by_lease.inc();
         Some(resp)
     }
 
@@ -538,7 +546,9 @@ impl RaftLoop {
                 }
             }
             // Cannot check the clock: no lease reads (ReadIndex is always correct).
-            None => self.lease.on_clock_anomaly(now, &mut self.lease_events),
+            None => self
+                .read_lease
+                .on_clock_anomaly(now, &mut self.read_lease_events),
         }
         now
     }
@@ -555,29 +565,34 @@ impl RaftLoop {
             "the monotonic clock disagrees with the raw hardware clock beyond --max-clock-drift; \
              lease reads fall back to ReadIndex for an election timeout"
         );
-        self.lease.on_clock_anomaly(now, &mut self.lease_events);
+        self.read_lease
+            .on_clock_anomaly(now, &mut self.read_lease_events);
         if let ClockAnomaly::Forward(gained) = a {
             // Time that did not really pass must not expire leases (keys) early, nor end the
             // restarted-voter window early.
             for d in self.lease_deadlines.values_mut() {
                 *d += gained;
             }
-            self.lease.on_clock_gained(gained);
+            self.read_lease.on_clock_gained(gained);
         }
         if a.lost_time() {
             self.clock_stepped = true;
         }
     }
 
-    fn observe_lease(&mut self, now: Instant) {
-        self.lease
-            .observe(&self.raw, &self.conf_state, now, &mut self.lease_events);
+    fn observe_read_lease(&mut self, now: Instant) {
+        self.read_lease.observe(
+            &self.raw,
+            &self.conf_state,
+            now,
+            &mut self.read_lease_events,
+        );
         let m = &self.shared.metrics;
-        for e in self.lease_events.drain(..) {
+        for e in self.read_lease_events.drain(..) {
             match e {
-                LeaseEvent::Renewed => m.lease_renewals.inc(),
-                LeaseEvent::Expired(reason) => m
-                    .lease_expirations
+                ReadLeaseEvent::Renewed => m.read_lease_renewals.inc(),
+                ReadLeaseEvent::Expired(reason) => m
+                    .read_lease_expirations
                     .with_label_values(&[reason.label()])
                     .inc(),
             }
@@ -845,8 +860,12 @@ impl RaftLoop {
     /// A configuration change was applied: the lease must be re-established under it.
     fn conf_changed(&mut self, after: ConfState) {
         let now = self.now();
-        self.lease
-            .on_conf_change_applied(&self.conf_state, &after, now, &mut self.lease_events);
+        self.read_lease.on_conf_change_applied(
+            &self.conf_state,
+            &after,
+            now,
+            &mut self.read_lease_events,
+        );
         self.conf_state = after;
     }
 

@@ -47,15 +47,15 @@ pub struct PolicyDecision {
 
 /// The lease-read policy of one member.
 #[derive(Debug, Clone)]
-pub struct LeasePolicy {
+pub struct ReadLeasePolicy {
     switch: bool,
     hint: Option<MembershipHint>,
 }
 
-impl LeasePolicy {
+impl ReadLeasePolicy {
     /// A policy; `switch` is the `--lease-read` flag.
     pub fn new(switch: bool) -> Self {
-        LeasePolicy { switch, hint: None }
+        ReadLeasePolicy { switch, hint: None }
     }
 
     /// The hint in force.
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn enabled_for_every_size_from_one() {
-        let p = LeasePolicy::new(true);
+        let p = ReadLeasePolicy::new(true);
         for n in 1..=7u64 {
             let v: Vec<u64> = (1..=n).collect();
             let d = p.evaluate(facts(&v, &[], false));
@@ -155,12 +155,12 @@ mod tests {
 
     #[test]
     fn transitions_and_the_switch_disable() {
-        let p = LeasePolicy::new(true);
+        let p = ReadLeasePolicy::new(true);
         assert!(!p.evaluate(facts(&[1, 2, 3], &[1], false)).enabled);
         assert!(!p.evaluate(facts(&[1, 2, 3], &[], true)).enabled);
         assert!(!p.evaluate(facts(&[], &[], false)).enabled);
         assert!(
-            !LeasePolicy::new(false)
+            !ReadLeasePolicy::new(false)
                 .evaluate(facts(&[1], &[], false))
                 .enabled
         );
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn hint_only_makes_it_more_careful_and_stale_generations_are_ignored() {
-        let mut p = LeasePolicy::new(true);
+        let mut p = ReadLeasePolicy::new(true);
         assert_eq!(p.set_hint(3, 5), HintOutcome::Applied);
         assert_eq!(p.set_hint(3, 5), HintOutcome::Unchanged);
         // Disagreement pauses lease reads.

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, ReadState, StateRole, Storage};
 
-use crate::read_lease::policy::{HintOutcome, LeasePolicy, PolicyDecision, RaftFacts};
-use crate::read_lease::tracker::{ExpireReason, LeaseTracker};
+use crate::read_lease::policy::{HintOutcome, PolicyDecision, RaftFacts, ReadLeasePolicy};
+use crate::read_lease::tracker::{ExpireReason, ReadLeaseTracker};
 
 /// Lease settings, validated at start-up.
 #[derive(Debug, Clone, Copy)]
-pub struct LeaseSettings {
+pub struct ReadLeaseSettings {
     /// `--lease-read`.
     pub enabled: bool,
     /// Lease length (≤ the safe maximum).
@@ -40,7 +40,7 @@ pub enum ReadDecision {
 
 /// Something worth counting that happened to the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseEvent {
+pub enum ReadLeaseEvent {
     /// A round renewed the lease.
     Renewed,
     /// The lease ended early.
@@ -49,7 +49,7 @@ pub enum LeaseEvent {
 
 /// A snapshot of the lease for status endpoints.
 #[derive(Debug, Clone, Default)]
-pub struct LeaseView {
+pub struct ReadLeaseView {
     /// Policy allows lease reads.
     pub policy_enabled: bool,
     /// Policy's reason.
@@ -65,10 +65,10 @@ pub struct LeaseView {
 }
 
 /// Lease-read state of one member.
-pub struct LeaseReads {
-    settings: LeaseSettings,
-    tracker: LeaseTracker,
-    policy: LeasePolicy,
+pub struct ReadLease {
+    settings: ReadLeaseSettings,
+    tracker: ReadLeaseTracker,
+    policy: ReadLeasePolicy,
     started: Instant,
     next_ctx: u64,
     term: u64,
@@ -87,13 +87,13 @@ fn is_single_voter(id: u64, cs: &ConfState) -> bool {
     cs.voters == [id] && cs.voters_outgoing.is_empty()
 }
 
-impl LeaseReads {
+impl ReadLease {
     /// State for a member (re)started at `started`.
-    pub fn new(settings: LeaseSettings, started: Instant) -> Self {
-        LeaseReads {
+    pub fn new(settings: ReadLeaseSettings, started: Instant) -> Self {
+        ReadLease {
             settings,
-            tracker: LeaseTracker::new(settings.duration),
-            policy: LeasePolicy::new(settings.enabled),
+            tracker: ReadLeaseTracker::new(settings.duration),
+            policy: ReadLeasePolicy::new(settings.enabled),
             started,
             next_ctx: 1,
             term: 0,
@@ -133,7 +133,7 @@ impl LeaseReads {
         &mut self,
         states: Vec<ReadState>,
         term: u64,
-        events: &mut Vec<LeaseEvent>,
+        events: &mut Vec<ReadLeaseEvent>,
     ) -> Vec<(u64, u64)> {
         let mut out = Vec::with_capacity(states.len());
         for rs in states {
@@ -144,7 +144,7 @@ impl LeaseReads {
             b.copy_from_slice(&rs.request_ctx);
             let ctx = u64::from_be_bytes(b);
             if self.tracker.round_acked(ctx, term) {
-                events.push(LeaseEvent::Renewed);
+                events.push(ReadLeaseEvent::Renewed);
             }
             out.push((ctx, rs.index));
         }
@@ -158,13 +158,13 @@ impl LeaseReads {
         raw: &RawNode<S>,
         cs: &ConfState,
         now: Instant,
-        events: &mut Vec<LeaseEvent>,
+        events: &mut Vec<ReadLeaseEvent>,
     ) {
         let r = &raw.raft;
         let leader = r.state == StateRole::Leader;
         if r.term != self.term || (self.was_leader && !leader) {
             if self.tracker.expire(now) {
-                events.push(LeaseEvent::Expired(ExpireReason::LeaderChanged));
+                events.push(ReadLeaseEvent::Expired(ExpireReason::LeaderChanged));
             }
             self.term = r.term;
             self.transferring = false;
@@ -176,13 +176,13 @@ impl LeaseReads {
             // MsgTimeoutNow may still start a forced election that ignores follower leases).
             let until = now + self.settings.election_timeout;
             if self.tracker.suspend_until(now, until) || !self.transferring {
-                events.push(LeaseEvent::Expired(ExpireReason::LeaderTransfer));
+                events.push(ReadLeaseEvent::Expired(ExpireReason::LeaderTransfer));
             }
         }
         self.transferring = transferring;
         let enabled = self.evaluate(raw, cs).enabled;
         if self.policy_enabled && !enabled && self.tracker.expire(now) {
-            events.push(LeaseEvent::Expired(ExpireReason::Policy));
+            events.push(ReadLeaseEvent::Expired(ExpireReason::Policy));
         }
         self.policy_enabled = enabled;
     }
@@ -199,13 +199,13 @@ impl LeaseReads {
     /// and refuse renewals from rounds sent before one election timeout from now, so lease reads
     /// resume only on a clock that has behaved for that long (a clock that keeps misbehaving
     /// keeps them off). Reads meanwhile go through ReadIndex.
-    pub fn on_clock_anomaly(&mut self, now: Instant, events: &mut Vec<LeaseEvent>) {
+    pub fn on_clock_anomaly(&mut self, now: Instant, events: &mut Vec<ReadLeaseEvent>) {
         if !self.settings.guard_clock {
             return;
         }
         let until = now + self.settings.election_timeout;
         if self.tracker.suspend_until(now, until) {
-            events.push(LeaseEvent::Expired(ExpireReason::ClockAnomaly));
+            events.push(ReadLeaseEvent::Expired(ExpireReason::ClockAnomaly));
         }
     }
 
@@ -216,14 +216,14 @@ impl LeaseReads {
         before: &ConfState,
         after: &ConfState,
         now: Instant,
-        events: &mut Vec<LeaseEvent>,
+        events: &mut Vec<ReadLeaseEvent>,
     ) {
         let voters_changed =
             before.voters != after.voters || before.voters_outgoing != after.voters_outgoing;
         if voters_changed {
             // Even with no lease in force, bump the epoch so rounds under way cannot renew.
             if self.tracker.expire(now) {
-                events.push(LeaseEvent::Expired(ExpireReason::ConfChange));
+                events.push(ReadLeaseEvent::Expired(ExpireReason::ConfChange));
             }
         }
     }
@@ -238,7 +238,7 @@ impl LeaseReads {
     }
 
     /// The commit index a lease read at `now` may use, or `None` when the lease cannot serve it.
-    /// Pure: the safety check itself, shared by [`LeaseReads::decide`] and status.
+    /// Pure: the safety check itself, shared by [`ReadLease::decide`] and status.
     pub fn lease_index<S: Storage>(
         &self,
         raw: &RawNode<S>,
@@ -311,13 +311,18 @@ impl LeaseReads {
     }
 
     /// Status for LeaseStatus and metrics.
-    pub fn view<S: Storage>(&self, raw: &RawNode<S>, cs: &ConfState, now: Instant) -> LeaseView {
+    pub fn view<S: Storage>(
+        &self,
+        raw: &RawNode<S>,
+        cs: &ConfState,
+        now: Instant,
+    ) -> ReadLeaseView {
         let d = self.evaluate(raw, cs);
         let r = &raw.raft;
         let single = r.state == StateRole::Leader && is_single_voter(r.id, cs);
         let remaining = self.tracker.remaining(now, r.term);
         let hint = self.policy.hint();
-        LeaseView {
+        ReadLeaseView {
             policy_enabled: d.enabled,
             reason: d.reason,
             valid: self.lease_index(raw, cs, now).is_some(),
@@ -345,8 +350,8 @@ mod tests {
     fn a_forward_clock_jump_does_not_shorten_the_restarted_voter_window() {
         let t0 = Instant::now();
         let et = Duration::from_millis(500);
-        let mut l = LeaseReads::new(
-            LeaseSettings {
+        let mut l = ReadLease::new(
+            ReadLeaseSettings {
                 enabled: true,
                 duration: Duration::from_millis(400),
                 election_timeout: et,

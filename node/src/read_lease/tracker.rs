@@ -5,19 +5,19 @@
 //! was handed to Raft), once a quorum of voters acknowledged that round: `valid while now <
 //! t_send + L`. Followers that acknowledged at or after `t_send` refuse votes for an election
 //! timeout on their own clocks, so no other leader can exist before `t_send + L` when `L` is
-//! within [`max_safe_lease`]. Any doubt (term or role change, membership change, leader transfer)
+//! within [`max_safe_read_lease`]. Any doubt (term or role change, membership change, leader transfer)
 //! expires the lease and bumps an epoch, so rounds started before the doubt never renew it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Fixed safety margin subtracted from the lease bound (scheduling and send-path slack).
-pub const LEASE_MARGIN: Duration = Duration::from_millis(10);
+pub const READ_LEASE_MARGIN: Duration = Duration::from_millis(10);
 
 /// The longest safe lease: followers ignore votes for at least `election_timeout - one tick`
 /// after hearing from the leader (raft-rs counts whole ticks), measured on clocks that may run
 /// `max_drift` faster than the leader's.
-pub fn max_safe_lease(
+pub fn max_safe_read_lease(
     election_timeout: Duration,
     heartbeat_interval: Duration,
     max_drift: f64,
@@ -25,7 +25,7 @@ pub fn max_safe_lease(
     let guard = election_timeout.saturating_sub(heartbeat_interval);
     guard
         .mul_f64((1.0 - max_drift).max(0.0))
-        .saturating_sub(LEASE_MARGIN)
+        .saturating_sub(READ_LEASE_MARGIN)
 }
 
 /// Why a lease ended early (the `reason` label of the expirations metric).
@@ -65,7 +65,7 @@ struct Round {
 
 /// Lease bookkeeping of one member.
 #[derive(Debug)]
-pub struct LeaseTracker {
+pub struct ReadLeaseTracker {
     duration: Duration,
     term: u64,
     expiry: Option<Instant>,
@@ -78,10 +78,10 @@ pub struct LeaseTracker {
 /// Most rounds remembered; older ones (never acknowledged) are forgotten.
 const MAX_ROUNDS: usize = 1024;
 
-impl LeaseTracker {
+impl ReadLeaseTracker {
     /// A tracker granting leases of `duration`.
     pub fn new(duration: Duration) -> Self {
-        LeaseTracker {
+        ReadLeaseTracker {
             duration,
             term: 0,
             expiry: None,
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn lease_runs_from_send_time_not_ack_time() {
         let t0 = Instant::now();
-        let mut t = LeaseTracker::new(L);
+        let mut t = ReadLeaseTracker::new(L);
         assert!(t.remaining(t0, 1).is_none());
         t.round_started(1, t0, 1);
         // Acknowledged 300 ms later: still expires at t0 + L.
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn rounds_from_before_an_expiry_never_renew() {
         let t0 = Instant::now();
-        let mut t = LeaseTracker::new(L);
+        let mut t = ReadLeaseTracker::new(L);
         t.round_started(1, t0, 1);
         t.expire(t0);
         assert!(!t.round_acked(1, 1));
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn suspension_refuses_rounds_sent_before_its_end() {
         let t0 = Instant::now();
-        let mut t = LeaseTracker::new(L);
+        let mut t = ReadLeaseTracker::new(L);
         let end = t0 + Duration::from_millis(1000);
         t.suspend_until(t0, end);
         t.round_started(1, t0 + Duration::from_millis(10), 1);
@@ -214,10 +214,13 @@ mod tests {
 
     #[test]
     fn safe_bound_accounts_for_tick_drift_and_margin() {
-        let l = max_safe_lease(Duration::from_millis(1000), Duration::from_millis(100), 0.1);
-        assert_eq!(l, Duration::from_millis(900).mul_f64(0.9) - LEASE_MARGIN);
+        let l = max_safe_read_lease(Duration::from_millis(1000), Duration::from_millis(100), 0.1);
         assert_eq!(
-            max_safe_lease(Duration::from_millis(10), Duration::from_millis(10), 0.0),
+            l,
+            Duration::from_millis(900).mul_f64(0.9) - READ_LEASE_MARGIN
+        );
+        assert_eq!(
+            max_safe_read_lease(Duration::from_millis(10), Duration::from_millis(10), 0.0),
             Duration::ZERO
         );
     }

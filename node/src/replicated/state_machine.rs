@@ -13,7 +13,7 @@ use metastore_mvcc::MvccError;
 
 /// A lease as replicated: its granted TTL and the keys attached to it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LeaseRecord {
+pub struct KeyLeaseRecord {
     /// Granted TTL in seconds.
     pub ttl: i64,
     /// Keys whose current version is attached to the lease.
@@ -60,7 +60,7 @@ pub struct StateMachine {
     /// applying).
     pub events: Vec<etcd_client::proto::PbEvent>,
     /// Leases by id.
-    pub leases: BTreeMap<i64, LeaseRecord>,
+    pub leases: BTreeMap<i64, KeyLeaseRecord>,
     /// Active alarms: (member id, alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
 }
@@ -74,7 +74,7 @@ struct SnapshotBody {
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
     removed: BTreeSet<u64>,
-    leases: BTreeMap<i64, LeaseRecord>,
+    leases: BTreeMap<i64, KeyLeaseRecord>,
     alarms: BTreeSet<(u64, i32)>,
 }
 
@@ -162,7 +162,7 @@ impl StateMachine {
                 }
                 self.leases.insert(
                     r.id,
-                    LeaseRecord {
+                    KeyLeaseRecord {
                         ttl: r.ttl,
                         keys: BTreeSet::new(),
                     },
