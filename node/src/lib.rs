@@ -12,6 +12,7 @@ pub mod consensus;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod raft_context;
 pub mod read_lease;
 pub mod replicated;
 pub mod server;

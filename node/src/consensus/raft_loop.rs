@@ -23,6 +23,7 @@ use crate::consensus::transport::Transport;
 use crate::node::{
     LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared, WatchBatch,
 };
+use crate::raft_context::ProposalContext;
 use crate::read_lease::reads::{ReadDecision, ReadLease, ReadLeaseEvent};
 use crate::replicated::command::{ApplyResult, Command, CommandResponse};
 use crate::replicated::member::peer_urls;
@@ -102,25 +103,6 @@ fn fresh_deadlines(sm: &StateMachine, now: Instant) -> HashMap<i64, Instant> {
         .iter()
         .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
         .collect()
-}
-
-/// Context of a proposal's entry: proposer id then proposal id, so only the proposer answers.
-fn proposal_context(member: u64, id: u64) -> Vec<u8> {
-    let mut c = Vec::with_capacity(16);
-    c.extend_from_slice(&member.to_be_bytes());
-    c.extend_from_slice(&id.to_be_bytes());
-    c
-}
-
-fn parse_context(ctx: &[u8]) -> Option<(u64, u64)> {
-    if ctx.len() != 16 {
-        return None;
-    }
-    let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&ctx[..8]);
-    b.copy_from_slice(&ctx[8..]);
-    Some((u64::from_be_bytes(a), u64::from_be_bytes(b)))
 }
 
 impl RaftLoop {
@@ -234,7 +216,11 @@ impl RaftLoop {
     fn handle(&mut self, m: LoopMsg) -> bool {
         match m {
             LoopMsg::Propose { id, data, reply } => {
-                let ctx = proposal_context(self.shared.member_id(), id);
+                let ctx = ProposalContext {
+                    member: self.shared.member_id(),
+                    id,
+                }
+                .encode();
                 match self.raw.propose(ctx, data) {
                     Ok(()) => {
                         self.proposals.insert(id, reply);
@@ -645,7 +631,9 @@ impl RaftLoop {
                                         events: std::mem::take(&mut sm.events),
                                     }));
                                 }
-                                if let Some((from, id)) = parse_context(&e.context) {
+                                if let Some(ProposalContext { member: from, id }) =
+                                    ProposalContext::decode(&e.context)
+                                {
                                     if from == me {
                                         if let Some(reply) = self.proposals.remove(&id) {
                                             let _ = reply.send(Ok(result));
@@ -694,7 +682,9 @@ impl RaftLoop {
                                 )))
                             }
                         };
-                        if let Some((from, id)) = parse_context(&e.context) {
+                        if let Some(ProposalContext { member: from, id }) =
+                            ProposalContext::decode(&e.context)
+                        {
                             if from == me {
                                 if let Some(reply) = self.proposals.remove(&id) {
                                     let _ = reply.send(outcome);
@@ -760,7 +750,11 @@ impl RaftLoop {
             .collect();
         for id in expired {
             let cmd = Command::LeaseRevoke(etcd_client::proto::PbLeaseRevokeRequest { id });
-            let ctx = proposal_context(self.shared.member_id(), 0);
+            let ctx = ProposalContext {
+                member: self.shared.member_id(),
+                id: 0,
+            }
+            .encode();
             match self.raw.propose(ctx, cmd.encode()) {
                 Ok(()) => {
                     tracing::debug!(lease = id, "lease expired: revoking");
@@ -810,7 +804,11 @@ impl RaftLoop {
             let _ = reply.send(Err(NodeError::Membership(e)));
             return;
         }
-        let ctx = proposal_context(self.shared.member_id(), id);
+        let ctx = ProposalContext {
+            member: self.shared.member_id(),
+            id,
+        }
+        .encode();
         let proposed = match membership::conf_change(&change) {
             Some(cc) => self.raw.propose_conf_change(ctx, cc),
             None => self

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, ReadState, StateRole, Storage};
 
+use crate::raft_context::ReadIndexContext;
 use crate::read_lease::policy::{HintOutcome, PolicyDecision, RaftFacts, ReadLeasePolicy};
 use crate::read_lease::tracker::{ExpireReason, ReadLeaseTracker};
 
@@ -123,7 +124,7 @@ impl ReadLease {
         if raw.raft.state == StateRole::Leader {
             self.tracker.round_started(ctx, now, raw.raft.term);
         }
-        raw.read_index(ctx.to_be_bytes().to_vec());
+        raw.read_index(ReadIndexContext(ctx).encode());
         ctx
     }
 
@@ -137,12 +138,9 @@ impl ReadLease {
     ) -> Vec<(u64, u64)> {
         let mut out = Vec::with_capacity(states.len());
         for rs in states {
-            let mut b = [0u8; 8];
-            if rs.request_ctx.len() != 8 {
+            let Some(ReadIndexContext(ctx)) = ReadIndexContext::decode(&rs.request_ctx) else {
                 continue;
-            }
-            b.copy_from_slice(&rs.request_ctx);
-            let ctx = u64::from_be_bytes(b);
+            };
             if self.tracker.round_acked(ctx, term) {
                 events.push(ReadLeaseEvent::Renewed);
             }
