@@ -1,8 +1,10 @@
 //! Raft: the loop that owns the `RawNode`, its log, snapshots on disk, bootstrap and the peer transport.
 
 pub mod bootstrap;
+pub mod key_leases;
 pub mod log;
 pub mod logger;
 pub mod raft_loop;
+pub mod read_queue;
 pub mod snapshot_files;
 pub mod transport;

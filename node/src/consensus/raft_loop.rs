@@ -1,39 +1,43 @@
 //! The one thread that owns the `RawNode`: it steps messages, ticks, batches proposals and
 //! ReadIndex requests, persists each ready cycle with one fsync, sends messages, applies committed
-//! entries and takes snapshots.
+//! entries and takes snapshots. This file drives Raft and dispatches requests; applying entries,
+//! snapshots and membership live in the child modules, ReadIndex batching in `read_queue` and
+//! key-lease deadlines in `key_leases`.
 
-use crate::read_lease::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
-use std::collections::{BTreeMap, HashMap};
+mod apply;
+mod membership;
+mod snapshots;
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
-};
+use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use crate::consensus::bootstrap::Opened;
+use crate::consensus::key_leases::KeyLeases;
 use crate::consensus::log::{LogError, PersistBatch, RaftLog};
+use crate::consensus::read_queue::{ReadQueue, ReadReply};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::transport::Transport;
 use crate::node::{
-    LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared, WatchBatch,
+    KeyLeaseTtl, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared,
 };
 use crate::raft_context::ProposalContext;
+use crate::read_lease::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
 use crate::read_lease::reads::{ReadDecision, ReadLease, ReadLeaseEvent};
-use crate::replicated::command::{ApplyResult, Command, CommandResponse};
-use crate::replicated::member::peer_urls;
-use crate::replicated::membership::{
-    self, ClusterFacts, MemberChange, MembershipError, PeerProgress,
-};
-use crate::replicated::state_machine::{SnapshotError, StateMachine};
+use crate::replicated::command::{ApplyResult, Command};
+use crate::replicated::state_machine::SnapshotError;
 
 /// Most messages taken from the channel before the loop handles a ready cycle.
 const MAX_DRAIN: usize = 4096;
+
+/// How long the loop may take to stop after a shutdown request before the process gives up on it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A failure that stops the member: the log or the disk can no longer be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +57,6 @@ pub enum LoopError {
 }
 
 type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
-type ReadReply = oneshot::Sender<Result<ReadGrant, NodeError>>;
 
 /// The Raft loop's state.
 pub struct RaftLoop {
@@ -64,10 +67,8 @@ pub struct RaftLoop {
     snapshots: SnapshotFiles,
     /// Proposals from this member's clients, by id, waiting to be applied.
     proposals: HashMap<u64, ProposalReply>,
-    /// ReadIndex requests received in the current drain; they share one ReadIndex.
-    reads: Vec<ReadReply>,
-    /// ReadIndex batches in flight, by context.
-    read_batches: BTreeMap<u64, (Instant, Vec<ReadReply>)>,
+    /// Linearizable reads waiting for a ReadIndex round.
+    reads: ReadQueue,
     /// Lease reads: decides when a read may skip the ReadIndex round.
     read_lease: ReadLease,
     read_lease_events: Vec<ReadLeaseEvent>,
@@ -76,33 +77,14 @@ pub struct RaftLoop {
     conf_state: ConfState,
     last_leader: u64,
     last_sweep: Instant,
-    /// When each lease expires (acted on by the leader only).
-    lease_deadlines: HashMap<i64, Instant>,
-    /// Leases whose revocation this leader proposed, and when.
-    revoking: HashMap<i64, Instant>,
-    /// This member led at the last lease check.
-    led_leases: bool,
+    /// Deadlines of etcd TTL leases (acted on by the leader only).
+    key_leases: KeyLeases,
     /// The clock lease decisions and ticks use.
     lease_clock: LeaseClock,
     /// Checks the lease clock against the raw monotonic clock.
     clock: ClockGuard,
     /// The lease clock lost time: reschedule the next tick on the new readings.
     clock_stepped: bool,
-}
-
-/// Most expired leases revoked per tick.
-const MAX_REVOKES_PER_TICK: usize = 500;
-
-fn ttl_duration(ttl: i64) -> Duration {
-    Duration::from_secs(ttl.max(0) as u64)
-}
-
-/// Every lease of `sm` expiring one TTL from `now`.
-fn fresh_deadlines(sm: &StateMachine, now: Instant) -> HashMap<i64, Instant> {
-    sm.leases
-        .iter()
-        .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
-        .collect()
 }
 
 impl RaftLoop {
@@ -127,8 +109,7 @@ impl RaftLoop {
             transport,
             snapshots: opened.snapshots,
             proposals: HashMap::new(),
-            reads: Vec::new(),
-            read_batches: BTreeMap::new(),
+            reads: ReadQueue::default(),
             read_lease,
             read_lease_events: Vec::new(),
             applied: opened.applied,
@@ -136,9 +117,7 @@ impl RaftLoop {
             conf_state,
             last_leader: 0,
             last_sweep: started,
-            lease_deadlines: fresh_deadlines(&opened.state, started),
-            revoking: HashMap::new(),
-            led_leases: false,
+            key_leases: KeyLeases::new(&opened.state.leases, started),
             clock: ClockGuard::new(shared_drift),
             lease_clock,
             clock_stepped: false,
@@ -158,37 +137,13 @@ impl RaftLoop {
                 Ordering::Relaxed,
             );
             let wait = next_tick.saturating_duration_since(self.now());
-            let mut stop = false;
-            match self.rx.recv_timeout(wait) {
-                Ok(m) => {
-                    stop |= !self.handle(m);
-                    for _ in 0..MAX_DRAIN {
-                        match self.rx.try_recv() {
-                            Ok(m) => stop |= !self.handle(m),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
-            }
+            let stop = self.drain(wait);
             let now = self.now();
             if std::mem::take(&mut self.clock_stepped) {
                 next_tick = now;
             }
             if now >= next_tick {
-                if self
-                    .read_lease
-                    .wants_renewal(&self.raw, &self.conf_state, now)
-                {
-                    self.read_lease.start_round(&mut self.raw, now);
-                }
-                self.raw.tick();
-                self.expire_leases(now);
-                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
-                let m = &self.shared.metrics;
-                m.read_lease_valid.set(view.valid as i64);
-                m.read_lease_policy_enabled.set(view.policy_enabled as i64);
+                self.on_tick(now);
                 next_tick += tick;
                 if next_tick < now {
                     next_tick = now + tick;
@@ -212,64 +167,53 @@ impl RaftLoop {
         result
     }
 
+    /// Waits up to `wait` for a message, then handles it and whatever else is queued (bounded).
+    /// True means stop.
+    fn drain(&mut self, wait: Duration) -> bool {
+        let mut stop = false;
+        match self.rx.recv_timeout(wait) {
+            Ok(m) => {
+                stop |= !self.handle(m);
+                for _ in 0..MAX_DRAIN {
+                    match self.rx.try_recv() {
+                        Ok(m) => stop |= !self.handle(m),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = true,
+        }
+        stop
+    }
+
+    /// One heartbeat interval passed: renew the read lease if it wants to, tick Raft, expire key
+    /// leases and publish the read lease's state.
+    fn on_tick(&mut self, now: Instant) {
+        if self
+            .read_lease
+            .wants_renewal(&self.raw, &self.conf_state, now)
+        {
+            self.read_lease.start_round(&mut self.raw, now);
+        }
+        self.raw.tick();
+        self.expire_key_leases(now);
+        let view = self.read_lease.view(&self.raw, &self.conf_state, now);
+        let m = &self.shared.metrics;
+        m.read_lease_valid.set(view.valid as i64);
+        m.read_lease_policy_enabled.set(view.policy_enabled as i64);
+    }
+
     /// Handles one message; false means stop.
     fn handle(&mut self, m: LoopMsg) -> bool {
         match m {
             LoopMsg::Propose { id, data, reply } => {
-                let ctx = ProposalContext {
-                    member: self.shared.member_id(),
-                    id,
-                }
-                .encode();
-                match self.raw.propose(ctx, data) {
-                    Ok(()) => {
-                        self.proposals.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(NodeError::Retry(e.to_string())));
-                    }
-                }
+                let ctx = self.proposal_context(id);
+                let proposed = self.raw.propose(ctx, data);
+                self.track_proposal(id, reply, proposed);
             }
-            LoopMsg::Read { reply } => {
-                let now = self.now();
-                match self.read_lease.decide(&self.raw, &self.conf_state, now) {
-                    ReadDecision::Lease { index } => {
-                        let _ = reply.send(Ok(ReadGrant {
-                            index,
-                            path: ReadPath::Lease,
-                        }));
-                    }
-                    ReadDecision::ReadIndex => self.reads.push(reply),
-                }
-            }
-            LoopMsg::Step(msg) => {
-                // Only these messages need the (guarded) clock; the rest of the peer traffic
-                // should not pay for sampling it.
-                let admitted = match msg.get_msg_type() {
-                    MessageType::MsgReadIndex => {
-                        let now = self.now();
-                        if let Some(resp) = self.answer_read_index_from_lease(&msg, now) {
-                            self.transport.send(vec![resp]);
-                            return true;
-                        }
-                        true
-                    }
-                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
-                        let now = self.now();
-                        self.read_lease.admit(&msg, now)
-                    }
-                    _ => true,
-                };
-                if !admitted {
-                    self.shared.metrics.votes_ignored.inc();
-                    tracing::debug!(
-                        from = msg.from,
-                        "restarted voter ignores a (pre)vote request"
-                    );
-                } else if let Err(e) = self.raw.step(*msg) {
-                    tracing::debug!("step: {e}");
-                }
-            }
+            LoopMsg::Read { reply } => self.on_read(reply),
+            LoopMsg::Step(msg) => self.on_step(*msg),
             LoopMsg::SetPolicy {
                 expected_voters,
                 generation,
@@ -301,61 +245,13 @@ impl RaftLoop {
                 self.propose_member_change(id, change, reply)
             }
             LoopMsg::TransferLeader { target, reply } => {
-                let r = &self.raw.raft;
-                let result = if r.state != StateRole::Leader {
-                    Err(NodeError::NotLeader)
-                } else if !self.conf_state.voters.contains(&target) {
-                    Err(NodeError::BadLeaderTransferee)
-                } else {
-                    if target != r.id {
-                        tracing::info!(to = format_args!("{target:x}"), "transferring leadership");
-                        self.raw.transfer_leader(target);
-                    }
-                    Ok(())
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.transfer_leader(target));
             }
             LoopMsg::KeyLeaseKeepAlive { id, reply } => {
-                let r = if self.raw.raft.state != StateRole::Leader {
-                    Err(NodeError::NotLeader)
-                } else {
-                    let now = self.now();
-                    // An expired lease is being revoked: renewing it now would promise a TTL
-                    // the pending revocation is about to break (etcd answers not found too).
-                    let expired = self.revoking.contains_key(&id)
-                        || self.lease_deadlines.get(&id).is_some_and(|d| *d <= now);
-                    match self.shared.state.read().leases.get(&id) {
-                        Some(l) if !expired => {
-                            self.lease_deadlines.insert(id, now + ttl_duration(l.ttl));
-                            Ok(l.ttl)
-                        }
-                        _ => Err(NodeError::KeyLeaseNotFound),
-                    }
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.key_lease_keep_alive(id));
             }
             LoopMsg::KeyLeaseTimeToLive { id, reply } => {
-                let r = if self.raw.raft.state != StateRole::Leader {
-                    Err(NodeError::NotLeader)
-                } else {
-                    let now = self.now();
-                    match self.shared.state.read().leases.get(&id) {
-                        Some(l) => {
-                            let left = self
-                                .lease_deadlines
-                                .get(&id)
-                                .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
-                            Ok(crate::node::KeyLeaseTtl {
-                                granted: l.ttl,
-                                // Whole seconds left, truncated, as etcd reports them.
-                                remaining: left.as_secs() as i64,
-                                keys: l.keys.iter().cloned().collect(),
-                            })
-                        }
-                        None => Err(NodeError::KeyLeaseNotFound),
-                    }
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.key_lease_time_to_live(id));
             }
             LoopMsg::RemovedByPeer(peer) => {
                 tracing::error!(
@@ -378,41 +274,164 @@ impl RaftLoop {
         true
     }
 
-    /// Issues one ReadIndex for every read request received since the last cycle.
-    fn flush_reads(&mut self) {
-        if self.reads.is_empty() {
+    /// The context of an entry this member proposes with `id`.
+    fn proposal_context(&self, id: u64) -> Vec<u8> {
+        ProposalContext {
+            member: self.shared.member_id(),
+            id,
+        }
+        .encode()
+    }
+
+    /// Remembers who waits for proposal `id`, or tells them at once that Raft refused it.
+    fn track_proposal(&mut self, id: u64, reply: ProposalReply, proposed: raft::Result<()>) {
+        match proposed {
+            Ok(()) => {
+                self.proposals.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Retry(e.to_string())));
+            }
+        }
+    }
+
+    /// Answers the client waiting for the entry with `context`, when this member proposed it.
+    fn answer_proposer(&mut self, context: &[u8], outcome: Result<ApplyResult, NodeError>) {
+        let Some(ProposalContext { member, id }) = ProposalContext::decode(context) else {
+            return;
+        };
+        if member != self.shared.member_id() {
             return;
         }
-        let batch = std::mem::take(&mut self.reads);
+        if let Some(reply) = self.proposals.remove(&id) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// A linearizable read: granted from the lease when it is valid, else queued for ReadIndex.
+    fn on_read(&mut self, reply: ReadReply) {
+        let now = self.now();
+        match self.read_lease.decide(&self.raw, &self.conf_state, now) {
+            ReadDecision::Lease { index } => {
+                let _ = reply.send(Ok(ReadGrant {
+                    index,
+                    path: ReadPath::Lease,
+                }));
+            }
+            ReadDecision::ReadIndex => self.reads.push(reply),
+        }
+    }
+
+    /// A message from a peer.
+    fn on_step(&mut self, msg: Message) {
+        // Only these messages need the (guarded) clock; the rest of the peer traffic should not
+        // pay for sampling it.
+        let admitted = match msg.get_msg_type() {
+            MessageType::MsgReadIndex => {
+                let now = self.now();
+                if let Some(resp) = self.answer_read_index_from_lease(&msg, now) {
+                    self.transport.send(vec![resp]);
+                    return;
+                }
+                true
+            }
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                let now = self.now();
+                self.read_lease.admit(&msg, now)
+            }
+            _ => true,
+        };
+        if !admitted {
+            self.shared.metrics.votes_ignored.inc();
+            tracing::debug!(
+                from = msg.from,
+                "restarted voter ignores a (pre)vote request"
+            );
+        } else if let Err(e) = self.raw.step(msg) {
+            tracing::debug!("step: {e}");
+        }
+    }
+
+    /// Starts a leader transfer to `target` (leader only, to a voter).
+    fn transfer_leader(&mut self, target: u64) -> Result<(), NodeError> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return Err(NodeError::NotLeader);
+        }
+        if !self.conf_state.voters.contains(&target) {
+            return Err(NodeError::BadLeaderTransferee);
+        }
+        if target != r.id {
+            tracing::info!(to = format_args!("{target:x}"), "transferring leadership");
+            self.raw.transfer_leader(target);
+        }
+        Ok(())
+    }
+
+    fn key_lease_keep_alive(&mut self, id: i64) -> Result<i64, NodeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(NodeError::NotLeader);
+        }
+        let now = self.now();
+        let sm = self.shared.state.read();
+        self.key_leases.keep_alive(id, sm.leases.get(&id), now)
+    }
+
+    fn key_lease_time_to_live(&mut self, id: i64) -> Result<KeyLeaseTtl, NodeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(NodeError::NotLeader);
+        }
+        let now = self.now();
+        let sm = self.shared.state.read();
+        self.key_leases.time_to_live(id, sm.leases.get(&id), now)
+    }
+
+    /// The leader revokes expired key leases through Raft. A new leader first gives every lease
+    /// a full TTL (as etcd does), so no lease ever expires early across a leader change.
+    fn expire_key_leases(&mut self, now: Instant) {
+        let leading = self.raw.raft.state == StateRole::Leader;
+        if self.key_leases.note_leading(leading) {
+            self.key_leases
+                .restart(&self.shared.state.read().leases, now);
+        }
+        if !leading {
+            return;
+        }
+        for id in self
+            .key_leases
+            .due(now, self.shared.config.election_timeout)
+        {
+            let cmd = Command::LeaseRevoke(etcd_client::proto::PbLeaseRevokeRequest { id });
+            let ctx = self.proposal_context(0);
+            match self.raw.propose(ctx, cmd.encode()) {
+                Ok(()) => {
+                    tracing::debug!(lease = id, "lease expired: revoking");
+                    self.key_leases.revoking(id, now);
+                }
+                Err(e) => tracing::debug!(lease = id, "cannot propose revoke: {e}"),
+            }
+        }
+    }
+
+    /// Issues one ReadIndex for every read request received since the last cycle.
+    fn flush_reads(&mut self) {
+        let Some(batch) = self.reads.take_waiting() else {
+            return;
+        };
         if self.raw.raft.leader_id == raft::INVALID_ID {
             // raft-rs silently drops a ReadIndex without a leader; answer "retry" instead.
-            for r in batch {
-                let _ = r.send(Err(NodeError::Retry("no leader".into())));
-            }
+            ReadQueue::fail(batch, NodeError::Retry("no leader".into()));
             return;
         }
         let now = self.now();
         let ctx = self.read_lease.start_round(&mut self.raw, now);
-        self.read_batches.insert(ctx, (now, batch));
+        self.reads.started(ctx, now, batch);
     }
 
     /// Expires ReadIndex batches Raft dropped (leader change) and forgets abandoned proposals.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
-        let limit = self.shared.config.election_timeout;
-        let expired: Vec<u64> = self
-            .read_batches
-            .iter()
-            .filter(|(_, (t, _))| now.duration_since(*t) > limit)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in expired {
-            if let Some((_, replies)) = self.read_batches.remove(&c) {
-                for r in replies {
-                    let _ = r.send(Err(NodeError::Retry("read index expired".into())));
-                }
-            }
-        }
+        self.reads.expire(now, self.shared.config.election_timeout);
         self.proposals.retain(|_, r| !r.is_closed());
     }
 
@@ -420,14 +439,7 @@ impl RaftLoop {
         for (_, r) in self.proposals.drain() {
             let _ = r.send(Err(e.clone()));
         }
-        for (_, (_, rs)) in std::mem::take(&mut self.read_batches) {
-            for r in rs {
-                let _ = r.send(Err(e.clone()));
-            }
-        }
-        for r in self.reads.drain(..) {
-            let _ = r.send(Err(e.clone()));
-        }
+        self.reads.fail_all(&e);
     }
 
     fn on_ready(&mut self) -> Result<(), LoopError> {
@@ -470,14 +482,7 @@ impl RaftLoop {
             self.read_lease
                 .on_read_states(states, term, &mut self.read_lease_events)
         {
-            if let Some((_, replies)) = self.read_batches.remove(&ctx) {
-                for r in replies {
-                    let _ = r.send(Ok(ReadGrant {
-                        index,
-                        path: ReadPath::ReadIndex,
-                    }));
-                }
-            }
+            self.reads.answered(ctx, index);
         }
         let mut light = self.raw.advance(ready);
         if let Some(c) = light.commit_index() {
@@ -491,7 +496,6 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Lets the lease see the cycle's outcome and counts what happened to it.
     /// A follower's (or learner's) ReadIndex request, answered at once while this leader holds
     /// the lease: the lease already proves no other leader can have committed anything, so the
     /// heartbeat round raft-rs would run adds nothing. The answer is the commit index now; the
@@ -556,9 +560,7 @@ impl RaftLoop {
         if let ClockAnomaly::Forward(gained) = a {
             // Time that did not really pass must not expire leases (keys) early, nor end the
             // restarted-voter window early.
-            for d in self.lease_deadlines.values_mut() {
-                *d += gained;
-            }
+            self.key_leases.clock_gained(gained);
             self.read_lease.on_clock_gained(gained);
         }
         if a.lost_time() {
@@ -566,6 +568,7 @@ impl RaftLoop {
         }
     }
 
+    /// Lets the read lease see the cycle's outcome and counts what happened to it.
     fn observe_read_lease(&mut self, now: Instant) {
         self.read_lease.observe(
             &self.raw,
@@ -583,357 +586,6 @@ impl RaftLoop {
                     .inc(),
             }
         }
-    }
-
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let me = self.shared.member_id();
-        let mut members_changed = false;
-        let mut peers_changed = false;
-        let mut removed_self = false;
-        let mut batches = Vec::new();
-        {
-            let shared = self.shared.clone();
-            let mut sm = shared.state.write();
-            for e in entries {
-                if e.index <= self.applied {
-                    continue;
-                }
-                match e.get_entry_type() {
-                    EntryType::EntryNormal if !e.data.is_empty() => {
-                        match Command::decode(&e.data) {
-                            Ok(cmd) => {
-                                peers_changed |= matches!(cmd, Command::Member(_));
-                                let lease_op = match &cmd {
-                                    Command::LeaseGrant(r) => Some((r.id, Some(r.ttl))),
-                                    Command::LeaseRevoke(r) => Some((r.id, None)),
-                                    _ => None,
-                                };
-                                let result = sm.apply(cmd);
-                                match (lease_op, &result) {
-                                    (Some((id, Some(ttl))), Ok(_)) => {
-                                        let now = self.now();
-                                        self.lease_deadlines.insert(id, now + ttl_duration(ttl));
-                                    }
-                                    // Revoked, or already gone: stop tracking it either way.
-                                    (Some((id, None)), _) => {
-                                        self.lease_deadlines.remove(&id);
-                                        self.revoking.remove(&id);
-                                    }
-                                    _ => {}
-                                }
-                                if !sm.events.is_empty() {
-                                    batches.push(Arc::new(WatchBatch {
-                                        revision: sm.store.current_revision(),
-                                        events: std::mem::take(&mut sm.events),
-                                    }));
-                                }
-                                if let Some(ProposalContext { member: from, id }) =
-                                    ProposalContext::decode(&e.context)
-                                {
-                                    if from == me {
-                                        if let Some(reply) = self.proposals.remove(&id) {
-                                            let _ = reply.send(Ok(result));
-                                        }
-                                    }
-                                }
-                            }
-                            // Every member skips the same entry, so they stay identical.
-                            Err(err) => tracing::error!(index = e.index, "skipping entry: {err}"),
-                        }
-                    }
-                    EntryType::EntryNormal => {}
-                    EntryType::EntryConfChange => {
-                        let cc = ConfChange::parse_from_bytes(&e.data)
-                            .map_err(raft::Error::CodecError)?;
-                        let after = self.raw.apply_conf_change(&cc)?;
-                        self.conf_changed(after);
-                        members_changed = true;
-                    }
-                    EntryType::EntryConfChangeV2 => {
-                        let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                            .map_err(raft::Error::CodecError)?;
-                        let change = MemberChange::decode(&cc.context).ok();
-                        let outcome = match self.raw.apply_conf_change(&cc) {
-                            Ok(after) => {
-                                self.conf_changed(after);
-                                if let Some(c) = &change {
-                                    sm.apply_member_change(c);
-                                    if *c == MemberChange::Remove(me) {
-                                        removed_self = true;
-                                    }
-                                }
-                                members_changed = true;
-                                Ok(Ok(CommandResponse::Members(
-                                    sm.members.values().cloned().collect(),
-                                )))
-                            }
-                            // The same refusal on every member: nothing changes anywhere.
-                            Err(err) => {
-                                tracing::warn!(
-                                    index = e.index,
-                                    "raft refused a conf change: {err}"
-                                );
-                                Err(NodeError::Membership(MembershipError::Rejected(
-                                    err.to_string(),
-                                )))
-                            }
-                        };
-                        if let Some(ProposalContext { member: from, id }) =
-                            ProposalContext::decode(&e.context)
-                        {
-                            if from == me {
-                                if let Some(reply) = self.proposals.remove(&id) {
-                                    let _ = reply.send(outcome);
-                                }
-                            }
-                        }
-                    }
-                }
-                self.applied = e.index;
-            }
-        }
-        if members_changed {
-            self.raw.mut_store().persist(PersistBatch {
-                conf_state: Some(self.conf_state.clone()),
-                ..Default::default()
-            })?;
-        }
-        if members_changed || peers_changed {
-            self.transport
-                .set_peers(&peer_urls(&self.shared.state.read().members));
-            self.publish_membership();
-        }
-        if removed_self {
-            self.removed_from_cluster();
-        }
-        self.shared.applied.send_replace(self.applied);
-        for b in batches {
-            // No receivers is fine: nobody watches.
-            let _ = self.shared.watch.send(b);
-        }
-        self.shared
-            .metrics
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// The leader revokes expired leases through Raft. A new leader first gives every lease a
-    /// full TTL (as etcd does), so no lease ever expires early across a leader change.
-    fn expire_leases(&mut self, now: Instant) {
-        let leading = self.raw.raft.state == StateRole::Leader;
-        if leading && !self.led_leases {
-            self.lease_deadlines = fresh_deadlines(&self.shared.state.read(), now);
-            self.revoking.clear();
-        }
-        self.led_leases = leading;
-        if !leading {
-            return;
-        }
-        let retry = self.shared.config.election_timeout;
-        let expired: Vec<i64> = self
-            .lease_deadlines
-            .iter()
-            .filter(|(id, d)| {
-                **d <= now
-                    && self
-                        .revoking
-                        .get(id)
-                        .is_none_or(|t| now.duration_since(*t) > retry)
-            })
-            .map(|(id, _)| *id)
-            .take(MAX_REVOKES_PER_TICK)
-            .collect();
-        for id in expired {
-            let cmd = Command::LeaseRevoke(etcd_client::proto::PbLeaseRevokeRequest { id });
-            let ctx = ProposalContext {
-                member: self.shared.member_id(),
-                id: 0,
-            }
-            .encode();
-            match self.raw.propose(ctx, cmd.encode()) {
-                Ok(()) => {
-                    tracing::debug!(lease = id, "lease expired: revoking");
-                    self.revoking.insert(id, now);
-                }
-                Err(e) => tracing::debug!(lease = id, "cannot propose revoke: {e}"),
-            }
-        }
-    }
-
-    /// Checks a membership change against the cluster as this leader sees it and proposes it.
-    fn propose_member_change(&mut self, id: u64, change: MemberChange, reply: ProposalReply) {
-        let r = &self.raw.raft;
-        if r.state != StateRole::Leader {
-            let _ = reply.send(Err(NodeError::NotLeader));
-            return;
-        }
-        let checked = {
-            let sm = self.shared.state.read();
-            let progress = r
-                .prs()
-                .iter()
-                .map(|(pid, p)| {
-                    (
-                        *pid,
-                        PeerProgress {
-                            matched: p.matched,
-                            recent_active: p.recent_active,
-                        },
-                    )
-                })
-                .collect();
-            membership::check(
-                &change,
-                &ClusterFacts {
-                    members: Some(&sm.members),
-                    removed: Some(&sm.removed),
-                    me: r.id,
-                    progress,
-                    conf_change_pending: r.has_pending_conf()
-                        || !self.conf_state.voters_outgoing.is_empty(),
-                    max_learners: self.shared.config.max_learners,
-                },
-            )
-        };
-        if let Err(e) = checked {
-            let _ = reply.send(Err(NodeError::Membership(e)));
-            return;
-        }
-        let ctx = ProposalContext {
-            member: self.shared.member_id(),
-            id,
-        }
-        .encode();
-        let proposed = match membership::conf_change(&change) {
-            Some(cc) => self.raw.propose_conf_change(ctx, cc),
-            None => self
-                .raw
-                .propose(ctx, Command::Member(change.clone()).encode()),
-        };
-        match proposed {
-            Ok(()) => {
-                tracing::info!(?change, "proposed membership change");
-                self.proposals.insert(id, reply);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(NodeError::Retry(e.to_string())));
-            }
-        }
-    }
-
-    /// This member is no longer part of the cluster: remember it on disk (so the data dir is
-    /// never used to rejoin) and tell the process to stop.
-    fn removed_from_cluster(&mut self) {
-        if *self.shared.removed.borrow() {
-            return;
-        }
-        let marker = crate::consensus::bootstrap::removed_marker(&self.shared.config.data_dir);
-        let text = format!(
-            "member {:x} removed from cluster {:x}\n",
-            self.shared.member_id(),
-            self.shared.state.read().cluster_id
-        );
-        if let Err(e) = std::fs::write(&marker, text) {
-            tracing::error!("cannot write {}: {e}", marker.display());
-        }
-        tracing::warn!("this member has been permanently removed from the cluster");
-        self.shared.removed.send_replace(true);
-    }
-
-    /// Membership facts for metrics.
-    fn publish_membership(&self) {
-        let m = &self.shared.metrics;
-        m.cluster_voters.set(self.conf_state.voters.len() as i64);
-        m.cluster_learners
-            .set(self.conf_state.learners.len() as i64);
-        m.is_learner
-            .set(self.conf_state.learners.contains(&self.shared.member_id()) as i64);
-    }
-
-    /// A configuration change was applied: the lease must be re-established under it.
-    fn conf_changed(&mut self, after: ConfState) {
-        let now = self.now();
-        self.read_lease.on_conf_change_applied(
-            &self.conf_state,
-            &after,
-            now,
-            &mut self.read_lease_events,
-        );
-        self.conf_state = after;
-    }
-
-    fn install_received_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
-        let meta = snap.get_metadata().clone();
-        tracing::info!(
-            index = meta.index,
-            term = meta.term,
-            "installing snapshot from leader"
-        );
-        let sm = StateMachine::from_snapshot(&snap.data)?;
-        // On disk before the log forgets the entries it replaces.
-        self.snapshots.save(&snap)?;
-        let peers = peer_urls(&sm.members);
-        let revision = sm.store.current_revision();
-        self.lease_deadlines = fresh_deadlines(&sm, self.now());
-        self.revoking.clear();
-        *self.shared.state.write() = sm;
-        // Watchers catch up from the new state's history.
-        let _ = self.shared.watch.send(Arc::new(WatchBatch {
-            revision,
-            events: vec![],
-        }));
-        self.applied = meta.index;
-        self.snapshot_index = meta.index;
-        self.conf_changed(meta.get_conf_state().clone());
-        self.raw.mut_store().set_snapshot(snap);
-        self.shared.applied.send_replace(self.applied);
-        self.transport.set_peers(&peers);
-        self.publish_membership();
-        self.shared.metrics.snapshots_installed.inc();
-        if self
-            .shared
-            .state
-            .read()
-            .removed
-            .contains(&self.shared.member_id())
-        {
-            self.removed_from_cluster();
-        }
-        Ok(())
-    }
-
-    fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
-        let cfg = &self.shared.config;
-        // A peer needs a snapshot newer than the stored one (e.g. a new learner).
-        let wanted = self.raw.store().take_snapshot_request() && self.applied > self.snapshot_index;
-        if !wanted && self.applied < self.snapshot_index + cfg.snapshot_count {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let data = self.shared.state.read().to_snapshot()?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
-        let meta = snap.mut_metadata();
-        meta.index = self.applied;
-        meta.term = self.raw.raft.raft_log.term(self.applied)?;
-        meta.set_conf_state(self.conf_state.clone());
-        self.snapshots.save(&snap)?;
-        let compact_to = self.applied.saturating_sub(cfg.snapshot_catchup_entries);
-        self.raw.mut_store().install_snapshot(snap, compact_to)?;
-        self.snapshot_index = self.applied;
-        self.shared.metrics.snapshots_saved.inc();
-        tracing::info!(
-            index = self.applied,
-            compacted_to = compact_to,
-            took_ms = started.elapsed().as_millis() as u64,
-            "saved snapshot"
-        );
-        Ok(())
     }
 
     fn publish_status(&mut self) {
@@ -967,6 +619,3 @@ impl RaftLoop {
         }
     }
 }
-
-/// How long the loop may take to stop after a shutdown request before the process gives up on it.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
