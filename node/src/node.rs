@@ -43,20 +43,6 @@ pub enum NodeError {
     KeyLeaseNotFound,
 }
 
-impl NodeError {
-    /// etcd's gRPC status for the error.
-    pub fn status(&self) -> tonic::Status {
-        match self {
-            NodeError::NotLeader | NodeError::BadLeaderTransferee => {
-                tonic::Status::failed_precondition(self.to_string())
-            }
-            NodeError::Membership(m) => m.status(),
-            NodeError::KeyLeaseNotFound => tonic::Status::not_found(self.to_string()),
-            _ => tonic::Status::unavailable(self.to_string()),
-        }
-    }
-}
-
 /// Raft facts published by the loop for handlers and metrics.
 #[derive(Debug, Clone, Default)]
 pub struct RaftStatus {

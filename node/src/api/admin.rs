@@ -8,7 +8,7 @@ use crate::admin_proto::{
     LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest,
     SetMembershipPolicyResponse,
 };
-use crate::api::kv::node_status;
+use crate::api::status::node_status;
 use crate::node::{LoopMsg, NodeHandle};
 use crate::read_lease::policy::HintOutcome;
 

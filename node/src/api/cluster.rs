@@ -2,23 +2,21 @@
 //! and MemberPromote checked and proposed by the leader (other members forward them to it, as
 //! etcd does), answered once the change is applied.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::proto::{
     PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
     PbMemberListResponse, PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest,
     PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse, PbResponseHeader,
 };
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
 
-use crate::api::kv::node_status;
+use crate::api::forward::{self, NO_LEADER_PAUSE};
+use crate::api::observe::observed;
+use crate::api::status::{membership_status, node_status};
 use crate::node::{NodeError, NodeHandle};
 use crate::replicated::member::{new_member_id, valid_peer_urls, Member};
 use crate::replicated::membership::{MemberChange, MembershipError};
-
-/// Pause between attempts while no leader is known.
-const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);
 
 /// The Cluster service of one member.
 pub struct ClusterService {
@@ -50,10 +48,6 @@ impl ClusterService {
         })
     }
 
-    fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
-        self.node.shared.metrics.observed(method, r)
-    }
-
     /// Runs `change` on the leader: here when this member leads, else by forwarding `req` to
     /// the leader's client URL. `Ok(Ok(members))` is the local result, `Ok(Err(resp))` the leader's answer.
     async fn on_leader<Req, Resp>(
@@ -74,7 +68,7 @@ impl ClusterService {
                 Err(e) => return Err(node_status(&e)),
             }
             if let Some(url) = self.node.shared.leader_client_url() {
-                return forward(&url, method, req).await.map(Err);
+                return forward::unary(&url, method, req).await.map(Err);
             }
             if Instant::now() + NO_LEADER_PAUSE >= deadline {
                 return Err(node_status(&NodeError::NoLeader));
@@ -86,31 +80,6 @@ impl ClusterService {
     fn members(list: &[Member]) -> Vec<PbMember> {
         list.iter().map(pb_member).collect()
     }
-}
-
-/// Sends a Cluster request to another member (the leader) and returns its answer as is.
-async fn forward<Req, Resp>(url: &str, method: &'static str, req: Req) -> Result<Resp, Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let unavailable = |e: &dyn std::fmt::Display| {
-        Status::unavailable(format!("etcdserver: cannot reach the leader at {url}: {e}"))
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| unavailable(&e))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| unavailable(&e))?;
-    let path = PathAndQuery::from_static(method);
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    Ok(grpc
-        .unary(Request::new(req), path, codec)
-        .await?
-        .into_inner())
 }
 
 fn now_secs() -> u64 {
@@ -127,9 +96,9 @@ impl PbClusterService for ClusterService {
         req: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
         let req = req.into_inner();
-        let r = async {
+        observed(&self.node.shared.metrics, "MemberAdd", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
-                return Err(MembershipError::BadUrls.status());
+                return Err(membership_status(&MembershipError::BadUrls));
             }
             let sh = &self.node.shared;
             let mut id = new_member_id(&req.peer_ur_ls, &sh.config.cluster_token, now_secs());
@@ -162,9 +131,8 @@ impl PbClusterService for ClusterService {
                 }),
                 Err(forwarded) => Ok(forwarded),
             }
-        }
-        .await;
-        self.observed("MemberAdd", r)
+        })
+        .await
     }
 
     async fn member_remove(
@@ -172,7 +140,7 @@ impl PbClusterService for ClusterService {
         req: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
         let req = req.into_inner();
-        let r = async {
+        observed(&self.node.shared.metrics, "MemberRemove", async {
             match self
                 .on_leader::<_, PbMemberRemoveResponse>(
                     MemberChange::Remove(req.id),
@@ -187,9 +155,8 @@ impl PbClusterService for ClusterService {
                 }),
                 Err(forwarded) => Ok(forwarded),
             }
-        }
-        .await;
-        self.observed("MemberRemove", r)
+        })
+        .await
     }
 
     async fn member_update(
@@ -197,9 +164,9 @@ impl PbClusterService for ClusterService {
         req: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
         let req = req.into_inner();
-        let r = async {
+        observed(&self.node.shared.metrics, "MemberUpdate", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
-                return Err(MembershipError::BadUrls.status());
+                return Err(membership_status(&MembershipError::BadUrls));
             }
             let change = MemberChange::UpdatePeerUrls {
                 id: req.id,
@@ -219,9 +186,8 @@ impl PbClusterService for ClusterService {
                 }),
                 Err(forwarded) => Ok(forwarded),
             }
-        }
-        .await;
-        self.observed("MemberUpdate", r)
+        })
+        .await
     }
 
     async fn member_list(
@@ -229,7 +195,7 @@ impl PbClusterService for ClusterService {
         req: Request<PbMemberListRequest>,
     ) -> Result<Response<PbMemberListResponse>, Status> {
         let req = req.into_inner();
-        let r = async {
+        observed(&self.node.shared.metrics, "MemberList", async {
             if req.linearizable {
                 self.node
                     .linearizable_barrier()
@@ -249,9 +215,8 @@ impl PbClusterService for ClusterService {
                 header: self.header(),
                 members: Self::members(&members),
             })
-        }
-        .await;
-        self.observed("MemberList", r)
+        })
+        .await
     }
 
     async fn member_promote(
@@ -259,7 +224,7 @@ impl PbClusterService for ClusterService {
         req: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
         let req = req.into_inner();
-        let r = async {
+        observed(&self.node.shared.metrics, "MemberPromote", async {
             match self
                 .on_leader::<_, PbMemberPromoteResponse>(
                     MemberChange::Promote(req.id),
@@ -274,8 +239,7 @@ impl PbClusterService for ClusterService {
                 }),
                 Err(forwarded) => Ok(forwarded),
             }
-        }
-        .await;
-        self.observed("MemberPromote", r)
+        })
+        .await
     }
 }

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_client::proto::{
     PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
@@ -16,8 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::kv::{mvcc_status, node_status};
-use crate::node::{LoopMsg, NodeError, NodeHandle, ProposeError};
+use crate::api::forward;
+use crate::api::observe::observed;
+use crate::api::quota::{Quota, LEASE_GRANT_BYTES};
+use crate::api::status::{node_status, propose_status, unexpected_response};
+use crate::node::{LoopMsg, NodeError, NodeHandle};
 use crate::replicated::command::{Command, CommandResponse};
 
 /// Longest TTL etcd accepts (seconds).
@@ -28,6 +31,7 @@ pub const ERR_LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
 /// The Lease service of one member.
 pub struct KeyLeaseService {
     node: NodeHandle,
+    quota: Quota,
     next_id: AtomicI64,
 }
 
@@ -41,6 +45,7 @@ impl KeyLeaseService {
             .unwrap_or(1)
             ^ ((node.shared.member_id() as i64) << 16);
         KeyLeaseService {
+            quota: Quota::new(node.clone()),
             node,
             next_id: AtomicI64::new(seed & i64::MAX),
         }
@@ -61,43 +66,15 @@ impl KeyLeaseService {
         }
     }
 
-    fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
-        self.node.shared.metrics.observed(method, r)
-    }
-
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        self.node.propose(cmd).await.map_err(|e| match e {
-            ProposeError::Node(n) => node_status(&n),
-            ProposeError::Apply(m) => mvcc_status(&m),
-        })
-    }
-
-    async fn leader_client(&self) -> Result<etcd_client::Client, Status> {
-        // Right after an election (or a start) the leader may not have published its client
-        // URL yet: wait for it, within the request timeout.
-        let deadline = std::time::Instant::now() + self.node.shared.config.request_timeout;
-        let url = loop {
-            match self.node.shared.leader_client_url() {
-                Some(u) => break u,
-                None if std::time::Instant::now() >= deadline => {
-                    return Err(node_status(&NodeError::NoLeader))
-                }
-                None => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(self.node.shared.config.request_timeout);
-        etcd_client::Client::connect([url.as_str()], Some(opts))
-            .await
-            .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))
+        self.node.propose(cmd).await.map_err(|e| propose_status(&e))
     }
 
     /// Renews `id` on the leader (here or forwarded); the granted TTL, 0 when it is gone.
     async fn renew(
         &self,
         id: i64,
-        forward: &mut Option<etcd_client::Client>,
+        leader: &mut Option<etcd_client::Client>,
     ) -> Result<i64, Status> {
         match self
             .node
@@ -108,10 +85,10 @@ impl KeyLeaseService {
             Ok(ttl) => Ok(ttl),
             Err(NodeError::KeyLeaseNotFound) => Ok(0),
             Err(NodeError::NotLeader) => {
-                if forward.is_none() {
-                    *forward = Some(self.leader_client().await?);
+                if leader.is_none() {
+                    *leader = Some(forward::leader_client(&self.node.shared).await?);
                 }
-                let Some(c) = forward.as_mut() else {
+                let Some(c) = leader.as_mut() else {
                     return Err(node_status(&NodeError::NoLeader));
                 };
                 // The client library reports a lease the leader no longer has as an error.
@@ -148,12 +125,12 @@ impl PbLeaseService for KeyLeaseService {
         req: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
         let mut r = req.into_inner();
-        let out = async {
+        observed(&self.node.shared.metrics, "LeaseGrant", async {
             if r.ttl > MAX_LEASE_TTL {
                 return Err(Status::out_of_range(ERR_LEASE_TTL_TOO_LARGE));
             }
             r.ttl = r.ttl.max(self.min_ttl());
-            crate::api::kv::check_quota(&self.node, 64).await?;
+            self.quota.admit(LEASE_GRANT_BYTES).await?;
             if r.id == 0 {
                 r.id = self.new_id();
             }
@@ -162,11 +139,10 @@ impl PbLeaseService for KeyLeaseService {
                     g.header = Some(self.node.shared.header(None));
                     Ok(g)
                 }
-                _ => Err(Status::internal("unexpected response")),
+                _ => Err(unexpected_response()),
             }
-        }
-        .await;
-        self.observed("LeaseGrant", out)
+        })
+        .await
     }
 
     async fn lease_revoke(
@@ -174,16 +150,15 @@ impl PbLeaseService for KeyLeaseService {
         req: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
         let r = req.into_inner();
-        let out = async {
+        observed(&self.node.shared.metrics, "LeaseRevoke", async {
             match self.propose(Command::LeaseRevoke(r)).await? {
                 CommandResponse::LeaseRevoke(_) => Ok(PbLeaseRevokeResponse {
                     header: Some(self.node.shared.header(None)),
                 }),
-                _ => Err(Status::internal("unexpected response")),
+                _ => Err(unexpected_response()),
             }
-        }
-        .await;
-        self.observed("LeaseRevoke", out)
+        })
+        .await
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -196,6 +171,7 @@ impl PbLeaseService for KeyLeaseService {
         let (tx, rx) = mpsc::channel(64);
         let this = KeyLeaseService {
             node: self.node.clone(),
+            quota: self.quota.clone(),
             next_id: AtomicI64::new(0),
         };
         tokio::spawn(async move {
@@ -218,11 +194,11 @@ impl PbLeaseService for KeyLeaseService {
                 }
             }
         });
-        self.node
-            .shared
-            .metrics
-            .observe_grpc("LeaseKeepAlive", tonic::Code::Ok);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream: KeepAliveStream = Box::pin(ReceiverStream::new(rx));
+        observed(&self.node.shared.metrics, "LeaseKeepAlive", async {
+            Ok(stream)
+        })
+        .await
     }
 
     async fn lease_time_to_live(
@@ -230,7 +206,7 @@ impl PbLeaseService for KeyLeaseService {
         req: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
-        let out = async {
+        observed(&self.node.shared.metrics, "LeaseTimeToLive", async {
             let header = Some(self.node.shared.header(None));
             match self
                 .node
@@ -252,27 +228,15 @@ impl PbLeaseService for KeyLeaseService {
                     ..Default::default()
                 }),
                 Err(NodeError::NotLeader) => {
-                    let mut c = self.leader_client().await?;
-                    let opts = r
-                        .keys
-                        .then(|| etcd_client::LeaseTimeToLiveOptions::new().with_keys());
-                    let t = c
-                        .lease_time_to_live(r.id, opts)
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    Ok(PbLeaseTimeToLiveResponse {
-                        header,
-                        id: t.id(),
-                        ttl: t.ttl(),
-                        granted_ttl: t.granted_ttl(),
-                        keys: t.keys().to_vec(),
-                    })
+                    let url = forward::leader_url(&self.node.shared).await?;
+                    let t: PbLeaseTimeToLiveResponse =
+                        forward::unary(&url, "/etcdserverpb.Lease/LeaseTimeToLive", r).await?;
+                    Ok(PbLeaseTimeToLiveResponse { header, ..t })
                 }
                 Err(e) => Err(node_status(&e)),
             }
-        }
-        .await;
-        self.observed("LeaseTimeToLive", out)
+        })
+        .await
     }
 
     async fn lease_leases(
@@ -288,12 +252,10 @@ impl PbLeaseService for KeyLeaseService {
             .keys()
             .map(|id| PbLeaseStatus { id: *id })
             .collect();
-        self.observed(
-            "LeaseLeases",
-            Ok(PbLeaseLeasesResponse {
-                header: Some(self.node.shared.header(None)),
-                leases,
-            }),
-        )
+        let r = Ok(PbLeaseLeasesResponse {
+            header: Some(self.node.shared.header(None)),
+            leases,
+        });
+        observed(&self.node.shared.metrics, "LeaseLeases", async { r }).await
     }
 }

@@ -16,8 +16,9 @@ use etcd_client::proto::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::kv::node_status;
-use crate::node::{LoopMsg, NodeError, NodeHandle, ProposeError};
+use crate::api::observe::observed;
+use crate::api::status::{mvcc_status, node_status, propose_status, unexpected_response};
+use crate::node::{LoopMsg, NodeError, NodeHandle};
 use crate::replicated::command::{Command, CommandResponse};
 
 /// The etcd API version this member speaks (what `etcdctl endpoint status` shows).
@@ -40,10 +41,6 @@ impl MaintenanceService {
 
     fn header(&self) -> Option<PbResponseHeader> {
         Some(self.node.shared.header(None))
-    }
-
-    fn observe<T>(&self, method: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
-        self.node.shared.metrics.observed(method, r)
     }
 }
 
@@ -79,18 +76,14 @@ impl MaintenanceService {
         let compacted = store.compacted_revision();
         if rev > store.current_revision() {
             return (
-                Err(crate::api::kv::mvcc_status(
-                    &metastore_mvcc::MvccError::FutureRevision,
-                )),
+                Err(mvcc_status(&metastore_mvcc::MvccError::FutureRevision)),
                 compacted,
                 rev,
             );
         }
         if revision > 0 && rev < compacted {
             return (
-                Err(crate::api::kv::mvcc_status(
-                    &metastore_mvcc::MvccError::Compacted,
-                )),
+                Err(mvcc_status(&metastore_mvcc::MvccError::Compacted)),
                 compacted,
                 rev,
             );
@@ -134,7 +127,7 @@ impl PbMaintenanceService for MaintenanceService {
         req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
         let r = req.into_inner();
-        let out = async {
+        observed(&self.node.shared.metrics, "Alarm", async {
             if r.action == 0 {
                 // GET: the alarms in force (filtered by member and type when given). etcd serves
                 // it through Raft, so it is linearizable: an alarm a member has just raised is
@@ -168,13 +161,11 @@ impl PbMaintenanceService for MaintenanceService {
                     a.header = self.header();
                     Ok(a)
                 }
-                Ok(_) => Err(Status::internal("unexpected response")),
-                Err(ProposeError::Node(n)) => Err(node_status(&n)),
-                Err(ProposeError::Apply(m)) => Err(crate::api::kv::mvcc_status(&m)),
+                Ok(_) => Err(unexpected_response()),
+                Err(e) => Err(propose_status(&e)),
             }
-        }
-        .await;
-        self.observe("Alarm", out)
+        })
+        .await
     }
 
     async fn status(
@@ -212,19 +203,17 @@ impl PbMaintenanceService for MaintenanceService {
             is_learner: status.learners.contains(&me),
             ..Default::default()
         });
-        self.observe("Status", r)
+        observed(&self.node.shared.metrics, "Status", async { r }).await
     }
 
     async fn defragment(
         &self,
         _req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        self.observe(
-            "Defragment",
-            Ok(PbDefragmentResponse {
-                header: self.header(),
-            }),
-        )
+        let r = Ok(PbDefragmentResponse {
+            header: self.header(),
+        });
+        observed(&self.node.shared.metrics, "Defragment", async { r }).await
     }
 
     async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
@@ -233,7 +222,7 @@ impl PbMaintenanceService for MaintenanceService {
             header: self.header(),
             hash,
         });
-        self.observe("Hash", r)
+        observed(&self.node.shared.metrics, "Hash", async { r }).await
     }
 
     async fn hash_kv(
@@ -247,7 +236,7 @@ impl PbMaintenanceService for MaintenanceService {
             compact_revision: compacted,
             hash_revision: revision,
         });
-        self.observe("HashKV", r)
+        observed(&self.node.shared.metrics, "HashKV", async { r }).await
     }
 
     type SnapshotStream = SnapshotStream;
@@ -276,11 +265,8 @@ impl PbMaintenanceService for MaintenanceService {
                 })
             })
             .collect();
-        self.node
-            .shared
-            .metrics
-            .observe_grpc("Snapshot", tonic::Code::Ok);
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let stream: SnapshotStream = Box::pin(tokio_stream::iter(chunks));
+        observed(&self.node.shared.metrics, "Snapshot", async { Ok(stream) }).await
     }
 
     /// Transfers leadership to `target_id` (a voter) and waits until it leads; the old leader's
@@ -290,7 +276,7 @@ impl PbMaintenanceService for MaintenanceService {
         req: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        let r = async {
+        observed(&self.node.shared.metrics, "MoveLeader", async {
             self.node
                 .ask(|reply| LoopMsg::TransferLeader { target, reply })
                 .await
@@ -312,9 +298,8 @@ impl PbMaintenanceService for MaintenanceService {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        }
-        .await;
-        self.observe("MoveLeader", r)
+        })
+        .await
     }
 
     async fn downgrade(

@@ -3,7 +3,11 @@
 pub mod admin;
 pub mod auth;
 pub mod cluster;
+pub mod forward;
 pub mod key_lease;
 pub mod kv;
 pub mod maintenance;
+pub mod observe;
+pub mod quota;
+pub mod status;
 pub mod watch;

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::observe::observed;
 use etcd_client::proto::{
     PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
 };
@@ -114,8 +115,8 @@ impl PbWatchService for WatchService {
             max_bytes: self.shared.config.max_request_bytes,
         };
         tokio::spawn(stream.run(req.into_inner(), self.progress_interval));
-        self.shared.metrics.observe_grpc("Watch", tonic::Code::Ok);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream: WatchStream = Box::pin(ReceiverStream::new(rx));
+        observed(&self.shared.metrics, "Watch", async { Ok(stream) }).await
     }
 }
 

@@ -99,21 +99,6 @@ pub enum MembershipError {
     Rejected(String),
 }
 
-impl MembershipError {
-    /// etcd's gRPC status for the error.
-    pub fn status(&self) -> tonic::Status {
-        let msg = self.to_string();
-        match self {
-            MembershipError::NotFound => tonic::Status::not_found(msg),
-            MembershipError::BadUrls => tonic::Status::invalid_argument(msg),
-            MembershipError::Unhealthy | MembershipError::InProgress => {
-                tonic::Status::unavailable(msg)
-            }
-            _ => tonic::Status::failed_precondition(msg),
-        }
-    }
-}
-
 /// What the leader knows about one member's replication.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerProgress {

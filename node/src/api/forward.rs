@@ -1,0 +1,69 @@
+//! Forwarding to the leader, for requests only the leader can serve (membership changes, key-lease
+//! renewals and TTLs), as etcd does: find the leader's published client URL, then send the
+//! request there and hand its answer back as is.
+
+use std::time::{Duration, Instant};
+
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::{Request, Status};
+
+use crate::api::status::node_status;
+use crate::node::{NodeError, Shared};
+
+/// Pause between looks for a leader while none is known (or it has not published its URL yet).
+pub const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long connecting to the leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unreachable(url: &str, e: &dyn std::fmt::Display) -> Status {
+    Status::unavailable(format!("etcdserver: cannot reach the leader at {url}: {e}"))
+}
+
+/// The leader's client URL. Right after an election (or a start) the leader may not have
+/// published it yet: wait for it, within the request timeout.
+pub async fn leader_url(shared: &Shared) -> Result<String, Status> {
+    let deadline = Instant::now() + shared.config.request_timeout;
+    loop {
+        match shared.leader_client_url() {
+            Some(u) => return Ok(u),
+            None if Instant::now() >= deadline => return Err(node_status(&NodeError::NoLeader)),
+            None => tokio::time::sleep(NO_LEADER_PAUSE).await,
+        }
+    }
+}
+
+/// Sends a unary etcd request (`method` is its gRPC path) to the member at `url` and returns
+/// its answer as is.
+pub async fn unary<Req, Resp>(url: &str, method: &'static str, req: Req) -> Result<Resp, Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| unreachable(url, &e))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(url, &e))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| unreachable(url, &e))?;
+    let path = PathAndQuery::from_static(method);
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    Ok(grpc
+        .unary(Request::new(req), path, codec)
+        .await?
+        .into_inner())
+}
+
+/// An etcd client connected to the leader, for the streams that must be forwarded
+/// (key-lease keep-alives).
+pub async fn leader_client(shared: &Shared) -> Result<etcd_client::Client, Status> {
+    let url = leader_url(shared).await?;
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(shared.config.request_timeout);
+    etcd_client::Client::connect([url.as_str()], Some(opts))
+        .await
+        .map_err(|e| unreachable(&url, &e))
+}

@@ -1,0 +1,60 @@
+//! The node's errors as etcd's gRPC statuses, in one place, so every service answers the same
+//! failure with the same code and message (clients branch on both).
+
+use metastore_mvcc::MvccError;
+use tonic::Status;
+
+use crate::node::{NodeError, ProposeError};
+use crate::replicated::membership::MembershipError;
+
+/// etcd's message for a request over `--max-request-bytes`.
+pub const ERR_REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+
+/// A state-machine error.
+pub fn mvcc_status(e: &MvccError) -> Status {
+    let msg = e.etcd_message();
+    match e {
+        MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
+        MvccError::LeaseNotFound => Status::not_found(msg),
+        MvccError::NoSpace => Status::resource_exhausted(msg),
+        MvccError::LeaseExists => Status::failed_precondition(msg),
+        MvccError::Snapshot(_) => Status::internal(msg),
+        _ => Status::invalid_argument(msg),
+    }
+}
+
+/// A Raft-side failure.
+pub fn node_status(e: &NodeError) -> Status {
+    match e {
+        NodeError::NotLeader | NodeError::BadLeaderTransferee => {
+            Status::failed_precondition(e.to_string())
+        }
+        NodeError::Membership(m) => membership_status(m),
+        NodeError::KeyLeaseNotFound => Status::not_found(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// A refused membership request.
+pub fn membership_status(e: &MembershipError) -> Status {
+    let msg = e.to_string();
+    match e {
+        MembershipError::NotFound => Status::not_found(msg),
+        MembershipError::BadUrls => Status::invalid_argument(msg),
+        MembershipError::Unhealthy | MembershipError::InProgress => Status::unavailable(msg),
+        _ => Status::failed_precondition(msg),
+    }
+}
+
+/// A proposal that failed in Raft or when applied.
+pub fn propose_status(e: &ProposeError) -> Status {
+    match e {
+        ProposeError::Node(n) => node_status(n),
+        ProposeError::Apply(m) => mvcc_status(m),
+    }
+}
+
+/// An applied command answered with a response of another kind (a bug, never a client error).
+pub fn unexpected_response() -> Status {
+    Status::internal("applied command returned a response of another kind")
+}
