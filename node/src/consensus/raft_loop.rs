@@ -28,7 +28,8 @@ use crate::node::{
     KeyLeaseTtl, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared,
 };
 use crate::raft_context::ProposalContext;
-use crate::read_lease::clock_guard::{reference_now, ClockAnomaly, ClockGuard, LeaseClock};
+use crate::read_lease::clock_guard::{ClockAnomaly, ClockGuard};
+use crate::read_lease::clocks::{reference_now, LeaseClock};
 use crate::read_lease::reads::{ReadDecision, ReadLease, ReadLeaseEvent};
 use crate::replicated::command::{ApplyResult, Command};
 use crate::replicated::state_machine::SnapshotError;
