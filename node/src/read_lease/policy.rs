@@ -1,5 +1,5 @@
-//! Whether lease reads are allowed at all right now, and why (the successor of the seed's
-//! SmartLeaseConfig). Pure: inputs in, decision and a human-readable reason out.
+//! Whether lease reads are allowed at all right now, and why. Pure: inputs in, decision and a
+//! human-readable reason out.
 //!
 //! The operator's pushed `expected_voters` is a hint that can only make the member more careful:
 //! when it disagrees with the applied configuration, lease reads pause. Quorum itself always comes

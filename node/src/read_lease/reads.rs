@@ -1,5 +1,5 @@
 //! Lease reads around a `RawNode`: the one place that decides whether a linearizable read may be
-//! served from local state without a ReadIndex round (DESIGN.md §4). Generic over the Raft
+//! served from local state without a ReadIndex round (docs/lease-reads.md). Generic over the Raft
 //! storage and driven with explicit instants, so the production loop and the deterministic
 //! multi-node simulation in the tests run exactly this code.
 

@@ -56,10 +56,10 @@ pub struct StateMachine {
     pub members: BTreeMap<u64, Member>,
     /// Ids removed for good (never accepted again).
     pub removed: BTreeSet<u64>,
-    /// Events of the writes applied since the last `take_events` (not replicated: rebuilt by
-    /// applying).
+    /// Events of the writes applied since the Raft loop last took them for watchers (not
+    /// replicated: rebuilt by applying).
     pub events: Vec<etcd_client::proto::PbEvent>,
-    /// Leases by id.
+    /// etcd TTL leases (key leases) by id.
     pub leases: BTreeMap<i64, KeyLeaseRecord>,
     /// Active alarms: (member id, alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
