@@ -1,11 +1,13 @@
 //! The one thread that owns the `RawNode`: it steps messages, ticks, batches proposals and
 //! ReadIndex requests, persists each ready cycle with one fsync, sends messages, applies committed
 //! entries and takes snapshots. This file drives Raft and dispatches requests; applying entries,
-//! snapshots and membership live in the child modules, ReadIndex batching in `read_queue` and
-//! key-lease deadlines in `key_leases`.
+//! snapshots, membership, the read lease and key leases are handled in the child modules (their
+//! state in `consensus::read_queue` and `consensus::key_leases`).
 
 mod apply;
+mod key_leases;
 mod membership;
+mod read_lease;
 mod snapshots;
 
 use std::collections::HashMap;
@@ -21,17 +23,15 @@ use tokio::sync::oneshot;
 use crate::consensus::bootstrap::Opened;
 use crate::consensus::key_leases::KeyLeases;
 use crate::consensus::log::{LogError, PersistBatch, RaftLog};
-use crate::consensus::read_queue::{ReadQueue, ReadReply};
+use crate::consensus::read_queue::ReadQueue;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::transport::Transport;
-use crate::node::{
-    KeyLeaseTtl, LoopMsg, NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath, Shared,
-};
+use crate::node::{LoopMsg, NodeError, Shared};
 use crate::raft_context::ProposalContext;
-use crate::read_lease::clock_guard::{ClockAnomaly, ClockGuard};
-use crate::read_lease::clocks::{reference_now, LeaseClock};
-use crate::read_lease::reads::{ReadDecision, ReadLease, ReadLeaseEvent};
-use crate::replicated::command::{ApplyResult, Command};
+use crate::read_lease::clock_guard::ClockGuard;
+use crate::read_lease::clocks::LeaseClock;
+use crate::read_lease::reads::{ReadLease, ReadLeaseEvent};
+use crate::replicated::command::ApplyResult;
 use crate::replicated::state_machine::SnapshotError;
 
 /// Most messages taken from the channel before the loop handles a ready cycle.
@@ -220,27 +220,10 @@ impl RaftLoop {
                 generation,
                 reply,
             } => {
-                let outcome = self.read_lease.set_hint(expected_voters, generation);
-                let now = self.now();
-                self.read_lease.observe(
-                    &self.raw,
-                    &self.conf_state,
-                    now,
-                    &mut self.read_lease_events,
-                );
-                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
-                tracing::info!(expected_voters, generation, ?outcome, enabled = view.policy_enabled, reason = %view.reason, "membership hint");
-                let _ = reply.send(PolicyReply { outcome, view });
+                let _ = reply.send(self.set_policy(expected_voters, generation));
             }
             LoopMsg::ReadLeaseStatus { reply } => {
-                let now = self.now();
-                let view = self.read_lease.view(&self.raw, &self.conf_state, now);
-                let status = self.shared.status.read().clone();
-                let _ = reply.send(ReadLeaseStatusReply {
-                    view,
-                    status,
-                    applied: self.applied,
-                });
+                let _ = reply.send(self.read_lease_status());
             }
             LoopMsg::ChangeMembership { id, change, reply } => {
                 self.propose_member_change(id, change, reply)
@@ -309,20 +292,6 @@ impl RaftLoop {
         }
     }
 
-    /// A linearizable read: granted from the lease when it is valid, else queued for ReadIndex.
-    fn on_read(&mut self, reply: ReadReply) {
-        let now = self.now();
-        match self.read_lease.decide(&self.raw, &self.conf_state, now) {
-            ReadDecision::Lease { index } => {
-                let _ = reply.send(Ok(ReadGrant {
-                    index,
-                    path: ReadPath::Lease,
-                }));
-            }
-            ReadDecision::ReadIndex => self.reads.push(reply),
-        }
-    }
-
     /// A message from a peer.
     fn on_step(&mut self, msg: Message) {
         // Only these messages need the (guarded) clock; the rest of the peer traffic should not
@@ -367,66 +336,6 @@ impl RaftLoop {
             self.raw.transfer_leader(target);
         }
         Ok(())
-    }
-
-    fn key_lease_keep_alive(&mut self, id: i64) -> Result<i64, NodeError> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(NodeError::NotLeader);
-        }
-        let now = self.now();
-        let sm = self.shared.state.read();
-        self.key_leases.keep_alive(id, sm.leases.get(&id), now)
-    }
-
-    fn key_lease_time_to_live(&mut self, id: i64) -> Result<KeyLeaseTtl, NodeError> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(NodeError::NotLeader);
-        }
-        let now = self.now();
-        let sm = self.shared.state.read();
-        self.key_leases.time_to_live(id, sm.leases.get(&id), now)
-    }
-
-    /// The leader revokes expired key leases through Raft. A new leader first gives every lease
-    /// a full TTL (as etcd does), so no lease ever expires early across a leader change.
-    fn expire_key_leases(&mut self, now: Instant) {
-        let leading = self.raw.raft.state == StateRole::Leader;
-        if self.key_leases.note_leading(leading) {
-            self.key_leases
-                .restart(&self.shared.state.read().leases, now);
-        }
-        if !leading {
-            return;
-        }
-        for id in self
-            .key_leases
-            .due(now, self.shared.config.election_timeout)
-        {
-            let cmd = Command::LeaseRevoke(etcd_client::proto::PbLeaseRevokeRequest { id });
-            let ctx = self.proposal_context(0);
-            match self.raw.propose(ctx, cmd.encode()) {
-                Ok(()) => {
-                    tracing::debug!(lease = id, "lease expired: revoking");
-                    self.key_leases.revoking(id, now);
-                }
-                Err(e) => tracing::debug!(lease = id, "cannot propose revoke: {e}"),
-            }
-        }
-    }
-
-    /// Issues one ReadIndex for every read request received since the last cycle.
-    fn flush_reads(&mut self) {
-        let Some(batch) = self.reads.take_waiting() else {
-            return;
-        };
-        if self.raw.raft.leader_id == raft::INVALID_ID {
-            // raft-rs silently drops a ReadIndex without a leader; answer "retry" instead.
-            ReadQueue::fail(batch, NodeError::Retry("no leader".into()));
-            return;
-        }
-        let now = self.now();
-        let ctx = self.read_lease.start_round(&mut self.raw, now);
-        self.reads.started(ctx, now, batch);
     }
 
     /// Expires ReadIndex batches Raft dropped (leader change) and forgets abandoned proposals.
@@ -495,98 +404,6 @@ impl RaftLoop {
         self.maybe_snapshot()?;
         self.publish_status();
         Ok(())
-    }
-
-    /// A follower's (or learner's) ReadIndex request, answered at once while this leader holds
-    /// the lease: the lease already proves no other leader can have committed anything, so the
-    /// heartbeat round raft-rs would run adds nothing. The answer is the commit index now; the
-    /// follower serves the read once it has applied that far — the same reply raft-rs would send
-    /// after the round, one round trip sooner. `None`: let raft-rs handle it.
-    fn answer_read_index_from_lease(&mut self, m: &Message, now: Instant) -> Option<Message> {
-        if self.raw.raft.state != StateRole::Leader || m.from == self.raw.raft.id {
-            return None;
-        }
-        if m.entries.len() != 1 {
-            return None;
-        }
-        let ReadDecision::Lease { index } =
-            self.read_lease.decide(&self.raw, &self.conf_state, now)
-        else {
-            return None;
-        };
-        let mut resp = Message::default();
-        resp.set_msg_type(MessageType::MsgReadIndexResp);
-        resp.from = self.raw.raft.id;
-        resp.to = m.from;
-        resp.term = self.raw.raft.term;
-        resp.index = index;
-        resp.entries = m.entries.clone();
-        self.shared.metrics.read_index_answered_by_lease.inc();
-        Some(resp)
-    }
-
-    /// Samples the lease clock after the guard has compared it with the reference clock, so no
-    /// lease decision uses a reading the guard has not seen.
-    fn now(&mut self) -> Instant {
-        let before = reference_now();
-        let now = self.lease_clock.now();
-        match before.zip(reference_now()) {
-            Some((before, after)) => {
-                if let Some(a) = self.clock.observe_bracketed(now, before, after) {
-                    self.on_clock_anomaly(a, now);
-                }
-            }
-            // Cannot check the clock: no lease reads (ReadIndex is always correct).
-            None => self
-                .read_lease
-                .on_clock_anomaly(now, &mut self.read_lease_events),
-        }
-        now
-    }
-
-    fn on_clock_anomaly(&mut self, a: ClockAnomaly, now: Instant) {
-        self.shared
-            .metrics
-            .clock_anomalies
-            .with_label_values(&[a.label()])
-            .inc();
-        tracing::warn!(
-            kind = a.label(),
-            amount_ms = a.amount().as_millis() as u64,
-            "the monotonic clock disagrees with the raw hardware clock beyond --max-clock-drift; \
-             lease reads fall back to ReadIndex for an election timeout"
-        );
-        self.read_lease
-            .on_clock_anomaly(now, &mut self.read_lease_events);
-        if let ClockAnomaly::Forward(gained) = a {
-            // Time that did not really pass must not expire leases (keys) early, nor end the
-            // restarted-voter window early.
-            self.key_leases.clock_gained(gained);
-            self.read_lease.on_clock_gained(gained);
-        }
-        if a.lost_time() {
-            self.clock_stepped = true;
-        }
-    }
-
-    /// Lets the read lease see the cycle's outcome and counts what happened to it.
-    fn observe_read_lease(&mut self, now: Instant) {
-        self.read_lease.observe(
-            &self.raw,
-            &self.conf_state,
-            now,
-            &mut self.read_lease_events,
-        );
-        let m = &self.shared.metrics;
-        for e in self.read_lease_events.drain(..) {
-            match e {
-                ReadLeaseEvent::Renewed => m.read_lease_renewals.inc(),
-                ReadLeaseEvent::Expired(reason) => m
-                    .read_lease_expirations
-                    .with_label_values(&[reason.label()])
-                    .inc(),
-            }
-        }
     }
 
     fn publish_status(&mut self) {
