@@ -48,27 +48,29 @@ impl ClusterService {
         })
     }
 
-    /// Runs `change` on the leader: here when this member leads, else by forwarding `req` to
-    /// the leader's client URL. `Ok(Ok(members))` is the local result, `Ok(Err(resp))` the leader's answer.
+    /// Runs `change` on the leader: here when this member leads (answered by `answer` with the
+    /// response header and the member list after the change), else by forwarding `req` to the
+    /// leader's client URL and returning its answer as is.
     async fn on_leader<Req, Resp>(
         &self,
         change: MemberChange,
         method: &'static str,
         req: Req,
-    ) -> Result<Result<Vec<Member>, Resp>, Status>
+        answer: impl FnOnce(Option<PbResponseHeader>, Vec<PbMember>) -> Resp,
+    ) -> Result<Resp, Status>
     where
-        Req: prost::Message + Clone + Send + Sync + 'static,
+        Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let deadline = Instant::now() + self.node.shared.config.request_timeout;
         loop {
             match self.node.change_membership(change.clone()).await {
-                Ok(members) => return Ok(Ok(members)),
+                Ok(members) => return Ok(answer(self.header(), Self::members(&members))),
                 Err(NodeError::NotLeader) => {}
                 Err(e) => return Err(node_status(&e)),
             }
             if let Some(url) = self.node.shared.leader_client_url() {
-                return forward::unary(&url, method, req).await.map(Err);
+                return forward::unary(&url, method, req).await;
             }
             if Instant::now() + NO_LEADER_PAUSE >= deadline {
                 return Err(node_status(&NodeError::NoLeader));
@@ -116,21 +118,17 @@ impl PbClusterService for ClusterService {
                 client_urls: vec![],
                 is_learner: req.is_learner,
             };
-            match self
-                .on_leader::<_, PbMemberAddResponse>(
-                    MemberChange::Add(member.clone()),
-                    "/etcdserverpb.Cluster/MemberAdd",
-                    req.clone(),
-                )
-                .await?
-            {
-                Ok(members) => Ok(PbMemberAddResponse {
-                    header: self.header(),
+            self.on_leader(
+                MemberChange::Add(member.clone()),
+                "/etcdserverpb.Cluster/MemberAdd",
+                req,
+                |header, members| PbMemberAddResponse {
+                    header,
                     member: Some(pb_member(&member)),
-                    members: Self::members(&members),
-                }),
-                Err(forwarded) => Ok(forwarded),
-            }
+                    members,
+                },
+            )
+            .await
         })
         .await
     }
@@ -141,20 +139,13 @@ impl PbClusterService for ClusterService {
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberRemove", async {
-            match self
-                .on_leader::<_, PbMemberRemoveResponse>(
-                    MemberChange::Remove(req.id),
-                    "/etcdserverpb.Cluster/MemberRemove",
-                    req,
-                )
-                .await?
-            {
-                Ok(members) => Ok(PbMemberRemoveResponse {
-                    header: self.header(),
-                    members: Self::members(&members),
-                }),
-                Err(forwarded) => Ok(forwarded),
-            }
+            self.on_leader(
+                MemberChange::Remove(req.id),
+                "/etcdserverpb.Cluster/MemberRemove",
+                req,
+                |header, members| PbMemberRemoveResponse { header, members },
+            )
+            .await
         })
         .await
     }
@@ -172,20 +163,13 @@ impl PbClusterService for ClusterService {
                 id: req.id,
                 peer_urls: req.peer_ur_ls.clone(),
             };
-            match self
-                .on_leader::<_, PbMemberUpdateResponse>(
-                    change,
-                    "/etcdserverpb.Cluster/MemberUpdate",
-                    req,
-                )
-                .await?
-            {
-                Ok(members) => Ok(PbMemberUpdateResponse {
-                    header: self.header(),
-                    members: Self::members(&members),
-                }),
-                Err(forwarded) => Ok(forwarded),
-            }
+            self.on_leader(
+                change,
+                "/etcdserverpb.Cluster/MemberUpdate",
+                req,
+                |header, members| PbMemberUpdateResponse { header, members },
+            )
+            .await
         })
         .await
     }
@@ -225,20 +209,13 @@ impl PbClusterService for ClusterService {
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberPromote", async {
-            match self
-                .on_leader::<_, PbMemberPromoteResponse>(
-                    MemberChange::Promote(req.id),
-                    "/etcdserverpb.Cluster/MemberPromote",
-                    req,
-                )
-                .await?
-            {
-                Ok(members) => Ok(PbMemberPromoteResponse {
-                    header: self.header(),
-                    members: Self::members(&members),
-                }),
-                Err(forwarded) => Ok(forwarded),
-            }
+            self.on_leader(
+                MemberChange::Promote(req.id),
+                "/etcdserverpb.Cluster/MemberPromote",
+                req,
+                |header, members| PbMemberPromoteResponse { header, members },
+            )
+            .await
         })
         .await
     }
