@@ -1,5 +1,12 @@
 //! A MetaStore member: Raft (raft-rs) over a raft-engine log, an etcd-compatible MVCC state
-//! machine, the etcd v3 KV, Cluster and Maintenance APIs over tonic, and Prometheus metrics.
+//! machine, the etcd v3 KV, Watch, Lease, Cluster and Maintenance APIs over tonic, leader read
+//! leases, and Prometheus metrics.
+//!
+//! The wings: `api` (the gRPC services and their shared support: errors, forwarding, observing,
+//! quota), `consensus` (the Raft loop, log, snapshots, bootstrap, peer transport), `replicated`
+//! (commands, the state machine, members and membership changes), `read_lease` (when a read may
+//! skip ReadIndex, and the clocks it trusts). `node` is what the wings share at run time, `server`
+//! wires a member together, `config` turns flags into a validated configuration.
 
 // raft-rs's protobuf-2 messages are built field by field; that is how their API is meant to be used.
 #![allow(clippy::field_reassign_with_default)]
