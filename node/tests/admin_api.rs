@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use metastore_node::admin_proto::admin_client::AdminClient;
 use metastore_node::admin_proto::{LeaseStatusRequest, SetMembershipPolicyRequest};
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 async fn admin(endpoint: &str) -> AdminClient<tonic::transport::Channel> {
     AdminClient::connect(endpoint.to_string())
@@ -27,7 +28,7 @@ fn reads(c: &Cluster, i: usize, path: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_status_and_membership_hints() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let ep = c.members[leader].client_url();
     let mut kv = client(&ep).await;
@@ -172,7 +173,7 @@ async fn lease_status_and_membership_hints() {
 
 #[tokio::test]
 async fn single_member_serves_lease_reads_without_rounds() {
-    let c = Cluster::start(1, &[]);
+    let c = Cluster::start(BIN, 1, &[]);
     c.wait_ready(Duration::from_secs(20));
     let ep = c.members[0].client_url();
     let mut kv = client(&ep).await;

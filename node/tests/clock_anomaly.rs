@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 fn offset_file(c: &Cluster, i: usize) -> std::path::PathBuf {
     c.members[i].data_dir.with_extension("clock")
@@ -15,7 +16,7 @@ fn offset_file(c: &Cluster, i: usize) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_stepping_back_ends_the_lease_until_it_behaves() {
-    let mut c = Cluster::create(3, FAST);
+    let mut c = Cluster::create(BIN, 3, FAST);
     for i in 0..3 {
         let f = offset_file(&c, i);
         std::fs::write(&f, "0").unwrap();
@@ -29,11 +30,11 @@ async fn a_clock_stepping_back_ends_the_lease_until_it_behaves() {
     let m = &c.members[leader];
     let mut cl = client(&m.client_url()).await;
     cl.put("k", "v", None).await.unwrap();
-    let lease = |m: &support::Member| {
+    let lease = |m: &metastore_testkit::Member| {
         m.metric("metastore_read_total{path=\"lease\"}")
             .unwrap_or(0.0)
     };
-    let read_index = |m: &support::Member| {
+    let read_index = |m: &metastore_testkit::Member| {
         m.metric("metastore_read_total{path=\"read_index\"}")
             .unwrap_or(0.0)
     };

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 const READY: Duration = Duration::from_secs(30);
 
@@ -108,7 +109,7 @@ fn wait_applied(c: &Cluster, member: usize, index: f64, timeout: Duration) {
         assert!(
             Instant::now() < deadline,
             "member {member} did not catch up to {index}\n{}",
-            support::tail(&c.members[member].log())
+            metastore_testkit::tail(&c.members[member].log())
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -116,7 +117,7 @@ fn wait_applied(c: &Cluster, member: usize, index: f64, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_and_linearizable_reads_through_every_member() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     c.wait_ready(READY);
     let eps = c.endpoints();
     for (i, ep) in eps.iter().enumerate() {
@@ -161,7 +162,7 @@ async fn writes_and_linearizable_reads_through_every_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_sigkill_under_load_then_catch_up_from_log() {
-    let mut c = Cluster::start(3, FAST);
+    let mut c = Cluster::start(BIN, 3, FAST);
     let old = c.wait_ready(READY);
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -237,7 +238,7 @@ async fn killed_leader_catches_up_through_a_snapshot_after_compaction() {
         "--snapshot-catchup-entries",
         "50",
     ]);
-    let mut c = Cluster::start(3, &flags);
+    let mut c = Cluster::start(BIN, 3, &flags);
     let lagger = c.wait_ready(READY);
     c.members[lagger].kill();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -291,7 +292,7 @@ async fn killed_leader_catches_up_through_a_snapshot_after_compaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_all_members_loses_no_acknowledged_write() {
-    let mut c = Cluster::start(3, FAST);
+    let mut c = Cluster::start(BIN, 3, FAST);
     c.wait_ready(READY);
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{loopback_net, Cluster};
+use metastore_testkit::{loopback_net, Cluster};
+use support::BIN;
 
 struct Etcd {
     child: Child,
@@ -280,7 +281,7 @@ fn session(ep: &str) -> Vec<String> {
 fn etcdctl_session_matches_real_etcd() {
     let net = loopback_net();
     let etcd = start_etcd(&format!("{net}.200"));
-    let ms = Cluster::start(1, &[]);
+    let ms = Cluster::start(BIN, 1, &[]);
     ms.wait_ready(Duration::from_secs(30));
     let want = session(&etcd.endpoint);
     let got = session(&ms.members[0].client_url());
@@ -311,7 +312,7 @@ fn python_etcd3_session_matches_real_etcd() {
     );
     let net = loopback_net();
     let etcd = start_etcd(&format!("{net}.200"));
-    let ms = Cluster::start(1, &[]);
+    let ms = Cluster::start(BIN, 1, &[]);
     ms.wait_ready(Duration::from_secs(30));
     let run = |ip: &str| {
         let out = Command::new(&python)
@@ -346,7 +347,7 @@ fn python_etcd3_session_matches_real_etcd() {
 fn quota_alarm_matches_real_etcd() {
     let net = loopback_net();
     let etcd = start_etcd_with(&format!("{net}.200"), &["--quota-backend-bytes=100000"]);
-    let ms = Cluster::start(1, &["--quota-backend-bytes", "100000"]);
+    let ms = Cluster::start(BIN, 1, &["--quota-backend-bytes", "100000"]);
     ms.wait_ready(Duration::from_secs(30));
     let value = "x".repeat(10_000);
     let session = |ep: &str| -> Vec<String> {

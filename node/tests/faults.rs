@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fault_workloads::{Ctx, Recording, GROUP, GROUP_NAME, INITIAL, REGISTERS};
+use metastore_testkit::{Cluster, FAST};
 use nemesis::{Episode, Fault, Nemesis, Schedule, ALL_FAULTS};
-use support::{Cluster, FAST};
+use support::BIN;
 
 /// One schedule's results.
 #[derive(Debug, Default)]
@@ -67,7 +68,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     ]);
     flags.extend(extra);
     let t0 = Instant::now();
-    let cluster = Cluster::create(s.members, &flags);
+    let cluster = Cluster::create(BIN, s.members, &flags);
     let mut nem = Nemesis::new(cluster, s.seed, t0, rt.handle().clone()).expect("nemesis");
     let mut out = Outcome {
         seed: s.seed,
@@ -157,7 +158,9 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     let leader = nem.leader(Duration::from_secs(30)).unwrap_or(0);
     let ep = nem.cluster.members[leader].client_url();
     let final_check = rt.block_on(async {
-        let mut c = support::try_client(&ep).await.map_err(|e| e.to_string())?;
+        let mut c = metastore_testkit::try_client(&ep)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut finals = Vec::new();
         for key in REGISTERS.iter().chain([&GROUP[0]]) {
             let call = micros(t0);
@@ -215,7 +218,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     let lease_left = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(4 * fault_workloads::LEASE_TTL as u64);
         loop {
-            let left = match support::try_client(&ep).await {
+            let left = match metastore_testkit::try_client(&ep).await {
                 Ok(mut c) => c
                     .get(
                         "lease/",
@@ -276,7 +279,11 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     );
     if !out.violations.is_empty() {
         for m in &nem.cluster.members {
-            eprintln!("--- {} log tail\n{}", m.name, support::tail(&m.log()));
+            eprintln!(
+                "--- {} log tail\n{}",
+                m.name,
+                metastore_testkit::tail(&m.log())
+            );
         }
     }
     nemesis::unmount_all(&nem.cluster);
@@ -486,7 +493,7 @@ fn seed_base() -> u64 {
 
 #[test]
 fn short_profile() {
-    if !support::in_namespace("short_profile", false) {
+    if !metastore_testkit::in_namespace("short_profile", false) {
         return;
     }
     let rt = runtime();
@@ -518,7 +525,7 @@ fn short_profile() {
 #[test]
 #[ignore = "long profile: make soak"]
 fn soak() {
-    if !support::in_namespace("soak", true) {
+    if !metastore_testkit::in_namespace("soak", true) {
         return;
     }
     let rt = runtime();
@@ -543,7 +550,7 @@ fn soak() {
 /// clock anomalies): the same suite, a deliberately unsafe member configuration.
 #[test]
 fn known_bad_lease_is_caught() {
-    if !support::in_namespace("known_bad_lease_is_caught", false) {
+    if !metastore_testkit::in_namespace("known_bad_lease_is_caught", false) {
         return;
     }
     let rt = runtime();

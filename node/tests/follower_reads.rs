@@ -6,7 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 async fn write_then_read_on_followers(c: &Cluster, leader: usize, rounds: usize) {
     let followers: Vec<usize> = (0..c.members.len()).filter(|i| *i != leader).collect();
@@ -37,7 +38,7 @@ fn answers(c: &Cluster, leader: usize) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_answers_follower_read_index_from_its_lease() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     write_then_read_on_followers(&c, leader, 200).await;
     // 400 follower reads; a few may arrive while the lease is being (re)established.
@@ -52,7 +53,7 @@ async fn the_leader_answers_follower_read_index_from_its_lease() {
 async fn without_lease_reads_follower_reads_take_the_heartbeat_round() {
     let mut flags = FAST.to_vec();
     flags.push("--lease-read=false");
-    let c = Cluster::start(3, &flags);
+    let c = Cluster::start(BIN, 3, &flags);
     let leader = c.wait_ready(Duration::from_secs(30));
     write_then_read_on_followers(&c, leader, 100).await;
     assert_eq!(answers(&c, leader), 0.0);

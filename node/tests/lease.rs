@@ -8,7 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions};
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
     match e {
@@ -19,7 +20,7 @@ fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_attach_keepalive_ttl_list_and_revoke() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let f = (leader + 1) % 3;
     // Everything through a follower: writes through Raft, keep-alive and TTL forwarded.
@@ -84,7 +85,7 @@ async fn grant_attach_keepalive_ttl_list_and_revoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lease_requests_get_etcds_errors() {
-    let c = Cluster::start(1, FAST);
+    let c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     let e = cl
@@ -176,7 +177,7 @@ async fn gone_at(cl: &mut etcd_client::Client, key: &str, limit: Duration) -> In
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_is_never_early_and_on_time() {
-    let c = Cluster::start(1, FAST);
+    let c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     let granted = Instant::now();
@@ -193,7 +194,7 @@ async fn expiry_is_never_early_and_on_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_change_never_expires_a_lease_early() {
-    let mut c = Cluster::start(3, FAST);
+    let mut c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let f = (leader + 1) % 3;
     let mut cl = client(&c.members[f].client_url()).await;

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metastore_testkit::{client, Cluster, FAST};
 use register_checker::Op;
-use support::{client, Cluster, FAST};
+use support::BIN;
 
 const KEY: &str = "register";
 
@@ -65,7 +66,7 @@ fn micros(t0: Instant) -> u64 {
 
 #[test]
 fn isolated_leader_serves_no_stale_read() {
-    if !support::in_namespace("isolated_leader_serves_no_stale_read", false) {
+    if !metastore_testkit::in_namespace("isolated_leader_serves_no_stale_read", false) {
         return;
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -79,7 +80,7 @@ fn isolated_leader_serves_no_stale_read() {
 async fn isolated_leader_body() {
     let mut flags: Vec<&str> = FAST.to_vec();
     flags.extend(["--request-timeout", "1000"]);
-    let c = Cluster::start(3, &flags);
+    let c = Cluster::start(BIN, 3, &flags);
     let leader = c.wait_ready(Duration::from_secs(30));
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let mut init = client(&c.members[leader].client_url()).await;

@@ -8,11 +8,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_kv_agrees_across_members_and_snapshots_are_framed() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let mut lc = client(&c.members[leader].client_url()).await;
     for i in 0..50 {
@@ -77,7 +78,7 @@ async fn periodic_auto_compaction_bounds_history() {
         "--auto-compaction-retention",
         "1s",
     ]);
-    let c = Cluster::start(1, &flags);
+    let c = Cluster::start(BIN, 1, &flags);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     let first = cl
@@ -119,7 +120,7 @@ async fn periodic_auto_compaction_bounds_history() {
 async fn space_quota_raises_nospace_until_space_is_freed_and_the_alarm_disarmed() {
     let mut flags: Vec<&str> = FAST.to_vec();
     flags.extend(["--quota-backend-bytes", "3000"]);
-    let c = Cluster::start(3, &flags);
+    let c = Cluster::start(BIN, 3, &flags);
     let leader = c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[leader].client_url()).await;
     let big = "x".repeat(1000);

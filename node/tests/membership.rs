@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::MemberAddOptions;
 use load::{Load, REGISTER};
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 /// Raft ids of the members, by index in the cluster.
 type Ids = HashMap<usize, u64>;
@@ -171,7 +172,7 @@ async fn shrink(c: &mut Cluster, ids: &Ids, load: &Load, remove_leader: bool) {
 }
 
 async fn scale_under_load(remove_leader: bool) {
-    let mut c = Cluster::start(1, FAST);
+    let mut c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let mut ids = initial_ids(&c).await;
     client(&c.members[0].client_url())

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, MemberAddOptions};
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("etcdctl")
@@ -69,7 +70,7 @@ async fn refused_changes_get_etcds_errors_and_the_cluster_keeps_serving() {
         "etcdserver: re-configuration failed due to not enough started members";
 
     // One member: its only voter cannot go.
-    let mut one = Cluster::start(1, FAST);
+    let mut one = Cluster::start(BIN, 1, FAST);
     one.wait_ready(Duration::from_secs(30));
     let mut cl = client(&one.members[0].client_url()).await;
     let me = cl.member_list().await.unwrap().members()[0].id();
@@ -166,7 +167,7 @@ async fn refused_changes_get_etcds_errors_and_the_cluster_keeps_serving() {
     assert!(s.raft_applied_index() >= s.raft_index() - 1);
 
     // Three members, one down: removing a live voter would break the active quorum.
-    let mut three = Cluster::start(3, FAST);
+    let mut three = Cluster::start(BIN, 3, FAST);
     let leader = three.wait_ready(Duration::from_secs(30));
     let mut cl = client(&three.members[leader].client_url()).await;
     let list = cl.member_list().await.unwrap();
@@ -211,7 +212,7 @@ async fn refused_changes_get_etcds_errors_and_the_cluster_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_member_add_learner_promote_remove_list() {
-    let mut c = Cluster::start(1, FAST);
+    let mut c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let ep = c.members[0].client_url();
     assert!(etcdctl(&ep, &["put", "a", "1"]).0);
@@ -285,7 +286,7 @@ async fn learner_joining_after_log_compaction_catches_up_by_snapshot() {
         "--snapshot-catchup-entries",
         "10",
     ]);
-    let mut c = Cluster::start(1, &flags);
+    let mut c = Cluster::start(BIN, 1, &flags);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     for i in 0..450 {
@@ -345,8 +346,9 @@ async fn learner_joining_after_log_compaction_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_different_clusters_refuse_each_other() {
     // Cluster A (1 member) adds a learner whose peer URL belongs to B, a separate cluster.
-    let a = Cluster::start(1, FAST);
+    let a = Cluster::start(BIN, 1, FAST);
     let b = Cluster::start(
+        BIN,
         1,
         &[
             "--heartbeat-interval",

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Cluster, BIN};
+use metastore_testkit::Cluster;
+use support::BIN;
 
 fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
     let mut cmd = Command::new("etcdctl");
@@ -36,7 +37,7 @@ fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String
 
 #[test]
 fn etcdctl_put_get_prefix_del_txn_compaction() {
-    let c = Cluster::start(1, &[]);
+    let c = Cluster::start(BIN, 1, &[]);
     c.wait_ready(Duration::from_secs(20));
     let ep = c.members[0].client_url();
     let ok = |args: &[&str]| {
@@ -131,9 +132,9 @@ fn etcdctl_put_get_prefix_del_txn_compaction() {
 
 #[tokio::test]
 async fn bad_requests_get_etcd_errors_and_the_server_keeps_serving() {
-    let c = Cluster::start(1, &[]);
+    let c = Cluster::start(BIN, 1, &[]);
     c.wait_ready(Duration::from_secs(20));
-    let mut cl = support::client(&c.members[0].client_url()).await;
+    let mut cl = metastore_testkit::client(&c.members[0].client_url()).await;
 
     let err = cl.put("", "v", None).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: key is not provided"), "{err}");
@@ -249,7 +250,7 @@ fn malformed_flags_exit_2_with_one_clear_line() {
 
 #[test]
 fn health_endpoints_and_clean_sigterm() {
-    let mut c = Cluster::start(1, &[]);
+    let mut c = Cluster::start(BIN, 1, &[]);
     c.wait_ready(Duration::from_secs(20));
     let m = &c.members[0];
     assert_eq!(

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use etcd_client::{EventType, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 
-use support::{client, Cluster, FAST};
+use metastore_testkit::{client, Cluster, FAST};
+use support::BIN;
 
 async fn next(s: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(Duration::from_secs(10), s.message())
@@ -39,7 +40,7 @@ async fn events(s: &mut WatchStream, n: usize) -> Vec<(EventType, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_replay_prev_kv_filters_cancel_and_compaction() {
-    let c = Cluster::start(1, FAST);
+    let c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     let r1 = cl
@@ -153,7 +154,7 @@ async fn live_replay_prev_kv_filters_cancel_and_compaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_serve_watches() {
-    let c = Cluster::start(3, FAST);
+    let c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let f = (leader + 1) % 3;
     let mut fc = client(&c.members[f].client_url()).await;
@@ -171,7 +172,7 @@ async fn followers_serve_watches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousands_of_watchers_on_few_streams() {
-    let c = Cluster::start(1, FAST);
+    let c = Cluster::start(BIN, 1, FAST);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     const STREAMS: usize = 10;
@@ -211,6 +212,7 @@ async fn thousands_of_watchers_on_few_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_watcher_never_blocks_writers_and_misses_nothing() {
     let c = Cluster::start(
+        BIN,
         1,
         &["--heartbeat-interval", "50", "--election-timeout", "500"],
     );
@@ -237,7 +239,7 @@ async fn slow_watcher_never_blocks_writers_and_misses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_revisions_are_fragmented_when_asked() {
-    let c = Cluster::start(1, &["--max-request-bytes", "20000"]);
+    let c = Cluster::start(BIN, 1, &["--max-request-bytes", "20000"]);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     // Eight 8 KB values, each under the request limit...
@@ -289,7 +291,7 @@ async fn large_revisions_are_fragmented_when_asked() {
 async fn progress_notifications_reach_idle_watchers() {
     let mut flags: Vec<&str> = FAST.to_vec();
     flags.extend(["--watch-progress-notify-interval", "200"]);
-    let c = Cluster::start(1, &flags);
+    let c = Cluster::start(BIN, 1, &flags);
     c.wait_ready(Duration::from_secs(30));
     let mut cl = client(&c.members[0].client_url()).await;
     let rev = cl
@@ -317,7 +319,7 @@ async fn progress_notifications_reach_idle_watchers() {
 /// across a leader kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
-    let mut c = Cluster::start(3, FAST);
+    let mut c = Cluster::start(BIN, 3, FAST);
     let leader = c.wait_ready(Duration::from_secs(30));
     let endpoints = c.endpoints();
     // Writer: N puts of increasing values, retried until acknowledged (through any member).
@@ -329,7 +331,8 @@ async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
             let ep = endpoints[i % endpoints.len()].clone();
             i += 1;
             let Ok(Ok(mut cl)) =
-                tokio::time::timeout(Duration::from_secs(2), support::try_client(&ep)).await
+                tokio::time::timeout(Duration::from_secs(2), metastore_testkit::try_client(&ep))
+                    .await
             else {
                 continue;
             };
@@ -362,7 +365,7 @@ async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
         );
         let ep = c.members[ep_index].client_url();
         let start = seen.last().map_or(0, |(r, _)| r + 1);
-        let Ok(mut cl) = support::try_client(&ep).await else {
+        let Ok(mut cl) = metastore_testkit::try_client(&ep).await else {
             ep_index = (ep_index + 1) % 3;
             continue;
         };

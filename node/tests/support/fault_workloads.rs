@@ -132,7 +132,7 @@ async fn connect(ctx: &Ctx, k: &mut usize) -> Option<Client> {
 
 /// Writes the initial values (before any workload starts).
 pub async fn seed(ep: &str) -> Result<i64, String> {
-    let mut c = super::support::try_client(ep)
+    let mut c = metastore_testkit::try_client(ep)
         .await
         .map_err(|e| e.to_string())?;
     let mut ops: Vec<TxnOp> = REGISTERS

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::support::Cluster;
+use metastore_testkit::Cluster;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -318,7 +318,7 @@ impl Nemesis {
                     return Err(format!(
                         "{} not ready 30 s after healing every fault:\n{}",
                         m.name,
-                        super::support::tail(&m.log())
+                        metastore_testkit::tail(&m.log())
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -562,7 +562,7 @@ impl Nemesis {
         let ep = self.cluster.members[via].client_url();
         let name = name.to_string();
         self.rt.block_on(async move {
-            let mut c = super::support::try_client(&ep)
+            let mut c = metastore_testkit::try_client(&ep)
                 .await
                 .map_err(|e| e.to_string())?;
             let l = c.member_list().await.map_err(|e| e.to_string())?;
@@ -586,7 +586,7 @@ impl Nemesis {
             let peer = self.cluster.members[i].peer_url();
             let ep2 = ep.clone();
             let id = self.rt.block_on(async move {
-                let mut c = super::support::try_client(&ep2)
+                let mut c = metastore_testkit::try_client(&ep2)
                     .await
                     .map_err(|e| e.to_string())?;
                 let r = c
@@ -620,7 +620,7 @@ impl Nemesis {
                     .map(|l| self.cluster.members[l].client_url())
                     .unwrap_or(ep.clone());
                 let r = self.rt.block_on(async move {
-                    let mut c = super::support::try_client(&ep3)
+                    let mut c = metastore_testkit::try_client(&ep3)
                         .await
                         .map_err(|e| e.to_string())?;
                     c.member_promote(id)
@@ -649,7 +649,7 @@ impl Nemesis {
                 .member_id(l, &name)?
                 .ok_or_else(|| format!("membership: {name} not listed"))?;
             let r = self.rt.block_on(async move {
-                let mut c = super::support::try_client(&ep)
+                let mut c = metastore_testkit::try_client(&ep)
                     .await
                     .map_err(|e| e.to_string())?;
                 c.member_remove(id)
@@ -678,7 +678,7 @@ impl Nemesis {
         }
         let ep = self.cluster.members[from].client_url();
         self.rt.block_on(async move {
-            let mut c = super::support::try_client(&ep)
+            let mut c = metastore_testkit::try_client(&ep)
                 .await
                 .map_err(|e| e.to_string())?;
             c.move_leader(id)

@@ -1,0 +1,20 @@
+//! Shared support for MetaStore's tests (node integration tests, the end-to-end suite):
+//!
+//! - [`process`]: one real `metastore-node` process ([`Member`]) and plain HTTP probes;
+//! - [`cluster`]: a cluster of members on a loopback network of its own ([`Cluster`]);
+//! - [`client`]: etcd-client connections with the tests' timeouts;
+//! - [`namespace`]: re-running a test inside private network and mount namespaces.
+//!
+//! The testkit does not know where the `metastore-node` binary is: only an integration test of
+//! the `metastore-node` package gets its path from Cargo (`env!("CARGO_BIN_EXE_metastore-node")`),
+//! so callers pass it to [`Cluster::start`] / [`Cluster::create`].
+
+pub mod client;
+pub mod cluster;
+pub mod namespace;
+pub mod process;
+
+pub use client::{client, try_client};
+pub use cluster::{loopback_net, Cluster, FAST};
+pub use namespace::in_namespace;
+pub use process::{http_get, tail, Member};
