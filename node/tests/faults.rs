@@ -16,8 +16,6 @@ mod fault_workloads;
 #[path = "support/nemesis.rs"]
 mod nemesis;
 mod support;
-#[path = "support/wgl.rs"]
-mod wgl;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -25,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fault_workloads::{Ctx, Recording, GROUP, GROUP_NAME, INITIAL, REGISTERS};
+use metastore_testkit::checkers::wgl;
 use metastore_testkit::{Cluster, FAST};
 use nemesis::{Episode, Fault, Nemesis, Schedule, ALL_FAULTS};
 use support::BIN;

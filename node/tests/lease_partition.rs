@@ -5,8 +5,6 @@
 //! recorded and the history is checked for linearizability: the old leader's lease must end
 //! before the majority can elect a new leader and commit, so no read is stale.
 
-#[path = "support/register_checker.rs"]
-mod register_checker;
 mod support;
 
 use std::process::Command;
@@ -14,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metastore_testkit::checkers::register::{self, Op};
 use metastore_testkit::{client, Cluster, FAST};
-use register_checker::Op;
 use support::BIN;
 
 const KEY: &str = "register";
@@ -193,7 +191,7 @@ async fn isolated_leader_body() {
         writes_during,
         leader_reads_after_cut
     );
-    if let Err(e) = register_checker::check(&h, "init") {
+    if let Err(e) = register::check(&h, "init") {
         panic!("linearizability violation: {e}");
     }
 }

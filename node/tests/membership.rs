@@ -4,17 +4,14 @@
 //! linearizability, every acknowledged write checked at the end, and lease reads in use at every
 //! steady state.
 
-#[path = "support/load.rs"]
-mod load;
-#[path = "support/register_checker.rs"]
-mod register_checker;
 mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use etcd_client::MemberAddOptions;
-use load::{Load, REGISTER};
+use metastore_testkit::checkers::register;
+use metastore_testkit::load::{Load, REGISTER};
 use metastore_testkit::{client, Cluster, FAST};
 use support::BIN;
 
@@ -217,7 +214,7 @@ async fn scale_under_load(remove_leader: bool) {
         rec.acked_logs.len()
     );
     assert!(acked > 50 && reads > 50, "the load ran throughout");
-    if let Err(e) = register_checker::check(&rec.history, "init") {
+    if let Err(e) = register::check(&rec.history, "init") {
         panic!("linearizability violation: {e}");
     }
     // No acknowledged write is lost.

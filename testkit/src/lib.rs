@@ -3,14 +3,18 @@
 //! - [`process`]: one real `metastore-node` process ([`Member`]) and plain HTTP probes;
 //! - [`cluster`]: a cluster of members on a loopback network of its own ([`Cluster`]);
 //! - [`client`]: etcd-client connections with the tests' timeouts;
-//! - [`namespace`]: re-running a test inside private network and mount namespaces.
+//! - [`namespace`]: re-running a test inside private network and mount namespaces;
+//! - [`load`]: continuous client load over a changing set of endpoints, recorded;
+//! - [`checkers`]: linearizability checkers for the recorded histories.
 //!
 //! The testkit does not know where the `metastore-node` binary is: only an integration test of
 //! the `metastore-node` package gets its path from Cargo (`env!("CARGO_BIN_EXE_metastore-node")`),
 //! so callers pass it to [`Cluster::start`] / [`Cluster::create`].
 
+pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod load;
 pub mod namespace;
 pub mod process;
 

@@ -14,7 +14,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpRespo
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::wgl::{Input, Output, RegOp};
+use metastore_testkit::checkers::wgl::{Input, Output, RegOp};
 
 /// Register keys (each its own linearizable register).
 pub const REGISTERS: [&str; 3] = ["w/r0", "w/r1", "w/r2"];

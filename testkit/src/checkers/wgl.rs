@@ -7,7 +7,6 @@
 //! Indeterminate operations (timed out, connection lost) have no return: they may take effect at
 //! any point after their call, or never. Ones whose written value nobody observed are dropped
 //! (linearizing them last is always possible and changes nothing); the rest keep an open return.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 

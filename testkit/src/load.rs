@@ -1,0 +1,230 @@
+//! Continuous client load over a changing set of endpoints: writers put unique values to one
+//! register key (checked for linearizability) and unique log keys (checked for durability);
+//! readers issue linearizable gets of the register, round-robin over every endpoint.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::checkers::register::Op;
+
+/// The register every writer and reader uses.
+pub const REGISTER: &str = "register";
+/// Prefix of the durability log keys.
+pub const LOG_PREFIX: &str = "log/";
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A running load.
+pub struct Load {
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    endpoints: Arc<Mutex<Vec<String>>>,
+    history: Arc<Mutex<Vec<Op>>>,
+    acked_logs: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the load recorded.
+pub struct Recorded {
+    /// Register operations (failed writes are indeterminate: `res == None`).
+    pub history: Vec<Op>,
+    /// Log keys whose put was acknowledged.
+    pub acked_logs: Vec<String>,
+}
+
+impl Recorded {
+    /// Acknowledged log writes missing from the cluster, read linearizably through `endpoint`.
+    pub async fn lost_writes(&self, endpoint: &str) -> Vec<String> {
+        let mut c = etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect");
+        let got = c
+            .get(
+                LOG_PREFIX,
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .expect("read the log keys");
+        let present: std::collections::HashSet<String> = got
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap_or_default().to_string())
+            .collect();
+        self.acked_logs
+            .iter()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect()
+    }
+}
+
+struct Clients {
+    by_endpoint: HashMap<String, etcd_client::Client>,
+}
+
+impl Clients {
+    async fn get(&mut self, ep: &str) -> Option<&mut etcd_client::Client> {
+        if !self.by_endpoint.contains_key(ep) {
+            let opts = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(OP_TIMEOUT);
+            let c = tokio::time::timeout(
+                Duration::from_secs(1),
+                etcd_client::Client::connect([ep], Some(opts)),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            self.by_endpoint.insert(ep.to_string(), c);
+        }
+        self.by_endpoint.get_mut(ep)
+    }
+}
+
+fn micros(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+impl Load {
+    /// Starts `writers` writer tasks and `readers` reader tasks over `endpoints`. The register
+    /// must already hold `initial`.
+    pub fn start(endpoints: Vec<String>, writers: usize, readers: usize) -> Load {
+        let mut l = Load {
+            t0: Instant::now(),
+            stop: Arc::default(),
+            endpoints: Arc::new(Mutex::new(endpoints)),
+            history: Arc::default(),
+            acked_logs: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for w in 0..writers {
+            let (t0, stop, eps, h, logs) = (
+                l.t0,
+                l.stop.clone(),
+                l.endpoints.clone(),
+                l.history.clone(),
+                l.acked_logs.clone(),
+            );
+            l.tasks.push(tokio::spawn(async move {
+                let mut clients = Clients {
+                    by_endpoint: HashMap::new(),
+                };
+                let mut seq: usize = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let ep = {
+                        let e = eps.lock().unwrap();
+                        e[(seq + w) % e.len()].clone()
+                    };
+                    let register = seq.is_multiple_of(2);
+                    let (key, value) = if register {
+                        (REGISTER.to_string(), format!("w{w}-{seq}"))
+                    } else {
+                        (format!("{LOG_PREFIX}{w}/{seq}"), "x".to_string())
+                    };
+                    let inv = micros(t0);
+                    let ok = match clients.get(&ep).await {
+                        Some(c) => tokio::time::timeout(
+                            OP_TIMEOUT,
+                            c.put(key.clone(), value.clone(), None),
+                        )
+                        .await
+                        .is_ok_and(|r| r.is_ok()),
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    if register {
+                        let res = ok.then(|| micros(t0));
+                        h.lock().unwrap().push(Op {
+                            value,
+                            write: true,
+                            inv,
+                            res,
+                        });
+                    } else if ok {
+                        logs.lock().unwrap().push(key);
+                    }
+                    if !ok {
+                        clients.by_endpoint.remove(&ep);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }));
+        }
+        for r in 0..readers {
+            let (t0, stop, eps, h) = (l.t0, l.stop.clone(), l.endpoints.clone(), l.history.clone());
+            l.tasks.push(tokio::spawn(async move {
+                let mut clients = Clients {
+                    by_endpoint: HashMap::new(),
+                };
+                let mut seq: usize = r;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let ep = {
+                        let e = eps.lock().unwrap();
+                        e[seq % e.len()].clone()
+                    };
+                    let Some(c) = clients.get(&ep).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let inv = micros(t0);
+                    match tokio::time::timeout(OP_TIMEOUT, c.get(REGISTER, None)).await {
+                        Ok(Ok(resp)) => {
+                            if let Some(kv) = resp.kvs().first() {
+                                h.lock().unwrap().push(Op {
+                                    value: kv.value_str().unwrap_or("").to_string(),
+                                    write: false,
+                                    inv,
+                                    res: Some(micros(t0)),
+                                });
+                            }
+                        }
+                        _ => {
+                            clients.by_endpoint.remove(&ep);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        l
+    }
+
+    /// Directs new operations to `endpoints`.
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        assert!(!endpoints.is_empty());
+        *self.endpoints.lock().unwrap() = endpoints;
+    }
+
+    /// Acknowledged register writes so far.
+    pub fn acked_writes(&self) -> usize {
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.write && o.res.is_some())
+            .count()
+    }
+
+    /// Stops every task and returns what was recorded.
+    pub async fn stop(self) -> Recorded {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let history = self.history.lock().unwrap().clone();
+        let acked_logs = self.acked_logs.lock().unwrap().clone();
+        Recorded {
+            history,
+            acked_logs,
+        }
+    }
+}
