@@ -6,11 +6,6 @@
 //!
 //! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
 
-#[path = "../../../node/tests/support/load.rs"]
-mod load;
-#[path = "../../../node/tests/support/register_checker.rs"]
-mod register_checker;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +14,8 @@ use kube::api::Api;
 use metastore_e2e::control_plane::ControlPlane;
 use metastore_e2e::kubelet::{Kubelet, KubeletConfig};
 use metastore_operator::crd::MetaStore;
+use metastore_testkit::checkers::register;
+use metastore_testkit::load;
 
 const NS: &str = "default";
 const NAME: &str = "demo";
@@ -463,7 +460,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         rec.acked_logs.len()
     );
     assert!(acked > 20, "the load ran");
-    if let Err(e) = register_checker::check(&rec.history, "init") {
+    if let Err(e) = register::check(&rec.history, "init") {
         panic!("linearizability violation: {e}");
     }
     let lost = rec.lost_writes(&client_url(0)).await;
