@@ -1,7 +1,7 @@
 //! The fault-injection suite (docs/reliability.md). Real members on loopback addresses inside a
 //! network and mount namespace this test creates (it re-executes itself under `unshare`), each
 //! with its own tmpfs and lease-clock offset file; a seeded nemesis injects every fault kind in
-//! `support/nemesis.rs` while register, transaction, watch, lease and log workloads run. Every
+//! `metastore_testkit::faults::nemesis` while register, transaction, watch, lease and log workloads run. Every
 //! history is checked: linearizability per key (WGL search with indeterminate operations),
 //! atomic group reads, watch streams complete, in order, without duplicates and identical
 //! across members, lease keys never gone early and gone eventually, every acknowledged log put
@@ -11,10 +11,6 @@
 //! `known_bad_lease_is_caught` runs the same suite against a deliberately unsafe lease and
 //! requires the checker to find stale reads.
 
-#[path = "support/fault_workloads.rs"]
-mod fault_workloads;
-#[path = "support/nemesis.rs"]
-mod nemesis;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,10 +18,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fault_workloads::{Ctx, Recording, GROUP, GROUP_NAME, INITIAL, REGISTERS};
 use metastore_testkit::checkers::wgl;
+use metastore_testkit::faults::nemesis::{self, Episode, Fault, Nemesis, Schedule, ALL_FAULTS};
+use metastore_testkit::faults::workloads::{
+    self, Ctx, Recording, GROUP, GROUP_NAME, INITIAL, REGISTERS,
+};
 use metastore_testkit::{Cluster, FAST};
-use nemesis::{Episode, Fault, Nemesis, Schedule, ALL_FAULTS};
 use support::BIN;
 
 /// One schedule's results.
@@ -78,9 +76,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
         .leader(Duration::from_secs(30))
         .expect("a leader at start");
     let ep = nem.cluster.members[leader].client_url();
-    let seeded = rt
-        .block_on(fault_workloads::seed(&ep))
-        .expect("seed the keys");
+    let seeded = rt.block_on(workloads::seed(&ep)).expect("seed the keys");
 
     let rec = Arc::new(Mutex::new(Recording {
         watch_start: seeded + 1,
@@ -95,14 +91,14 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     };
     let mut clients = Vec::new();
     for i in 0..3 {
-        clients.push(rt.spawn(fault_workloads::register_client(
+        clients.push(rt.spawn(workloads::register_client(
             ctx.clone(),
             i,
             s.seed * 31 + i as u64,
         )));
     }
     for i in 0..2 {
-        clients.push(rt.spawn(fault_workloads::group_client(
+        clients.push(rt.spawn(workloads::group_client(
             ctx.clone(),
             i,
             s.seed * 37 + i as u64,
@@ -110,17 +106,17 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     }
     let initial_eps = nem.endpoints.lock().unwrap().clone();
     for (i, ep) in initial_eps.iter().enumerate() {
-        clients.push(rt.spawn(fault_workloads::pinned_reader(
+        clients.push(rt.spawn(workloads::pinned_reader(
             ctx.clone(),
             50 + i,
             ep.clone(),
             s.seed * 41 + i as u64,
         )));
     }
-    clients.push(rt.spawn(fault_workloads::log_writer(ctx.clone(), 0)));
-    clients.push(rt.spawn(fault_workloads::lease_client(ctx.clone(), 0, s.seed)));
+    clients.push(rt.spawn(workloads::log_writer(ctx.clone(), 0)));
+    clients.push(rt.spawn(workloads::lease_client(ctx.clone(), 0, s.seed)));
     let watchers: Vec<_> = (0..2)
-        .map(|i| rt.spawn(fault_workloads::watcher(ctx.clone(), i, seeded + 1)))
+        .map(|i| rt.spawn(workloads::watcher(ctx.clone(), i, seeded + 1)))
         .collect();
 
     std::thread::sleep(Duration::from_millis(1000));
@@ -215,7 +211,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     // Every lease key must be gone within a few TTLs of the last keep-alive (a new leader
     // restarts each TTL, so allow for one more).
     let lease_left = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(4 * fault_workloads::LEASE_TTL as u64);
+        let deadline = Instant::now() + Duration::from_secs(4 * workloads::LEASE_TTL as u64);
         loop {
             let left = match metastore_testkit::try_client(&ep).await {
                 Ok(mut c) => c
@@ -241,7 +237,7 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     if lease_left != 0 {
         out.violations.push(format!(
             "{lease_left} lease keys still present {} s after their keep-alives stopped",
-            4 * fault_workloads::LEASE_TTL
+            4 * workloads::LEASE_TTL
         ));
     }
 
@@ -332,7 +328,7 @@ fn check(rec: &Recording, present_logs: &HashSet<String>, final_rev: i64, out: &
             })
         })
         .collect();
-    let mut reference: Option<&Vec<fault_workloads::SeenEvent>> = None;
+    let mut reference: Option<&Vec<workloads::SeenEvent>> = None;
     for (w, events) in rec.watched.iter().enumerate() {
         out.watch_events += events.len();
         let mut seen = HashSet::new();

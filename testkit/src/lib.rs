@@ -5,7 +5,8 @@
 //! - [`client`]: etcd-client connections with the tests' timeouts;
 //! - [`namespace`]: re-running a test inside private network and mount namespaces;
 //! - [`load`]: continuous client load over a changing set of endpoints, recorded;
-//! - [`checkers`]: linearizability checkers for the recorded histories.
+//! - [`checkers`]: linearizability checkers for the recorded histories;
+//! - [`faults`]: the fault-injection suite's nemesis and client workloads.
 //!
 //! The testkit does not know where the `metastore-node` binary is: only an integration test of
 //! the `metastore-node` package gets its path from Cargo (`env!("CARGO_BIN_EXE_metastore-node")`),
@@ -14,6 +15,7 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod faults;
 pub mod load;
 pub mod namespace;
 pub mod process;

@@ -3,7 +3,6 @@
 //! transactions and read with one range, watchers that must see every event exactly once and in
 //! order across reconnects, TTL leases whose keys must never vanish early, and a log of unique
 //! keys whose acknowledged puts must all survive.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -14,7 +13,8 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpRespo
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use metastore_testkit::checkers::wgl::{Input, Output, RegOp};
+use crate::checkers::wgl::{Input, Output, RegOp};
+use crate::client::try_client;
 
 /// Register keys (each its own linearizable register).
 pub const REGISTERS: [&str; 3] = ["w/r0", "w/r1", "w/r2"];
@@ -132,9 +132,7 @@ async fn connect(ctx: &Ctx, k: &mut usize) -> Option<Client> {
 
 /// Writes the initial values (before any workload starts).
 pub async fn seed(ep: &str) -> Result<i64, String> {
-    let mut c = metastore_testkit::try_client(ep)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut c = try_client(ep).await.map_err(|e| e.to_string())?;
     let mut ops: Vec<TxnOp> = REGISTERS
         .iter()
         .chain(GROUP.iter())

@@ -2,7 +2,6 @@
 //! member processes: SIGKILL/restart, SIGSTOP/SIGCONT, iptables partitions inside the test's own
 //! network namespace, lease-clock steps and drift, membership changes and leader transfers during
 //! other faults, and a full disk (a tmpfs per member, filled with a ballast file).
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -13,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use metastore_testkit::Cluster;
+use crate::client::try_client;
+use crate::cluster::Cluster;
+use crate::process::tail;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -318,7 +319,7 @@ impl Nemesis {
                     return Err(format!(
                         "{} not ready 30 s after healing every fault:\n{}",
                         m.name,
-                        metastore_testkit::tail(&m.log())
+                        tail(&m.log())
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -562,9 +563,7 @@ impl Nemesis {
         let ep = self.cluster.members[via].client_url();
         let name = name.to_string();
         self.rt.block_on(async move {
-            let mut c = metastore_testkit::try_client(&ep)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut c = try_client(&ep).await.map_err(|e| e.to_string())?;
             let l = c.member_list().await.map_err(|e| e.to_string())?;
             Ok(l.members()
                 .iter()
@@ -586,9 +585,7 @@ impl Nemesis {
             let peer = self.cluster.members[i].peer_url();
             let ep2 = ep.clone();
             let id = self.rt.block_on(async move {
-                let mut c = metastore_testkit::try_client(&ep2)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut c = try_client(&ep2).await.map_err(|e| e.to_string())?;
                 let r = c
                     .member_add(
                         [peer],
@@ -620,9 +617,7 @@ impl Nemesis {
                     .map(|l| self.cluster.members[l].client_url())
                     .unwrap_or(ep.clone());
                 let r = self.rt.block_on(async move {
-                    let mut c = metastore_testkit::try_client(&ep3)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut c = try_client(&ep3).await.map_err(|e| e.to_string())?;
                     c.member_promote(id)
                         .await
                         .map(|_| ())
@@ -649,9 +644,7 @@ impl Nemesis {
                 .member_id(l, &name)?
                 .ok_or_else(|| format!("membership: {name} not listed"))?;
             let r = self.rt.block_on(async move {
-                let mut c = metastore_testkit::try_client(&ep)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut c = try_client(&ep).await.map_err(|e| e.to_string())?;
                 c.member_remove(id)
                     .await
                     .map(|_| ())
@@ -678,9 +671,7 @@ impl Nemesis {
         }
         let ep = self.cluster.members[from].client_url();
         self.rt.block_on(async move {
-            let mut c = metastore_testkit::try_client(&ep)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut c = try_client(&ep).await.map_err(|e| e.to_string())?;
             c.move_leader(id)
                 .await
                 .map(|_| ())
