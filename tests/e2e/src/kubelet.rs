@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, PodSpec};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -50,20 +50,40 @@ struct RunningPod {
     hosts: Vec<String>,
 }
 
+/// The pods this kubelet runs, by `namespace/name`.
+type Pods = Arc<Mutex<HashMap<String, RunningPod>>>;
+
+/// Pod addresses: `<net>.2` upwards, one per pod key for the kubelet's lifetime (a StatefulSet
+/// pod re-created under its name keeps its address).
+struct Addresses {
+    next: u32,
+    by_pod: HashMap<String, String>,
+}
+
+impl Addresses {
+    /// The address of the pod with key `k` on network `net`, allocated on first use.
+    fn of(&mut self, k: &str, net: &str) -> String {
+        if let Some(ip) = self.by_pod.get(k) {
+            return ip.clone();
+        }
+        let ip = format!("{net}.{}", self.next);
+        self.next += 1;
+        self.by_pod.insert(k.to_string(), ip.clone());
+        ip
+    }
+}
+
 /// A running kubelet; stops (killing its pods) on drop.
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
-    pods: Arc<Mutex<HashMap<String, RunningPod>>>,
+    pods: Pods,
 }
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
         for (_, p) in self.pods.lock().unwrap().iter_mut() {
-            if let Some(c) = p.child.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            kill_pod(p);
         }
     }
 }
@@ -73,14 +93,16 @@ impl Kubelet {
     pub async fn start(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<Kubelet> {
         std::fs::create_dir_all(cfg.root.join("logs"))?;
         register_node(&client).await?;
-        let pods: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
+        let pods: Pods = Arc::default();
         let state = pods.clone();
         let task = tokio::spawn(async move {
-            let mut next_ip = 2u32;
-            let mut ips = HashMap::new();
+            let mut addresses = Addresses {
+                next: 2,
+                by_pod: HashMap::new(),
+            };
             let mut last_heartbeat = Instant::now();
             loop {
-                if let Err(e) = sync(&client, &cfg, &state, &mut next_ip, &mut ips).await {
+                if let Err(e) = sync(&client, &cfg, &state, &mut addresses).await {
                     tracing::debug!("kubelet sync: {e}");
                 }
                 if last_heartbeat.elapsed() > Duration::from_secs(10) {
@@ -325,235 +347,288 @@ async fn service_account_kubeconfig(
     Ok(path)
 }
 
+/// One pass: reconciles every pod bound here with its process, then tells the API server what
+/// changed and drops the volumes of deleted claims.
 async fn sync(
     client: &kube::Client,
     cfg: &KubeletConfig,
-    state: &Arc<Mutex<HashMap<String, RunningPod>>>,
-    next_ip: &mut u32,
-    ips: &mut HashMap<String, String>,
+    state: &Pods,
+    addresses: &mut Addresses,
 ) -> anyhow::Result<()> {
     let all: Api<Pod> = Api::all(client.clone());
     let list = all.list(&ListParams::default()).await?;
-    // Service-account kubeconfigs for pods about to start here.
-    let mut kubeconfigs: HashMap<String, PathBuf> = HashMap::new();
-    if cfg.api.is_some() {
-        let known: Vec<String> = state.lock().unwrap().keys().cloned().collect();
-        for pod in &list.items {
-            let spec = match &pod.spec {
-                Some(s) => s,
-                None => continue,
-            };
-            let sa = spec.service_account_name.clone().unwrap_or_default();
-            if spec.node_name.as_deref() == Some(NODE)
-                && !sa.is_empty()
-                && sa != "default"
-                && !known.contains(&key(pod))
-            {
-                let ns = pod.namespace().unwrap_or_default();
-                match service_account_kubeconfig(client, cfg, &ns, &sa, &pod.name_any()).await {
-                    Ok(p) => {
-                        kubeconfigs.insert(key(pod), p);
-                    }
-                    Err(e) => tracing::warn!("token for {ns}/{sa}: {e}"),
+    let kubeconfigs = issue_kubeconfigs(client, cfg, state, &list.items).await;
+    let updates = reconcile(cfg, state, &list.items, &kubeconfigs, addresses);
+    send_updates(client, state, updates).await;
+    remove_deleted_volumes(client, cfg).await
+}
+
+/// Service-account kubeconfigs for pods bound here that are about to start (not yet in the
+/// table), by pod key.
+async fn issue_kubeconfigs(
+    client: &kube::Client,
+    cfg: &KubeletConfig,
+    state: &Pods,
+    items: &[Pod],
+) -> HashMap<String, PathBuf> {
+    let mut kubeconfigs = HashMap::new();
+    if cfg.api.is_none() {
+        return kubeconfigs;
+    }
+    let known: Vec<String> = state.lock().unwrap().keys().cloned().collect();
+    for pod in items {
+        let Some(spec) = &pod.spec else { continue };
+        let sa = spec.service_account_name.clone().unwrap_or_default();
+        if spec.node_name.as_deref() == Some(NODE)
+            && !sa.is_empty()
+            && sa != "default"
+            && !known.contains(&key(pod))
+        {
+            let ns = pod.namespace().unwrap_or_default();
+            match service_account_kubeconfig(client, cfg, &ns, &sa, &pod.name_any()).await {
+                Ok(p) => {
+                    kubeconfigs.insert(key(pod), p);
                 }
+                Err(e) => tracing::warn!("token for {ns}/{sa}: {e}"),
             }
         }
     }
+    kubeconfigs
+}
+
+/// What one pass has to tell the API server, sent once the pod table is unlocked.
+#[derive(Default)]
+struct Updates {
+    /// Pending pods to bind to this node (namespace, name).
+    bind: Vec<(String, String)>,
+    /// Pods whose status changed (namespace, name, status).
+    statuses: Vec<(String, String, serde_json::Value)>,
+    /// Deleted pods whose process is gone, to delete for good (namespace, name).
+    finalize: Vec<(String, String)>,
+}
+
+fn ns_name(pod: &Pod) -> (String, String) {
+    (pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// Brings the pod table in line with the API server's pods: admits new pods, stops deleted
+/// ones, (re)starts containers, probes readiness, kills processes of pods that are gone, and
+/// rewrites the hosts file.
+fn reconcile(
+    cfg: &KubeletConfig,
+    state: &Pods,
+    items: &[Pod],
+    kubeconfigs: &HashMap<String, PathBuf>,
+    addresses: &mut Addresses,
+) -> Updates {
+    let mut updates = Updates::default();
     let mut seen = Vec::new();
-    let mut bind = Vec::new();
-    let mut finalize = Vec::new();
-    let mut statuses = Vec::new();
-    {
-        let mut pods = state.lock().unwrap();
-        for pod in &list.items {
-            let k = key(pod);
-            let spec = match &pod.spec {
-                Some(s) => s,
-                None => continue,
-            };
-            if spec.node_name.is_none() {
-                if pod.metadata.deletion_timestamp.is_none() {
-                    bind.push((pod.namespace().unwrap_or_default(), pod.name_any()));
-                }
-                continue;
+    let mut pods = state.lock().unwrap();
+    for pod in items {
+        let Some(spec) = &pod.spec else { continue };
+        if spec.node_name.is_none() {
+            if pod.metadata.deletion_timestamp.is_none() {
+                updates.bind.push(ns_name(pod));
             }
-            if spec.node_name.as_deref() != Some(NODE) {
-                continue;
-            }
-            seen.push(k.clone());
-            let uid = pod.uid().unwrap_or_default();
-            if pods.get(&k).is_some_and(|p| p.uid != uid) {
-                // Same name, new pod: the old one is gone.
-                if let Some(mut old) = pods.remove(&k) {
-                    if let Some(c) = old.child.as_mut() {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                }
-            }
-            if !pods.contains_key(&k) {
-                if pod.metadata.deletion_timestamp.is_some() {
-                    finalize.push((pod.namespace().unwrap_or_default(), pod.name_any()));
-                    continue;
-                }
-                // A pod keeps its address across re-creations (StatefulSet pods keep their name).
-                let ip = match ips.get(&k) {
-                    Some(ip) => ip.clone(),
-                    None => {
-                        let ip = format!("{}.{}", cfg.net, *next_ip);
-                        *next_ip += 1;
-                        ips.insert(k.clone(), ip.clone());
-                        ip
-                    }
-                };
-                pods.insert(
-                    k.clone(),
-                    RunningPod {
-                        uid,
-                        ip,
-                        child: None,
-                        restarts: 0,
-                        next_start: Instant::now(),
-                        ready: false,
-                        terminating_since: None,
-                        reported: None,
-                        hosts: host_names(pod),
-                    },
-                );
-            }
-            let Some(p) = pods.get_mut(&k) else { continue };
+            continue;
+        }
+        if spec.node_name.as_deref() != Some(NODE) {
+            continue;
+        }
+        let k = key(pod);
+        seen.push(k.clone());
+        let Some(p) = admit(&mut pods, pod, &k, &cfg.net, addresses) else {
+            // Deleted before it ever ran here.
+            updates.finalize.push(ns_name(pod));
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
             let grace = spec.termination_grace_period_seconds.unwrap_or(30) as u64;
-            if pod.metadata.deletion_timestamp.is_some() {
-                let since = *p.terminating_since.get_or_insert_with(|| {
-                    if let Some(c) = &p.child {
-                        crate::signal(c.id(), libc::SIGTERM);
-                    }
-                    Instant::now()
-                });
-                let exited = match p.child.as_mut() {
-                    Some(c) => matches!(c.try_wait(), Ok(Some(_))),
-                    None => true,
-                };
-                if exited || since.elapsed() > Duration::from_secs(grace) {
-                    if let Some(c) = p.child.as_mut() {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                    p.child = None;
-                    finalize.push((pod.namespace().unwrap_or_default(), pod.name_any()));
-                }
-                continue;
+            if terminate(p, Duration::from_secs(grace)) {
+                updates.finalize.push(ns_name(pod));
             }
-            // Start or restart the container.
-            let exited = match p.child.as_mut() {
-                Some(c) => matches!(c.try_wait(), Ok(Some(_))),
-                None => true,
-            };
-            if exited {
-                if p.child.take().is_some() {
-                    p.restarts += 1;
-                    let backoff = Duration::from_secs(1 << p.restarts.min(3));
-                    p.next_start = Instant::now() + backoff;
-                    p.ready = false;
-                }
-                if Instant::now() >= p.next_start {
-                    if let Some((bin, args, mut env)) = command_for(pod, &p.ip, cfg) {
-                        let kc = cfg
-                            .root
-                            .join("kubeconfigs")
-                            .join(format!("{}.yaml", k.replace('/', "_")));
-                        if kubeconfigs.contains_key(&k) || kc.exists() {
-                            env.insert("KUBECONFIG".into(), kc.display().to_string());
-                        }
-                        let log = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(cfg.root.join("logs").join(k.replace('/', "_") + ".log"));
-                        if let Ok(log) = log {
-                            let child = Command::new(&bin)
-                                .args(&args)
-                                .envs(&env)
-                                .stdout(Stdio::null())
-                                .stderr(log)
-                                .spawn();
-                            match child {
-                                Ok(c) => p.child = Some(c),
-                                Err(e) => tracing::warn!("cannot start {k}: {e}"),
-                            }
-                        }
-                    }
-                }
-            }
-            let running = p.child.is_some();
-            p.ready = running && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let cname = spec
-                .containers
-                .first()
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            let ready = if p.ready { "True" } else { "False" };
-            let status = json!({
-                "phase": "Running",
-                "hostIP": "127.0.0.1",
-                "podIP": p.ip,
-                "podIPs": [{"ip": p.ip}],
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "Initialized", "status": "True"},
-                    {"type": "ContainersReady", "status": ready},
-                    {"type": "Ready", "status": ready},
-                ],
-                "containerStatuses": [{
-                    "name": cname,
-                    "image": spec.containers.first().and_then(|c| c.image.clone()).unwrap_or_default(),
-                    "imageID": "",
-                    "ready": p.ready,
-                    "started": running,
-                    "restartCount": p.restarts,
-                    "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
-                }],
-            });
-            if p.reported.as_ref() != Some(&status) {
-                p.reported = Some(status.clone());
-                let mut with_time = status;
-                with_time["startTime"] = json!(now);
-                statuses.push((
-                    pod.namespace().unwrap_or_default(),
-                    pod.name_any(),
-                    with_time,
-                ));
-            }
+            continue;
         }
-        // Pods deleted from the API while running here.
-        let gone: Vec<String> = pods.keys().filter(|k| !seen.contains(k)).cloned().collect();
-        for k in gone {
-            if let Some(mut p) = pods.remove(&k) {
-                if let Some(c) = p.child.as_mut() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-        }
-        if let Some(h) = &cfg.hosts_file {
-            write_hosts(h, &pods);
+        run_container(p, pod, &k, cfg, kubeconfigs.contains_key(&k));
+        p.ready = p.child.is_some() && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
+        if let Some(status) = status_update(p, spec) {
+            let (ns, name) = ns_name(pod);
+            updates.statuses.push((ns, name, status));
         }
     }
-    for (ns, name) in bind {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": name},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
-        });
-        let r: Result<serde_json::Value, _> = pods
-            .create_subresource("binding", &name, &PostParams::default(), &binding)
-            .await;
-        if let Err(e) = r {
-            tracing::debug!("bind {ns}/{name}: {e}");
+    // Pods deleted from the API while running here.
+    let gone: Vec<String> = pods.keys().filter(|k| !seen.contains(k)).cloned().collect();
+    for k in gone {
+        if let Some(mut p) = pods.remove(&k) {
+            kill_pod(&mut p);
         }
     }
-    for (ns, name, status) in statuses {
+    if let Some(h) = &cfg.hosts_file {
+        write_hosts(h, &pods);
+    }
+    updates
+}
+
+/// The table entry of `pod` (key `k`): an entry left by an earlier pod of the same name is
+/// replaced, a new pod gets one with its address. `None` for a pod deleted before it ever ran
+/// here.
+fn admit<'a>(
+    pods: &'a mut HashMap<String, RunningPod>,
+    pod: &Pod,
+    k: &str,
+    net: &str,
+    addresses: &mut Addresses,
+) -> Option<&'a mut RunningPod> {
+    let uid = pod.uid().unwrap_or_default();
+    if pods.get(k).is_some_and(|p| p.uid != uid) {
+        // Same name, new pod: the old one is gone.
+        if let Some(mut old) = pods.remove(k) {
+            kill_pod(&mut old);
+        }
+    }
+    if !pods.contains_key(k) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        pods.insert(
+            k.to_string(),
+            RunningPod {
+                uid,
+                ip: addresses.of(k, net),
+                child: None,
+                restarts: 0,
+                next_start: Instant::now(),
+                ready: false,
+                terminating_since: None,
+                reported: None,
+                hosts: host_names(pod),
+            },
+        );
+    }
+    pods.get_mut(k)
+}
+
+/// Whether the pod's process is not running (never started, or exited).
+fn exited(p: &mut RunningPod) -> bool {
+    match p.child.as_mut() {
+        Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        None => true,
+    }
+}
+
+/// SIGKILLs the pod's process (if any) and reaps it.
+fn kill_pod(p: &mut RunningPod) {
+    if let Some(mut c) = p.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Stops a deleted pod: SIGTERM on the first call, SIGKILL once it has exited or `grace` has
+/// passed. True once its process is gone (the pod can be finalized).
+fn terminate(p: &mut RunningPod, grace: Duration) -> bool {
+    let since = *p.terminating_since.get_or_insert_with(|| {
+        if let Some(c) = &p.child {
+            crate::signal(c.id(), libc::SIGTERM);
+        }
+        Instant::now()
+    });
+    if exited(p) || since.elapsed() > grace {
+        kill_pod(p);
+        return true;
+    }
+    false
+}
+
+/// Starts the pod's container unless it is running: at once the first time, after a back-off
+/// (2, 4, 8, 8… s) once it has exited. `has_token`: a service-account kubeconfig was just issued.
+fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, has_token: bool) {
+    if !exited(p) {
+        return;
+    }
+    if p.child.take().is_some() {
+        p.restarts += 1;
+        let backoff = Duration::from_secs(1 << p.restarts.min(3));
+        p.next_start = Instant::now() + backoff;
+        p.ready = false;
+    }
+    if Instant::now() < p.next_start {
+        return;
+    }
+    let Some((bin, args, mut env)) = command_for(pod, &p.ip, cfg) else {
+        return;
+    };
+    let kc = cfg
+        .root
+        .join("kubeconfigs")
+        .join(format!("{}.yaml", k.replace('/', "_")));
+    if has_token || kc.exists() {
+        env.insert("KUBECONFIG".into(), kc.display().to_string());
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.root.join("logs").join(k.replace('/', "_") + ".log"));
+    let Ok(log) = log else { return };
+    let child = Command::new(&bin)
+        .args(&args)
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn();
+    match child {
+        Ok(c) => p.child = Some(c),
+        Err(e) => tracing::warn!("cannot start {k}: {e}"),
+    }
+}
+
+/// The pod's status as a kubelet reports it, with a start time: `Some` only when it differs from
+/// what was last reported.
+fn status_update(p: &mut RunningPod, spec: &PodSpec) -> Option<serde_json::Value> {
+    let running = p.child.is_some();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let cname = spec
+        .containers
+        .first()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let ready = if p.ready { "True" } else { "False" };
+    let status = json!({
+        "phase": "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": p.ip,
+        "podIPs": [{"ip": p.ip}],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": ready},
+            {"type": "Ready", "status": ready},
+        ],
+        "containerStatuses": [{
+            "name": cname,
+            "image": spec.containers.first().and_then(|c| c.image.clone()).unwrap_or_default(),
+            "imageID": "",
+            "ready": p.ready,
+            "started": running,
+            "restartCount": p.restarts,
+            "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
+        }],
+    });
+    if p.reported.as_ref() == Some(&status) {
+        return None;
+    }
+    p.reported = Some(status.clone());
+    let mut with_time = status;
+    with_time["startTime"] = json!(now);
+    Some(with_time)
+}
+
+/// Sends one pass's bindings, status patches and final deletions, in that order.
+async fn send_updates(client: &kube::Client, state: &Pods, updates: Updates) {
+    for (ns, name) in updates.bind {
+        bind(client, &ns, &name).await;
+    }
+    for (ns, name, status) in updates.statuses {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let _ = pods
             .patch_status(
@@ -563,7 +638,7 @@ async fn sync(
             )
             .await;
     }
-    for (ns, name) in finalize {
+    for (ns, name) in updates.finalize {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let _ = pods
             .delete(
@@ -576,7 +651,26 @@ async fn sync(
             .await;
         state.lock().unwrap().remove(&format!("{ns}/{name}"));
     }
-    // Volumes of deleted PVCs go with them.
+}
+
+/// Binds a pending pod to this node (as the scheduler would).
+async fn bind(client: &kube::Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
+    });
+    let r: Result<serde_json::Value, _> = pods
+        .create_subresource("binding", name, &PostParams::default(), &binding)
+        .await;
+    if let Err(e) = r {
+        tracing::debug!("bind {ns}/{name}: {e}");
+    }
+}
+
+/// Volumes of deleted PVCs go with them.
+async fn remove_deleted_volumes(client: &kube::Client, cfg: &KubeletConfig) -> anyhow::Result<()> {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let live: Vec<String> = pvcs
         .list(&ListParams::default())
