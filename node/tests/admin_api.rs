@@ -8,14 +8,48 @@ mod support;
 use std::time::Duration;
 
 use metastore_node::admin_proto::admin_client::AdminClient;
-use metastore_node::admin_proto::{LeaseStatusRequest, SetMembershipPolicyRequest};
+use metastore_node::admin_proto::{
+    LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest,
+    SetMembershipPolicyResponse,
+};
 use metastore_testkit::{client, Cluster, FAST};
 use support::BIN;
 
-async fn admin(endpoint: &str) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::connect(endpoint.to_string())
-        .await
-        .expect("admin connect")
+/// The admin API of one member.
+struct Admin(AdminClient<tonic::transport::Channel>);
+
+async fn admin(endpoint: &str) -> Admin {
+    Admin(
+        AdminClient::connect(endpoint.to_string())
+            .await
+            .expect("admin connect"),
+    )
+}
+
+impl Admin {
+    /// LeaseStatus (must succeed).
+    async fn lease_status(&mut self) -> LeaseStatusResponse {
+        self.0
+            .lease_status(LeaseStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// SetMembershipPolicy: the operator's hint of `expected_voters` at `generation`.
+    async fn set_membership_policy(
+        &mut self,
+        expected_voters: u32,
+        generation: u64,
+    ) -> Result<SetMembershipPolicyResponse, tonic::Status> {
+        self.0
+            .set_membership_policy(SetMembershipPolicyRequest {
+                expected_voters,
+                generation,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
 }
 
 fn reads(c: &Cluster, i: usize, path: &str) -> f64 {
@@ -39,11 +73,7 @@ async fn lease_status_and_membership_hints() {
     let mut valid = false;
     for _ in 0..100 {
         kv.get("k", None).await.unwrap();
-        let s = a
-            .lease_status(LeaseStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let s = a.lease_status().await;
         assert!(s.enabled, "{}", s.reason);
         assert_eq!(s.voters.len(), 3);
         assert_eq!(s.leader, s.member_id);
@@ -69,14 +99,7 @@ async fn lease_status_and_membership_hints() {
     );
 
     // The operator expects 5 voters: the member becomes more careful.
-    let r = a
-        .set_membership_policy(SetMembershipPolicyRequest {
-            expected_voters: 5,
-            generation: 7,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = a.set_membership_policy(5, 7).await.unwrap();
     assert_eq!(r.outcome, "applied");
     assert!(!r.enabled);
     assert!(r.reason.contains("expects 5"), "{}", r.reason);
@@ -90,42 +113,17 @@ async fn lease_status_and_membership_hints() {
         "no lease read while paused"
     );
     assert!(reads(&c, leader, "read_index") >= ri_before + 20.0);
-    let s = a
-        .lease_status(LeaseStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = a.lease_status().await;
     assert!(!s.valid && !s.enabled);
     assert_eq!((s.expected_voters, s.generation), (5, 7));
 
     // Older generation: ignored. Same again: idempotent. Newer and agreeing: resumes.
-    let stale = a
-        .set_membership_policy(SetMembershipPolicyRequest {
-            expected_voters: 3,
-            generation: 6,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stale = a.set_membership_policy(3, 6).await.unwrap();
     assert_eq!(stale.outcome, "stale");
     assert!(!stale.enabled);
-    let same = a
-        .set_membership_policy(SetMembershipPolicyRequest {
-            expected_voters: 5,
-            generation: 7,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let same = a.set_membership_policy(5, 7).await.unwrap();
     assert_eq!(same.outcome, "unchanged");
-    let ok = a
-        .set_membership_policy(SetMembershipPolicyRequest {
-            expected_voters: 3,
-            generation: 8,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = a.set_membership_policy(3, 8).await.unwrap();
     assert_eq!(ok.outcome, "applied");
     assert!(ok.enabled, "{}", ok.reason);
     let mut resumed = false;
@@ -140,23 +138,13 @@ async fn lease_status_and_membership_hints() {
     assert!(resumed, "lease reads did not resume");
 
     // Bad input: a clear error.
-    let err = a
-        .set_membership_policy(SetMembershipPolicyRequest {
-            expected_voters: 0,
-            generation: 9,
-        })
-        .await
-        .unwrap_err();
+    let err = a.set_membership_policy(0, 9).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // A follower reports the same configuration and is never lease-valid itself.
     let f = (leader + 1) % 3;
     let mut af = admin(&c.members[f].client_url()).await;
-    let s = af
-        .lease_status(LeaseStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = af.lease_status().await;
     assert!(!s.valid);
     assert_eq!(s.voters.len(), 3);
     let metrics = c.members[leader].http_get("/metrics").unwrap().1;
@@ -183,12 +171,7 @@ async fn single_member_serves_lease_reads_without_rounds() {
     }
     assert!(reads(&c, 0, "lease") >= 10.0);
     assert_eq!(reads(&c, 0, "read_index"), 0.0);
-    let s = admin(&ep)
-        .await
-        .lease_status(LeaseStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = admin(&ep).await.lease_status().await;
     assert!(s.valid && s.enabled, "{}", s.reason);
     assert!(s.reason.contains("quorum of one"));
 }
