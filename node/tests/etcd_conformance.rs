@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metastore_testkit::{loopback_net, Cluster};
+use metastore_testkit::{etcdctl_output, loopback_net, Cluster};
 use support::BIN;
 
 struct Etcd {
@@ -71,12 +71,7 @@ fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
 }
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .output()
-        .expect("etcdctl");
+    let out = etcdctl_output(endpoint, args);
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     // Errors, without etcdctl's own retry logging (which names endpoints and times).
     for l in String::from_utf8_lossy(&out.stderr).lines() {

@@ -5,27 +5,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, MemberAddOptions};
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{client, etcdctl, Cluster, FAST};
 use support::BIN;
-
-fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .output()
-        .expect("etcdctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// `etcdctl member list` rows: (hex id, status, name, is_learner).
 fn member_rows(endpoint: &str) -> Vec<(String, String, String, bool)> {

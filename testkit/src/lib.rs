@@ -3,6 +3,7 @@
 //! - [`process`]: one real `metastore-node` process ([`Member`]) and plain HTTP probes;
 //! - [`cluster`]: a cluster of members on a loopback network of its own ([`Cluster`]);
 //! - [`client`]: etcd-client connections with the tests' timeouts;
+//! - [`etcd_cli`]: the real `etcdctl` against one endpoint;
 //! - [`namespace`]: re-running a test inside private network and mount namespaces;
 //! - [`load`]: continuous client load over a changing set of endpoints, recorded;
 //! - [`checkers`]: linearizability checkers for the recorded histories;
@@ -15,6 +16,7 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod etcd_cli;
 pub mod faults;
 pub mod load;
 pub mod namespace;
@@ -22,5 +24,6 @@ pub mod process;
 
 pub use client::{client, try_client};
 pub use cluster::{loopback_net, Cluster, FAST};
+pub use etcd_cli::{etcdctl, etcdctl_output};
 pub use namespace::in_namespace;
 pub use process::{http_get, tail, Member};

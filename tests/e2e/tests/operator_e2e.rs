@@ -356,19 +356,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     wait_running(&api, 1, &cp, &op_log).await;
 
     // etcdctl through the member's DNS name.
-    let etcdctl = |args: &[&str]| {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", client_url(0)))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let etcdctl = |args: &[&str]| metastore_testkit::etcdctl(&client_url(0), args);
     let (ok, out) = etcdctl(&["put", "greeting", "hello"]);
     assert!(ok, "{out}");
     assert_eq!(
