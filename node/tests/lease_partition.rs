@@ -191,7 +191,5 @@ async fn isolated_leader_body() {
         writes_during,
         leader_reads_after_cut
     );
-    if let Err(e) = register::check(&h, "init") {
-        panic!("linearizability violation: {e}");
-    }
+    register::assert_linearizable(&h, "init");
 }

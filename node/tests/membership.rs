@@ -202,21 +202,15 @@ async fn scale_under_load(remove_leader: bool) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = load.stop().await;
 
-    let acked = rec
-        .history
-        .iter()
-        .filter(|o| o.write && o.res.is_some())
-        .count();
-    let reads = rec.history.iter().filter(|o| !o.write).count();
+    let acked = rec.acked_writes();
+    let reads = rec.reads();
     eprintln!(
         "history: {} register ops ({acked} acknowledged writes, {reads} reads), {} acknowledged log writes",
         rec.history.len(),
         rec.acked_logs.len()
     );
     assert!(acked > 50 && reads > 50, "the load ran throughout");
-    if let Err(e) = register::check(&rec.history, "init") {
-        panic!("linearizability violation: {e}");
-    }
+    register::assert_linearizable(&rec.history, "init");
     // No acknowledged write is lost.
     let last = c.running()[0];
     let lost = rec.lost_writes(&c.members[last].client_url()).await;

@@ -34,6 +34,16 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// Acknowledged register writes.
+    pub fn acked_writes(&self) -> usize {
+        acked_writes(&self.history)
+    }
+
+    /// Register reads (every recorded read was answered).
+    pub fn reads(&self) -> usize {
+        self.history.iter().filter(|o| !o.write).count()
+    }
+
     /// Acknowledged log writes missing from the cluster, read linearizably through `endpoint`.
     pub async fn lost_writes(&self, endpoint: &str) -> Vec<String> {
         let mut c = etcd_client::Client::connect([endpoint], None)
@@ -84,6 +94,10 @@ impl Clients {
         }
         self.by_endpoint.get_mut(ep)
     }
+}
+
+fn acked_writes(ops: &[Op]) -> usize {
+    ops.iter().filter(|o| o.write && o.res.is_some()).count()
 }
 
 fn micros(t0: Instant) -> u64 {
@@ -206,12 +220,7 @@ impl Load {
 
     /// Acknowledged register writes so far.
     pub fn acked_writes(&self) -> usize {
-        self.history
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|o| o.write && o.res.is_some())
-            .count()
+        acked_writes(&self.history.lock().unwrap())
     }
 
     /// Stops every task and returns what was recorded.

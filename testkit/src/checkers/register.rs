@@ -110,6 +110,13 @@ pub fn check(ops: &[Op], initial: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Panics with the violation unless `ops` is linearizable from `initial` (see [`check`]).
+pub fn assert_linearizable(ops: &[Op], initial: &str) {
+    if let Err(e) = check(ops, initial) {
+        panic!("linearizability violation: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

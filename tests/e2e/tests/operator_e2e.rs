@@ -437,20 +437,14 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = load.stop().await;
-    let acked = rec
-        .history
-        .iter()
-        .filter(|o| o.write && o.res.is_some())
-        .count();
+    let acked = rec.acked_writes();
     eprintln!(
         "history: {} register ops, {acked} acknowledged writes, {} acknowledged log writes",
         rec.history.len(),
         rec.acked_logs.len()
     );
     assert!(acked > 20, "the load ran");
-    if let Err(e) = register::check(&rec.history, "init") {
-        panic!("linearizability violation: {e}");
-    }
+    register::assert_linearizable(&rec.history, "init");
     let lost = rec.lost_writes(&client_url(0)).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     // The removed members' volumes went with them (retentionOnScaleDown: Delete).
