@@ -130,6 +130,19 @@ async fn connect(ctx: &Ctx, k: &mut usize) -> Option<Client> {
     None
 }
 
+/// `client`'s connection, made first (to the next endpoint, round-robin) if it has none; `None`
+/// if none could be made.
+async fn connected<'a>(
+    ctx: &Ctx,
+    k: &mut usize,
+    client: &'a mut Option<Client>,
+) -> Option<&'a mut Client> {
+    if client.is_none() {
+        *client = connect(ctx, k).await;
+    }
+    client.as_mut()
+}
+
 /// Writes the initial values (before any workload starts).
 pub async fn seed(ep: &str) -> Result<i64, String> {
     let mut c = try_client(ep).await.map_err(|e| e.to_string())?;
@@ -201,13 +214,9 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
     let mut last: HashMap<&str, String> = HashMap::new();
     let mut seq = 0;
     while !ctx.stopped() {
-        if client.is_none() {
-            client = connect(&ctx, &mut k).await;
-            if client.is_none() {
-                continue;
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
+        let Some(c) = connected(&ctx, &mut k, &mut client).await else {
+            continue;
+        };
         let key = REGISTERS[rng.gen_range(0..REGISTERS.len())];
         let roll: f64 = rng.gen();
         let call = ctx.micros();
@@ -344,13 +353,9 @@ pub async fn group_client(ctx: Ctx, id: usize, seed: u64) {
     let mut last = INITIAL.to_string();
     let mut seq = 0;
     while !ctx.stopped() {
-        if client.is_none() {
-            client = connect(&ctx, &mut k).await;
-            if client.is_none() {
-                continue;
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
+        let Some(c) = connected(&ctx, &mut k, &mut client).await else {
+            continue;
+        };
         let call = ctx.micros();
         let roll: f64 = rng.gen();
         let (input, result) = if roll < 0.5 {
