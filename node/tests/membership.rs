@@ -9,10 +9,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use etcd_client::MemberAddOptions;
 use metastore_testkit::checkers::register;
 use metastore_testkit::load::{Load, REGISTER};
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{add_learner, client, Cluster, FAST};
 use support::BIN;
 
 /// Raft ids of the members, by index in the cluster.
@@ -88,13 +87,7 @@ async fn initial_ids(c: &Cluster) -> Ids {
 async fn grow(c: &mut Cluster, ids: &mut Ids, load: &Load) {
     let mut cl = client(&c.members[wait_leader(c)].client_url()).await;
     let i = c.prepare_joiner();
-    let added = cl
-        .member_add(
-            [c.members[i].peer_url()],
-            Some(MemberAddOptions::new().with_is_learner()),
-        )
-        .await
-        .unwrap();
+    let added = add_learner(&mut cl, &c.members[i].peer_url()).await;
     let id = added.member().unwrap().id();
     assert!(added.member().unwrap().is_learner());
     ids.insert(i, id);

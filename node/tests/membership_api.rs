@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, MemberAddOptions};
-use metastore_testkit::{client, etcdctl, Cluster, FAST};
+use metastore_testkit::{add_learner, client, etcdctl, Cluster, FAST};
 use support::BIN;
 
 /// `etcdctl member list` rows: (hex id, status, name, is_learner).
@@ -71,16 +71,7 @@ async fn refused_changes_get_etcds_errors_and_the_cluster_keeps_serving() {
         FailedPrecondition,
         "etcdserver: Peer URLs already exists",
     );
-    let learner = cl
-        .member_add(
-            [url.as_str()],
-            Some(MemberAddOptions::new().with_is_learner()),
-        )
-        .await
-        .unwrap()
-        .member()
-        .unwrap()
-        .id();
+    let learner = add_learner(&mut cl, &url).await.member().unwrap().id();
     // Not started yet: not in sync.
     expect_err(
         cl.member_promote(learner).await,
@@ -285,13 +276,8 @@ async fn learner_joining_after_log_compaction_catches_up_by_snapshot() {
             >= 4.0
     );
     let i = c.prepare_joiner();
-    let id = cl
-        .member_add(
-            [c.members[i].peer_url()],
-            Some(MemberAddOptions::new().with_is_learner()),
-        )
+    let id = add_learner(&mut cl, &c.members[i].peer_url())
         .await
-        .unwrap()
         .member()
         .unwrap()
         .id();
@@ -348,12 +334,7 @@ async fn members_of_different_clusters_refuse_each_other() {
     let mut bc = client(&b.members[0].client_url()).await;
     bc.put("b-key", "b", None).await.unwrap();
     let mut ac = client(&a.members[0].client_url()).await;
-    ac.member_add(
-        [b.members[0].peer_url()],
-        Some(MemberAddOptions::new().with_is_learner()),
-    )
-    .await
-    .unwrap();
+    add_learner(&mut ac, &b.members[0].peer_url()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // B refused A's messages and snapshots: its data and membership are its own.
     assert!(a.members[0].log().contains("cluster ID mismatch"));

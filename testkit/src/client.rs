@@ -12,6 +12,19 @@ pub async fn client(endpoint: &str) -> etcd_client::Client {
         .expect("connect")
 }
 
+/// MemberAdd of a learner at `peer_url` through `cl`; panics if it is refused.
+pub async fn add_learner(
+    cl: &mut etcd_client::Client,
+    peer_url: &str,
+) -> etcd_client::MemberAddResponse {
+    cl.member_add(
+        [peer_url],
+        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+    )
+    .await
+    .unwrap()
+}
+
 /// An etcd-client connection that reports failure instead of panicking.
 pub async fn try_client(endpoint: &str) -> Result<etcd_client::Client, etcd_client::Error> {
     let opts = etcd_client::ConnectOptions::new()
