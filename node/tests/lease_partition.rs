@@ -9,10 +9,10 @@ mod support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use metastore_testkit::checkers::register::{self, Op};
+use metastore_testkit::checkers::register::{self, History};
 use metastore_testkit::{client, Cluster, FAST};
 use support::BIN;
 
@@ -56,12 +56,6 @@ impl Drop for Partition {
     }
 }
 
-type History = Arc<Mutex<Vec<Op>>>;
-
-fn micros(t0: Instant) -> u64 {
-    t0.elapsed().as_micros() as u64
-}
-
 #[test]
 fn isolated_leader_serves_no_stale_read() {
     if !metastore_testkit::in_namespace("isolated_leader_serves_no_stale_read", false) {
@@ -84,8 +78,7 @@ async fn isolated_leader_body() {
     let mut init = client(&c.members[leader].client_url()).await;
     init.put(KEY, "init", None).await.unwrap();
 
-    let t0 = Instant::now();
-    let history: History = Arc::default();
+    let history = History::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     // Writers through the followers (the side that keeps a majority).
@@ -98,18 +91,12 @@ async fn isolated_leader_body() {
             while !stop.load(Ordering::Relaxed) {
                 let value = format!("w{w}-{seq}");
                 seq += 1;
-                let inv = micros(t0);
+                let inv = h.now();
                 let ok =
                     tokio::time::timeout(Duration::from_secs(3), cl.put(KEY, value.clone(), None))
                         .await
                         .is_ok_and(|r| r.is_ok());
-                let res = ok.then(|| micros(t0));
-                h.lock().unwrap().push(Op {
-                    value,
-                    write: true,
-                    inv,
-                    res,
-                });
+                h.write(value, inv, ok);
                 if !ok {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -123,7 +110,7 @@ async fn isolated_leader_body() {
         tasks.push(tokio::spawn(async move {
             let mut cl = client(&ep).await;
             while !stop.load(Ordering::Relaxed) {
-                let inv = micros(t0);
+                let inv = h.now();
                 match tokio::time::timeout(Duration::from_secs(3), cl.get(KEY, None)).await {
                     Ok(Ok(r)) => {
                         let value = r
@@ -131,12 +118,7 @@ async fn isolated_leader_body() {
                             .first()
                             .map(|kv| kv.value_str().unwrap_or("").to_string());
                         if let Some(value) = value {
-                            h.lock().unwrap().push(Op {
-                                value,
-                                write: false,
-                                inv,
-                                res: Some(micros(t0)),
-                            });
+                            h.read(value, inv);
                         }
                     }
                     _ => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -160,11 +142,11 @@ async fn isolated_leader_body() {
     );
 
     let ips: Vec<String> = followers.iter().map(|f| c.members[*f].ip.clone()).collect();
-    let cut_at = micros(t0);
+    let cut_at = history.now();
     let partition = Partition::isolate(&c.members[leader].ip, &[&ips[0], &ips[1]]);
     // Long enough for the majority to elect a new leader and commit many writes.
     tokio::time::sleep(Duration::from_millis(4000)).await;
-    let healed_at = micros(t0);
+    let healed_at = history.now();
     drop(partition);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -172,7 +154,7 @@ async fn isolated_leader_body() {
         t.await.unwrap();
     }
 
-    let h = history.lock().unwrap().clone();
+    let h = history.ops();
     let writes_during = h
         .iter()
         .filter(|o| o.write && o.res.is_some_and(|r| r > cut_at + 100_000 && r < healed_at))

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::checkers::register::Op;
+use crate::checkers::register::{History, Op};
 
 /// The register every writer and reader uses.
 pub const REGISTER: &str = "register";
@@ -17,10 +17,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A running load.
 pub struct Load {
-    t0: Instant,
     stop: Arc<AtomicBool>,
     endpoints: Arc<Mutex<Vec<String>>>,
-    history: Arc<Mutex<Vec<Op>>>,
+    history: History,
     acked_logs: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -100,25 +99,19 @@ fn acked_writes(ops: &[Op]) -> usize {
     ops.iter().filter(|o| o.write && o.res.is_some()).count()
 }
 
-fn micros(t0: Instant) -> u64 {
-    t0.elapsed().as_micros() as u64
-}
-
 impl Load {
     /// Starts `writers` writer tasks and `readers` reader tasks over `endpoints`. The register
     /// must already hold `initial`.
     pub fn start(endpoints: Vec<String>, writers: usize, readers: usize) -> Load {
         let mut l = Load {
-            t0: Instant::now(),
             stop: Arc::default(),
             endpoints: Arc::new(Mutex::new(endpoints)),
-            history: Arc::default(),
+            history: History::new(),
             acked_logs: Arc::default(),
             tasks: Vec::new(),
         };
         for w in 0..writers {
-            let (t0, stop, eps, h, logs) = (
-                l.t0,
+            let (stop, eps, h, logs) = (
                 l.stop.clone(),
                 l.endpoints.clone(),
                 l.history.clone(),
@@ -141,7 +134,7 @@ impl Load {
                     } else {
                         (format!("{LOG_PREFIX}{w}/{seq}"), "x".to_string())
                     };
-                    let inv = micros(t0);
+                    let inv = h.now();
                     let ok = match clients.get(&ep).await {
                         Some(c) => tokio::time::timeout(
                             OP_TIMEOUT,
@@ -155,13 +148,7 @@ impl Load {
                         }
                     };
                     if register {
-                        let res = ok.then(|| micros(t0));
-                        h.lock().unwrap().push(Op {
-                            value,
-                            write: true,
-                            inv,
-                            res,
-                        });
+                        h.write(value, inv, ok);
                     } else if ok {
                         logs.lock().unwrap().push(key);
                     }
@@ -173,7 +160,7 @@ impl Load {
             }));
         }
         for r in 0..readers {
-            let (t0, stop, eps, h) = (l.t0, l.stop.clone(), l.endpoints.clone(), l.history.clone());
+            let (stop, eps, h) = (l.stop.clone(), l.endpoints.clone(), l.history.clone());
             l.tasks.push(tokio::spawn(async move {
                 let mut clients = Clients {
                     by_endpoint: HashMap::new(),
@@ -189,16 +176,11 @@ impl Load {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     };
-                    let inv = micros(t0);
+                    let inv = h.now();
                     match tokio::time::timeout(OP_TIMEOUT, c.get(REGISTER, None)).await {
                         Ok(Ok(resp)) => {
                             if let Some(kv) = resp.kvs().first() {
-                                h.lock().unwrap().push(Op {
-                                    value: kv.value_str().unwrap_or("").to_string(),
-                                    write: false,
-                                    inv,
-                                    res: Some(micros(t0)),
-                                });
+                                h.read(kv.value_str().unwrap_or("").to_string(), inv);
                             }
                         }
                         _ => {
@@ -220,7 +202,7 @@ impl Load {
 
     /// Acknowledged register writes so far.
     pub fn acked_writes(&self) -> usize {
-        acked_writes(&self.history.lock().unwrap())
+        acked_writes(&self.history.ops())
     }
 
     /// Stops every task and returns what was recorded.
@@ -229,7 +211,7 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        let history = self.history.lock().unwrap().clone();
+        let history = self.history.ops();
         let acked_logs = self.acked_logs.lock().unwrap().clone();
         Recorded {
             history,

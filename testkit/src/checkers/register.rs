@@ -7,6 +7,8 @@
 //! dropped, read ones get an open end.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// One completed (or, for writes, possibly indeterminate) operation, times in µs.
 #[derive(Debug, Clone)]
@@ -19,6 +21,62 @@ pub struct Op {
     pub inv: u64,
     /// Response time; `None` for a write whose outcome is unknown.
     pub res: Option<u64>,
+}
+
+/// A history being recorded by concurrent clients (clones share it); times in µs since it was
+/// created.
+#[derive(Clone)]
+pub struct History {
+    t0: Instant,
+    ops: Arc<Mutex<Vec<Op>>>,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History::new()
+    }
+}
+
+impl History {
+    /// An empty history whose time zero is now.
+    pub fn new() -> History {
+        History {
+            t0: Instant::now(),
+            ops: Arc::default(),
+        }
+    }
+
+    /// The current time in the history's µs (take it before invoking an operation).
+    pub fn now(&self) -> u64 {
+        self.t0.elapsed().as_micros() as u64
+    }
+
+    /// Records a write of `value` invoked at `inv`: acknowledged now if `ok`, else indeterminate.
+    pub fn write(&self, value: String, inv: u64, ok: bool) {
+        let res = ok.then(|| self.now());
+        self.ops.lock().unwrap().push(Op {
+            value,
+            write: true,
+            inv,
+            res,
+        });
+    }
+
+    /// Records a read invoked at `inv` that has just returned `value`.
+    pub fn read(&self, value: String, inv: u64) {
+        let res = Some(self.now());
+        self.ops.lock().unwrap().push(Op {
+            value,
+            write: false,
+            inv,
+            res,
+        });
+    }
+
+    /// The operations recorded so far.
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops.lock().unwrap().clone()
+    }
 }
 
 struct Cluster {
