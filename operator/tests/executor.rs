@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metastore_operator::executor::{self, ClusterView, Outcome, Target};
+use metastore_operator::executor::{self, ClusterView, ExecError, Outcome, Target};
 use metastore_operator::planner::{plan, Observed, Step};
 
 fn node_bin() -> PathBuf {
@@ -34,6 +34,16 @@ struct Pods {
 }
 
 impl Pods {
+    /// No pods yet, on the network 127.x.`third + pid % 50` of this test (x from the pid too).
+    fn new(third: u32) -> Pods {
+        let pid = std::process::id();
+        Pods {
+            net: format!("127.{}.{}", 10 + pid % 200, third + pid % 50),
+            dir: tempfile::tempdir().unwrap(),
+            running: BTreeMap::new(),
+        }
+    }
+
     fn ip(&self, ordinal: i32) -> String {
         format!("{}.{}", self.net, ordinal + 1)
     }
@@ -83,9 +93,8 @@ impl Pods {
     fn scale(&mut self, replicas: i32) {
         let have: Vec<i32> = self.running.keys().copied().collect();
         for o in have.iter().filter(|o| **o >= replicas) {
-            if let Some(mut c) = self.running.remove(o) {
-                let _ = c.kill();
-                let _ = c.wait();
+            if let Some(c) = self.running.remove(o) {
+                kill(c);
             }
         }
         for o in 0..replicas {
@@ -99,6 +108,22 @@ impl Pods {
         self.running.keys().map(|o| self.client_url(*o)).collect()
     }
 
+    /// Runs `step` through the executor against the running pods, as observed in `v`.
+    async fn execute(
+        &self,
+        step: &Step,
+        v: &ClusterView,
+        generation: &mut u64,
+    ) -> Result<Outcome, ExecError> {
+        let eps = self.endpoints();
+        let t = Target {
+            endpoints: &eps,
+            view: v,
+            peer_url: &|o| self.peer_url(o),
+        };
+        executor::execute(step, &t, generation).await
+    }
+
     fn log(&self, ordinal: i32) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("ms-{ordinal}.log")))
             .unwrap_or_default()
@@ -107,10 +132,28 @@ impl Pods {
 
 impl Drop for Pods {
     fn drop(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.running) {
-            let _ = c.kill();
-            let _ = c.wait();
+        for (_, c) in std::mem::take(&mut self.running) {
+            kill(c);
         }
+    }
+}
+
+/// SIGKILLs a pod's process and reaps it.
+fn kill(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// What the planner sees: the view `v`, `spec_replicas` wanted, `sts_replicas` in the StatefulSet.
+fn observed(v: &ClusterView, spec_replicas: i32, sts_replicas: i32) -> Observed {
+    Observed {
+        spec_replicas,
+        sts_replicas,
+        members: v
+            .members
+            .as_ref()
+            .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
+        leader: v.leader,
     }
 }
 
@@ -143,12 +186,7 @@ async fn check_lease_status(pods: &Pods, v: &ClusterView) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
-    let pid = std::process::id();
-    let mut pods = Pods {
-        net: format!("127.{}.{}", 10 + pid % 200, 200 + pid % 50),
-        dir: tempfile::tempdir().unwrap(),
-        running: BTreeMap::new(),
-    };
+    let mut pods = Pods::new(200);
     pods.start(0, false);
     let mut generation = 0u64;
     let mut sts = 1;
@@ -161,25 +199,11 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
                 "stuck scaling to {target}: {log:#?}"
             );
             let v = view(&pods).await;
-            let o = Observed {
-                spec_replicas: target,
-                sts_replicas: sts,
-                members: v
-                    .members
-                    .as_ref()
-                    .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
-                leader: v.leader,
-            };
-            let step = plan(&o);
+            let step = plan(&observed(&v, target, sts));
             log.push(format!("{target}: {step:?}"));
             match &step {
                 Step::Steady { voters } => {
-                    let t = Target {
-                        endpoints: &pods.endpoints(),
-                        view: &v,
-                        peer_url: &|o| pods.peer_url(o),
-                    };
-                    executor::execute(&step, &t, &mut generation).await.unwrap();
+                    pods.execute(&step, &v, &mut generation).await.unwrap();
                     // Every member: the applied voters, the pushed hint, lease reads allowed.
                     for m in v.members.iter().flatten() {
                         let s = executor::lease_status(m.client_url.as_ref().unwrap())
@@ -203,13 +227,7 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
                 }
                 Step::Bootstrap => panic!("unexpected {step:?}: {log:#?}"),
                 _ => {
-                    let eps = pods.endpoints();
-                    let t = Target {
-                        endpoints: &eps,
-                        view: &v,
-                        peer_url: &|o| pods.peer_url(o),
-                    };
-                    match executor::execute(&step, &t, &mut generation).await {
+                    match pods.execute(&step, &v, &mut generation).await {
                         Ok(Outcome::Done(what)) => log.push(format!("  done: {what}")),
                         Ok(Outcome::NotYet(why)) => {
                             log.push(format!("  not yet: {why}"));
@@ -236,12 +254,7 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_leader_and_policy_pushes_on_real_members() {
-    let pid = std::process::id();
-    let mut pods = Pods {
-        net: format!("127.{}.{}", 10 + pid % 200, 150 + pid % 50),
-        dir: tempfile::tempdir().unwrap(),
-        running: BTreeMap::new(),
-    };
+    let mut pods = Pods::new(150);
     pods.start(0, false);
     let mut generation = 0;
     // Grow to 3 with the planner, as above but compactly.
@@ -250,16 +263,7 @@ async fn move_leader_and_policy_pushes_on_real_members() {
     loop {
         assert!(Instant::now() < deadline);
         let v = view(&pods).await;
-        let o = Observed {
-            spec_replicas: 3,
-            sts_replicas: sts,
-            members: v
-                .members
-                .as_ref()
-                .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
-            leader: v.leader,
-        };
-        match plan(&o) {
+        match plan(&observed(&v, 3, sts)) {
             Step::Steady { .. } => break,
             Step::ScaleStatefulSet { replicas, .. } => {
                 sts = replicas;
@@ -267,14 +271,8 @@ async fn move_leader_and_policy_pushes_on_real_members() {
             }
             Step::Wait(_) | Step::Refuse(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             step => {
-                let eps = pods.endpoints();
-                let t = Target {
-                    endpoints: &eps,
-                    view: &v,
-                    peer_url: &|o| pods.peer_url(o),
-                };
                 if !matches!(
-                    executor::execute(&step, &t, &mut generation).await,
+                    pods.execute(&step, &v, &mut generation).await,
                     Ok(Outcome::Done(_))
                 ) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -291,13 +289,8 @@ async fn move_leader_and_policy_pushes_on_real_members() {
         .map(|m| m.member.id)
         .find(|id| *id != leader)
         .unwrap();
-    let eps = pods.endpoints();
-    let t = Target {
-        endpoints: &eps,
-        view: &v,
-        peer_url: &|o| pods.peer_url(o),
-    };
-    let out = executor::execute(&Step::MoveLeader { from: leader, to }, &t, &mut generation)
+    let out = pods
+        .execute(&Step::MoveLeader { from: leader, to }, &v, &mut generation)
         .await
         .unwrap();
     assert!(matches!(out, Outcome::Done(_)));
