@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -198,6 +198,21 @@ fn record_outcome(
     );
 }
 
+/// The value the else branch of a failed compare-and-set read (its first response, a get of
+/// the key); `None` if the transaction succeeded or the key is absent.
+fn else_read(t: &TxnResponse) -> Option<String> {
+    if t.succeeded() {
+        return None;
+    }
+    match t.op_responses().first() {
+        Some(TxnOpResponse::Get(g)) => g
+            .kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap_or("").to_string()),
+        _ => None,
+    }
+}
+
 fn ack(ctx: &Ctx, key: &str, value: &str, revision: i64) {
     ctx.rec.lock().unwrap().acked.push(AckedWrite {
         key: key.into(),
@@ -257,13 +272,9 @@ pub async fn register_client(ctx: Ctx, id: usize, seed: u64) {
             let r = tokio::time::timeout(OP_TIMEOUT, c.txn(txn)).await;
             let out = match r {
                 Ok(Ok(t)) => {
-                    if !t.succeeded() {
-                        // The else branch read the current value: remember it for the next CAS.
-                        if let Some(TxnOpResponse::Get(g)) = t.op_responses().first() {
-                            if let Some(kv) = g.kvs().first() {
-                                last.insert(key, kv.value_str().unwrap_or("").to_string());
-                            }
-                        }
+                    // Remember the current value for the next CAS.
+                    if let Some(v) = else_read(&t) {
+                        last.insert(key, v);
                     }
                     Some((
                         Output::Cas(t.succeeded()),
@@ -404,12 +415,8 @@ pub async fn group_client(ctx: Ctx, id: usize, seed: u64) {
             let r = tokio::time::timeout(OP_TIMEOUT, c.txn(txn)).await;
             let out = match r {
                 Ok(Ok(t)) => {
-                    if !t.succeeded() {
-                        if let Some(TxnOpResponse::Get(g)) = t.op_responses().first() {
-                            if let Some(kv) = g.kvs().first() {
-                                last = kv.value_str().unwrap_or("").to_string();
-                            }
-                        }
+                    if let Some(v) = else_read(&t) {
+                        last = v;
                     }
                     let out = if conditional {
                         Output::Cas(t.succeeded())
