@@ -1,11 +1,12 @@
 //! The fault-injection suite (docs/reliability.md). Real members on loopback addresses inside a
 //! network and mount namespace this test creates (it re-executes itself under `unshare`), each
 //! with its own tmpfs and lease-clock offset file; a seeded nemesis injects every fault kind in
-//! `metastore_testkit::faults::nemesis` while register, transaction, watch, lease and log workloads run. Every
-//! history is checked: linearizability per key (WGL search with indeterminate operations),
-//! atomic group reads, watch streams complete, in order, without duplicates and identical
-//! across members, lease keys never gone early and gone eventually, every acknowledged log put
-//! present at the end, and every clock fault beyond the drift bound reported by the member.
+//! `metastore_testkit::faults::nemesis` while register, transaction, watch, lease and log
+//! workloads (`metastore_testkit::faults::workloads`) run. Every history is checked:
+//! linearizability per key (WGL search with indeterminate operations), atomic group reads, watch
+//! streams complete, in order, without duplicates and identical across members, lease keys never
+//! gone early and gone eventually, every acknowledged log put present at the end, and every
+//! clock fault beyond the drift bound reported by the member.
 //!
 //! `short_profile` runs in `make test`; `soak` (ignored) is the long profile behind `make soak`;
 //! `known_bad_lease_is_caught` runs the same suite against a deliberately unsafe lease and

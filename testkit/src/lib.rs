@@ -2,7 +2,7 @@
 //!
 //! - [`process`]: one real `metastore-node` process ([`Member`]) and plain HTTP probes;
 //! - [`cluster`]: a cluster of members on a loopback network of its own ([`Cluster`]);
-//! - [`client`]: etcd-client connections with the tests' timeouts;
+//! - [`client`](mod@client): etcd-client connections with the tests' timeouts;
 //! - [`etcd_cli`]: the real `etcdctl` against one endpoint;
 //! - [`namespace`]: re-running a test inside private network and mount namespaces;
 //! - [`load`]: continuous client load over a changing set of endpoints, recorded;

@@ -100,8 +100,8 @@ fn acked_writes(ops: &[Op]) -> usize {
 }
 
 impl Load {
-    /// Starts `writers` writer tasks and `readers` reader tasks over `endpoints`. The register
-    /// must already hold `initial`.
+    /// Starts `writers` writer tasks and `readers` reader tasks over `endpoints`. [`REGISTER`]
+    /// must already hold a value (the one the history is checked from).
     pub fn start(endpoints: Vec<String>, writers: usize, readers: usize) -> Load {
         let mut l = Load {
             stop: Arc::default(),

@@ -109,7 +109,7 @@ fn prune(ops: &[RegOp]) -> Vec<RegOp> {
 pub fn check(ops: &[RegOp], initial: Option<&str>) -> Result<usize, String> {
     let ops = prune(ops);
     let n = ops.len();
-    // Events: (time, is_return, op). Calls sort before returns at equal times (permissive).
+    // Events: (time, is_ret, op). Calls sort before returns at equal times (permissive).
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
     for (i, o) in ops.iter().enumerate() {
         events.push((o.call, false, i));
