@@ -13,6 +13,8 @@
 //! the `metastore-node` package gets its path from Cargo (`env!("CARGO_BIN_EXE_metastore-node")`),
 //! so callers pass it to [`Cluster::start`] / [`Cluster::create`].
 
+#![warn(missing_docs)]
+
 pub mod checkers;
 pub mod client;
 pub mod cluster;
