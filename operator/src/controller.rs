@@ -9,7 +9,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -18,10 +17,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::builders;
-use crate::crd::{MemberStatus, MetaStore, MetaStoreStatus, MAX_REPLICAS};
+use crate::crd::{MetaStore, MetaStoreStatus, MAX_REPLICAS};
 use crate::executor::{self, ClusterView, Outcome, Target};
 use crate::metrics::Metrics;
 use crate::planner::{plan, Observed, Step};
+use crate::status::build_status;
 
 /// Field manager of every object the operator applies.
 pub const MANAGER: &str = "metastore-operator";
@@ -77,149 +77,6 @@ impl Context {
 /// Pod ordinal of a member from its peer URL.
 pub fn ordinal_of(ms: &MetaStore, url: &str) -> Option<i32> {
     (0..=4 * MAX_REPLICAS).find(|k| builders::peer_url(ms, *k) == url)
-}
-
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    old: &[Condition],
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let since = old
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-        observed_generation: generation,
-    }
-}
-
-/// Builds the status from what was observed and decided. Pure.
-pub fn build_status(
-    ms: &MetaStore,
-    view: &ClusterView,
-    step: &Step,
-    operation: Option<String>,
-    invalid: Option<&str>,
-    policy_generation: u64,
-) -> MetaStoreStatus {
-    let old = ms.status.clone().unwrap_or_default();
-    let gen = ms.metadata.generation;
-    let members: Vec<MemberStatus> = view
-        .members
-        .iter()
-        .flatten()
-        .map(|m| MemberStatus {
-            id: format!("{:x}", m.member.id),
-            name: m.member.name.clone(),
-            role: if m.member.is_learner {
-                "learner".into()
-            } else if Some(m.member.id) == view.leader {
-                "leader".into()
-            } else {
-                "follower".into()
-            },
-            healthy: m.member.healthy,
-            applied_index: m.applied_index,
-        })
-        .collect();
-    let voters = members.iter().filter(|m| m.role != "learner").count() as i32;
-    let ready = members
-        .iter()
-        .filter(|m| m.role != "learner" && m.healthy)
-        .count() as i32;
-    let leader = members
-        .iter()
-        .find(|m| m.role == "leader")
-        .map(|m| m.name.clone());
-    let available = leader.is_some() && voters >= 1 && ready * 2 > voters;
-    let steady = matches!(step, Step::Steady { .. });
-    let refused = match step {
-        Step::Refuse(why) => Some(why.clone()),
-        _ => None,
-    };
-    let degraded = invalid.map(str::to_string).or(refused);
-    let phase = if ms.spec.paused {
-        "Paused"
-    } else if degraded.is_some() {
-        "Degraded"
-    } else if view.members.is_none() {
-        "Creating"
-    } else if !steady {
-        "Scaling"
-    } else {
-        "Running"
-    };
-    let progress_msg = match (&operation, step) {
-        (Some(op), _) => op.clone(),
-        (None, Step::Steady { voters }) => format!("{voters} voters, as requested"),
-        (None, s) => format!("{s:?}"),
-    };
-    let conditions = vec![
-        condition(
-            "Available",
-            available,
-            if available {
-                "QuorumHealthy"
-            } else {
-                "NoQuorum"
-            },
-            format!(
-                "{ready} of {voters} voters healthy; leader {}",
-                leader.clone().unwrap_or_else(|| "none".into())
-            ),
-            gen,
-            &old.conditions,
-        ),
-        condition(
-            "Progressing",
-            !steady && degraded.is_none(),
-            if steady { "Steady" } else { "MembershipChange" },
-            progress_msg,
-            gen,
-            &old.conditions,
-        ),
-        condition(
-            "Degraded",
-            degraded.is_some(),
-            if invalid.is_some() {
-                "InvalidSpec"
-            } else if degraded.is_some() {
-                "UnsafeChangeRefused"
-            } else {
-                "AsExpected"
-            },
-            degraded.clone().unwrap_or_default(),
-            gen,
-            &old.conditions,
-        ),
-    ];
-    MetaStoreStatus {
-        observed_generation: gen,
-        replicas: voters,
-        ready_replicas: ready,
-        selector: Some(builders::selector_string(ms)),
-        cluster_id: view.cluster_id.map(|c| format!("{c:x}")).or(old.cluster_id),
-        members,
-        leader,
-        current_operation: if steady {
-            None
-        } else {
-            operation.or_else(|| Some(format!("{step:?}")))
-        },
-        phase: Some(phase.into()),
-        policy_generation,
-        conditions,
-    }
 }
 
 async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, kube::Error>
@@ -571,8 +428,6 @@ pub fn describe(ms: &MetaStore) -> BTreeMap<&'static str, String> {
 mod tests {
     use super::*;
     use crate::crd::MetaStoreSpec;
-    use crate::executor::MemberView;
-    use crate::planner::ObservedMember;
 
     fn ms() -> MetaStore {
         let spec: MetaStoreSpec =
@@ -581,21 +436,6 @@ mod tests {
         m.metadata.namespace = Some("prod".into());
         m.metadata.generation = Some(4);
         m
-    }
-
-    fn member(id: u64, learner: bool, healthy: bool) -> MemberView {
-        MemberView {
-            member: ObservedMember {
-                id,
-                ordinal: Some(id as i32),
-                name: format!("demo-{id}"),
-                is_learner: learner,
-                healthy,
-            },
-            client_url: None,
-            applied_index: 10,
-            leader: 0,
-        }
     }
 
     #[test]
@@ -629,114 +469,5 @@ mod tests {
             ordinal_of(&m, "http://other-2.demo-peer.prod.svc:2380"),
             None
         );
-    }
-
-    #[test]
-    fn status_reports_members_roles_and_conditions() {
-        let m = ms();
-        let view = ClusterView {
-            members: Some(vec![
-                member(0, false, true),
-                member(1, false, true),
-                member(2, true, false),
-            ]),
-            leader: Some(1),
-            cluster_id: Some(0xabc),
-        };
-        let s = build_status(
-            &m,
-            &view,
-            &Step::Promote {
-                id: 2,
-                voters_after: 3,
-            },
-            Some("promoting".into()),
-            None,
-            7,
-        );
-        assert_eq!((s.replicas, s.ready_replicas), (2, 2));
-        assert_eq!(s.leader.as_deref(), Some("demo-1"));
-        assert_eq!(s.members[2].role, "learner");
-        assert_eq!(s.cluster_id.as_deref(), Some("abc"));
-        assert_eq!(s.phase.as_deref(), Some("Scaling"));
-        assert_eq!(s.observed_generation, Some(4));
-        assert_eq!(s.policy_generation, 7);
-        let cond = |t: &str| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == t)
-                .unwrap()
-                .status
-                .clone()
-        };
-        assert_eq!(cond("Available"), "True");
-        assert_eq!(cond("Progressing"), "True");
-        assert_eq!(cond("Degraded"), "False");
-
-        let steady = build_status(&m, &view, &Step::Steady { voters: 2 }, None, None, 7);
-        assert_eq!(steady.phase.as_deref(), Some("Running"));
-        assert!(steady.current_operation.is_none());
-
-        let refused = build_status(
-            &m,
-            &view,
-            &Step::Refuse("member demo-0 is unhealthy".into()),
-            None,
-            None,
-            7,
-        );
-        assert_eq!(refused.phase.as_deref(), Some("Degraded"));
-        let d = refused
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .unwrap();
-        assert_eq!(
-            (d.status.as_str(), d.reason.as_str()),
-            ("True", "UnsafeChangeRefused")
-        );
-        assert!(d.message.contains("unhealthy"));
-
-        let no_quorum = ClusterView {
-            members: Some(vec![
-                member(0, false, true),
-                member(1, false, false),
-                member(2, false, false),
-            ]),
-            leader: None,
-            cluster_id: None,
-        };
-        let s = build_status(
-            &m,
-            &no_quorum,
-            &Step::Wait("no leader".into()),
-            None,
-            None,
-            0,
-        );
-        let a = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Available")
-            .unwrap();
-        assert_eq!(
-            (a.status.as_str(), a.reason.as_str()),
-            ("False", "NoQuorum")
-        );
-
-        let invalid = build_status(
-            &m,
-            &ClusterView::default(),
-            &Step::Wait("x".into()),
-            None,
-            Some("spec.replicas bad"),
-            0,
-        );
-        let d = invalid
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .unwrap();
-        assert_eq!(d.reason, "InvalidSpec");
     }
 }

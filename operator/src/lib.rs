@@ -1,5 +1,6 @@
 //! The MetaStore operator: the `MetaStore` custom resource, pure builders of the Kubernetes
-//! objects that run it, a pure membership planner, and the executor and controller around them.
+//! objects that run it, a pure membership planner, a pure status builder, and the executor and
+//! controller around them.
 
 /// Generated client of the node's admin API (`node/proto/admin.proto`).
 #[allow(missing_docs, clippy::all)]
@@ -13,6 +14,7 @@ pub mod crd;
 pub mod executor;
 pub mod metrics;
 pub mod planner;
+pub mod status;
 
 /// The MetaStore CRD as YAML, exactly as `crds/metastore.io_metastores.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
