@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::builders;
 use crate::crd::{MetaStore, MetaStoreStatus, MAX_REPLICAS};
 use crate::executor::{self, ClusterView, Outcome, Target};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OperationResult};
 use crate::planner::{plan, Observed, Step};
 use crate::status::build_status;
 
@@ -265,27 +265,18 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
                 "created the first member".into(),
             )
             .await;
-            ctx.metrics
-                .operations
-                .with_label_values(&[kind, "ok"])
-                .inc();
+            ctx.metrics.operation(kind, OperationResult::Ok);
         }
         Step::ScaleStatefulSet { replicas, reason } => {
             let msg = format!("StatefulSet {sts_replicas} → {replicas} replicas ({reason})");
             event(ctx, ms, false, "StatefulSetScaled", msg.clone()).await;
-            ctx.metrics
-                .operations
-                .with_label_values(&[kind, "ok"])
-                .inc();
+            ctx.metrics.operation(kind, OperationResult::Ok);
             operation = Some(msg);
         }
         Step::Wait(why) => operation = Some(why.clone()),
         Step::Refuse(why) => {
             event(ctx, ms, true, "ScaleRefused", why.clone()).await;
-            ctx.metrics
-                .operations
-                .with_label_values(&[kind, "refused"])
-                .inc();
+            ctx.metrics.operation(kind, OperationResult::Refused);
             requeue = Duration::from_secs(10);
         }
         _ => {
@@ -328,28 +319,19 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
                             operation = Some(what);
                         }
                     }
-                    ctx.metrics
-                        .operations
-                        .with_label_values(&[kind, "ok"])
-                        .inc();
+                    ctx.metrics.operation(kind, OperationResult::Ok);
                     if matches!(step, Step::Steady { .. }) {
                         requeue = Duration::from_secs(30);
                     }
                 }
                 Ok(Outcome::NotYet(why)) => {
-                    ctx.metrics
-                        .operations
-                        .with_label_values(&[kind, "not_yet"])
-                        .inc();
+                    ctx.metrics.operation(kind, OperationResult::NotYet);
                     operation = Some(why);
                 }
                 Err(e) => {
                     let msg = format!("{kind} failed: {e}");
                     event(ctx, ms, true, "MembershipStepFailed", msg.clone()).await;
-                    ctx.metrics
-                        .operations
-                        .with_label_values(&[kind, "error"])
-                        .inc();
+                    ctx.metrics.operation(kind, OperationResult::Error);
                     operation = Some(msg);
                     requeue = Duration::from_secs(5);
                 }

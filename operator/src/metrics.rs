@@ -4,6 +4,31 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+/// How a membership operation ended (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationResult {
+    /// Carried out.
+    Ok,
+    /// Refused by the planner (unsafe or impossible now).
+    Refused,
+    /// The cluster was not ready for it yet.
+    NotYet,
+    /// A call to the cluster failed.
+    Error,
+}
+
+impl OperationResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationResult::Ok => "ok",
+            OperationResult::Refused => "refused",
+            OperationResult::NotYet => "not_yet",
+            OperationResult::Error => "error",
+        }
+    }
+}
+
 /// Metrics of one operator process.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +79,13 @@ impl Metrics {
             duration,
             operations,
         })
+    }
+
+    /// Counts one membership operation of `kind` (a step kind) that ended as `result`.
+    pub fn operation(&self, kind: &str, result: OperationResult) {
+        self.operations
+            .with_label_values(&[kind, result.as_str()])
+            .inc();
     }
 
     /// Text exposition.
