@@ -21,14 +21,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::constants::{
+    APP_NAME, CLIENT_PORT, DATA_VOLUME, HOSTNAME_TOPOLOGY_KEY, LABEL_INSTANCE, LABEL_MANAGED_BY,
+    LABEL_NAME, METRICS_PORT, OPERATOR_NAME, PEER_PORT,
+};
 use crate::crd::{MetaStore, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION};
-
-/// Client (etcd v3 gRPC) port.
-pub const CLIENT_PORT: i32 = 2379;
-/// Peer (Raft) port.
-pub const PEER_PORT: i32 = 2380;
-/// Metrics and health port.
-pub const METRICS_PORT: i32 = 2381;
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/metastore";
 /// Unprivileged user of the node image.
@@ -59,6 +56,12 @@ pub fn pod_host(ms: &MetaStore, ordinal: i32) -> String {
     )
 }
 
+/// Name of the data volume claim of the pod with `ordinal` (made by the StatefulSet controller
+/// from the claim template).
+pub fn data_claim_name(ms: &MetaStore, ordinal: i32) -> String {
+    format!("{DATA_VOLUME}-{}", pod_name(ms, ordinal))
+}
+
 /// Peer URL of the member with `ordinal` (what MemberAdd is given).
 pub fn peer_url(ms: &MetaStore, ordinal: i32) -> String {
     format!("http://{}:{PEER_PORT}", pod_host(ms, ordinal))
@@ -72,11 +75,8 @@ pub fn client_url(ms: &MetaStore, ordinal: i32) -> String {
 /// Labels that select a cluster's pods.
 pub fn selector_labels(ms: &MetaStore) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "metastore".to_string(),
-        ),
-        ("app.kubernetes.io/instance".to_string(), ms.name_any()),
+        (LABEL_NAME.to_string(), APP_NAME.to_string()),
+        (LABEL_INSTANCE.to_string(), ms.name_any()),
     ])
 }
 
@@ -91,10 +91,7 @@ pub fn selector_string(ms: &MetaStore) -> String {
 
 fn labels(ms: &MetaStore) -> BTreeMap<String, String> {
     let mut l = selector_labels(ms);
-    l.insert(
-        "app.kubernetes.io/managed-by".into(),
-        "metastore-operator".into(),
-    );
+    l.insert(LABEL_MANAGED_BY.into(), OPERATOR_NAME.into());
     l
 }
 
@@ -248,7 +245,7 @@ fn default_affinity(ms: &MetaStore) -> Affinity {
                 WeightedPodAffinityTerm {
                     weight: 100,
                     pod_affinity_term: PodAffinityTerm {
-                        topology_key: "kubernetes.io/hostname".into(),
+                        topology_key: HOSTNAME_TOPOLOGY_KEY.into(),
                         label_selector: Some(LabelSelector {
                             match_labels: Some(selector_labels(ms)),
                             ..Default::default()
@@ -311,7 +308,7 @@ pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> Statef
         startup_probe: Some(http_probe("/livez", 2, 60)),
         resources: spec.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             mount_path: DATA_MOUNT.into(),
             ..Default::default()
         }]),
@@ -340,7 +337,7 @@ pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> Statef
         .unwrap_or_else(|| Quantity("1Gi".into()));
     let pvc = PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some("data".into()),
+            name: Some(DATA_VOLUME.into()),
             labels: Some(selector_labels(ms)),
             ..Default::default()
         },

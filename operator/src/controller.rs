@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -17,14 +17,15 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::builders;
-use crate::crd::{MetaStore, MetaStoreStatus, MAX_REPLICAS};
+use crate::constants::{
+    MAX_REPLICAS, OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED,
+    REQUEUE_PROGRESSING, REQUEUE_REFUSED, REQUEUE_STEADY,
+};
+use crate::crd::{MetaStore, MetaStoreStatus};
 use crate::executor::{self, ClusterView, Outcome, Target};
 use crate::metrics::{Metrics, OperationResult};
 use crate::planner::{plan, Observed, Step};
 use crate::status::build_status;
-
-/// Field manager of every object the operator applies.
-pub const MANAGER: &str = "metastore-operator";
 
 /// A reconcile that failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ impl Context {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
-                controller: MANAGER.into(),
+                controller: OPERATOR_NAME.into(),
                 instance,
             },
         );
@@ -85,7 +86,7 @@ where
 {
     api.patch(
         name,
-        &PatchParams::apply(MANAGER).force(),
+        &PatchParams::apply(OPERATOR_NAME).force(),
         &Patch::Apply(obj),
     )
     .await
@@ -168,7 +169,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
             policy_generation,
         );
         patch_status(&mss, &name, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        return Ok(Action::requeue(REQUEUE_PAUSED));
     }
     if let Err(why) = ms.spec.validate() {
         event(ctx, ms, true, "InvalidSpec", why.clone()).await;
@@ -181,7 +182,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
             policy_generation,
         );
         patch_status(&mss, &name, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        return Ok(Action::requeue(REQUEUE_INVALID_SPEC));
     }
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -224,7 +225,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
     let mut step = plan(&observed);
     let mut generation = policy_generation;
     let mut operation = None;
-    let mut requeue = Duration::from_secs(2);
+    let mut requeue = REQUEUE_PROGRESSING;
 
     let voters = view
         .members
@@ -277,7 +278,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
         Step::Refuse(why) => {
             event(ctx, ms, true, "ScaleRefused", why.clone()).await;
             ctx.metrics.operation(kind, OperationResult::Refused);
-            requeue = Duration::from_secs(10);
+            requeue = REQUEUE_REFUSED;
         }
         _ => {
             if let Step::AddLearner { ordinal } = &step {
@@ -285,7 +286,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
                 // data, which the node refuses: the new member starts empty.
                 let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
                     Api::namespaced(client.clone(), &ns);
-                let claim = format!("data-{}", builders::pod_name(ms, *ordinal));
+                let claim = builders::data_claim_name(ms, *ordinal);
                 if pvcs.get_opt(&claim).await?.is_some() {
                     pvcs.delete(&claim, &Default::default()).await?;
                     event(
@@ -321,7 +322,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
                     }
                     ctx.metrics.operation(kind, OperationResult::Ok);
                     if matches!(step, Step::Steady { .. }) {
-                        requeue = Duration::from_secs(30);
+                        requeue = REQUEUE_STEADY;
                     }
                 }
                 Ok(Outcome::NotYet(why)) => {
@@ -333,7 +334,7 @@ async fn reconcile_inner(ms: &MetaStore, ctx: &Context) -> Result<Action, Error>
                     event(ctx, ms, true, "MembershipStepFailed", msg.clone()).await;
                     ctx.metrics.operation(kind, OperationResult::Error);
                     operation = Some(msg);
-                    requeue = Duration::from_secs(5);
+                    requeue = REQUEUE_AFTER_ERROR;
                 }
             }
         }
@@ -355,7 +356,7 @@ async fn patch_status(
     });
     api.patch_status(
         name,
-        &PatchParams::apply(MANAGER).force(),
+        &PatchParams::apply(OPERATOR_NAME).force(),
         &Patch::Apply(&body),
     )
     .await?;
@@ -365,7 +366,7 @@ async fn patch_status(
 /// Backs off after a failed reconcile.
 pub fn error_policy(_ms: Arc<MetaStore>, e: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!("reconcile failed: {e}");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(REQUEUE_AFTER_ERROR)
 }
 
 /// Runs the controller until shutdown, watching MetaStores (in `namespace`, or all) and the

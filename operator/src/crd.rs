@@ -10,14 +10,19 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::constants::{
+    DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, MAX_REPLICAS,
+    MIN_HEARTBEATS_PER_ELECTION,
+};
+
 /// Default node image.
 pub const DEFAULT_IMAGE: &str = "metastore-node";
 /// Default node image tag.
 pub const DEFAULT_VERSION: &str = "0.1.0";
-/// Largest cluster the operator runs.
-pub const MAX_REPLICAS: i32 = 9;
 
 /// A MetaStore cluster.
+// The CEL rules below repeat DEFAULT_HEARTBEAT_INTERVAL_MS and MIN_HEARTBEATS_PER_ELECTION as
+// literals: attribute arguments must be string literals.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "metastore.io",
@@ -42,7 +47,7 @@ pub const MAX_REPLICAS: i32 = 9;
 #[serde(rename_all = "camelCase")]
 pub struct MetaStoreSpec {
     /// Number of voting members (1 to 9; odd sizes tolerate the most failures per member).
-    #[schemars(range(min = 1, max = 9))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub replicas: i32,
     /// Node image repository (default `metastore-node`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,11 +243,15 @@ impl MetaStoreSpec {
                 self.replicas
             ));
         }
-        let hb = self.heartbeat_interval_ms.unwrap_or(100);
-        let et = self.election_timeout_ms.unwrap_or(1000);
-        if et < 5 * hb {
+        let hb = self
+            .heartbeat_interval_ms
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
+        let et = self
+            .election_timeout_ms
+            .unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS);
+        if et < MIN_HEARTBEATS_PER_ELECTION * hb {
             return Err(format!(
-                "spec.electionTimeoutMs ({et}) must be at least 5 times spec.heartbeatIntervalMs ({hb})"
+                "spec.electionTimeoutMs ({et}) must be at least {MIN_HEARTBEATS_PER_ELECTION} times spec.heartbeatIntervalMs ({hb})"
             ));
         }
         if let Some(d) = self.lease_read.max_clock_drift {

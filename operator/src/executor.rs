@@ -3,16 +3,12 @@
 //! admin API, pushing the expected voter count to every member before and after each voter
 //! change so lease reads pause while the configuration moves.
 
-use std::time::Duration;
-
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
 use crate::admin_proto::admin_client::AdminClient;
 use crate::admin_proto::{LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest};
+use crate::constants::{CALL_TIMEOUT, CONNECT_TIMEOUT, LEARNER_READY_FRACTION};
 use crate::planner::{ObservedMember, Step};
-
-/// Time allowed for one call to a member.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A failed call to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +72,7 @@ async fn timed<T>(
 /// Connects an etcd client to `endpoints`.
 pub async fn connect(endpoints: &[String]) -> Result<Client, ExecError> {
     let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
+        .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(CALL_TIMEOUT);
     timed("connect", async {
         Client::connect(endpoints, Some(opts))
@@ -252,7 +248,7 @@ pub async fn execute(
                     .map_or(0, |m| m.applied_index)
             };
             let leader_applied = t.view.leader.map_or(0, applied);
-            if (applied(*id) as f64) < leader_applied as f64 * 0.9 {
+            if (applied(*id) as f64) < leader_applied as f64 * LEARNER_READY_FRACTION {
                 return Ok(Outcome::NotYet(format!(
                     "learner {id:x} is catching up ({} of {leader_applied})",
                     applied(*id)

@@ -9,6 +9,7 @@ pub mod admin_proto {
 }
 
 pub mod builders;
+pub mod constants;
 pub mod controller;
 pub mod crd;
 pub mod executor;

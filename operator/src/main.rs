@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
+use metastore_operator::constants::{
+    LEADER_LEASE_GRACE_SECONDS, LEADER_LEASE_SECONDS, OPERATOR_NAME,
+};
 use metastore_operator::controller::{self, Context};
 use metastore_operator::metrics::Metrics;
 
@@ -102,10 +105,10 @@ async fn main() -> anyhow::Result<()> {
 
     if flags.leader_election {
         let mut builder =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "metastore-operator")
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), OPERATOR_NAME)
                 .with_namespace(flags.lease_namespace.clone())
-                .with_duration(15)
-                .with_grace(5);
+                .with_duration(LEADER_LEASE_SECONDS)
+                .with_grace(LEADER_LEASE_GRACE_SECONDS);
         if let Some(id) = &identity {
             builder = builder.with_identity(id.clone());
         }
