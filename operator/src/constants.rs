@@ -46,6 +46,13 @@ pub const MIN_HEARTBEATS_PER_ELECTION: u32 = 5;
 /// depend on the node crate, so the value is repeated here: keep the two equal.
 pub const LEARNER_READY_FRACTION: f64 = 0.9;
 
+/// etcd's message for MemberPromote of a learner that has not caught up (ErrGRPCLearnerNotReady),
+/// which the node returns word for word. Errors are matched by gRPC code wherever the code tells
+/// them apart; this one shares FailedPrecondition with "can only promote a learner member"
+/// (ErrGRPCMemberNotLearner), so etcd defines it only by its message.
+pub const ETCD_LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+
 /// Time allowed to connect to a member.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for one call to a member.

@@ -7,7 +7,9 @@ use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
 use crate::admin_proto::admin_client::AdminClient;
 use crate::admin_proto::{LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest};
-use crate::constants::{CALL_TIMEOUT, CONNECT_TIMEOUT, LEARNER_READY_FRACTION};
+use crate::constants::{
+    CALL_TIMEOUT, CONNECT_TIMEOUT, ETCD_LEARNER_NOT_READY, LEARNER_READY_FRACTION,
+};
 use crate::planner::{ObservedMember, Step};
 
 /// A failed call to the cluster.
@@ -38,6 +40,30 @@ pub struct MemberView {
     pub applied_index: u64,
     /// Leader it reports.
     pub leader: u64,
+}
+
+impl ExecError {
+    /// The gRPC status the cluster answered with, when it refused a call.
+    fn grpc_status(&self) -> Option<&tonic::Status> {
+        match self {
+            ExecError::Etcd(etcd_client::Error::GRpcStatus(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A call naming a member the cluster does not know (etcd's ErrGRPCMemberNotFound).
+    fn is_member_not_found(&self) -> bool {
+        self.grpc_status()
+            .is_some_and(|s| s.code() == tonic::Code::NotFound)
+    }
+
+    /// MemberPromote of a learner that has not caught up with the leader yet.
+    fn is_learner_not_ready(&self) -> bool {
+        self.grpc_status().is_some_and(|s| {
+            s.code() == tonic::Code::FailedPrecondition
+                && s.message().contains(ETCD_LEARNER_NOT_READY)
+        })
+    }
 }
 
 /// What a look at the cluster found.
@@ -263,7 +289,7 @@ pub async fn execute(
                     push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
                     Ok(Outcome::Done(format!("promoted {id:x}")))
                 }
-                Err(e) if e.to_string().contains("in sync with leader") => {
+                Err(e) if e.is_learner_not_ready() => {
                     // Not yet: lease reads may resume at the current size meanwhile.
                     *generation += 1;
                     let now = (*voters_after - 1) as u32;
@@ -311,7 +337,7 @@ pub async fn execute(
             match timed("member remove", async { Ok(c.member_remove(*id).await?) }).await {
                 Ok(_) => {}
                 // Removed already (e.g. the operator restarted mid-step).
-                Err(e) if e.to_string().contains("member not found") => {}
+                Err(e) if e.is_member_not_found() => {}
                 Err(e) => return Err(e),
             }
             if is_voter {
@@ -348,7 +374,30 @@ pub async fn execute(
 
 #[cfg(test)]
 mod tests {
-    use super::majority;
+    use super::*;
+
+    fn refused(s: tonic::Status) -> ExecError {
+        ExecError::Etcd(etcd_client::Error::GRpcStatus(s))
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_code() {
+        let not_ready = refused(tonic::Status::failed_precondition(ETCD_LEARNER_NOT_READY));
+        assert!(not_ready.is_learner_not_ready());
+        assert!(!not_ready.is_member_not_found());
+        let not_learner = refused(tonic::Status::failed_precondition(
+            "etcdserver: can only promote a learner member",
+        ));
+        assert!(!not_learner.is_learner_not_ready());
+        let not_found = refused(tonic::Status::not_found("etcdserver: member not found"));
+        assert!(not_found.is_member_not_found());
+        assert!(!not_found.is_learner_not_ready());
+        assert!(
+            !refused(tonic::Status::unavailable("etcdserver: unhealthy cluster"))
+                .is_member_not_found()
+        );
+        assert!(!ExecError::Timeout("member remove").is_member_not_found());
+    }
 
     #[test]
     fn leader_is_the_one_most_members_report() {
