@@ -71,7 +71,7 @@ impl ExecError {
 pub struct ClusterView {
     /// Members (None when nobody answered).
     pub members: Option<Vec<MemberView>>,
-    /// The leader most members agree on.
+    /// The leader reported by the most members that answered (see `most_common`).
     pub leader: Option<u64>,
     /// Cluster id.
     pub cluster_id: Option<u64>,
@@ -153,7 +153,7 @@ pub async fn observe(
         });
     }
     leaders.sort_unstable();
-    let leader = majority(&leaders);
+    let leader = most_common(&leaders);
     ClusterView {
         members: Some(views),
         leader,
@@ -161,7 +161,10 @@ pub async fn observe(
     }
 }
 
-fn majority(sorted: &[u64]) -> Option<u64> {
+/// The value that occurs most often in `sorted` (the smallest of those tied), None when empty.
+/// Not necessarily a majority: while members disagree (e.g. during an election), the leader
+/// most of them report is the best guess.
+fn most_common(sorted: &[u64]) -> Option<u64> {
     let mut best: Option<(u64, usize)> = None;
     for chunk in sorted.chunk_by(|a, b| a == b) {
         if best.is_none_or(|(_, n)| chunk.len() > n) {
@@ -401,9 +404,9 @@ mod tests {
 
     #[test]
     fn leader_is_the_one_most_members_report() {
-        assert_eq!(majority(&[]), None);
-        assert_eq!(majority(&[5]), Some(5));
-        assert_eq!(majority(&[3, 5, 5]), Some(5));
-        assert_eq!(majority(&[3, 3, 5]), Some(3));
+        assert_eq!(most_common(&[]), None);
+        assert_eq!(most_common(&[5]), Some(5));
+        assert_eq!(most_common(&[3, 5, 5]), Some(5));
+        assert_eq!(most_common(&[3, 3, 5]), Some(3));
     }
 }
