@@ -1,7 +1,6 @@
 //! The reconcile loop: read → validate → apply the built objects (server-side apply, one field
 //! manager) → observe the members → plan one membership step → carry it out → status and events.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -397,14 +396,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
-}
-
-/// Labels for operator-wide logs.
-pub fn describe(ms: &MetaStore) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
-        ("name", ms.name_any()),
-        ("namespace", ms.namespace().unwrap_or_default()),
-    ])
 }
 
 #[cfg(test)]
