@@ -1,6 +1,6 @@
 //! The MetaStore operator: the `MetaStore` custom resource, pure builders of the Kubernetes
-//! objects that run it, a pure membership planner, a pure status builder, and the executor and
-//! controller around them.
+//! objects that run it, a pure membership planner, a pure status builder, and around them the
+//! executor (calls to the members), the reconcile phases and the controller.
 
 /// Generated client of the node's admin API (`node/proto/admin.proto`).
 #[allow(missing_docs, clippy::all)]
@@ -15,6 +15,7 @@ pub mod crd;
 pub mod executor;
 pub mod metrics;
 pub mod planner;
+mod reconcile;
 pub mod status;
 
 /// The MetaStore CRD as YAML, exactly as `crds/metastore.io_metastores.yaml` holds it.

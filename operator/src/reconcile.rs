@@ -1,0 +1,453 @@
+//! One reconcile of a MetaStore, in phases: hold (paused or an invalid spec: report it and stop)
+//! → apply the Services → observe the StatefulSet and the members → plan one membership step →
+//! act (PodDisruptionBudget, StatefulSet, the step, events) → status. Objects are applied
+//! server-side with one field manager.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::builders;
+use crate::constants::{
+    OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED, REQUEUE_PROGRESSING,
+    REQUEUE_REFUSED, REQUEUE_STEADY,
+};
+use crate::controller::{ordinal_of, rolling_out, Context, Error};
+use crate::crd::{MetaStore, MetaStoreStatus};
+use crate::executor::{self, ClusterView, Outcome, Target};
+use crate::metrics::OperationResult;
+use crate::planner::{plan, Observed, Step};
+use crate::status::build_status;
+
+/// One reconcile, phase after phase; each returns what the next one needs.
+pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> {
+    let r = Reconcile::new(ms, ctx)?;
+    if let Some(hold) = Hold::of(ms) {
+        return r.report_hold(hold).await;
+    }
+    r.apply_services().await?;
+    let seen = r.observe().await?;
+    let step = plan_step(ms, &seen);
+    let acted = r.act(&seen, step).await?;
+    r.report(&seen, acted).await
+}
+
+/// Why a MetaStore is left as it is this time.
+enum Hold {
+    /// `spec.paused`.
+    Paused,
+    /// The spec fails validation (the message names the field).
+    InvalidSpec(String),
+}
+
+impl Hold {
+    fn of(ms: &MetaStore) -> Option<Hold> {
+        if ms.spec.paused {
+            return Some(Hold::Paused);
+        }
+        ms.spec.validate().err().map(Hold::InvalidSpec)
+    }
+}
+
+/// What the observe phase found.
+struct Seen {
+    /// Replicas of the StatefulSet (0 when it does not exist yet).
+    sts_replicas: i32,
+    /// Client URLs of the pods the StatefulSet runs (at least pod 0's).
+    endpoints: Vec<String>,
+    /// The members as they answered.
+    view: ClusterView,
+    /// The cluster exists, so new pods must join it rather than bootstrap one.
+    bootstrapped: bool,
+}
+
+/// The plan phase: the planner's next step for what was seen. Pure.
+fn plan_step(ms: &MetaStore, seen: &Seen) -> Step {
+    plan(&Observed {
+        spec_replicas: ms.spec.replicas,
+        sts_replicas: seen.sts_replicas,
+        members: seen
+            .view
+            .members
+            .as_ref()
+            .map(|m| m.iter().map(|v| v.member.clone()).collect()),
+        leader: seen.view.leader,
+    })
+}
+
+/// Not steady while pods are still being replaced by a template change (e.g. the switch to
+/// joining right after bootstrap): judged on the StatefulSet as just applied.
+fn wait_for_rollout(step: Step, applied: &StatefulSet) -> Step {
+    if matches!(step, Step::Steady { .. }) && rolling_out(applied) {
+        Step::Wait("member pods are being updated".into())
+    } else {
+        step
+    }
+}
+
+/// What the act phase leaves for the status phase.
+struct Acted {
+    /// The step as carried out (a Steady step becomes a Wait during a rollout).
+    step: Step,
+    /// What is under way, for `status.currentOperation`.
+    operation: Option<String>,
+    /// Last membership policy generation pushed.
+    policy_generation: u64,
+    /// When to look again.
+    requeue: Duration,
+}
+
+/// One reconcile of one MetaStore: the resource, where it lives and the shared context.
+struct Reconcile<'a> {
+    ms: &'a MetaStore,
+    ctx: &'a Context,
+    name: String,
+    ns: String,
+    /// Policy generation the last reconcile reported.
+    policy_generation: u64,
+}
+
+impl<'a> Reconcile<'a> {
+    fn new(ms: &'a MetaStore, ctx: &'a Context) -> Result<Self, Error> {
+        let name = ms.name_any();
+        let ns = ms
+            .namespace()
+            .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+        Ok(Reconcile {
+            ms,
+            ctx,
+            name,
+            ns,
+            policy_generation: ms.status.as_ref().map_or(0, |s| s.policy_generation),
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.ns)
+    }
+
+    /// Server-side apply of `obj`, owning every field it sets.
+    async fn apply<K>(&self, name: &str, obj: &K) -> Result<K, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        self.api::<K>()
+            .patch(
+                name,
+                &PatchParams::apply(OPERATOR_NAME).force(),
+                &Patch::Apply(obj),
+            )
+            .await
+    }
+
+    /// Publishes an event on the MetaStore; a failure to publish is only logged.
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&ev, &self.ms.object_ref(&()))
+            .await
+        {
+            tracing::warn!("cannot publish event: {e}");
+        }
+    }
+
+    /// Reports a paused MetaStore or an invalid spec, touching nothing else.
+    async fn report_hold(&self, hold: Hold) -> Result<Action, Error> {
+        let (step, invalid, requeue) = match &hold {
+            Hold::Paused => (Step::Wait("paused".into()), None, REQUEUE_PAUSED),
+            Hold::InvalidSpec(why) => {
+                self.event(EventType::Warning, "InvalidSpec", why.clone())
+                    .await;
+                (
+                    Step::Wait("invalid spec".into()),
+                    Some(why.as_str()),
+                    REQUEUE_INVALID_SPEC,
+                )
+            }
+        };
+        let status = build_status(
+            self.ms,
+            &ClusterView::default(),
+            &step,
+            None,
+            invalid,
+            self.policy_generation,
+        );
+        self.patch_status(status).await?;
+        Ok(Action::requeue(requeue))
+    }
+
+    /// The Services depend on the spec alone, and members need them to find each other.
+    async fn apply_services(&self) -> Result<(), Error> {
+        let ms = self.ms;
+        self.apply(
+            &builders::peer_service_name(ms),
+            &builders::peer_service(ms),
+        )
+        .await?;
+        self.apply(
+            &builders::client_service_name(ms),
+            &builders::client_service(ms),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The observe phase: the StatefulSet's size and, once it runs pods, the members.
+    async fn observe(&self) -> Result<Seen, Error> {
+        let ms = self.ms;
+        let sts = self.api::<StatefulSet>().get_opt(&self.name).await?;
+        let sts_replicas = sts.as_ref().and_then(|s| s.spec.replicas).unwrap_or(0);
+        let endpoints: Vec<String> = (0..sts_replicas.max(1))
+            .map(|k| builders::client_url(ms, k))
+            .collect();
+        let view = if sts_replicas > 0 {
+            executor::observe(&endpoints, |u| ordinal_of(ms, u)).await
+        } else {
+            ClusterView::default()
+        };
+        let bootstrapped =
+            view.cluster_id.is_some() || ms.status.as_ref().is_some_and(|s| s.cluster_id.is_some());
+        Ok(Seen {
+            sts_replicas,
+            endpoints,
+            view,
+            bootstrapped,
+        })
+    }
+
+    /// The act phase: applies the PodDisruptionBudget and the StatefulSet the step asks for, then
+    /// carries the step out.
+    async fn act(&self, seen: &Seen, step: Step) -> Result<Acted, Error> {
+        let applied = self.apply_workload(seen, &step).await?;
+        let step = wait_for_rollout(step, &applied);
+        let mut acted = Acted {
+            step,
+            operation: None,
+            policy_generation: self.policy_generation,
+            requeue: REQUEUE_PROGRESSING,
+        };
+        let kind = step_kind(&acted.step);
+        match &acted.step {
+            Step::Bootstrap => {
+                acted.operation = Some("bootstrapping a one-member cluster".to_string());
+                self.event(
+                    EventType::Normal,
+                    "Bootstrap",
+                    "created the first member".into(),
+                )
+                .await;
+                self.ctx.metrics.operation(kind, OperationResult::Ok);
+            }
+            Step::ScaleStatefulSet { replicas, reason } => {
+                let msg = format!(
+                    "StatefulSet {} → {replicas} replicas ({reason})",
+                    seen.sts_replicas
+                );
+                self.event(EventType::Normal, "StatefulSetScaled", msg.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Ok);
+                acted.operation = Some(msg);
+            }
+            Step::Wait(why) => acted.operation = Some(why.clone()),
+            Step::Refuse(why) => {
+                self.event(EventType::Warning, "ScaleRefused", why.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Refused);
+                acted.requeue = REQUEUE_REFUSED;
+            }
+            _ => self.change_members(seen, &mut acted).await?,
+        }
+        Ok(acted)
+    }
+
+    /// The PodDisruptionBudget (a quorum of the voters seen) and the StatefulSet (sized for the
+    /// step); returns the StatefulSet as applied.
+    async fn apply_workload(&self, seen: &Seen, step: &Step) -> Result<StatefulSet, Error> {
+        let ms = self.ms;
+        let voters = seen
+            .view
+            .members
+            .iter()
+            .flatten()
+            .filter(|m| !m.member.is_learner)
+            .count()
+            .max(1) as i32;
+        self.apply(&self.name, &builders::pod_disruption_budget(ms, voters))
+            .await?;
+        let sts_target = match step {
+            Step::Bootstrap => 1,
+            Step::ScaleStatefulSet { replicas, .. } => *replicas,
+            _ => seen.sts_replicas,
+        };
+        Ok(self
+            .apply(
+                &self.name,
+                &builders::stateful_set(ms, sts_target, seen.bootstrapped),
+            )
+            .await?)
+    }
+
+    /// A member step (or Steady's policy check), through the executor.
+    async fn change_members(&self, seen: &Seen, acted: &mut Acted) -> Result<(), Error> {
+        let ms = self.ms;
+        let step = &acted.step;
+        let kind = step_kind(step);
+        if let Step::AddLearner { ordinal } = step {
+            self.delete_stale_volume(*ordinal).await?;
+        }
+        let peer = |k: i32| builders::peer_url(ms, k);
+        let target = Target {
+            endpoints: &seen.endpoints,
+            view: &seen.view,
+            peer_url: &peer,
+        };
+        let steady = matches!(step, Step::Steady { .. });
+        match executor::execute(step, &target, &mut acted.policy_generation).await {
+            Ok(Outcome::Done(what)) => {
+                if !what.is_empty() {
+                    self.event(EventType::Normal, done_reason(step), what.clone())
+                        .await;
+                    if !steady {
+                        acted.operation = Some(what);
+                    }
+                }
+                self.ctx.metrics.operation(kind, OperationResult::Ok);
+                if steady {
+                    acted.requeue = REQUEUE_STEADY;
+                }
+            }
+            Ok(Outcome::NotYet(why)) => {
+                self.ctx.metrics.operation(kind, OperationResult::NotYet);
+                acted.operation = Some(why);
+            }
+            Err(e) => {
+                let msg = format!("{kind} failed: {e}");
+                self.event(EventType::Warning, "MembershipStepFailed", msg.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Error);
+                acted.operation = Some(msg);
+                acted.requeue = REQUEUE_AFTER_ERROR;
+            }
+        }
+        Ok(())
+    }
+
+    /// A volume left by an earlier member at this ordinal holds a removed member's data, which
+    /// the node refuses: the new member must start empty.
+    async fn delete_stale_volume(&self, ordinal: i32) -> Result<(), Error> {
+        let pvcs = self.api::<PersistentVolumeClaim>();
+        let claim = builders::data_claim_name(self.ms, ordinal);
+        if pvcs.get_opt(&claim).await?.is_some() {
+            pvcs.delete(&claim, &Default::default()).await?;
+            self.event(
+                EventType::Normal,
+                "StaleVolumeDeleted",
+                format!("deleted {claim} left by a removed member"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The status phase: the status from what was seen and done, and when to look again.
+    async fn report(&self, seen: &Seen, acted: Acted) -> Result<Action, Error> {
+        let status = build_status(
+            self.ms,
+            &seen.view,
+            &acted.step,
+            acted.operation,
+            None,
+            acted.policy_generation,
+        );
+        self.patch_status(status).await?;
+        Ok(Action::requeue(acted.requeue))
+    }
+
+    /// Server-side apply of the status subresource.
+    async fn patch_status(&self, status: MetaStoreStatus) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "apiVersion": MetaStore::api_version(&()),
+            "kind": MetaStore::kind(&()),
+            "status": status,
+        });
+        self.api::<MetaStore>()
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(OPERATOR_NAME).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn step_kind(step: &Step) -> &'static str {
+    match step {
+        Step::Bootstrap => "bootstrap",
+        Step::ScaleStatefulSet { .. } => "scale_statefulset",
+        Step::AddLearner { .. } => "add_learner",
+        Step::Promote { .. } => "promote",
+        Step::MoveLeader { .. } => "move_leader",
+        Step::RemoveMember { .. } => "remove_member",
+        Step::Wait(_) => "wait",
+        Step::Refuse(_) => "refuse",
+        Step::Steady { .. } => "steady",
+    }
+}
+
+/// Reason of the event for a membership step the executor carried out.
+fn done_reason(step: &Step) -> &'static str {
+    match step {
+        Step::AddLearner { .. } => "MemberAdded",
+        Step::Promote { .. } => "MemberPromoted",
+        Step::MoveLeader { .. } => "LeaderMoved",
+        Step::RemoveMember { .. } => "MemberRemoved",
+        _ => "MembershipPolicyPushed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_step_waits_for_the_rollout() {
+        let s: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo", "generation": 1},
+            "spec": {"replicas": 1, "serviceName": "demo-peer", "selector": {},
+                     "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(
+            wait_for_rollout(Step::Steady { voters: 1 }, &s),
+            Step::Wait("member pods are being updated".into())
+        );
+        assert_eq!(wait_for_rollout(Step::Bootstrap, &s), Step::Bootstrap);
+    }
+}
