@@ -30,6 +30,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// The `reason` label of the failures counter.
     fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube_api",

@@ -2,6 +2,8 @@
 //! objects that run it, a pure membership planner, a pure status builder, and around them the
 //! executor (calls to the members), the reconcile phases and the controller.
 
+#![warn(missing_docs)]
+
 /// Generated client of the node's admin API (`node/proto/admin.proto`).
 #[allow(missing_docs, clippy::all)]
 pub mod admin_proto {

@@ -17,7 +17,7 @@ pub struct ObservedMember {
     pub name: String,
     /// Non-voting learner.
     pub is_learner: bool,
-    /// Answered its status endpoint.
+    /// Answered its Status call and knows a leader.
     pub healthy: bool,
 }
 
@@ -74,7 +74,7 @@ pub enum Step {
     },
     /// Something is under way; look again soon.
     Wait(String),
-    /// The requested change is unsafe now; report Degraded and do nothing.
+    /// The requested change is unsafe now, or impossible; report Degraded and do nothing.
     Refuse(String),
     /// Nothing to do: `voters` voters, all as asked.
     Steady {

@@ -99,7 +99,7 @@ struct Acted {
     step: Step,
     /// What is under way, for `status.currentOperation`.
     operation: Option<String>,
-    /// Last membership policy generation pushed.
+    /// Membership policy generation after this step's pushes.
     policy_generation: u64,
     /// When to look again.
     requeue: Duration,
