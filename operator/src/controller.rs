@@ -141,16 +141,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::MetaStoreSpec;
-
-    fn ms() -> MetaStore {
-        let spec: MetaStoreSpec =
-            serde_json::from_value(serde_json::json!({"replicas": 3})).unwrap();
-        let mut m = MetaStore::new("demo", spec);
-        m.metadata.namespace = Some("prod".into());
-        m.metadata.generation = Some(4);
-        m
-    }
+    use crate::testing::demo as ms;
 
     #[test]
     fn rollouts_are_seen_until_the_controller_catches_up() {

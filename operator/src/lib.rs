@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod planner;
 mod reconcile;
 pub mod status;
+#[cfg(test)]
+mod testing;
 
 /// The MetaStore CRD as YAML, exactly as `crds/metastore.io_metastores.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {

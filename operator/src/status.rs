@@ -154,18 +154,9 @@ pub fn build_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::MetaStoreSpec;
     use crate::executor::MemberView;
     use crate::planner::ObservedMember;
-
-    fn ms() -> MetaStore {
-        let spec: MetaStoreSpec =
-            serde_json::from_value(serde_json::json!({"replicas": 3})).unwrap();
-        let mut m = MetaStore::new("demo", spec);
-        m.metadata.namespace = Some("prod".into());
-        m.metadata.generation = Some(4);
-        m
-    }
+    use crate::testing::demo as ms;
 
     fn member(id: u64, learner: bool, healthy: bool) -> MemberView {
         MemberView {
