@@ -52,7 +52,7 @@ pub struct MetaStoreSpec {
     /// Node image repository (default `metastore-node`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Node image tag (default: the operator's version).
+    /// Node image tag (default `0.1.0`, the version this operator was built and tested with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Container resources of each member.
@@ -188,7 +188,7 @@ pub struct MetaStoreStatus {
     /// Voting members (the scale subresource's replicas).
     #[serde(default)]
     pub replicas: i32,
-    /// Members that are healthy.
+    /// Voters that are healthy (learners are not counted).
     #[serde(default)]
     pub ready_replicas: i32,
     /// Label selector of the member pods (for the scale subresource).
@@ -227,7 +227,7 @@ pub struct MemberStatus {
     pub name: String,
     /// leader, follower or learner.
     pub role: String,
-    /// Answers its status endpoint.
+    /// Answers the Maintenance Status call and knows a leader.
     pub healthy: bool,
     /// Applied Raft index.
     #[serde(default)]
