@@ -12,6 +12,7 @@ pub mod admin_proto {
 
 pub mod builders;
 pub mod constants;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod executor;

@@ -11,7 +11,8 @@ use kube::Client;
 use metastore_operator::constants::{
     LEADER_LEASE_GRACE_SECONDS, LEADER_LEASE_SECONDS, OPERATOR_NAME,
 };
-use metastore_operator::controller::{self, Context};
+use metastore_operator::context::Context;
+use metastore_operator::controller;
 use metastore_operator::metrics::Metrics;
 
 /// Command-line flags (also from METASTORE_OPERATOR_* environment variables).

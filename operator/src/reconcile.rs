@@ -17,10 +17,10 @@ use serde::Serialize;
 
 use crate::builders;
 use crate::constants::{
-    OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED, REQUEUE_PROGRESSING,
-    REQUEUE_REFUSED, REQUEUE_STEADY,
+    MAX_REPLICAS, OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED,
+    REQUEUE_PROGRESSING, REQUEUE_REFUSED, REQUEUE_STEADY,
 };
-use crate::controller::{ordinal_of, rolling_out, Context, Error};
+use crate::context::{Context, Error};
 use crate::crd::{MetaStore, MetaStoreStatus};
 use crate::executor::{self, ClusterView, Outcome, Target};
 use crate::metrics::OperationResult;
@@ -432,6 +432,27 @@ fn done_reason(step: &Step) -> &'static str {
     }
 }
 
+/// Highest pod ordinal [`ordinal_of`] looks for: a peer URL beyond it counts as a member that is
+/// not one of the StatefulSet's pods.
+const MAX_ORDINAL: i32 = 4 * MAX_REPLICAS;
+
+/// Pod ordinal of a member from its peer URL.
+pub(crate) fn ordinal_of(ms: &MetaStore, url: &str) -> Option<i32> {
+    (0..=MAX_ORDINAL).find(|k| builders::peer_url(ms, *k) == url)
+}
+
+/// True while the StatefulSet controller has not rolled its pods onto the current template.
+pub(crate) fn rolling_out(s: &StatefulSet) -> bool {
+    let replicas = s.spec.replicas.unwrap_or(1);
+    let Some(st) = s.status.as_ref() else {
+        return true;
+    };
+    st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0)
+        || (st.update_revision.is_some() && st.current_revision != st.update_revision)
+        || st.updated_replicas.unwrap_or(0) < replicas
+        || st.ready_replicas.unwrap_or(0) < replicas
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +470,38 @@ mod tests {
             Step::Wait("member pods are being updated".into())
         );
         assert_eq!(wait_for_rollout(Step::Bootstrap, &s), Step::Bootstrap);
+    }
+
+    #[test]
+    fn rollouts_are_seen_until_the_controller_catches_up() {
+        let mut s: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo", "generation": 3},
+            "spec": {"replicas": 1, "serviceName": "demo-peer", "selector": {},
+                     "template": {}},
+            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 1,
+                       "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"}
+        }))
+        .unwrap();
+        assert!(rolling_out(&s), "template changed, not yet observed");
+        s.status.as_mut().unwrap().observed_generation = Some(3);
+        s.status.as_mut().unwrap().update_revision = Some("b".into());
+        assert!(rolling_out(&s), "pods still on the old revision");
+        s.status.as_mut().unwrap().current_revision = Some("b".into());
+        assert!(!rolling_out(&s));
+        s.status.as_mut().unwrap().ready_replicas = Some(0);
+        assert!(rolling_out(&s), "a pod not ready");
+    }
+
+    #[test]
+    fn ordinals_come_from_peer_urls() {
+        let m = crate::testing::demo();
+        assert_eq!(
+            ordinal_of(&m, "http://demo-2.demo-peer.prod.svc:2380"),
+            Some(2)
+        );
+        assert_eq!(
+            ordinal_of(&m, "http://other-2.demo-peer.prod.svc:2380"),
+            None
+        );
     }
 }
