@@ -502,6 +502,7 @@ impl Flags {
                 enabled: self.lease_read,
                 duration: lease_duration,
                 election_timeout,
+                heartbeat_interval,
                 max_drift: self.max_clock_drift,
                 guard_clock: !self.unsafe_lease_skip_safety_checks,
             },
@@ -605,6 +606,18 @@ mod tests {
             ),
             (&["--max-txn-ops", "0"], "--max-txn-ops"),
             (&["--lease-duration", "900"], "longest safe lease is 800ms"),
+            // raft-rs counts whole ticks: 1400 ms over 250 ms ticks refuses votes for 1000 ms.
+            (
+                &[
+                    "--heartbeat-interval",
+                    "250",
+                    "--election-timeout",
+                    "1400",
+                    "--lease-duration",
+                    "1025",
+                ],
+                "longest safe lease is 890ms",
+            ),
             (&["--max-clock-drift", "0.7"], "--max-clock-drift"),
         ];
         for (args, needle) in cases {

@@ -30,19 +30,46 @@ impl ProposalContext {
     }
 }
 
-/// Context of a ReadIndex request: the number of its round on this member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReadIndexContext(pub u64);
+/// Context of a ReadIndex request: the member that asked, its boot nonce (new on every start)
+/// and the number of its round. raft-rs matches pending reads and heartbeat acknowledgements by
+/// these bytes alone, and followers' requests reach the leader unchanged, so they must be unique
+/// across members and restarts: otherwise a follower's request that collides with one of the
+/// leader's rounds is dropped, and a late acknowledgement of an old round could renew the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadIndexContext {
+    /// Member that started the round.
+    pub member: u64,
+    /// That member's boot nonce.
+    pub boot: u64,
+    /// The round's number on that member since it started.
+    pub round: u64,
+}
 
 impl ReadIndexContext {
-    /// 8 bytes, big-endian.
+    /// 24 bytes: member, boot nonce, round, big-endian.
     pub fn encode(&self) -> Vec<u8> {
-        self.0.to_be_bytes().to_vec()
+        let mut c = Vec::with_capacity(24);
+        c.extend_from_slice(&self.member.to_be_bytes());
+        c.extend_from_slice(&self.boot.to_be_bytes());
+        c.extend_from_slice(&self.round.to_be_bytes());
+        c
     }
 
     /// `None` for any other length.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        Some(ReadIndexContext(u64::from_be_bytes(bytes.try_into().ok()?)))
+        if bytes.len() != 24 {
+            return None;
+        }
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(ReadIndexContext {
+            member: word(0)?,
+            boot: word(1)?,
+            round: word(2)?,
+        })
     }
 }
 
@@ -57,8 +84,18 @@ mod tests {
         assert_eq!(ProposalContext::decode(&[0; 15]), None);
         assert_eq!(ProposalContext::decode(&[0; 17]), None);
         assert_eq!(ProposalContext::decode(&[]), None);
-        let r = ReadIndexContext(9);
+        let r = ReadIndexContext {
+            member: 7,
+            boot: 11,
+            round: 9,
+        };
         assert_eq!(ReadIndexContext::decode(&r.encode()), Some(r));
         assert_eq!(ReadIndexContext::decode(&[0; 16]), None);
+        assert_eq!(ReadIndexContext::decode(&[0; 8]), None);
+        // Two members, or one member across a restart, never produce the same bytes.
+        let other_member = ReadIndexContext { member: 8, ..r };
+        let restarted = ReadIndexContext { boot: 12, ..r };
+        assert_ne!(r.encode(), other_member.encode());
+        assert_ne!(r.encode(), restarted.encode());
     }
 }

@@ -16,7 +16,7 @@ use metastore_node::read_lease::tracker::max_safe_read_lease;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, EntryType,
-    Message,
+    Message, MessageType,
 };
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole, Storage};
@@ -33,6 +33,7 @@ fn settings() -> ReadLeaseSettings {
         enabled: true,
         duration: max_safe_read_lease(ET, TICK, DRIFT),
         election_timeout: ET,
+        heartbeat_interval: TICK,
     }
 }
 
@@ -50,6 +51,11 @@ struct Node {
     offset: Duration,
     next_tick: Duration,
     events: Vec<ReadLeaseEvent>,
+    /// ReadIndex rounds of this node that Raft answered.
+    answered: Vec<u64>,
+    /// Global time before which the next due tick does not run (a late tick; the ones after it
+    /// keep their schedule, as the production loop's do).
+    hold_tick_until: Option<Duration>,
 }
 
 struct InFlight {
@@ -74,6 +80,8 @@ struct Sim {
     conf_expiries: u64,
     /// Voters the cluster was bootstrapped with (index 0), which joining nodes start from.
     bootstrap: Vec<u64>,
+    /// Node starts so far (each gets its own boot nonce).
+    boots: u64,
 }
 
 fn raft_config(id: u64, applied: u64) -> Config {
@@ -127,6 +135,7 @@ impl Sim {
             first_commit: BTreeMap::new(),
             conf_expiries: 0,
             bootstrap: voters.to_vec(),
+            boots: 0,
         };
         for &id in voters {
             let store = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
@@ -143,17 +152,22 @@ impl Sim {
         let node = Node {
             raw,
             store,
-            lease: ReadLease::new(settings(), local),
+            lease: ReadLease::new(settings(), local, id, 0),
             cs,
             rate: 1.0,
             offset: Duration::ZERO,
             next_tick: TICK,
             events: Vec::new(),
+            answered: Vec::new(),
+            hold_tick_until: None,
         };
         self.nodes.insert(id, node);
         // The node's clock starts "now" in its own terms.
         let now = self.local(id);
-        self.nodes.get_mut(&id).unwrap().lease = ReadLease::new(settings(), now);
+        // Every (re)start has a boot nonce of its own.
+        self.boots += 1;
+        let boot = self.boots;
+        self.nodes.get_mut(&id).unwrap().lease = ReadLease::new(settings(), now, id, boot);
         let n = self.nodes.get_mut(&id).unwrap();
         n.next_tick = self.now + TICK;
     }
@@ -222,7 +236,12 @@ impl Sim {
 
     fn step(&mut self) {
         self.now += STEP;
-        // Deliver.
+        self.deliver();
+        self.tick_and_ready();
+    }
+
+    /// Delivers every message due by now.
+    fn deliver(&mut self) {
         let due: Vec<Message> = {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
                 .into_iter()
@@ -243,8 +262,15 @@ impl Sim {
                 self.votes_dropped += 1;
                 continue;
             }
+            if ReadLease::from_leader(&m, n.raw.raft.term) {
+                n.lease.heard_from_leader(now);
+            }
             let _ = n.raw.step(m);
         }
+    }
+
+    /// Ticks every node whose tick is due, runs every node's ready cycle, checks safety.
+    fn tick_and_ready(&mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.down.contains(&id) {
@@ -252,8 +278,10 @@ impl Sim {
             }
             let now = self.local(id);
             let local_elapsed = now - self.base;
+            let global = self.now;
             let n = self.nodes.get_mut(&id).unwrap();
-            if local_elapsed >= n.next_tick {
+            if local_elapsed >= n.next_tick && n.hold_tick_until.is_none_or(|t| global >= t) {
+                n.hold_tick_until = None;
                 if n.lease.wants_renewal(&n.raw, &n.cs, now) {
                     n.lease.start_round(&mut n.raw, now);
                 }
@@ -289,7 +317,9 @@ impl Sim {
         out.extend(rd.take_persisted_messages());
         let term = n.raw.raft.term;
         let states = rd.take_read_states();
-        n.lease.on_read_states(states, term, &mut n.events);
+        let answered = n.lease.on_read_states(states, term, &mut n.events);
+        n.answered
+            .extend(answered.into_iter().map(|(round, _)| round));
         let mut light = n.raw.advance(rd);
         if let Some(c) = light.commit_index() {
             n.store.wl().mut_hard_state().set_commit(c);
@@ -299,6 +329,7 @@ impl Sim {
         self.conf_expiries += apply(id, n, committed, now);
         n.raw.advance_apply();
         n.lease.observe(&n.raw, &n.cs, now, &mut n.events);
+        n.lease.on_sent(&out, now, &mut n.events);
         self.send(out);
     }
 
@@ -538,8 +569,10 @@ fn leader_transfer_suspends_the_lease() {
     assert!(!s.read_lease_valid(1));
     assert!(s.wait_lease(2, Duration::from_secs(3)));
 
-    // A transfer that cannot finish (target cut off) aborts after an election timeout; the
-    // lease stays off until a full election timeout after that, then a fresh round renews it.
+    // A transfer whose MsgTimeoutNow has left while its target is cut off: raft-rs aborts the
+    // transfer after an election timeout, but the message could still arrive whenever the
+    // network delivers it and start a forced election, so the lease stays off for the rest of
+    // the term. The next term's leader gets one again.
     s.partition(&[2], &[1, 3]);
     s.run_for(Duration::from_millis(300));
     let leader = s.leader().unwrap();
@@ -549,7 +582,7 @@ fn leader_transfer_suspends_the_lease() {
     s.partition(&[3], &[1, 2]);
     s.nodes.get_mut(&2).unwrap().raw.transfer_leader(3);
     s.step();
-    let started = s.now;
+    let term = s.nodes[&2].raw.raft.term;
     assert!(!s.read_lease_valid(2));
     assert!(s.run_until(Duration::from_secs(5), |s| s.nodes[&2]
         .raw
@@ -557,11 +590,72 @@ fn leader_transfer_suspends_the_lease() {
         .lead_transferee
         .is_none()));
     assert_eq!(s.leader(), Some(2), "transfer aborted, 2 still leads");
-    assert!(s.wait_lease(2, Duration::from_secs(5)));
     assert!(
-        s.now >= started + ET,
-        "lease resumed only after the cool-down"
+        !s.wait_lease(2, Duration::from_secs(3)),
+        "no lease for the rest of the term a MsgTimeoutNow was sent in"
     );
+    assert_eq!(s.nodes[&2].raw.raft.term, term);
+    s.heal();
+    s.elect(1);
+    assert!(
+        s.wait_lease(1, Duration::from_secs(3)),
+        "a new term, a new lease"
+    );
+}
+
+#[test]
+fn a_transfer_cancelled_in_the_pass_that_sent_its_timeout_now_still_ends_the_lease() {
+    // The transfer and the applied removal of its target land in one ready cycle: raft-rs sends
+    // MsgTimeoutNow, then cancels the transfer when the removal is applied, so the leader never
+    // looks like it is transferring. The network loses the appends that would tell the target
+    // its removal committed and delivers the MsgTimeoutNow 500 ms late; meanwhile the leader
+    // renews its lease under the new configuration. The target, still a voter in its own eyes,
+    // starts a forced election the other voters grant, and commits.
+    let mut s = Sim::new(&[1, 2, 3, 4]);
+    s.elect(1);
+    assert!(s.wait_lease(1, Duration::from_secs(3)));
+    s.propose_conf(1, &[(3, ConfChangeType::RemoveNode)]);
+    s.ready(1);
+    let target = s.nodes[&1].raw.raft.raft_log.last_index();
+    let mut sent = false;
+    for _ in 0..2000 {
+        s.now += STEP;
+        s.deliver();
+        let l = &s.nodes[&1].raw.raft;
+        if l.raft_log.committed >= target && l.prs().get(3).is_some_and(|p| p.matched >= target) {
+            // Committed, not yet applied: ask for the transfer in the same pass.
+            s.nodes.get_mut(&1).unwrap().raw.transfer_leader(3);
+            sent = true;
+            s.tick_and_ready();
+            let late = s.now + Duration::from_millis(500);
+            s.net
+                .retain(|m| m.msg.to != 3 || m.msg.get_msg_type() == MessageType::MsgTimeoutNow);
+            for m in s.net.iter_mut().filter(|m| m.msg.to == 3) {
+                m.at = late;
+            }
+            // And nothing from the target reaches the old leader.
+            s.cut.insert((3, 1));
+            break;
+        }
+        s.tick_and_ready();
+    }
+    assert!(sent, "the removal never committed");
+    assert!(
+        s.net
+            .iter()
+            .any(|m| m.msg.get_msg_type() == MessageType::MsgTimeoutNow),
+        "the leader sent MsgTimeoutNow"
+    );
+    assert!(
+        s.nodes[&1].raw.raft.lead_transferee.is_none(),
+        "raft-rs cancelled the transfer when it applied the removal"
+    );
+    // Clients keep reading at the leader, so it keeps trying to renew its lease; whatever the
+    // target does with the late message, no stale lease read (checked at every step).
+    for _ in 0..30 {
+        let _ = s.decide(1);
+        s.run_for(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -693,5 +787,88 @@ fn policy_hint_disagreeing_with_applied_config_pauses_leases_and_stale_generatio
     assert!(
         s.wait_lease(1, Duration::from_secs(3)),
         "agreement resumes lease reads"
+    );
+}
+
+#[test]
+fn a_followers_read_index_is_answered_even_when_the_leader_runs_a_round_with_the_same_number() {
+    // Every member numbers its ReadIndex rounds from 1 and raft-rs matches reads by context
+    // bytes alone: a follower's request whose context equals one of the leader's pending rounds
+    // was dropped by the leader (the read stalled, then failed). Contexts now carry the member
+    // and its boot nonce.
+    let mut s = Sim::new(&[1, 2, 3]);
+    s.elect(1);
+    assert!(s.wait_lease(1, Duration::from_secs(5)));
+    // The leader starts a round and, before any acknowledgement, the follower catches up with
+    // its round numbers and sends the same number.
+    let now = s.local(1);
+    let n = s.nodes.get_mut(&1).unwrap();
+    let round = n.lease.start_round(&mut n.raw, now);
+    s.ready(1);
+    let now = s.local(2);
+    let f = s.nodes.get_mut(&2).unwrap();
+    let mut last = 0;
+    while last < round {
+        last = f.lease.start_round(&mut f.raw, now);
+    }
+    assert_eq!(
+        last, round,
+        "the follower's round number matches the leader's"
+    );
+    s.ready(2);
+    let answered = s.run_until(Duration::from_secs(2), |s| {
+        s.nodes[&2].answered.contains(&round) && s.nodes[&1].answered.contains(&round)
+    });
+    assert!(
+        answered,
+        "round {round}: follower answered {:?}, leader answered {:?}",
+        s.nodes[&2].answered.last(),
+        s.nodes[&1].answered.last()
+    );
+}
+
+#[test]
+fn a_late_tick_on_a_fast_follower_does_not_shorten_its_vote_refusal() {
+    // raft-rs counts ticks. A follower tick due just before the leader's heartbeat arrives but
+    // run just after it (a slow fsync on the follower's loop) counts as the first tick after
+    // that contact, and the next tick keeps its schedule: the follower stops refusing votes
+    // 60 ms (its share of the lateness) earlier than the lease bound assumes. With a clock 10 %
+    // fast (inside the drift bound), that is enough for another follower to be elected and
+    // commit while the cut-off old leader still serves lease reads, unless the follower
+    // refuses votes by time, not by ticks.
+    let mut s = Sim::new(&[1, 2, 3]);
+    s.nodes.get_mut(&3).unwrap().rate = 1.0 + DRIFT;
+    s.elect(1);
+    assert!(s.wait_lease(1, Duration::from_secs(3)));
+    // Follower 3's next tick in global time (its clock: base + now * rate).
+    let slot = s.nodes[&3].next_tick.div_f64(1.0 + DRIFT);
+    while s.now + STEP < slot {
+        s.step();
+    }
+    // The tick due at `slot` runs 80 ms late; the leader's round reaches 3 60 ms after `slot`.
+    s.nodes.get_mut(&3).unwrap().hold_tick_until = Some(slot + Duration::from_millis(80));
+    while s.now + STEP + s.delay < slot + Duration::from_millis(60) {
+        s.step();
+    }
+    let now = s.local(1);
+    let n = s.nodes.get_mut(&1).unwrap();
+    let round = n.lease.start_round(&mut n.raw, now);
+    s.ready(1);
+    assert!(s.run_until(Duration::from_millis(20), |s| s.nodes[&1]
+        .answered
+        .contains(&round)));
+    s.partition(&[1], &[2, 3]);
+    // Follower 2 campaigns every 5 ms; 3 votes as soon as it stops refusing.
+    for i in 0..2000u32 {
+        let state = s.nodes[&2].raw.raft.state;
+        if i % 5 == 0 && matches!(state, StateRole::Follower | StateRole::PreCandidate) {
+            let _ = s.nodes.get_mut(&2).unwrap().raw.campaign();
+        }
+        s.step(); // check_safety panics on a stale lease read
+    }
+    let new = s.leader();
+    assert!(
+        matches!(new, Some(2) | Some(3)),
+        "a new leader was elected once the refusal ended: {new:?}"
     );
 }

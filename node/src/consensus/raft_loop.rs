@@ -86,6 +86,9 @@ pub struct RaftLoop {
     clock: ClockGuard,
     /// The lease clock lost time: reschedule the next tick on the new readings.
     clock_stepped: bool,
+    /// A message from the leader arrived in this drain (stamped once the drain ends, so the
+    /// clock is not sampled per append).
+    heard_leader: bool,
 }
 
 impl RaftLoop {
@@ -102,7 +105,13 @@ impl RaftLoop {
         // On the lease clock: the restarted-voter window is measured on it.
         let now = lease_clock.now();
         let started = now.checked_sub(shared.started.elapsed()).unwrap_or(now);
-        let read_lease = ReadLease::new(shared.config.read_lease, started);
+        // A new nonce on every start keeps ReadIndex contexts unique across restarts.
+        let read_lease = ReadLease::new(
+            shared.config.read_lease,
+            started,
+            shared.member_id(),
+            rand::random(),
+        );
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
@@ -122,6 +131,7 @@ impl RaftLoop {
             clock: ClockGuard::new(shared_drift),
             lease_clock,
             clock_stepped: false,
+            heard_leader: false,
         };
         l.publish_status();
         l.publish_membership();
@@ -140,6 +150,10 @@ impl RaftLoop {
             let wait = next_tick.saturating_duration_since(self.now());
             let stop = self.drain(wait);
             let now = self.now();
+            if std::mem::take(&mut self.heard_leader) {
+                // At or after every receipt in the drain: the refusal it starts is never short.
+                self.read_lease.heard_from_leader(now);
+            }
             if std::mem::take(&mut self.clock_stepped) {
                 next_tick = now;
             }
@@ -300,7 +314,7 @@ impl RaftLoop {
             MessageType::MsgReadIndex => {
                 let now = self.now();
                 if let Some(resp) = self.answer_read_index_from_lease(&msg, now) {
-                    self.transport.send(vec![resp]);
+                    self.send(vec![resp]);
                     return;
                 }
                 true
@@ -309,7 +323,10 @@ impl RaftLoop {
                 let now = self.now();
                 self.read_lease.admit(&msg, now)
             }
-            _ => true,
+            _ => {
+                self.heard_leader |= ReadLease::from_leader(&msg, self.raw.raft.term);
+                true
+            }
         };
         if !admitted {
             self.shared.metrics.votes_ignored.inc();
@@ -352,6 +369,24 @@ impl RaftLoop {
         self.reads.fail_all(&e);
     }
 
+    /// Hands messages to the transport; the read lease sees every one first (a `MsgTimeoutNow`
+    /// ends it for the term).
+    fn send(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        // Sampling the guarded clock costs two system calls: only for the rare message it needs.
+        if msgs
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
+        {
+            let now = self.now();
+            self.read_lease
+                .on_sent(&msgs, now, &mut self.read_lease_events);
+        }
+        self.transport.send(msgs);
+    }
+
     fn on_ready(&mut self) -> Result<(), LoopError> {
         if !self.raw.has_ready() {
             self.publish_status();
@@ -359,7 +394,7 @@ impl RaftLoop {
         }
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send(ready.take_messages());
         }
         let mut batch = PersistBatch::default();
         if !ready.snapshot().is_empty() {
@@ -384,7 +419,7 @@ impl RaftLoop {
                 .observe(t.elapsed().as_secs_f64());
         }
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            self.send(ready.take_persisted_messages());
         }
         let states = ready.take_read_states();
         let term = self.raw.raft.term;
@@ -398,7 +433,7 @@ impl RaftLoop {
         if let Some(c) = light.commit_index() {
             self.raw.mut_store().set_commit(c);
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply_to(self.applied);
         self.maybe_snapshot()?;

@@ -10,7 +10,7 @@ use raft::{RawNode, ReadState, StateRole, Storage};
 
 use crate::raft_context::ReadIndexContext;
 use crate::read_lease::policy::{HintOutcome, PolicyDecision, RaftFacts, ReadLeasePolicy};
-use crate::read_lease::tracker::{ExpireReason, ReadLeaseTracker};
+use crate::read_lease::tracker::{min_vote_refusal, ExpireReason, ReadLeaseTracker};
 
 /// Lease settings, validated at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,8 @@ pub struct ReadLeaseSettings {
     pub duration: Duration,
     /// Non-randomized election timeout.
     pub election_timeout: Duration,
+    /// Heartbeat interval (one Raft tick).
+    pub heartbeat_interval: Duration,
     /// Largest clock-rate difference the lease tolerates (`--max-clock-drift`).
     pub max_drift: f64,
     /// React to clock anomalies (off only with the test-only unsafe switch).
@@ -71,10 +73,20 @@ pub struct ReadLease {
     tracker: ReadLeaseTracker,
     policy: ReadLeasePolicy,
     started: Instant,
+    /// When this member last heard from the leader of its current term (on the lease clock).
+    leader_contact: Option<Instant>,
+    /// This member's id and boot nonce, in every ReadIndex context it sends.
+    member: u64,
+    boot: u64,
     next_ctx: u64,
     term: u64,
     was_leader: bool,
     transferring: bool,
+    /// The term in which this member sent a `MsgTimeoutNow`: its target may start a forced
+    /// election (which ignores followers' vote refusal) whenever that message arrives, however
+    /// late the transport delivers it and even if raft-rs has cancelled the transfer, so no lease
+    /// read is served for the rest of that term.
+    timeout_now_term: Option<u64>,
     policy_enabled: bool,
     last_lease_read: Option<Instant>,
 }
@@ -89,17 +101,22 @@ fn is_single_voter(id: u64, cs: &ConfState) -> bool {
 }
 
 impl ReadLease {
-    /// State for a member (re)started at `started`.
-    pub fn new(settings: ReadLeaseSettings, started: Instant) -> Self {
+    /// State for member `member` (re)started at `started`; `boot` must differ on every start
+    /// (it keeps ReadIndex contexts unique across restarts).
+    pub fn new(settings: ReadLeaseSettings, started: Instant, member: u64, boot: u64) -> Self {
         ReadLease {
             settings,
             tracker: ReadLeaseTracker::new(settings.duration),
             policy: ReadLeasePolicy::new(settings.enabled),
             started,
+            leader_contact: None,
+            member,
+            boot,
             next_ctx: 1,
             term: 0,
             was_leader: false,
             transferring: false,
+            timeout_now_term: None,
             policy_enabled: false,
             last_lease_read: None,
         }
@@ -108,12 +125,52 @@ impl ReadLease {
     /// A restarted voter forgets which leader it heard from; it must not vote (or pre-vote) for
     /// one election timeout after start, or it could help elect a leader while the old leader's
     /// lease still runs. False means: drop the message.
+    ///
+    /// A voter that heard from the leader also refuses (pre)votes for the refusal the lease bound
+    /// assumes, [`min_vote_refusal`], measured on its own clock from that contact: raft-rs
+    /// counts ticks, and a tick that runs late (a slow fsync, a busy thread) or an extra one
+    /// would otherwise end its refusal early. Forced elections of a leader transfer are let
+    /// through, as raft-rs lets them through its own check.
     pub fn admit(&self, m: &Message, now: Instant) -> bool {
         let vote = matches!(
             m.get_msg_type(),
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
         );
-        !(vote && now < self.started + self.settings.election_timeout)
+        if !vote {
+            return true;
+        }
+        if now < self.started + self.settings.election_timeout {
+            return false;
+        }
+        let forced = m.context.as_ref() == raft::CAMPAIGN_TRANSFER;
+        let refusal = min_vote_refusal(
+            self.settings.election_timeout,
+            self.settings.heartbeat_interval,
+        );
+        forced || self.leader_contact.is_none_or(|t| now >= t + refusal)
+    }
+
+    /// True for a message that proves the leader of `term` (this member's current term, or a
+    /// newer one) is alive: the messages that reset raft-rs's election timer.
+    pub fn from_leader(m: &Message, term: u64) -> bool {
+        matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) && m.term >= term
+    }
+
+    /// This member heard from its leader (see [`ReadLease::from_leader`]) at or before `now`.
+    pub fn heard_from_leader(&mut self, now: Instant) {
+        self.leader_contact = Some(self.leader_contact.map_or(now, |t| t.max(now)));
+    }
+
+    /// The context of round `round` of this incarnation.
+    pub fn context(&self, round: u64) -> ReadIndexContext {
+        ReadIndexContext {
+            member: self.member,
+            boot: self.boot,
+            round,
+        }
     }
 
     /// Starts a ReadIndex round stamped with `now`, sampled before Raft sends its heartbeats.
@@ -124,7 +181,7 @@ impl ReadLease {
         if raw.raft.state == StateRole::Leader {
             self.tracker.round_started(ctx, now, raw.raft.term);
         }
-        raw.read_index(ReadIndexContext(ctx).encode());
+        raw.read_index(self.context(ctx).encode());
         ctx
     }
 
@@ -138,7 +195,12 @@ impl ReadLease {
     ) -> Vec<(u64, u64)> {
         let mut out = Vec::with_capacity(states.len());
         for rs in states {
-            let Some(ReadIndexContext(ctx)) = ReadIndexContext::decode(&rs.request_ctx) else {
+            // Only this incarnation's own rounds: anything else answers no read of ours and
+            // must never renew the lease.
+            let Some(ctx) = ReadIndexContext::decode(&rs.request_ctx)
+                .filter(|c| c.member == self.member && c.boot == self.boot)
+                .map(|c| c.round)
+            else {
                 continue;
             };
             if self.tracker.round_acked(ctx, term) {
@@ -185,11 +247,37 @@ impl ReadLease {
         self.policy_enabled = enabled;
     }
 
+    /// Messages handed to the transport: a `MsgTimeoutNow` ends the lease for the rest of its
+    /// term (see `timeout_now_term`). Call it for every message this member sends.
+    pub fn on_sent(&mut self, msgs: &[Message], now: Instant, events: &mut Vec<ReadLeaseEvent>) {
+        let Some(term) = msgs
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
+            .map(|m| m.term)
+            .max()
+        else {
+            return;
+        };
+        self.timeout_now_term = Some(term);
+        if self.tracker.expire(now) {
+            events.push(ReadLeaseEvent::Expired(ExpireReason::LeaderTransfer));
+        }
+    }
+
+    /// True when this member sent a `MsgTimeoutNow` in `term`.
+    fn timeout_now_sent_in(&self, term: u64) -> bool {
+        self.timeout_now_term == Some(term)
+    }
+
     /// The lease clock jumped `gained` ahead of real time: the restarted-voter window (measured
     /// on that clock) must not end early because of it.
     pub fn on_clock_gained(&mut self, gained: Duration) {
         if let Some(s) = self.started.checked_add(gained) {
             self.started = s;
+        }
+        // Nor the vote refusal that runs from the last contact with the leader.
+        if let Some(t) = self.leader_contact.and_then(|t| t.checked_add(gained)) {
+            self.leader_contact = Some(t);
         }
     }
 
@@ -247,6 +335,7 @@ impl ReadLease {
         if r.state != StateRole::Leader
             || !r.commit_to_current_term()
             || r.lead_transferee.is_some()
+            || self.timeout_now_sent_in(r.term)
         {
             return None;
         }
@@ -290,7 +379,11 @@ impl ReadLease {
         now: Instant,
     ) -> bool {
         let r = &raw.raft;
-        if r.state != StateRole::Leader || is_single_voter(r.id, cs) || !self.policy_enabled {
+        if r.state != StateRole::Leader
+            || is_single_voter(r.id, cs)
+            || !self.policy_enabled
+            || self.timeout_now_sent_in(r.term)
+        {
             return false;
         }
         let recently = self
@@ -353,10 +446,13 @@ mod tests {
                 enabled: true,
                 duration: Duration::from_millis(400),
                 election_timeout: et,
+                heartbeat_interval: Duration::from_millis(100),
                 max_drift: 0.1,
                 guard_clock: true,
             },
             t0,
+            1,
+            1,
         );
         let mut vote = Message::default();
         vote.set_msg_type(MessageType::MsgRequestPreVote);

@@ -14,16 +14,24 @@ use std::time::{Duration, Instant};
 /// Fixed safety margin subtracted from the lease bound (scheduling and send-path slack).
 pub const READ_LEASE_MARGIN: Duration = Duration::from_millis(10);
 
-/// The longest safe lease: followers ignore votes for at least `election_timeout - one tick`
-/// after hearing from the leader (raft-rs counts whole ticks), measured on clocks that may run
-/// `max_drift` faster than the leader's.
+/// How long a follower that has just heard from the leader refuses votes, at least, on its own
+/// clock: raft-rs counts whole ticks, so it refuses until its `election_elapsed` reaches
+/// `election_tick = ⌊election_timeout / heartbeat_interval⌋`, and its first tick after the
+/// message may come at once — `(⌊ET/HB⌋ − 1) × HB`, not `ET − HB` when ET is not a multiple of HB.
+pub fn min_vote_refusal(election_timeout: Duration, heartbeat_interval: Duration) -> Duration {
+    let ticks = election_timeout.as_nanos() / heartbeat_interval.as_nanos().max(1);
+    let whole = u32::try_from(ticks.saturating_sub(1)).unwrap_or(u32::MAX);
+    heartbeat_interval.saturating_mul(whole)
+}
+
+/// The longest safe lease: followers refuse votes for at least [`min_vote_refusal`] after
+/// hearing from the leader, measured on clocks that may run `max_drift` faster than the leader's.
 pub fn max_safe_read_lease(
     election_timeout: Duration,
     heartbeat_interval: Duration,
     max_drift: f64,
 ) -> Duration {
-    let guard = election_timeout.saturating_sub(heartbeat_interval);
-    guard
+    min_vote_refusal(election_timeout, heartbeat_interval)
         .mul_f64((1.0 - max_drift).max(0.0))
         .saturating_sub(READ_LEASE_MARGIN)
 }
@@ -223,5 +231,19 @@ mod tests {
             max_safe_read_lease(Duration::from_millis(10), Duration::from_millis(10), 0.0),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn safe_bound_counts_whole_ticks() {
+        // ET 1400 ms over HB 250 ms is 5 whole ticks: a follower may refuse votes for only
+        // 4 x 250 = 1000 ms, not 1400 - 250 = 1150 ms.
+        let (et, hb) = (Duration::from_millis(1400), Duration::from_millis(250));
+        assert_eq!(min_vote_refusal(et, hb), Duration::from_millis(1000));
+        assert_eq!(
+            max_safe_read_lease(et, hb, 0.1),
+            Duration::from_millis(1000).mul_f64(0.9) - READ_LEASE_MARGIN
+        );
+        assert_eq!(min_vote_refusal(hb, hb), Duration::ZERO);
+        assert_eq!(min_vote_refusal(et, Duration::ZERO), Duration::ZERO);
     }
 }
