@@ -541,7 +541,7 @@ mod tests {
         assert_eq!(c.member_id, c.initial_cluster[0].id);
         assert_eq!(c.election_ticks(), 10);
         assert!(c.read_lease.enabled);
-        assert_eq!(c.read_lease.duration, Duration::from_millis(800));
+        assert_eq!(c.read_lease.duration.as_millis(), 726);
     }
 
     #[test]
@@ -553,7 +553,7 @@ mod tests {
             .unwrap();
         assert!(!c.read_lease.enabled);
         assert!(
-            flags(&["--election-timeout", "5000", "--lease-duration", "4000"])
+            flags(&["--election-timeout", "5000", "--lease-duration", "3900"])
                 .validate()
                 .is_ok()
         );
@@ -605,7 +605,7 @@ mod tests {
                 "--initial-advertise-peer-urls",
             ),
             (&["--max-txn-ops", "0"], "--max-txn-ops"),
-            (&["--lease-duration", "900"], "longest safe lease is 800ms"),
+            (&["--lease-duration", "800"], "longest safe lease is 726ms"),
             // raft-rs counts whole ticks: 1400 ms over 250 ms ticks refuses votes for 1000 ms.
             (
                 &[
@@ -616,7 +616,7 @@ mod tests {
                     "--lease-duration",
                     "1025",
                 ],
-                "longest safe lease is 890ms",
+                "longest safe lease is 808ms",
             ),
             (&["--max-clock-drift", "0.7"], "--max-clock-drift"),
         ];

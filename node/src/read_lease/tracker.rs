@@ -25,14 +25,18 @@ pub fn min_vote_refusal(election_timeout: Duration, heartbeat_interval: Duration
 }
 
 /// The longest safe lease: followers refuse votes for at least [`min_vote_refusal`] after
-/// hearing from the leader, measured on clocks that may run `max_drift` faster than the leader's.
+/// hearing from the leader. Each member's clock guard holds its lease clock within `max_drift` of
+/// its own raw clock, so the leader's clock may run `max_drift` slow (its lease lasts up to
+/// `L / (1 − ρ)` of real time) while a follower's runs `max_drift` fast (its refusal lasts at
+/// least `R / (1 + ρ)`): `L ≤ R (1 − ρ) / (1 + ρ)`, less a margin.
 pub fn max_safe_read_lease(
     election_timeout: Duration,
     heartbeat_interval: Duration,
     max_drift: f64,
 ) -> Duration {
+    let rho = max_drift.max(0.0);
     min_vote_refusal(election_timeout, heartbeat_interval)
-        .mul_f64((1.0 - max_drift).max(0.0))
+        .mul_f64(((1.0 - rho) / (1.0 + rho)).max(0.0))
         .saturating_sub(READ_LEASE_MARGIN)
 }
 
@@ -225,8 +229,12 @@ mod tests {
         let l = max_safe_read_lease(Duration::from_millis(1000), Duration::from_millis(100), 0.1);
         assert_eq!(
             l,
-            Duration::from_millis(900).mul_f64(0.9) - READ_LEASE_MARGIN
+            Duration::from_millis(900).mul_f64(0.9 / 1.1) - READ_LEASE_MARGIN
         );
+        // Leader 10 % slow, follower 10 % fast: the lease ends before the refusal does.
+        let real_lease = (l + READ_LEASE_MARGIN).as_secs_f64() / 0.9;
+        let real_refusal = 0.9 / 1.1;
+        assert!(real_lease <= real_refusal + 1e-9);
         assert_eq!(
             max_safe_read_lease(Duration::from_millis(10), Duration::from_millis(10), 0.0),
             Duration::ZERO
@@ -241,7 +249,7 @@ mod tests {
         assert_eq!(min_vote_refusal(et, hb), Duration::from_millis(1000));
         assert_eq!(
             max_safe_read_lease(et, hb, 0.1),
-            Duration::from_millis(1000).mul_f64(0.9) - READ_LEASE_MARGIN
+            Duration::from_millis(1000).mul_f64(0.9 / 1.1) - READ_LEASE_MARGIN
         );
         assert_eq!(min_vote_refusal(hb, hb), Duration::ZERO);
         assert_eq!(min_vote_refusal(et, Duration::ZERO), Duration::ZERO);
