@@ -21,9 +21,11 @@ pub const READ_TOLERANCE: Duration = Duration::from_millis(5);
 /// judge the rate (the thread was descheduled between them).
 pub const MAX_BRACKET: Duration = Duration::from_millis(1);
 
-/// The anchor moves forward after this much reference time, so a rate error is judged over a
-/// window short enough to catch it quickly and long enough for the tolerance not to hide it.
-pub const WINDOW: Duration = Duration::from_secs(1);
+/// The windows the two clocks are compared over; each anchor moves forward after its window of
+/// reference time. The long one lets a small rate error add up past the read tolerance; the
+/// short one keeps a step from hiding in the tolerance the long window has accumulated (`ρ × 1 s`
+/// by its end: a 100 ms step back late in the window would otherwise go unnoticed).
+pub const WINDOWS: [Duration; 2] = [Duration::from_millis(100), Duration::from_secs(1)];
 
 /// A disagreement between the lease clock and the reference clock beyond the drift bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +62,11 @@ impl ClockAnomaly {
     }
 }
 
-/// The guard's state: the last anchor pair of readings.
+/// The guard's state: one anchor pair of readings per window.
 #[derive(Debug)]
 pub struct ClockGuard {
     max_drift: f64,
-    anchor: Option<(Instant, Duration)>,
+    anchors: [Option<(Instant, Duration)>; 2],
 }
 
 impl ClockGuard {
@@ -72,7 +74,7 @@ impl ClockGuard {
     pub fn new(max_drift: f64) -> Self {
         ClockGuard {
             max_drift,
-            anchor: None,
+            anchors: [None; 2],
         }
     }
 
@@ -88,10 +90,11 @@ impl ClockGuard {
         if after.saturating_sub(before) <= MAX_BRACKET {
             return self.observe(lease_now, before);
         }
-        let (l0, _) = self.anchor?;
+        // The newest anchor is the latest reading the lease clock must not fall behind.
+        let l0 = self.anchors.iter().flatten().map(|(l, _)| *l).max()?;
         let back = lease_now.checked_duration_since(l0).is_none();
         back.then(|| {
-            self.anchor = Some((lease_now, after));
+            self.anchors = [Some((lease_now, after)); 2];
             ClockAnomaly::Backward(l0 - lease_now)
         })
     }
@@ -99,16 +102,32 @@ impl ClockGuard {
     /// Takes a pair of readings (lease clock, reference clock); reports an anomaly when they
     /// disagree beyond the bound. After an anomaly the guard re-anchors on these readings.
     pub fn observe(&mut self, lease_now: Instant, reference: Duration) -> Option<ClockAnomaly> {
-        let Some((l0, r0)) = self.anchor else {
-            self.anchor = Some((lease_now, reference));
-            return None;
-        };
-        let Some(d_ref) = reference.checked_sub(r0) else {
-            // The reference itself never goes back; if it did, trust neither and start over.
-            self.anchor = Some((lease_now, reference));
-            return None;
-        };
-        let anomaly = match lease_now.checked_duration_since(l0) {
+        let mut anomaly = None;
+        for (i, window) in WINDOWS.iter().enumerate() {
+            let Some((l0, r0)) = self.anchors[i] else {
+                self.anchors[i] = Some((lease_now, reference));
+                continue;
+            };
+            let Some(d_ref) = reference.checked_sub(r0) else {
+                // The reference itself never goes back; if it did, trust neither and start over.
+                self.anchors = [Some((lease_now, reference)); 2];
+                return None;
+            };
+            anomaly = anomaly.or_else(|| self.compare(l0, lease_now, d_ref));
+            if d_ref >= *window {
+                self.anchors[i] = Some((lease_now, reference));
+            }
+        }
+        if anomaly.is_some() {
+            self.anchors = [Some((lease_now, reference)); 2];
+        }
+        anomaly
+    }
+
+    /// The anomaly, if any, between an anchor `l0` and `lease_now` when the reference moved
+    /// `d_ref` meanwhile.
+    fn compare(&self, l0: Instant, lease_now: Instant, d_ref: Duration) -> Option<ClockAnomaly> {
+        match lease_now.checked_duration_since(l0) {
             None => Some(ClockAnomaly::Backward(l0 - lease_now)),
             Some(d_lease) => {
                 let tol = READ_TOLERANCE + d_ref.mul_f64(self.max_drift);
@@ -120,11 +139,7 @@ impl ClockGuard {
                     None
                 }
             }
-        };
-        if anomaly.is_some() || d_ref >= WINDOW {
-            self.anchor = Some((lease_now, reference));
         }
-        anomaly
     }
 }
 
@@ -214,5 +229,20 @@ mod tests {
             g.observe_bracketed(t0 - ms(10), ms(100), ms(140)),
             Some(ClockAnomaly::Backward(_))
         ));
+    }
+
+    #[test]
+    fn a_step_back_late_in_the_long_window_is_caught() {
+        // 950 ms into a one-second window its tolerance is 5 ms + 10 % of 950 ms: a 100 ms step
+        // back fits in it. The short window's does not hold it.
+        let t0 = Instant::now();
+        let mut g = ClockGuard::new(0.1);
+        let mut r = 0;
+        while r < 950 {
+            assert_eq!(g.observe(t0 + ms(r), ms(r)), None);
+            r += 10;
+        }
+        let a = g.observe(t0 + ms(950) - ms(100), ms(950));
+        assert!(a.is_some_and(|a| a.lost_time()), "{a:?}");
     }
 }
