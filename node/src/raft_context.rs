@@ -2,6 +2,23 @@
 //! names its proposer (so only the proposer answers the client), a ReadIndex request's context
 //! numbers its round (so the read lease and the read queue can match Raft's answer to it).
 
+/// Big-endian `u64` words, one after another.
+fn encode_words(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
+/// Exactly `N` big-endian `u64` words, or `None`.
+fn decode_words<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (w, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *w = u64::from_be_bytes(chunk.try_into().ok()?);
+    }
+    Some(out)
+}
+
 /// Context of a proposed entry: the proposing member and its proposal id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProposalContext {
@@ -14,19 +31,13 @@ pub struct ProposalContext {
 impl ProposalContext {
     /// 16 bytes: member then id, big-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut c = Vec::with_capacity(16);
-        c.extend_from_slice(&self.member.to_be_bytes());
-        c.extend_from_slice(&self.id.to_be_bytes());
-        c
+        encode_words(&[self.member, self.id])
     }
 
     /// `None` for any other length (entries proposed by raft-rs itself carry no context).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (member, id) = bytes.split_at_checked(8)?;
-        Some(ProposalContext {
-            member: u64::from_be_bytes(member.try_into().ok()?),
-            id: u64::from_be_bytes(id.try_into().ok()?),
-        })
+        let [member, id] = decode_words(bytes)?;
+        Some(ProposalContext { member, id })
     }
 }
 
@@ -48,27 +59,16 @@ pub struct ReadIndexContext {
 impl ReadIndexContext {
     /// 24 bytes: member, boot nonce, round, big-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut c = Vec::with_capacity(24);
-        c.extend_from_slice(&self.member.to_be_bytes());
-        c.extend_from_slice(&self.boot.to_be_bytes());
-        c.extend_from_slice(&self.round.to_be_bytes());
-        c
+        encode_words(&[self.member, self.boot, self.round])
     }
 
     /// `None` for any other length.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != 24 {
-            return None;
-        }
-        let word = |i: usize| -> Option<u64> {
-            Some(u64::from_be_bytes(
-                bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?,
-            ))
-        };
+        let [member, boot, round] = decode_words(bytes)?;
         Some(ReadIndexContext {
-            member: word(0)?,
-            boot: word(1)?,
-            round: word(2)?,
+            member,
+            boot,
+            round,
         })
     }
 }
