@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{Command, Config as EngineConfig, Engine, LogBatch, MessageExt};
+use raft_engine::{Command, Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize};
 
 /// The one Raft group a MetaStore member hosts inside raft-engine.
 const GROUP: u64 = 1;
@@ -17,6 +17,29 @@ const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
 /// Index and term of the last entry removed from the log (the entry before `first_index`).
 const KEY_TRUNCATED: &[u8] = b"truncated";
+
+/// How much disk the log may hold before compacted entries are reclaimed. raft-engine's default
+/// purge threshold is 10 GiB — a member on a 1 GiB volume would fill it before reclaiming
+/// anything — so MetaStore sets its own: whole files of compacted entries are deleted (and the few
+/// live entries in them rewritten) once the log passes `purge_threshold`. raft-engine keeps up to
+/// 1.5 × `purge_threshold` of purged files to recycle, so the log's footprint stays below about
+/// 2.5 × `purge_threshold` plus the entries not yet compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Size of one log file.
+    pub file_size: u64,
+    /// Total size past which compacted files are reclaimed.
+    pub purge_threshold: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            file_size: 16 << 20,
+            purge_threshold: 64 << 20,
+        }
+    }
+}
 
 /// Errors of the durable log.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +98,17 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    /// Opens (or creates) the log under `dir`.
+    /// Opens (or creates) the log under `dir` with the default [`LogLimits`].
     pub fn open(dir: &Path) -> Result<Self, LogError> {
+        Self::open_with(dir, LogLimits::default())
+    }
+
+    /// Opens (or creates) the log under `dir`, reclaiming compacted files past `limits`.
+    pub fn open_with(dir: &Path, limits: LogLimits) -> Result<Self, LogError> {
         let cfg = EngineConfig {
             dir: dir.to_string_lossy().into_owned(),
+            target_file_size: ReadableSize(limits.file_size),
+            purge_threshold: ReadableSize(limits.purge_threshold.max(limits.file_size)),
             ..Default::default()
         };
         let engine = Arc::new(Engine::open(cfg)?);
@@ -426,5 +456,67 @@ mod tests {
         assert_eq!(log.term(50).unwrap(), 4);
         assert_eq!(log.conf_state().voters, vec![1, 2, 3]);
         assert_eq!(log.hard_state().commit, 50);
+    }
+
+    fn dir_size(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    #[test]
+    fn compaction_reclaims_the_disk_past_the_purge_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            file_size: 1 << 20,
+            purge_threshold: 4 << 20,
+        };
+        let mut log = RaftLog::open_with(dir.path(), limits).unwrap();
+        // Incompressible payloads (raft-engine compresses batches).
+        let big = |i: u64| {
+            let mut e = entry(i, 1);
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            e.data = (0..100 << 10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect::<Vec<u8>>()
+                .into();
+            e
+        };
+        // 24 MiB of entries, a batch at a time, as ready cycles write them.
+        for chunk in (1..=240u64).collect::<Vec<_>>().chunks(10) {
+            log.persist(PersistBatch {
+                entries: chunk.iter().map(|i| big(*i)).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert!(dir_size(dir.path()) > 20 << 20);
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 235;
+        snap.mut_metadata().term = 1;
+        log.install_snapshot(snap, 230).unwrap();
+        // What stays: the live tail, the files not yet over the threshold, and up to 1.5 x the
+        // threshold of purged files raft-engine keeps to recycle (files overshoot their target
+        // by up to one batch). Without the limits (raft-engine's 10 GiB default) all 24 MiB stay.
+        let after = dir_size(dir.path());
+        assert!(after < 16 << 20, "{after} bytes left after compaction");
+        // What is left still reads back, and survives a restart.
+        assert_eq!(log.first_index().unwrap(), 231);
+        drop(log);
+        let log = RaftLog::open_with(dir.path(), limits).unwrap();
+        let ents = log
+            .entries(231, 241, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(ents.len(), 10);
+        assert_eq!(ents[9].data.len(), 100 << 10);
     }
 }
