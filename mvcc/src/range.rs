@@ -48,6 +48,14 @@ impl Store {
             return Err(MvccError::EmptyKey);
         }
         let rev = self.read_revision(r.revision, current)?;
+        let order = effective_order(r);
+        let filtered = r.max_mod_revision != 0
+            || r.min_mod_revision != 0
+            || r.max_create_revision != 0
+            || r.min_create_revision != 0;
+        if !filtered && order == sort_order::NONE {
+            return Ok(self.range_in_key_order(r, rev, current));
+        }
         let mut kvs = self.kvs_at(&r.key, &r.range_end, rev);
         let count = kvs.len() as i64;
 
@@ -66,14 +74,6 @@ impl Store {
             prune(&mut kvs, &|kv| kv.create_revision >= r.min_create_revision);
         }
 
-        let mut order = r.sort_order;
-        if r.sort_target != sort_target::KEY && order == sort_order::NONE {
-            // etcd: a non-key target with no order means ascending.
-            order = sort_order::ASCEND;
-        } else if r.sort_target == sort_target::KEY && order == sort_order::ASCEND {
-            // Already in key order.
-            order = sort_order::NONE;
-        }
         if order != sort_order::NONE {
             match r.sort_target {
                 sort_target::VERSION => kvs.sort_by_key(|kv| kv.version),
@@ -105,5 +105,61 @@ impl Store {
             more,
             count,
         })
+    }
+
+    /// The common Range — no revision filters, key order: one pass that counts every live key
+    /// but copies only what the response carries (at most `limit` key-values, no values for
+    /// `keys_only`, nothing for `count_only`), so a large range does not copy the key space
+    /// under the state lock to answer a count or a page.
+    fn range_in_key_order(&self, r: &PbRangeRequest, rev: i64, current: i64) -> PbRangeResponse {
+        let limit = usize::try_from(r.limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let mut kvs = Vec::new();
+        let mut count: usize = 0;
+        let b = bounds(&r.key, &r.range_end);
+        if !empty_bounds(&b) {
+            for (k, h) in self.keys.range::<[u8], _>(b) {
+                let Some((v, d)) = visible_at(h, rev).and_then(|v| v.data.as_ref().map(|d| (v, d)))
+                else {
+                    continue;
+                };
+                count += 1;
+                if r.count_only || kvs.len() >= limit {
+                    continue;
+                }
+                kvs.push(PbKeyValue {
+                    key: k.clone(),
+                    create_revision: d.create_revision,
+                    mod_revision: v.main,
+                    version: d.version,
+                    value: if r.keys_only {
+                        Vec::new()
+                    } else {
+                        d.value.clone()
+                    },
+                    lease: d.lease,
+                });
+            }
+        }
+        PbRangeResponse {
+            header: header(current),
+            kvs,
+            more: count > limit,
+            count: count as i64,
+        }
+    }
+}
+
+/// The sort order etcd applies: a non-key target with no order means ascending, and ascending
+/// by key is the order the key space is already in (`NONE`).
+fn effective_order(r: &PbRangeRequest) -> i32 {
+    if r.sort_target != sort_target::KEY && r.sort_order == sort_order::NONE {
+        sort_order::ASCEND
+    } else if r.sort_target == sort_target::KEY && r.sort_order == sort_order::ASCEND {
+        sort_order::NONE
+    } else {
+        r.sort_order
     }
 }
