@@ -47,19 +47,95 @@ impl MaintenanceService {
 /// Bytes per Snapshot message.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
+/// Magic at the start of a snapshot stream.
+const SNAPSHOT_MAGIC: &[u8; 24] = b"METASTORE-SNAPSHOT-1\0\0\0\0";
+
 /// The snapshot as etcdctl expects a database stream: length-prefixed state, zero padding to a
 /// multiple of 512 bytes, then the SHA-256 of all that (etcdctl checks `size % 512 == 32`).
-pub fn frame_snapshot(state: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut out = Vec::with_capacity(state.len() + 1024);
-    out.extend_from_slice(b"METASTORE-SNAPSHOT-1\0\0\0\0");
-    out.extend_from_slice(&(state.len() as u64).to_be_bytes());
-    out.extend_from_slice(state);
-    let padded = out.len().div_ceil(512) * 512;
-    out.resize(padded, 0);
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
-    out
+/// Produced chunk by chunk as the stream is read (hashing as it goes), so the serialized state
+/// is the only whole copy held.
+pub struct SnapshotFrames {
+    state: Vec<u8>,
+    prefix: [u8; 32],
+    /// Prefix, state and padding: the bytes the digest covers.
+    body_len: usize,
+    pos: usize,
+    chunk: usize,
+    hasher: Option<sha2::Sha256>,
+    digest: Option<[u8; 32]>,
+}
+
+impl SnapshotFrames {
+    /// The frames of `state`, `chunk` bytes each (the last one shorter).
+    pub fn new(state: Vec<u8>, chunk: usize) -> Self {
+        use sha2::Digest;
+        let mut prefix = [0u8; 32];
+        prefix[..24].copy_from_slice(SNAPSHOT_MAGIC);
+        prefix[24..].copy_from_slice(&(state.len() as u64).to_be_bytes());
+        let body_len = (prefix.len() + state.len()).div_ceil(512) * 512;
+        SnapshotFrames {
+            state,
+            prefix,
+            body_len,
+            pos: 0,
+            chunk: chunk.max(1),
+            hasher: Some(sha2::Sha256::new()),
+            digest: None,
+        }
+    }
+
+    /// Length of the whole stream.
+    pub fn total_len(&self) -> usize {
+        self.body_len + 32
+    }
+
+    /// Appends body bytes `[from, to)` (prefix, then state, then zero padding) to `out`.
+    fn body(&self, from: usize, to: usize, out: &mut Vec<u8>) {
+        let p = self.prefix.len();
+        let s = p + self.state.len();
+        if from < p {
+            out.extend_from_slice(&self.prefix[from..to.min(p)]);
+        }
+        if to > p && from < s {
+            out.extend_from_slice(&self.state[from.max(p) - p..to.min(s) - p]);
+        }
+        if to > s {
+            out.resize(out.len() + (to - from.max(s)), 0);
+        }
+    }
+}
+
+impl Iterator for SnapshotFrames {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        use sha2::Digest;
+        let total = self.total_len();
+        if self.pos >= total {
+            return None;
+        }
+        let end = (self.pos + self.chunk).min(total);
+        let mut out = Vec::with_capacity(end - self.pos);
+        if self.pos < self.body_len {
+            self.body(self.pos, end.min(self.body_len), &mut out);
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&out);
+            }
+        }
+        if end > self.body_len {
+            if self.digest.is_none() {
+                let h = self.hasher.take().unwrap_or_default();
+                self.digest = Some(h.finalize().into());
+            }
+            if let Some(d) = &self.digest {
+                out.extend_from_slice(
+                    &d[self.pos.max(self.body_len) - self.body_len..end - self.body_len],
+                );
+            }
+        }
+        self.pos = end;
+        Some(out)
+    }
 }
 
 impl MaintenanceService {
@@ -250,21 +326,18 @@ impl PbMaintenanceService for MaintenanceService {
             sm.to_snapshot()
                 .map_err(|e| Status::internal(format!("snapshot: {e}")))?
         };
-        let framed = frame_snapshot(&bytes);
         let header = self.header();
-        let total = framed.len();
-        let chunks: Vec<Result<PbSnapshotResponse, Status>> = framed
-            .chunks(SNAPSHOT_CHUNK)
-            .enumerate()
-            .map(|(i, c)| {
-                Ok(PbSnapshotResponse {
-                    header,
-                    remaining_bytes: (total - (i * SNAPSHOT_CHUNK + c.len())) as u64,
-                    blob: c.to_vec(),
-                    version: ETCD_API_VERSION.to_string(),
-                })
+        let frames = SnapshotFrames::new(bytes, SNAPSHOT_CHUNK);
+        let mut left = frames.total_len();
+        let chunks = frames.map(move |blob| {
+            left -= blob.len();
+            Ok(PbSnapshotResponse {
+                header,
+                remaining_bytes: left as u64,
+                blob,
+                version: ETCD_API_VERSION.to_string(),
             })
-            .collect();
+        });
         let stream: SnapshotStream = Box::pin(tokio_stream::iter(chunks));
         observed(&self.node.shared.metrics, "Snapshot", async { Ok(stream) }).await
     }
@@ -307,5 +380,39 @@ impl PbMaintenanceService for MaintenanceService {
         _req: Request<PbDowngradeRequest>,
     ) -> Result<Response<PbDowngradeResponse>, Status> {
         Err(unimplemented("Downgrade"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole stream built in one piece, as etcdctl reads it.
+    fn framed(state: &[u8]) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend_from_slice(&(state.len() as u64).to_be_bytes());
+        out.extend_from_slice(state);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    #[test]
+    fn frames_are_the_framed_stream_cut_into_chunks() {
+        for len in [0usize, 1, 479, 480, 481, 1000, 70_000] {
+            let state: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            for chunk in [1usize, 7, 32, 512, 1000, 32 * 1024] {
+                let frames = SnapshotFrames::new(state.clone(), chunk);
+                let total = frames.total_len();
+                let parts: Vec<Vec<u8>> = frames.collect();
+                assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= chunk));
+                let joined = parts.concat();
+                assert_eq!(joined.len(), total);
+                assert_eq!(total % 512, 32, "etcdctl's size check");
+                assert_eq!(joined, framed(&state), "len {len}, chunk {chunk}");
+            }
+        }
     }
 }
