@@ -376,10 +376,7 @@ impl RaftLoop {
             return;
         }
         // Sampling the guarded clock costs two system calls: only for the rare message it needs.
-        if msgs
-            .iter()
-            .any(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
-        {
+        if ReadLease::timeout_now_term(&msgs).is_some() {
             let now = self.now();
             self.read_lease
                 .on_sent(&msgs, now, &mut self.read_lease_events);

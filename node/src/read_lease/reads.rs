@@ -165,7 +165,7 @@ impl ReadLease {
     }
 
     /// The context of round `round` of this incarnation.
-    pub fn context(&self, round: u64) -> ReadIndexContext {
+    fn context(&self, round: u64) -> ReadIndexContext {
         ReadIndexContext {
             member: self.member,
             boot: self.boot,
@@ -250,18 +250,22 @@ impl ReadLease {
     /// Messages handed to the transport: a `MsgTimeoutNow` ends the lease for the rest of its
     /// term (see `timeout_now_term`). Call it for every message this member sends.
     pub fn on_sent(&mut self, msgs: &[Message], now: Instant, events: &mut Vec<ReadLeaseEvent>) {
-        let Some(term) = msgs
-            .iter()
-            .filter(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
-            .map(|m| m.term)
-            .max()
-        else {
+        let Some(term) = Self::timeout_now_term(msgs) else {
             return;
         };
         self.timeout_now_term = Some(term);
         if self.tracker.expire(now) {
             events.push(ReadLeaseEvent::Expired(ExpireReason::LeaderTransfer));
         }
+    }
+
+    /// The newest term of a `MsgTimeoutNow` among `msgs`, if any: what [`ReadLease::on_sent`]
+    /// acts on, so a caller can skip sampling the clock for it when there is none.
+    pub fn timeout_now_term(msgs: &[Message]) -> Option<u64> {
+        msgs.iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
+            .map(|m| m.term)
+            .max()
     }
 
     /// True when this member sent a `MsgTimeoutNow` in `term`.
