@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::read_lease::reads::ReadLeaseSettings;
+use crate::read_lease::reopened::ReopenedHole;
 use crate::read_lease::tracker::max_safe_read_lease;
 use crate::replicated::member::member_id;
 
@@ -146,6 +147,10 @@ pub struct Flags {
     /// fault-injection suite can step the clock while the member runs.
     #[arg(long, hide = true)]
     pub unsafe_test_clock_offset_file: Option<std::path::PathBuf>,
+    /// TEST ONLY, UNSAFE: re-open one of the lease holes closed in issue 15 (whole-ticks,
+    /// shared-contexts, tick-refusal, transfer, drift), so the simulation can show it catches it.
+    #[arg(long, hide = true)]
+    pub unsafe_test_reopen_hole: Option<String>,
     /// Log filter, e.g. `info` or `metastore_node=debug`.
     #[arg(long, env = "METASTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -386,7 +391,17 @@ impl Flags {
         }
         let election_timeout = Duration::from_millis(self.election_timeout);
         let heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
-        let safe = max_safe_read_lease(election_timeout, heartbeat_interval, self.max_clock_drift);
+        let reopened = match &self.unsafe_test_reopen_hole {
+            None => None,
+            Some(name) => Some(ReopenedHole::parse(name).ok_or_else(|| {
+                bad(format!("--unsafe-test-reopen-hole: unknown hole {name:?}"))
+            })?),
+        };
+        let safe = reopened
+            .and_then(|h| h.max_lease(election_timeout, heartbeat_interval, self.max_clock_drift))
+            .unwrap_or_else(|| {
+                max_safe_read_lease(election_timeout, heartbeat_interval, self.max_clock_drift)
+            });
         let lease_duration = match self.lease_duration {
             0 => safe,
             ms => Duration::from_millis(ms),
@@ -505,6 +520,7 @@ impl Flags {
                 heartbeat_interval,
                 max_drift: self.max_clock_drift,
                 guard_clock: !self.unsafe_lease_skip_safety_checks,
+                reopened,
             },
             test_clock_offset_file: self.unsafe_test_clock_offset_file,
             log_level: self.log_level,

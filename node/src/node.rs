@@ -93,7 +93,30 @@ pub struct WatchBatch {
     pub events: Vec<etcd_client::proto::PbEvent>,
 }
 
+/// Applied revisions buffered for watch streams; a stream further behind catches up from history.
+pub const WATCH_BUFFER: usize = 4096;
+
 impl Shared {
+    /// The shared state of a member whose data dir opened at `applied` with `state`.
+    pub fn new(
+        config: Config,
+        state: StateMachine,
+        applied: u64,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Shared {
+            state: RwLock::new(state),
+            status: RwLock::new(RaftStatus::default()),
+            applied: watch::channel(applied).0,
+            metrics: Metrics::new()?,
+            stopping: AtomicBool::new(false),
+            loop_heartbeat_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            config,
+            removed: watch::channel(false).0,
+            watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+        })
+    }
+
     /// This member's id.
     pub fn member_id(&self) -> u64 {
         self.config.member_id

@@ -2,15 +2,13 @@
 //! HTTP listeners, and shuts everything down in order on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
 };
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -23,17 +21,14 @@ use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::config::{ClusterState, Config};
+use crate::consensus::loop_env::LoopEnv;
 use crate::consensus::raft_loop::{RaftLoop, SHUTDOWN_GRACE};
 use crate::consensus::transport::{PeerService, Transport, MAX_PEER_MESSAGE};
-use crate::metrics::Metrics;
-use crate::node::{LoopMsg, NodeHandle, RaftStatus, Shared};
+use crate::node::{LoopMsg, NodeHandle, Shared};
 use crate::peer_proto::peer_server::PeerServer;
 use crate::replicated::command::Command;
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::MemberChange;
-
-/// Applied revisions buffered for watch streams; a stream further behind catches up from history.
-const WATCH_BUFFER: usize = 4096;
 
 /// gRPC framing allowance above `--max-request-bytes`, as etcd allows, so oversized requests reach
 /// the size check and get etcd's error instead of a transport error.
@@ -149,20 +144,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (tx, rx) = crossbeam_channel::unbounded();
     let peers = peer_urls(&opened.state.members);
-    let (applied_tx, _) = watch::channel(opened.applied);
-    let (removed_tx, mut removed_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        state: RwLock::new(opened.state.clone()),
-        status: RwLock::new(RaftStatus::default()),
-        applied: applied_tx,
-        metrics: Metrics::new().context("registering metrics")?,
-        stopping: AtomicBool::new(false),
-        loop_heartbeat_ms: AtomicU64::new(0),
-        started: Instant::now(),
-        config: config.clone(),
-        removed: removed_tx,
-        watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
-    });
+    let shared = Arc::new(
+        Shared::new(config.clone(), opened.state.clone(), opened.applied)
+            .context("registering metrics")?,
+    );
+    let mut removed_rx = shared.removed.subscribe();
     let transport = Arc::new(Transport::new(
         config.member_id,
         opened.state.cluster_id,
@@ -189,7 +175,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(file = %f.display(), "test switch: the lease clock is offset by this file");
     }
 
-    let raft_loop = RaftLoop::new(opened, shared.clone(), rx, transport.clone());
+    let env = LoopEnv::system(
+        config.test_clock_offset_file.clone(),
+        transport.clone(),
+        shared.started.elapsed(),
+    );
+    let raft_loop = RaftLoop::new(opened, shared.clone(), rx, env);
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {

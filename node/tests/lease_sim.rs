@@ -34,6 +34,7 @@ fn settings() -> ReadLeaseSettings {
         duration: max_safe_read_lease(ET, TICK, DRIFT),
         election_timeout: ET,
         heartbeat_interval: TICK,
+        reopened: None,
     }
 }
 

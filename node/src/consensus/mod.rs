@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod key_leases;
 pub mod log;
+pub mod loop_env;
 pub mod logger;
 pub mod raft_loop;
 pub mod read_queue;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rand::rngs::StdRng;
+use rand::Rng;
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
@@ -23,13 +25,12 @@ use tokio::sync::oneshot;
 use crate::consensus::bootstrap::Opened;
 use crate::consensus::key_leases::KeyLeases;
 use crate::consensus::log::{LogError, PersistBatch, RaftLog};
+use crate::consensus::loop_env::{ElectionJitter, LoopClocks, LoopEnv, PeerOutbox};
 use crate::consensus::read_queue::ReadQueue;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
-use crate::consensus::transport::Transport;
 use crate::node::{LoopMsg, NodeError, Shared};
 use crate::raft_context::ProposalContext;
 use crate::read_lease::clock_guard::ClockGuard;
-use crate::read_lease::clocks::LeaseClock;
 use crate::read_lease::reads::{ReadLease, ReadLeaseEvent};
 use crate::replicated::command::ApplyResult;
 use crate::replicated::state_machine::SnapshotError;
@@ -64,7 +65,7 @@ pub struct RaftLoop {
     raw: RawNode<RaftLog>,
     shared: Arc<Shared>,
     rx: Receiver<LoopMsg>,
-    transport: Arc<Transport>,
+    outbox: Arc<dyn PeerOutbox>,
     snapshots: SnapshotFiles,
     /// Proposals from this member's clients, by id, waiting to be applied.
     proposals: HashMap<u64, ProposalReply>,
@@ -80,8 +81,13 @@ pub struct RaftLoop {
     last_sweep: Instant,
     /// Deadlines of etcd TTL leases (acted on by the leader only).
     key_leases: KeyLeases,
-    /// The clock lease decisions and ticks use.
-    lease_clock: LeaseClock,
+    /// The lease clock (lease decisions and ticks) and the reference clock.
+    clocks: Box<dyn LoopClocks>,
+    /// Election timeouts (and the boot nonce) come from here.
+    rng: StdRng,
+    jitter: ElectionJitter,
+    /// When the next Raft tick is due, on the lease clock.
+    next_tick: Instant,
     /// Checks the lease clock against the raw monotonic clock.
     clock: ClockGuard,
     /// The lease clock lost time: reschedule the next tick on the new readings.
@@ -92,31 +98,33 @@ pub struct RaftLoop {
 }
 
 impl RaftLoop {
-    /// Builds the loop around an opened member.
-    pub fn new(
-        opened: Opened,
-        shared: Arc<Shared>,
-        rx: Receiver<LoopMsg>,
-        transport: Arc<Transport>,
-    ) -> Self {
+    /// Builds the loop around an opened member, in the environment `env` (the system's, or a
+    /// simulation's).
+    pub fn new(opened: Opened, shared: Arc<Shared>, rx: Receiver<LoopMsg>, env: LoopEnv) -> Self {
+        let LoopEnv {
+            mut clocks,
+            outbox,
+            mut rng,
+            since_start,
+        } = env;
         let conf_state = opened.raw.store().conf_state().clone();
         let shared_drift = shared.config.read_lease.max_drift;
-        let mut lease_clock = LeaseClock::new(shared.config.test_clock_offset_file.clone());
         // On the lease clock: the restarted-voter window is measured on it.
-        let now = lease_clock.now();
-        let started = now.checked_sub(shared.started.elapsed()).unwrap_or(now);
+        let now = clocks.lease_now();
+        let started = now.checked_sub(since_start).unwrap_or(now);
         // A new nonce on every start keeps ReadIndex contexts unique across restarts.
         let read_lease = ReadLease::new(
             shared.config.read_lease,
             started,
             shared.member_id(),
-            rand::random(),
+            rng.gen(),
         );
+        let next_tick = now + shared.config.heartbeat_interval;
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
             rx,
-            transport,
+            outbox,
             snapshots: opened.snapshots,
             proposals: HashMap::new(),
             reads: ReadQueue::default(),
@@ -129,10 +137,14 @@ impl RaftLoop {
             last_sweep: started,
             key_leases: KeyLeases::new(&opened.state.leases, started),
             clock: ClockGuard::new(shared_drift),
-            lease_clock,
+            clocks,
+            rng,
+            jitter: ElectionJitter::default(),
+            next_tick,
             clock_stepped: false,
             heard_leader: false,
         };
+        l.jitter.redraw(&mut l.raw, &mut l.rng);
         l.publish_status();
         l.publish_membership();
         l
@@ -140,46 +152,78 @@ impl RaftLoop {
 
     /// Runs until shutdown or a fatal error.
     pub fn run(mut self) -> Result<(), LoopError> {
-        let tick = self.shared.config.heartbeat_interval;
-        let mut next_tick = self.now() + tick;
         let result = loop {
             self.shared.loop_heartbeat_ms.store(
                 self.shared.started.elapsed().as_millis() as u64,
                 Ordering::Relaxed,
             );
-            let wait = next_tick.saturating_duration_since(self.now());
-            let stop = self.drain(wait);
             let now = self.now();
-            if std::mem::take(&mut self.heard_leader) {
-                // At or after every receipt in the drain: the refusal it starts is never short.
-                self.read_lease.heard_from_leader(now);
-            }
-            if std::mem::take(&mut self.clock_stepped) {
-                next_tick = now;
-            }
-            if now >= next_tick {
-                self.on_tick(now);
-                next_tick += tick;
-                if next_tick < now {
-                    next_tick = now + tick;
-                }
-            }
-            self.flush_reads();
-            if let Err(e) = self.on_ready() {
+            let wait = self.next_tick.saturating_duration_since(now);
+            let stop = self.drain(wait);
+            if let Err(e) = self.turn() {
                 break Err(e);
-            }
-            let now_after = self.now();
-            self.observe_read_lease(now_after);
-            if now.duration_since(self.last_sweep) >= self.shared.config.heartbeat_interval {
-                self.sweep(now);
             }
             if stop {
                 break Ok(());
             }
         };
+        self.stop()?;
+        result
+    }
+
+    /// One pass without waiting, for a driver that owns time (the simulation): handles what is
+    /// queued, then ticks if due, starts ReadIndex rounds, persists, sends and applies — what
+    /// [`RaftLoop::run`] does each time it wakes. `Ok(true)`: the loop was told to stop.
+    pub fn poll(&mut self) -> Result<bool, LoopError> {
+        let stop = self.drain(Duration::ZERO);
+        self.turn()?;
+        Ok(stop)
+    }
+
+    /// When the next Raft tick is due, on this member's lease clock.
+    pub fn next_tick(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Raft's view, for a driver's checks (read only).
+    pub fn raft(&self) -> &raft::Raft<RaftLog> {
+        &self.raw.raft
+    }
+
+    /// Fails whatever waits and syncs the log: the end of an orderly stop.
+    pub fn stop(&mut self) -> Result<(), LoopError> {
         self.fail_all(NodeError::Stopped);
         self.raw.store().sync()?;
-        result
+        Ok(())
+    }
+
+    /// Everything after a drain: tick if due, ReadIndex rounds, the ready cycle, the lease's look
+    /// at the outcome and the periodic sweep.
+    fn turn(&mut self) -> Result<(), LoopError> {
+        let tick = self.shared.config.heartbeat_interval;
+        let now = self.now();
+        if std::mem::take(&mut self.heard_leader) {
+            // At or after every receipt in the drain: the refusal it starts is never short.
+            self.read_lease.heard_from_leader(now);
+        }
+        if std::mem::take(&mut self.clock_stepped) {
+            self.next_tick = now;
+        }
+        if now >= self.next_tick {
+            self.on_tick(now);
+            self.next_tick += tick;
+            if self.next_tick < now {
+                self.next_tick = now + tick;
+            }
+        }
+        self.flush_reads();
+        self.on_ready()?;
+        let now_after = self.now();
+        self.observe_read_lease(now_after);
+        if now.duration_since(self.last_sweep) >= tick {
+            self.sweep(now);
+        }
+        Ok(())
     }
 
     /// Waits up to `wait` for a message, then handles it and whatever else is queued (bounded).
@@ -212,6 +256,7 @@ impl RaftLoop {
             self.read_lease.start_round(&mut self.raw, now);
         }
         self.raw.tick();
+        self.jitter.redraw(&mut self.raw, &mut self.rng);
         self.expire_key_leases(now);
         let view = self.read_lease.view(&self.raw, &self.conf_state, now);
         let m = &self.shared.metrics;
@@ -221,6 +266,12 @@ impl RaftLoop {
 
     /// Handles one message; false means stop.
     fn handle(&mut self, m: LoopMsg) -> bool {
+        let go_on = self.dispatch(m);
+        self.jitter.redraw(&mut self.raw, &mut self.rng);
+        go_on
+    }
+
+    fn dispatch(&mut self, m: LoopMsg) -> bool {
         match m {
             LoopMsg::Propose { id, data, reply } => {
                 let ctx = self.proposal_context(id);
@@ -381,7 +432,7 @@ impl RaftLoop {
             self.read_lease
                 .on_sent(&msgs, now, &mut self.read_lease_events);
         }
-        self.transport.send(msgs);
+        self.outbox.send(msgs);
     }
 
     fn on_ready(&mut self) -> Result<(), LoopError> {

@@ -4,4 +4,5 @@ pub mod clock_guard;
 pub mod clocks;
 pub mod policy;
 pub mod reads;
+pub mod reopened;
 pub mod tracker;

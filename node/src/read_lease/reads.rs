@@ -9,6 +9,7 @@ use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, ReadState, StateRole, Storage};
 
 use crate::raft_context::ReadIndexContext;
+use crate::read_lease::reopened::ReopenedHole;
 use crate::read_lease::policy::{HintOutcome, PolicyDecision, RaftFacts, ReadLeasePolicy};
 use crate::read_lease::tracker::{min_vote_refusal, ExpireReason, ReadLeaseTracker};
 
@@ -27,6 +28,8 @@ pub struct ReadLeaseSettings {
     pub max_drift: f64,
     /// React to clock anomalies (off only with the test-only unsafe switch).
     pub guard_clock: bool,
+    /// TEST ONLY: a lease hole re-opened (`--unsafe-test-reopen-hole`); `None` in production.
+    pub reopened: Option<ReopenedHole>,
 }
 
 /// How a linearizable read may be served.
@@ -142,6 +145,9 @@ impl ReadLease {
         if now < self.started + self.settings.election_timeout {
             return false;
         }
+        if self.reopened(ReopenedHole::TickRefusal) {
+            return true;
+        }
         let forced = m.context.as_ref() == raft::CAMPAIGN_TRANSFER;
         let refusal = min_vote_refusal(
             self.settings.election_timeout,
@@ -166,11 +172,22 @@ impl ReadLease {
 
     /// The context of round `round` of this incarnation.
     fn context(&self, round: u64) -> ReadIndexContext {
+        if self.reopened(ReopenedHole::SharedContexts) {
+            return ReadIndexContext {
+                member: 0,
+                boot: 0,
+                round,
+            };
+        }
         ReadIndexContext {
             member: self.member,
             boot: self.boot,
             round,
         }
+    }
+
+    fn reopened(&self, hole: ReopenedHole) -> bool {
+        self.settings.reopened == Some(hole)
     }
 
     /// Starts a ReadIndex round stamped with `now`, sampled before Raft sends its heartbeats.
@@ -197,8 +214,9 @@ impl ReadLease {
         for rs in states {
             // Only this incarnation's own rounds: anything else answers no read of ours and
             // must never renew the lease.
+            let mine = self.context(0);
             let Some(ctx) = ReadIndexContext::decode(&rs.request_ctx)
-                .filter(|c| c.member == self.member && c.boot == self.boot)
+                .filter(|c| c.member == mine.member && c.boot == mine.boot)
                 .map(|c| c.round)
             else {
                 continue;
@@ -253,6 +271,9 @@ impl ReadLease {
         let Some(term) = Self::timeout_now_term(msgs) else {
             return;
         };
+        if self.reopened(ReopenedHole::Transfer) {
+            return;
+        }
         self.timeout_now_term = Some(term);
         if self.tracker.expire(now) {
             events.push(ReadLeaseEvent::Expired(ExpireReason::LeaderTransfer));
@@ -453,6 +474,7 @@ mod tests {
                 heartbeat_interval: Duration::from_millis(100),
                 max_drift: 0.1,
                 guard_clock: true,
+                reopened: None,
             },
             t0,
             1,

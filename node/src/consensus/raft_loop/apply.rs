@@ -153,7 +153,7 @@ impl RaftLoop {
             })?;
         }
         if out.members_changed || out.peers_changed {
-            self.transport
+            self.outbox
                 .set_peers(&peer_urls(&self.shared.state.read().members));
             self.publish_membership();
         }

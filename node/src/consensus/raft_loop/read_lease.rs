@@ -11,7 +11,6 @@ use super::RaftLoop;
 use crate::consensus::read_queue::{ReadQueue, ReadReply};
 use crate::node::{NodeError, PolicyReply, ReadGrant, ReadLeaseStatusReply, ReadPath};
 use crate::read_lease::clock_guard::ClockAnomaly;
-use crate::read_lease::clocks::reference_now;
 use crate::read_lease::reads::{ReadDecision, ReadLeaseEvent};
 
 impl RaftLoop {
@@ -106,9 +105,9 @@ impl RaftLoop {
     /// Samples the lease clock after the guard has compared it with the reference clock, so no
     /// lease decision uses a reading the guard has not seen.
     pub(super) fn now(&mut self) -> Instant {
-        let before = reference_now();
-        let now = self.lease_clock.now();
-        match before.zip(reference_now()) {
+        let before = self.clocks.reference_now();
+        let now = self.clocks.lease_now();
+        match before.zip(self.clocks.reference_now()) {
             Some((before, after)) => {
                 if let Some(a) = self.clock.observe_bracketed(now, before, after) {
                     self.on_clock_anomaly(a, now);

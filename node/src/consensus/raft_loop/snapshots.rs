@@ -38,7 +38,7 @@ impl RaftLoop {
         self.conf_changed(meta.get_conf_state().clone());
         self.raw.mut_store().set_snapshot(snap);
         self.shared.applied.send_replace(self.applied);
-        self.transport.set_peers(&peers);
+        self.outbox.set_peers(&peers);
         self.publish_membership();
         self.shared.metrics.snapshots_installed.inc();
         if self
