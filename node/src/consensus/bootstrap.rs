@@ -270,11 +270,24 @@ pub fn open(
         Some(snap) => {
             let meta = snap.get_metadata();
             if meta.index > log.hard_state().commit {
-                // Crash between saving a received snapshot and replacing the log: finish it now.
-                log.persist(PersistBatch {
-                    snapshot: Some(meta.clone()),
-                    ..Default::default()
-                })?;
+                if raft::Storage::term(&log, meta.index).ok() == Some(meta.term) {
+                    // A local snapshot of applied entries: the commit index is persisted lazily,
+                    // so it may lag the snapshot, but the log holds the snapshot's entry and
+                    // every durable entry after it. Keep them: replacing the log here would lose
+                    // entries this member already acknowledged.
+                    let mut hs = log.hard_state().clone();
+                    hs.commit = meta.index;
+                    log.persist(PersistBatch {
+                        hard_state: Some(hs),
+                        ..Default::default()
+                    })?;
+                } else {
+                    // Crash between saving a received snapshot and replacing the log: finish it.
+                    log.persist(PersistBatch {
+                        snapshot: Some(meta.clone()),
+                        ..Default::default()
+                    })?;
+                }
             }
             log.set_snapshot(snap.clone());
             (StateMachine::from_snapshot(&snap.data)?, meta.index)
