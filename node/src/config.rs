@@ -391,12 +391,13 @@ impl Flags {
         }
         let election_timeout = Duration::from_millis(self.election_timeout);
         let heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
-        let reopened = match &self.unsafe_test_reopen_hole {
-            None => None,
-            Some(name) => Some(ReopenedHole::parse(name).ok_or_else(|| {
-                bad(format!("--unsafe-test-reopen-hole: unknown hole {name:?}"))
-            })?),
-        };
+        let reopened =
+            match &self.unsafe_test_reopen_hole {
+                None => None,
+                Some(name) => Some(ReopenedHole::parse(name).ok_or_else(|| {
+                    bad(format!("--unsafe-test-reopen-hole: unknown hole {name:?}"))
+                })?),
+            };
         let safe = reopened
             .and_then(|h| h.max_lease(election_timeout, heartbeat_interval, self.max_clock_drift))
             .unwrap_or_else(|| {

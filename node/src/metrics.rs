@@ -26,6 +26,9 @@ pub struct Metrics {
     pub proposals_submitted: IntCounter,
     /// Proposals that failed (dropped, timed out).
     pub proposals_failed: IntCounter,
+    /// Committed proposals not applied: delivered twice, or overtaken by a newer one from the
+    /// same member.
+    pub proposals_duplicate: IntCounter,
     /// Time of one durable write of the Raft log (entries + hard state, one fsync).
     pub fsync_seconds: Histogram,
     /// Time to apply one batch of committed entries.
@@ -112,6 +115,10 @@ impl Metrics {
             proposals_failed: counter(
                 "metastore_proposals_failed_total",
                 "Proposals that were dropped or timed out.",
+            )?,
+            proposals_duplicate: counter(
+                "metastore_proposals_duplicate_total",
+                "Committed proposals not applied because they were delivered twice or overtaken by a newer one from the same member.",
             )?,
             fsync_seconds: histogram(
                 "metastore_wal_fsync_duration_seconds",

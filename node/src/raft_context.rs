@@ -19,25 +19,35 @@ fn decode_words<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
     Some(out)
 }
 
-/// Context of a proposed entry: the proposing member and its proposal id.
+/// Context of a proposed entry: the proposing member, its proposal id, and its proposal
+/// sequence number. The sequence grows with every proposal the member makes, across restarts;
+/// the state machine applies an entry only if its sequence is above the last one applied from
+/// that member, so a proposal the network delivered twice (or an older one overtaken by a newer
+/// one) is applied at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProposalContext {
     /// Member that proposed the entry.
     pub member: u64,
     /// The proposer's id for it (0: nobody waits for an answer).
     pub id: u64,
+    /// The member's proposal sequence number (0: none, an entry from before sequences).
+    pub seq: u64,
 }
 
 impl ProposalContext {
-    /// 16 bytes: member then id, big-endian.
+    /// 24 bytes: member, id, sequence, big-endian.
     pub fn encode(&self) -> Vec<u8> {
-        encode_words(&[self.member, self.id])
+        encode_words(&[self.member, self.id, self.seq])
     }
 
-    /// `None` for any other length (entries proposed by raft-rs itself carry no context).
+    /// `None` for any other length (entries proposed by raft-rs itself carry no context). Reads
+    /// the 16-byte contexts of earlier versions too (sequence 0).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let [member, id] = decode_words(bytes)?;
-        Some(ProposalContext { member, id })
+        if let Some([member, id]) = decode_words(bytes) {
+            return Some(ProposalContext { member, id, seq: 0 });
+        }
+        let [member, id, seq] = decode_words(bytes)?;
+        Some(ProposalContext { member, id, seq })
     }
 }
 
@@ -79,8 +89,18 @@ mod tests {
 
     #[test]
     fn contexts_round_trip_and_other_lengths_are_refused() {
-        let p = ProposalContext { member: 7, id: 42 };
+        let p = ProposalContext {
+            member: 7,
+            id: 42,
+            seq: 3,
+        };
         assert_eq!(ProposalContext::decode(&p.encode()), Some(p));
+        // An entry written by an earlier version: no sequence.
+        let old: Vec<u8> = [7u64, 42].iter().flat_map(|w| w.to_be_bytes()).collect();
+        assert_eq!(
+            ProposalContext::decode(&old),
+            Some(ProposalContext { seq: 0, ..p })
+        );
         assert_eq!(ProposalContext::decode(&[0; 15]), None);
         assert_eq!(ProposalContext::decode(&[0; 17]), None);
         assert_eq!(ProposalContext::decode(&[]), None);

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use raft::eraftpb::Message;
 use raft::{RawNode, StateRole, Storage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::consensus::transport::Transport;
 use crate::read_lease::clocks::{reference_now, LeaseClock};
@@ -78,6 +78,9 @@ pub struct LoopEnv {
     /// How long the process has been running when the loop starts (the restarted-voter window
     /// runs from process start).
     pub since_start: Duration,
+    /// The first proposal sequence number is above this: it must exceed every sequence an
+    /// earlier incarnation of this member used (the system uses the wall clock in ns).
+    pub seq_floor: u64,
 }
 
 impl LoopEnv {
@@ -92,6 +95,9 @@ impl LoopEnv {
             outbox: transport,
             rng: StdRng::from_entropy(),
             since_start,
+            seq_floor: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
         }
     }
 }

@@ -3,8 +3,8 @@
 pub mod bootstrap;
 pub mod key_leases;
 pub mod log;
-pub mod loop_env;
 pub mod logger;
+pub mod loop_env;
 pub mod raft_loop;
 pub mod read_queue;
 pub mod snapshot_files;

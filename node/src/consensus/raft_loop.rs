@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rand::rngs::StdRng;
-use rand::Rng;
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
+use rand::rngs::StdRng;
+use rand::Rng;
 use tokio::sync::oneshot;
 
 use crate::consensus::bootstrap::Opened;
@@ -88,6 +88,8 @@ pub struct RaftLoop {
     jitter: ElectionJitter,
     /// When the next Raft tick is due, on the lease clock.
     next_tick: Instant,
+    /// This member's last proposal sequence number (see `ProposalContext`).
+    proposal_seq: u64,
     /// Checks the lease clock against the raw monotonic clock.
     clock: ClockGuard,
     /// The lease clock lost time: reschedule the next tick on the new readings.
@@ -106,6 +108,7 @@ impl RaftLoop {
             outbox,
             mut rng,
             since_start,
+            seq_floor,
         } = env;
         let conf_state = opened.raw.store().conf_state().clone();
         let shared_drift = shared.config.read_lease.max_drift;
@@ -120,6 +123,15 @@ impl RaftLoop {
             rng.gen(),
         );
         let next_tick = now + shared.config.heartbeat_interval;
+        // Above every sequence an earlier incarnation used: the wall clock (in ns, faster than
+        // any member proposes), and above what the state machine has applied from us.
+        let applied_seq = opened
+            .state
+            .proposers
+            .get(&shared.member_id())
+            .copied()
+            .unwrap_or(0);
+        let proposal_seq = seq_floor.max(applied_seq);
         let mut l = RaftLoop {
             raw: opened.raw,
             shared,
@@ -141,6 +153,7 @@ impl RaftLoop {
             rng,
             jitter: ElectionJitter::default(),
             next_tick,
+            proposal_seq,
             clock_stepped: false,
             heard_leader: false,
         };
@@ -323,11 +336,13 @@ impl RaftLoop {
         true
     }
 
-    /// The context of an entry this member proposes with `id`.
-    fn proposal_context(&self, id: u64) -> Vec<u8> {
+    /// The context of an entry this member proposes with `id` (the next sequence number).
+    fn proposal_context(&mut self, id: u64) -> Vec<u8> {
+        self.proposal_seq += 1;
         ProposalContext {
             member: self.shared.member_id(),
             id,
+            seq: self.proposal_seq,
         }
         .encode()
     }
@@ -346,7 +361,7 @@ impl RaftLoop {
 
     /// Answers the client waiting for the entry with `context`, when this member proposed it.
     fn answer_proposer(&mut self, context: &[u8], outcome: Result<ApplyResult, NodeError>) {
-        let Some(ProposalContext { member, id }) = ProposalContext::decode(context) else {
+        let Some(ProposalContext { member, id, .. }) = ProposalContext::decode(context) else {
             return;
         };
         if member != self.shared.member_id() {

@@ -9,8 +9,8 @@ use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{RawNode, ReadState, StateRole, Storage};
 
 use crate::raft_context::ReadIndexContext;
-use crate::read_lease::reopened::ReopenedHole;
 use crate::read_lease::policy::{HintOutcome, PolicyDecision, RaftFacts, ReadLeasePolicy};
+use crate::read_lease::reopened::ReopenedHole;
 use crate::read_lease::tracker::{min_vote_refusal, ExpireReason, ReadLeaseTracker};
 
 /// Lease settings, validated at start-up.

@@ -63,6 +63,10 @@ pub struct StateMachine {
     pub leases: BTreeMap<i64, KeyLeaseRecord>,
     /// Active alarms: (member id, alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
+    /// The last proposal sequence number applied from each member (see
+    /// `raft_context::ProposalContext`): a proposal at or below it is a duplicate or was
+    /// overtaken, and is not applied.
+    pub proposers: BTreeMap<u64, u64>,
 }
 
 /// etcd's `AlarmType.NOSPACE`.
@@ -70,6 +74,18 @@ pub const ALARM_NOSPACE: i32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
+    store: Vec<u8>,
+    cluster_id: u64,
+    members: BTreeMap<u64, Member>,
+    removed: BTreeSet<u64>,
+    leases: BTreeMap<i64, KeyLeaseRecord>,
+    alarms: BTreeSet<(u64, i32)>,
+    proposers: BTreeMap<u64, u64>,
+}
+
+/// The snapshot body of versions before proposal sequences (read only).
+#[derive(Deserialize)]
+struct SnapshotBodyV1 {
     store: Vec<u8>,
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
@@ -94,6 +110,7 @@ impl StateMachine {
             events: Vec::new(),
             leases: BTreeMap::new(),
             alarms: BTreeSet::new(),
+            proposers: BTreeMap::new(),
         }
     }
 
@@ -243,6 +260,21 @@ impl StateMachine {
         }
     }
 
+    /// Admits the proposal `seq` of `member` for applying: false when it is at or below the
+    /// last one applied from that member (a duplicate, or overtaken by a newer one). Sequence 0
+    /// (entries of earlier versions) is always admitted.
+    pub fn admit_proposal(&mut self, member: u64, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        let last = self.proposers.entry(member).or_insert(0);
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        true
+    }
+
     /// Serializes the whole state for a Raft snapshot.
     pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         let body = SnapshotBody {
@@ -255,14 +287,28 @@ impl StateMachine {
             removed: self.removed.clone(),
             leases: self.leases.clone(),
             alarms: self.alarms.clone(),
+            proposers: self.proposers.clone(),
         };
         bincode::serialize(&body).map_err(|e| SnapshotError(e.to_string()))
     }
 
     /// Rebuilds the state from a Raft snapshot's data.
     pub fn from_snapshot(data: &[u8]) -> Result<Self, SnapshotError> {
-        let body: SnapshotBody =
-            bincode::deserialize(data).map_err(|e| SnapshotError(e.to_string()))?;
+        let body: SnapshotBody = match bincode::deserialize(data) {
+            Ok(b) => b,
+            Err(e) => match bincode::deserialize::<SnapshotBodyV1>(data) {
+                Ok(v1) => SnapshotBody {
+                    store: v1.store,
+                    cluster_id: v1.cluster_id,
+                    members: v1.members,
+                    removed: v1.removed,
+                    leases: v1.leases,
+                    alarms: v1.alarms,
+                    proposers: BTreeMap::new(),
+                },
+                Err(_) => return Err(SnapshotError(e.to_string())),
+            },
+        };
         Ok(StateMachine {
             store: Store::from_snapshot(&body.store).map_err(|e| SnapshotError(e.to_string()))?,
             cluster_id: body.cluster_id,
@@ -271,6 +317,7 @@ impl StateMachine {
             events: Vec::new(),
             leases: body.leases,
             alarms: body.alarms,
+            proposers: body.proposers,
         })
     }
 }

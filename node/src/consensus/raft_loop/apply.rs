@@ -11,6 +11,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 use super::{LoopError, RaftLoop};
 use crate::consensus::log::PersistBatch;
 use crate::node::{NodeError, WatchBatch};
+use crate::raft_context::ProposalContext;
 use crate::replicated::command::{Command, CommandResponse};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{MemberChange, MembershipError};
@@ -66,6 +67,28 @@ impl RaftLoop {
 
     /// A client command (or one the leader proposed, e.g. a key-lease revocation).
     fn apply_command(&mut self, sm: &mut StateMachine, e: &Entry, out: &mut Applied) {
+        if let Some(ctx) = ProposalContext::decode(&e.context) {
+            if !sm.admit_proposal(ctx.member, ctx.seq) {
+                // Every member skips it alike. Its proposer (if it still waits) may try again.
+                self.shared.metrics.proposals_duplicate.inc();
+                tracing::debug!(
+                    index = e.index,
+                    member = ctx.member,
+                    seq = ctx.seq,
+                    "skipping a duplicate or overtaken proposal"
+                );
+                if ctx.member == self.shared.member_id() {
+                    self.proposal_seq = self
+                        .proposal_seq
+                        .max(sm.proposers.get(&ctx.member).copied().unwrap_or(0));
+                }
+                self.answer_proposer(
+                    &e.context,
+                    Err(NodeError::Retry("proposal overtaken by a newer one".into())),
+                );
+                return;
+            }
+        }
         let cmd = match Command::decode(&e.data) {
             Ok(cmd) => cmd,
             // Every member skips the same entry, so they stay identical.

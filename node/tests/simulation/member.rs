@@ -1,0 +1,194 @@
+//! One simulated member: the production data dir, bootstrap, `Shared` and `RaftLoop`, with
+//! virtual clocks and an outbox the world routes. Crash = drop the loop without its orderly stop;
+//! restart = open the same data dir again.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Parser;
+use crossbeam_channel::Sender;
+use metastore_node::config::{Config, Flags};
+use metastore_node::consensus::bootstrap::{self, JoinInfo};
+use metastore_node::consensus::loop_env::{LoopEnv, PeerOutbox};
+use metastore_node::consensus::raft_loop::RaftLoop;
+use metastore_node::node::{LoopMsg, Shared};
+use raft::eraftpb::Message;
+use rand::rngs::StdRng;
+
+use super::clock::{ClockParams, GlobalTime, SimClocks};
+
+/// Messages a member handed to its transport, collected by the world after each poll.
+#[derive(Default)]
+pub struct SimOutbox {
+    sent: Mutex<Vec<Message>>,
+}
+
+impl SimOutbox {
+    /// Takes everything sent since the last call.
+    pub fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl PeerOutbox for SimOutbox {
+    fn send(&self, msgs: Vec<Message>) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(msgs);
+    }
+
+    fn set_peers(&self, _: &std::collections::BTreeMap<u64, Vec<String>>) {}
+}
+
+/// A running incarnation.
+pub struct Running {
+    /// The production Raft loop.
+    pub raft: RaftLoop,
+    /// Its request channel.
+    pub tx: Sender<LoopMsg>,
+    /// Its shared state.
+    pub shared: Arc<Shared>,
+}
+
+/// A member of the simulated cluster.
+pub struct SimMember {
+    /// Raft id.
+    pub id: u64,
+    /// Ordinal (as in a StatefulSet).
+    pub ordinal: usize,
+    /// Config, as the flags gave it.
+    pub config: Config,
+    /// Join information (members added by MemberAdd).
+    pub join: Option<JoinInfo>,
+    /// Clock hardware.
+    pub clock: Arc<Mutex<ClockParams>>,
+    /// Where its messages go.
+    pub outbox: Arc<SimOutbox>,
+    /// `None` while crashed or after removal.
+    pub run: Option<Running>,
+    /// The loop does not run before this global time (a stall: slow disk, busy thread).
+    pub stalled_until: u64,
+    /// Generation of its pending wake-up event.
+    pub wake_gen: u64,
+    /// Removed from the cluster by the operator: never restarted.
+    pub removed: bool,
+    /// Incarnations started.
+    pub boots: u64,
+}
+
+/// Cluster-wide settings every member's flags share.
+#[derive(Debug, Clone)]
+pub struct MemberFlags {
+    /// `--heartbeat-interval` ms.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout` ms.
+    pub election_ms: u64,
+    /// `--max-clock-drift`.
+    pub max_drift: f64,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+    /// `--unsafe-test-reopen-hole`.
+    pub hole: Option<String>,
+}
+
+/// The peer URL of ordinal `k` (never dialled: the world routes messages).
+pub fn peer_url(k: usize) -> String {
+    format!("http://127.0.0.1:{}", 21000 + k)
+}
+
+/// The validated config of ordinal `k`, as the production flags parse it.
+pub fn member_config(
+    flags: &MemberFlags,
+    k: usize,
+    data_dir: PathBuf,
+    existing: bool,
+) -> Result<Config, String> {
+    let name = format!("m{k}");
+    let url = peer_url(k);
+    let client = format!("http://127.0.0.1:{}", 22000 + k);
+    let mut args: Vec<String> = vec![
+        "metastore-node".into(),
+        "--name".into(),
+        name.clone(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--initial-cluster".into(),
+        format!("{name}={url}"),
+        "--initial-advertise-peer-urls".into(),
+        url.clone(),
+        "--listen-peer-urls".into(),
+        url,
+        "--listen-client-urls".into(),
+        client.clone(),
+        "--advertise-client-urls".into(),
+        client,
+        "--heartbeat-interval".into(),
+        flags.heartbeat_ms.to_string(),
+        "--election-timeout".into(),
+        flags.election_ms.to_string(),
+        "--max-clock-drift".into(),
+        flags.max_drift.to_string(),
+        "--snapshot-count".into(),
+        flags.snapshot_count.to_string(),
+        "--initial-cluster-state".into(),
+        if existing { "existing" } else { "new" }.into(),
+    ];
+    if let Some(h) = &flags.hole {
+        args.push("--unsafe-test-reopen-hole".into());
+        args.push(h.clone());
+    }
+    let parsed = Flags::try_parse_from(args).map_err(|e| e.to_string())?;
+    parsed.validate().map_err(|e| e.to_string())
+}
+
+impl SimMember {
+    /// Starts an incarnation from the data dir: the same bootstrap, `Shared` and loop as the
+    /// server, in a simulated environment.
+    pub fn start(
+        &mut self,
+        base: Instant,
+        time: &GlobalTime,
+        rng: StdRng,
+        logger: &slog::Logger,
+    ) -> Result<(), String> {
+        let opened = bootstrap::open(&self.config, self.join.clone(), logger)
+            .map_err(|e| format!("m{} open: {e}", self.ordinal))?;
+        self.id = opened.identity.member_id;
+        let mut config = self.config.clone();
+        config.member_id = self.id;
+        let shared = Arc::new(
+            Shared::new(config, opened.state.clone(), opened.applied).map_err(|e| e.to_string())?,
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let env = LoopEnv {
+            clocks: Box::new(SimClocks {
+                base,
+                time: time.clone(),
+                params: self.clock.clone(),
+            }),
+            outbox: self.outbox.clone(),
+            rng,
+            since_start: std::time::Duration::ZERO,
+            // Virtual time in ns: above every sequence an earlier incarnation used.
+            seq_floor: time.now() * 1000,
+        };
+        let raft = RaftLoop::new(opened, shared.clone(), rx, env);
+        self.run = Some(Running { raft, tx, shared });
+        self.boots += 1;
+        self.outbox.take();
+        Ok(())
+    }
+
+    /// Drops the running incarnation as a crash would: no sync, replies dropped.
+    pub fn crash(&mut self) {
+        self.run = None;
+        self.outbox.take();
+    }
+
+    /// True while an incarnation runs.
+    pub fn is_up(&self) -> bool {
+        self.run.is_some()
+    }
+}

@@ -1,0 +1,128 @@
+//! The nemesis: at random times it crashes and restarts members, stalls their loops (slow fsync,
+//! busy thread), partitions the network (isolation, majority/minority splits, one way), steps a
+//! member's lease clock, and moves leadership.
+
+use metastore_node::node::LoopMsg;
+use rand::Rng;
+use tokio::sync::oneshot;
+
+use super::world::{Event, World};
+
+impl World {
+    /// One nemesis action, then the next is scheduled.
+    pub fn nemesis_acts(&mut self) {
+        let now = self.now();
+        let next = now + self.rng.gen_range(200_000..2_000_000);
+        self.schedule(next, Event::Nemesis);
+        self.partitions.heal(now);
+        let up = self.up();
+        if up.is_empty() {
+            return;
+        }
+        let pick = |w: &mut World, from: &[u64]| from[w.rng.gen_range(0..from.len())];
+        let victim = pick(self, &up);
+        let v = self.ordinal(victim);
+        let hold = self.rng.gen_range(300_000..4_000_000);
+        match self.rng.gen_range(0..100) {
+            0..=11 => {
+                let k0 = self
+                    .members
+                    .get(&victim)
+                    .and_then(|m| m.run.as_ref())
+                    .map(|r| {
+                        (
+                            super::workload::read_local(r, "k0"),
+                            *r.shared.applied.borrow(),
+                            r.raft.raft().raft_log.committed,
+                        )
+                    });
+                self.trace(format!("nemesis: crash m{v} {k0:?}"));
+                if let Some(m) = self.members.get_mut(&victim) {
+                    m.crash();
+                }
+                let back = now + self.rng.gen_range(100_000..3_000_000);
+                self.schedule(back, Event::Restart(victim));
+            }
+            12..=29 => {
+                let d = match self.rng.gen_range(0..4) {
+                    0 => self.rng.gen_range(300_000..1_500_000),
+                    _ => self.rng.gen_range(5_000..300_000),
+                };
+                self.trace(format!("nemesis: stall m{v} for {d} us"));
+                if let Some(m) = self.members.get_mut(&victim) {
+                    m.stalled_until = m.stalled_until.max(now + d);
+                }
+            }
+            30..=49 => {
+                self.trace(format!("nemesis: isolate m{v} for {hold} us"));
+                let all: Vec<u64> = self.members.keys().copied().collect();
+                for o in all.into_iter().filter(|o| *o != victim) {
+                    self.partitions.block(victim, o, now + hold);
+                    self.partitions.block(o, victim, now + hold);
+                }
+            }
+            50..=59 => {
+                let all: Vec<u64> = self.members.keys().copied().collect();
+                let other = pick(self, &all);
+                if other != victim {
+                    let o = self.ordinal(other);
+                    self.trace(format!("nemesis: m{v} -/-> m{o} for {hold} us"));
+                    self.partitions.block(victim, other, now + hold);
+                }
+            }
+            60..=69 => {
+                let mut all: Vec<u64> = self.members.keys().copied().collect();
+                let k = all.len() / 2;
+                for i in (1..all.len()).rev() {
+                    let j = self.rng.gen_range(0..=i);
+                    all.swap(i, j);
+                }
+                let (minority, majority) = all.split_at(k);
+                self.trace(format!(
+                    "nemesis: split {minority:x?} | {majority:x?} for {hold} us"
+                ));
+                for a in minority {
+                    for b in majority {
+                        self.partitions.block(*a, *b, now + hold);
+                        self.partitions.block(*b, *a, now + hold);
+                    }
+                }
+            }
+            70..=77 => {
+                let ms: i64 = self.rng.gen_range(-40..=40);
+                self.trace(format!("nemesis: step m{v}'s lease clock {ms:+} ms"));
+                if let Some(m) = self.members.get(&victim) {
+                    m.clock.lock().unwrap_or_else(|e| e.into_inner()).step_us += ms * 1000;
+                }
+            }
+            78..=89 => {
+                let Some(leader) = self.leader() else { return };
+                let voters = self.voters_of(leader);
+                let targets: Vec<u64> = voters.into_iter().filter(|t| *t != leader).collect();
+                if targets.is_empty() {
+                    return;
+                }
+                let target = pick(self, &targets);
+                self.trace(format!(
+                    "nemesis: transfer m{} -> m{}",
+                    self.ordinal(leader),
+                    self.ordinal(target)
+                ));
+                let (reply, _rx) = oneshot::channel();
+                if self.send_to(leader, LoopMsg::TransferLeader { target, reply }) {
+                    self.poll(leader);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Voters of the applied configuration as `member` sees it.
+    pub fn voters_of(&self, member: u64) -> Vec<u64> {
+        self.members
+            .get(&member)
+            .and_then(|m| m.run.as_ref())
+            .map(|r| r.shared.status.read().voters.clone())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,530 @@
+//! The world: global virtual time, an event queue, the members, the network and the trace. Every
+//! random choice comes from one generator seeded by the run's seed, and events at equal times run
+//! in the order they were scheduled, so a seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metastore_node::node::LoopMsg;
+use metastore_node::read_lease::reopened::ReopenedHole;
+use raft::eraftpb::{Message, MessageType};
+use raft::StateRole;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::clock::{ClockParams, GlobalTime};
+use super::history::{fmt_us, Histories, LeaseInvariant, LeaseServe};
+use super::member::{member_config, MemberFlags, SimMember, SimOutbox};
+use super::network::{Fate, NetworkProfile, Partitions};
+use super::operator::Operator;
+use super::workload::Clients;
+
+/// One run's parameters.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The seed.
+    pub seed: u64,
+    /// Simulated time, µs.
+    pub duration_us: u64,
+    /// A re-opened hole (test-only switch), if any.
+    pub hole: Option<ReopenedHole>,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The first violation, if any.
+    pub violation: Option<String>,
+    /// Running hash of the whole trace.
+    pub trace_hash: u64,
+    /// Last lines of the trace.
+    pub trace_tail: Vec<String>,
+    /// Lease reads served.
+    pub lease_reads: u64,
+    /// Client operations checked.
+    pub ops: usize,
+    /// Terms with a commit.
+    pub terms: usize,
+    /// Simulated µs actually run.
+    pub simulated_us: u64,
+    /// Events handled, by kind.
+    pub events: BTreeMap<&'static str, u64>,
+}
+
+/// Scheduled events.
+pub enum Event {
+    /// A peer message arrives.
+    Deliver { to: u64, msg: Box<Message> },
+    /// The transport reports a snapshot sent (or failed) back to its sender.
+    SnapshotSent { to: u64, peer: u64, ok: bool },
+    /// A member's tick is due.
+    Wake { member: u64, gen: u64 },
+    /// A client starts its next operation.
+    Client(usize),
+    /// A client gives up on its operation issued at this time, if still open.
+    ClientDeadline(usize, u64),
+    /// The nemesis acts.
+    Nemesis,
+    /// The operator reconciles.
+    Operator,
+    /// A crashed member restarts.
+    Restart(u64),
+}
+
+impl Event {
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::Deliver { .. } => "deliver",
+            Event::SnapshotSent { .. } => "snapshot-sent",
+            Event::Wake { .. } => "wake",
+            Event::Client(_) => "client",
+            Event::ClientDeadline(..) => "client-deadline",
+            Event::Nemesis => "nemesis",
+            Event::Operator => "operator",
+            Event::Restart(_) => "restart",
+        }
+    }
+}
+
+const TRACE_TAIL: usize = 400;
+
+/// The simulated world.
+pub struct World {
+    pub spec: RunSpec,
+    pub rng: StdRng,
+    pub time: GlobalTime,
+    pub base: Instant,
+    pub flags: MemberFlags,
+    pub dir: tempfile::TempDir,
+    pub members: BTreeMap<u64, SimMember>,
+    pub net: NetworkProfile,
+    pub partitions: Partitions,
+    pub lease: LeaseInvariant,
+    pub histories: Histories,
+    pub clients: Clients,
+    pub operator: Operator,
+    pub violation: Option<String>,
+    logger: slog::Logger,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    seq: u64,
+    trace_hash: std::collections::hash_map::DefaultHasher,
+    trace: std::collections::VecDeque<String>,
+    pub next_ordinal: usize,
+    trace_lines: usize,
+}
+
+impl World {
+    /// A world with one bootstrapped member, as a fresh `MetaStore` of size 1 starts.
+    pub fn new(spec: RunSpec) -> Result<World, String> {
+        let dir = match std::path::Path::new("/dev/shm").is_dir() {
+            true => tempfile::Builder::new()
+                .prefix("metastore-sim")
+                .tempdir_in("/dev/shm"),
+            false => tempfile::tempdir(),
+        }
+        .map_err(|e| e.to_string())?;
+        let flags = MemberFlags {
+            heartbeat_ms: 100,
+            election_ms: 1000,
+            max_drift: 0.1,
+            snapshot_count: 400,
+            hole: spec.hole.map(|h| h.name().to_string()),
+        };
+        let mut w = World {
+            rng: StdRng::seed_from_u64(spec.seed),
+            spec,
+            time: GlobalTime::default(),
+            // Far enough ahead that no clock reading falls before it.
+            base: Instant::now() + Duration::from_secs(3600),
+            flags,
+            dir,
+            members: BTreeMap::new(),
+            net: NetworkProfile::hostile(),
+            partitions: Partitions::default(),
+            lease: LeaseInvariant::default(),
+            histories: Histories::default(),
+            clients: Clients::default(),
+            operator: Operator::default(),
+            violation: None,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            trace_hash: Default::default(),
+            trace: Default::default(),
+            next_ordinal: 0,
+            trace_lines: std::env::var("SIM_TRACE_LINES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(TRACE_TAIL),
+        };
+        w.add_member(false, None)?;
+        w.clients = Clients::new(4);
+        for c in 0..w.clients.len() {
+            let at = w.rng.gen_range(0..50_000);
+            w.schedule(at, Event::Client(c));
+        }
+        w.schedule(500_000, Event::Nemesis);
+        w.schedule(200_000, Event::Operator);
+        Ok(w)
+    }
+
+    /// Creates and starts the member of the next ordinal; `join`: MemberAdd's answer.
+    pub fn add_member(
+        &mut self,
+        existing: bool,
+        join: Option<metastore_node::consensus::bootstrap::JoinInfo>,
+    ) -> Result<u64, String> {
+        let k = self.next_ordinal;
+        self.next_ordinal += 1;
+        let data_dir: PathBuf = self.dir.path().join(format!("m{k}"));
+        let config = member_config(&self.flags, k, data_dir, existing)?;
+        let rho = self.flags.max_drift;
+        // Rates at the edges of the allowed drift half the time: that is where the bound is
+        // tight.
+        let rate = match self.rng.gen_range(0..4) {
+            0 => rho,
+            1 => -rho,
+            _ => self.rng.gen_range(-rho..rho),
+        };
+        let clock = ClockParams {
+            rate,
+            phase_us: self.rng.gen_range(0..10_000_000),
+            step_us: 0,
+        };
+        let mut m = SimMember {
+            id: join.as_ref().map_or(config.member_id, |j| j.member_id),
+            ordinal: k,
+            config,
+            join,
+            clock: Arc::new(Mutex::new(clock)),
+            outbox: Arc::new(SimOutbox::default()),
+            run: None,
+            stalled_until: 0,
+            wake_gen: 0,
+            removed: false,
+            boots: 0,
+        };
+        let seed = self.rng.gen();
+        m.start(
+            self.base,
+            &self.time,
+            StdRng::seed_from_u64(seed),
+            &self.logger,
+        )?;
+        let id = m.id;
+        self.trace(format!("m{k} {id:x} starts, clock rate {rate:+.4}"));
+        self.members.insert(id, m);
+        self.poll(id);
+        Ok(id)
+    }
+
+    /// Schedules `ev` at global `at`.
+    pub fn schedule(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    /// Now, global µs.
+    pub fn now(&self) -> u64 {
+        self.time.now()
+    }
+
+    /// Adds a line to the trace (hashed, and kept while it is among the last lines).
+    pub fn trace(&mut self, line: String) {
+        let line = format!("{} {line}", fmt_us(self.now()));
+        line.hash(&mut self.trace_hash);
+        if self.trace.len() >= self.trace_lines {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    /// Records the first violation.
+    pub fn fail(&mut self, why: String) {
+        if self.violation.is_none() {
+            self.trace(format!("VIOLATION {why}"));
+            self.violation = Some(why);
+        }
+    }
+
+    /// Runs until the simulated time is up or a check fails.
+    pub fn run(mut self) -> Outcome {
+        let end = self.spec.duration_us;
+        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > end || self.violation.is_some() {
+                break;
+            }
+            self.time.set(at);
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
+            *counts.entry(ev.kind()).or_default() += 1;
+            self.handle(ev);
+        }
+        let simulated_us = self.now();
+        if self.violation.is_none() {
+            self.clients.finish(&mut self.histories, simulated_us);
+            if let Err(e) = self.histories.check() {
+                self.fail(format!("not linearizable: {e}"));
+            }
+        }
+        let ops = self.histories.len();
+        Outcome {
+            violation: self.violation.take(),
+            trace_hash: self.trace_hash.finish(),
+            trace_tail: self.trace.drain(..).collect(),
+            lease_reads: self.lease.served,
+            ops,
+            terms: self.lease.terms(),
+            simulated_us,
+            events: counts,
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Deliver { to, msg } => self.deliver(to, msg),
+            Event::SnapshotSent { to, peer, ok } => {
+                if self.send_to(to, LoopMsg::SnapshotSent(peer, ok)) {
+                    self.poll(to);
+                }
+            }
+            Event::Wake { member, gen } => {
+                if self.members.get(&member).is_some_and(|m| m.wake_gen == gen) {
+                    self.poll(member);
+                }
+            }
+            Event::Client(c) => self.client_acts(c),
+            Event::ClientDeadline(c, call) => self.client_deadline(c, call),
+            Event::Nemesis => self.nemesis_acts(),
+            Event::Operator => self.operator_acts(),
+            Event::Restart(id) => self.restart(id),
+        }
+    }
+
+    /// Hands a loop message to a running member (false: it is down).
+    pub fn send_to(&mut self, id: u64, msg: LoopMsg) -> bool {
+        match self.members.get(&id).and_then(|m| m.run.as_ref()) {
+            Some(r) => r.tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    fn deliver(&mut self, to: u64, msg: Box<Message>) {
+        let now = self.now();
+        let Some(m) = self.members.get(&to) else {
+            return;
+        };
+        if m.stalled_until > now {
+            // A stalled loop reads its socket later.
+            let at = m.stalled_until;
+            self.schedule(at, Event::Deliver { to, msg });
+            return;
+        }
+        if self.partitions.is_blocked(msg.from, to, now) {
+            return;
+        }
+        let snapshot_from = (msg.get_msg_type() == MessageType::MsgSnapshot).then_some(msg.from);
+        let delivered = self.send_to(to, LoopMsg::Step(msg));
+        if let Some(from) = snapshot_from {
+            self.schedule(
+                now + 1_000,
+                Event::SnapshotSent {
+                    to: from,
+                    peer: to,
+                    ok: delivered,
+                },
+            );
+        }
+        if delivered {
+            self.poll(to);
+        }
+    }
+
+    /// Runs one pass of a member's loop at the current time, then routes what it sent, feeds the
+    /// checks and schedules its next tick.
+    pub fn poll(&mut self, id: u64) {
+        let now = self.now();
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.stalled_until > now {
+            // Runs when the stall ends.
+            m.wake_gen += 1;
+            let (gen, at) = (m.wake_gen, m.stalled_until);
+            self.schedule(at, Event::Wake { member: id, gen });
+            return;
+        }
+        let Some(run) = m.run.as_mut() else {
+            return;
+        };
+        let term_before = run.raft.raft().term;
+        let role_before = (run.raft.raft().state, run.raft.raft().leader_id);
+        let answered_before = run.shared.metrics.read_index_answered_by_lease.get();
+        let result = run.raft.poll();
+        let r = run.raft.raft();
+        let (term, state, committed) = (r.term, r.state, r.raft_log.committed);
+        let committed_term = r.raft_log.term(committed).unwrap_or(0);
+        let answered = run.shared.metrics.read_index_answered_by_lease.get() - answered_before;
+        let next_tick = run.raft.next_tick();
+        let clock = *m.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = m.outbox.take();
+        let ordinal = m.ordinal;
+        let role = (state, r.leader_id);
+        if (term, role) != (term_before, role_before) {
+            self.trace(format!(
+                "m{ordinal} term {term} {:?} leader {:x} commit {committed}",
+                role.0, role.1
+            ));
+        }
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                self.trace(format!("m{ordinal} loop stopped"));
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.crash();
+                }
+                return;
+            }
+            Err(e) => {
+                self.fail(format!("m{ordinal} raft loop failed: {e}"));
+                return;
+            }
+        }
+        if state == StateRole::Leader && committed_term == term && term > 0 {
+            self.lease.committed(term, id, now);
+        }
+        for _ in 0..answered {
+            // A follower's ReadIndex answered from this leader's lease.
+            let s = LeaseServe {
+                member: id,
+                at: now,
+                term: term_before,
+            };
+            if let Err(e) = self.lease.serve(s) {
+                self.fail(e);
+            }
+        }
+        for msg in sent {
+            self.route(msg);
+        }
+        // The next tick, on this member's clock, mapped back to global time; sometimes late.
+        let lease_us = next_tick
+            .checked_duration_since(self.base)
+            .map_or(0.0, |d| d.as_micros() as f64);
+        let mut at = clock.global_at(lease_us).max(now + 1);
+        if self.rng.gen_bool(0.02) {
+            at += self.rng.gen_range(1_000..60_000);
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            m.wake_gen += 1;
+            let gen = m.wake_gen;
+            self.schedule(at, Event::Wake { member: id, gen });
+        }
+        self.clients_after_poll(id);
+    }
+
+    fn route(&mut self, msg: Message) {
+        let now = self.now();
+        if self.partitions.is_blocked(msg.from, msg.to, now) {
+            return;
+        }
+        let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        match self.net.fate(&msg, &mut self.rng) {
+            Fate::Dropped if snapshot => {
+                let (to, peer) = (msg.from, msg.to);
+                self.schedule(
+                    now + 50_000,
+                    Event::SnapshotSent {
+                        to,
+                        peer,
+                        ok: false,
+                    },
+                );
+            }
+            Fate::Dropped => {}
+            Fate::Deliver(delays) => {
+                for d in delays {
+                    let to = msg.to;
+                    self.schedule(
+                        now + d,
+                        Event::Deliver {
+                            to,
+                            msg: Box::new(msg.clone()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Restarts a crashed member from its data dir.
+    fn restart(&mut self, id: u64) {
+        let seed = self.rng.gen();
+        let (base, time) = (self.base, self.time.clone());
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.removed || m.is_up() {
+            return;
+        }
+        let ordinal = m.ordinal;
+        let started = m.start(base, &time, StdRng::seed_from_u64(seed), &self.logger);
+        match started {
+            Ok(()) => {
+                let line = match self.members.get(&id).and_then(|m| m.run.as_ref()) {
+                    Some(r) => {
+                        let raft = r.raft.raft();
+                        format!(
+                            "m{ordinal} restarts: k0={:?} term {} commit {} last {} applied {} voters {:x?}",
+                            super::workload::read_local(r, "k0"),
+                            raft.term,
+                            raft.raft_log.committed,
+                            raft.raft_log.last_index(),
+                            *r.shared.applied.borrow(),
+                            r.shared.status.read().voters
+                        )
+                    }
+                    None => format!("m{ordinal} restarts"),
+                };
+                self.trace(line);
+                self.poll(id);
+            }
+            // A member removed while it was down refuses to start, as it should.
+            Err(e) if e.contains("removed") => self.trace(format!("m{ordinal} stays down: {e}")),
+            Err(e) => self.fail(format!("restart: {e}")),
+        }
+    }
+
+    /// Running members, by id.
+    pub fn up(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.is_up())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The running member that leads in the highest term, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.members
+            .iter()
+            .filter_map(|(id, m)| m.run.as_ref().map(|r| (id, r.raft.raft())))
+            .filter(|(_, r)| r.state == StateRole::Leader)
+            .max_by_key(|(_, r)| r.term)
+            .map(|(id, _)| *id)
+    }
+
+    /// Ordinal of a member (for traces).
+    pub fn ordinal(&self, id: u64) -> usize {
+        self.members.get(&id).map_or(usize::MAX, |m| m.ordinal)
+    }
+}
