@@ -129,8 +129,7 @@ impl RaftLoop {
             .state
             .proposers
             .get(&shared.member_id())
-            .copied()
-            .unwrap_or(0);
+            .map_or(0, |w| w.last);
         let proposal_seq = seq_floor.max(applied_seq);
         let mut l = RaftLoop {
             raw: opened.raw,

@@ -63,10 +63,33 @@ pub struct StateMachine {
     pub leases: BTreeMap<i64, KeyLeaseRecord>,
     /// Active alarms: (member id, alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
-    /// The last proposal sequence number applied from each member (see
-    /// `raft_context::ProposalContext`): a proposal at or below it is a duplicate or was
-    /// overtaken, and is not applied.
-    pub proposers: BTreeMap<u64, u64>,
+    /// Which proposal sequence numbers were applied from each member, lately (see
+    /// `raft_context::ProposalContext`): a proposal at or below the last one is a duplicate or
+    /// was overtaken, and is not applied.
+    pub proposers: BTreeMap<u64, ProposalWindow>,
+}
+
+/// The proposals applied from one member: the last sequence number, and which of the 64 below
+/// it were applied (bit `i`: sequence `last − 1 − i`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalWindow {
+    /// Highest sequence applied.
+    pub last: u64,
+    /// Applied sequences just below it.
+    pub applied_below: u64,
+}
+
+/// What to do with a committed proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalAdmission {
+    /// New: apply it.
+    Apply,
+    /// A copy of one already applied (or too old to tell): skip it, and do not answer its
+    /// proposer, whose request may well have taken effect.
+    Duplicate,
+    /// Never applied, and a newer proposal from the same member was: skip it; the proposer may
+    /// retry.
+    Overtaken,
 }
 
 /// etcd's `AlarmType.NOSPACE`.
@@ -80,7 +103,7 @@ struct SnapshotBody {
     removed: BTreeSet<u64>,
     leases: BTreeMap<i64, KeyLeaseRecord>,
     alarms: BTreeSet<(u64, i32)>,
-    proposers: BTreeMap<u64, u64>,
+    proposers: BTreeMap<u64, ProposalWindow>,
 }
 
 /// The snapshot body of versions before proposal sequences (read only).
@@ -260,19 +283,33 @@ impl StateMachine {
         }
     }
 
-    /// Admits the proposal `seq` of `member` for applying: false when it is at or below the
-    /// last one applied from that member (a duplicate, or overtaken by a newer one). Sequence 0
-    /// (entries of earlier versions) is always admitted.
-    pub fn admit_proposal(&mut self, member: u64, seq: u64) -> bool {
+    /// Decides whether the proposal `seq` of `member` is applied (see [`ProposalAdmission`]).
+    /// Sequence 0 (entries of earlier versions) is always applied.
+    pub fn admit_proposal(&mut self, member: u64, seq: u64) -> ProposalAdmission {
         if seq == 0 {
-            return true;
+            return ProposalAdmission::Apply;
         }
-        let last = self.proposers.entry(member).or_insert(0);
-        if seq <= *last {
-            return false;
+        let w = self.proposers.entry(member).or_default();
+        if seq > w.last {
+            let d = seq - w.last;
+            let shifted = w.applied_below.checked_shl(d as u32).unwrap_or(0);
+            // The previous last (if any) was applied: it sits d − 1 below the new one.
+            let previous = match (w.last, 1u64.checked_shl(d as u32 - 1)) {
+                (0, _) | (_, None) => 0,
+                (_, Some(bit)) => bit,
+            };
+            w.applied_below = shifted | previous;
+            w.last = seq;
+            return ProposalAdmission::Apply;
         }
-        *last = seq;
-        true
+        let below = w.last - seq;
+        if below == 0 {
+            return ProposalAdmission::Duplicate;
+        }
+        match 1u64.checked_shl(below as u32 - 1) {
+            Some(bit) if w.applied_below & bit == 0 => ProposalAdmission::Overtaken,
+            _ => ProposalAdmission::Duplicate,
+        }
     }
 
     /// Serializes the whole state for a Raft snapshot.
@@ -326,6 +363,33 @@ impl StateMachine {
 mod tests {
     use super::*;
     use etcd_client::proto::{PbPutRequest, PbRangeRequest};
+
+    #[test]
+    fn proposals_apply_once_and_overtaken_ones_are_told_apart_from_duplicates() {
+        use ProposalAdmission::*;
+        let mut sm = StateMachine::bootstrap(42, BTreeMap::new());
+        assert_eq!(sm.admit_proposal(7, 10), Apply);
+        assert_eq!(sm.admit_proposal(7, 10), Duplicate);
+        // 12 overtakes 11: 11 never took effect, 10 did.
+        assert_eq!(sm.admit_proposal(7, 12), Apply);
+        assert_eq!(sm.admit_proposal(7, 11), Overtaken);
+        assert_eq!(sm.admit_proposal(7, 10), Duplicate);
+        assert_eq!(sm.admit_proposal(7, 11), Overtaken);
+        // Another member's sequence is its own.
+        assert_eq!(sm.admit_proposal(8, 11), Apply);
+        // A jump past the window forgets what was below: too old to tell is a duplicate.
+        assert_eq!(sm.admit_proposal(7, 12 + 100), Apply);
+        assert_eq!(sm.admit_proposal(7, 12), Duplicate);
+        assert_eq!(sm.admit_proposal(7, 111), Overtaken);
+        assert_eq!(
+            sm.admit_proposal(7, 0),
+            Apply,
+            "entries of earlier versions"
+        );
+        // The window survives a snapshot.
+        let back = StateMachine::from_snapshot(&sm.to_snapshot().unwrap()).unwrap();
+        assert_eq!(back.proposers, sm.proposers);
+    }
 
     #[test]
     fn snapshot_round_trip_keeps_keys_and_members() {

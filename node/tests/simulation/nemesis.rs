@@ -20,7 +20,11 @@ impl World {
             return;
         }
         let pick = |w: &mut World, from: &[u64]| from[w.rng.gen_range(0..from.len())];
-        let victim = pick(self, &up);
+        // The leader half the time: its lease is what the faults should put under pressure.
+        let victim = match self.leader() {
+            Some(l) if self.rng.gen_bool(0.5) => l,
+            _ => pick(self, &up),
+        };
         let v = self.ordinal(victim);
         let hold = self.rng.gen_range(300_000..4_000_000);
         match self.rng.gen_range(0..100) {

@@ -105,7 +105,11 @@ impl World {
             self.schedule(at, Event::Client(c));
             return;
         }
-        let member = up[self.rng.gen_range(0..up.len())];
+        // Often the leader (where lease reads are served), else anyone.
+        let member = match self.leader() {
+            Some(l) if self.rng.gen_bool(0.4) => l,
+            _ => up[self.rng.gen_range(0..up.len())],
+        };
         let key = KEYS[self.rng.gen_range(0..KEYS.len())];
         let kind = self.rng.gen_range(0..100);
         let Some(run) = self.members.get(&member).and_then(|m| m.run.as_ref()) else {
@@ -188,7 +192,14 @@ impl World {
                 Err(TryRecvError::Empty) => None,
                 Ok(Ok(Ok(_))) => Some(Some(Output::Written)),
                 // Refused before it entered the log, or refused by the store: it did not happen.
-                Ok(Err(NodeError::Retry(_))) | Ok(Ok(Err(_))) => Some(None),
+                Ok(Err(NodeError::Retry(e))) => {
+                    self.trace(format!("c{c} write refused: {e}"));
+                    Some(None)
+                }
+                Ok(Ok(Err(e))) => {
+                    self.trace(format!("c{c} write failed: {e}"));
+                    Some(None)
+                }
                 Ok(Err(_)) | Err(TryRecvError::Closed) => Some(Some(Output::Unknown)),
             },
             Stage::Grant(rx) => match rx.try_recv() {

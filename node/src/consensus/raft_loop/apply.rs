@@ -15,7 +15,7 @@ use crate::raft_context::ProposalContext;
 use crate::replicated::command::{Command, CommandResponse};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{MemberChange, MembershipError};
-use crate::replicated::state_machine::StateMachine;
+use crate::replicated::state_machine::{ProposalAdmission, StateMachine};
 
 /// What a run of applied entries changed, acted on once the run is applied.
 #[derive(Default)]
@@ -68,24 +68,28 @@ impl RaftLoop {
     /// A client command (or one the leader proposed, e.g. a key-lease revocation).
     fn apply_command(&mut self, sm: &mut StateMachine, e: &Entry, out: &mut Applied) {
         if let Some(ctx) = ProposalContext::decode(&e.context) {
-            if !sm.admit_proposal(ctx.member, ctx.seq) {
-                // Every member skips it alike. Its proposer (if it still waits) may try again.
+            let admission = sm.admit_proposal(ctx.member, ctx.seq);
+            if admission != ProposalAdmission::Apply {
+                // Every member skips it alike.
                 self.shared.metrics.proposals_duplicate.inc();
                 tracing::debug!(
                     index = e.index,
                     member = ctx.member,
                     seq = ctx.seq,
-                    "skipping a duplicate or overtaken proposal"
+                    ?admission,
+                    "skipping a proposal"
                 );
                 if ctx.member == self.shared.member_id() {
-                    self.proposal_seq = self
-                        .proposal_seq
-                        .max(sm.proposers.get(&ctx.member).copied().unwrap_or(0));
+                    let last = sm.proposers.get(&ctx.member).map_or(0, |w| w.last);
+                    self.proposal_seq = self.proposal_seq.max(last);
+                    if admission == ProposalAdmission::Overtaken {
+                        // It never took effect: its proposer may try again.
+                        self.answer_proposer(
+                            &e.context,
+                            Err(NodeError::Retry("proposal overtaken by a newer one".into())),
+                        );
+                    }
                 }
-                self.answer_proposer(
-                    &e.context,
-                    Err(NodeError::Retry("proposal overtaken by a newer one".into())),
-                );
                 return;
             }
         }
