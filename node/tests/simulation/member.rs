@@ -135,6 +135,13 @@ pub fn member_config(
         "--initial-cluster-state".into(),
         if existing { "existing" } else { "new" }.into(),
     ];
+    if let Ok(ms) = std::env::var("SIM_UNSAFE_LEASE_MS") {
+        args.extend([
+            "--lease-duration".into(),
+            ms,
+            "--unsafe-lease-skip-safety-checks".into(),
+        ]);
+    }
     if let Some(h) = &flags.hole {
         args.push("--unsafe-test-reopen-hole".into());
         args.push(h.clone());

@@ -12,9 +12,14 @@ impl World {
     /// One nemesis action, then the next is scheduled.
     pub fn nemesis_acts(&mut self) {
         let now = self.now();
-        let next = now + self.rng.gen_range(200_000..2_000_000);
+        let next = now + self.rng.gen_range(500_000..3_000_000);
         self.schedule(next, Event::Nemesis);
         self.partitions.heal(now);
+        // Mostly one fault at a time, so the healthy part of the cluster can act (elect, commit)
+        // while the faulty part still believes what it believed.
+        if self.partitions.any(now) && self.rng.gen_bool(0.85) {
+            return;
+        }
         let up = self.up();
         if up.is_empty() {
             return;
@@ -65,13 +70,21 @@ impl World {
                     self.partitions.block(o, victim, now + hold);
                 }
             }
-            50..=59 => {
+            50..=54 => {
                 let all: Vec<u64> = self.members.keys().copied().collect();
                 let other = pick(self, &all);
                 if other != victim {
                     let o = self.ordinal(other);
                     self.trace(format!("nemesis: m{v} -/-> m{o} for {hold} us"));
                     self.partitions.block(victim, other, now + hold);
+                }
+            }
+            55..=59 => {
+                // Deaf: it still sends (its heartbeats keep followers quiet) but hears nobody.
+                self.trace(format!("nemesis: m{v} deaf for {hold} us"));
+                let all: Vec<u64> = self.members.keys().copied().collect();
+                for o in all.into_iter().filter(|o| *o != victim) {
+                    self.partitions.block(o, victim, now + hold);
                 }
             }
             60..=69 => {
@@ -118,6 +131,29 @@ impl World {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Cuts a leader off right after it renewed its lease: isolated, or deaf (its heartbeats
+    /// still go out), for long enough that the others elect a new leader.
+    pub fn ambush(&mut self, leader: u64) {
+        let now = self.now();
+        if self.partitions.any(now) {
+            return;
+        }
+        let hold = self.rng.gen_range(1_500_000..4_000_000);
+        let deaf = self.rng.gen_bool(0.3);
+        let k = self.ordinal(leader);
+        self.trace(format!(
+            "nemesis: ambush m{k} after a lease renewal ({} for {hold} us)",
+            if deaf { "deaf" } else { "isolated" }
+        ));
+        let all: Vec<u64> = self.members.keys().copied().collect();
+        for o in all.into_iter().filter(|o| *o != leader) {
+            self.partitions.block(o, leader, now + hold);
+            if !deaf {
+                self.partitions.block(leader, o, now + hold);
+            }
         }
     }
 

@@ -25,6 +25,11 @@ impl Partitions {
         self.blocked.get(&(from, to)).is_some_and(|&u| now < u)
     }
 
+    /// True while some partition holds.
+    pub fn any(&self, now: u64) -> bool {
+        self.blocked.values().any(|u| now < *u)
+    }
+
     /// Forgets partitions that have healed.
     pub fn heal(&mut self, now: u64) {
         self.blocked.retain(|_, u| now < *u);

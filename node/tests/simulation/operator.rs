@@ -97,7 +97,11 @@ impl World {
                 } else {
                     self.operator.target += 1;
                     self.operator.completed += 1;
-                    let dwell = self.rng.gen_range(2_000_000..10_000_000);
+                    // Short at one voter (nothing there for the lease to get wrong).
+                    let dwell = match target {
+                        1 => self.rng.gen_range(500_000..2_000_000),
+                        _ => self.rng.gen_range(4_000_000..12_000_000),
+                    };
                     self.operator.step = Step::Idle { until: now + dwell };
                     self.trace(format!("operator: size {target} reached"));
                 }

@@ -17,7 +17,7 @@ use super::world::{Event, World};
 
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 /// A client gives up on an operation after this long (µs) and records it as indeterminate.
-const CLIENT_TIMEOUT_US: u64 = 3_000_000;
+const CLIENT_TIMEOUT_US: u64 = 1_500_000;
 
 enum Stage {
     Write(oneshot::Receiver<Result<ApplyResult, NodeError>>),
@@ -34,10 +34,13 @@ struct Pending {
     stage: Stage,
 }
 
-/// All clients.
+/// All clients. Each talks to one member (its endpoint, as an etcd client does) and moves to
+/// another now and then; even-numbered clients only read, so some keep reading from a leader
+/// while writes to it hang.
 #[derive(Default)]
 pub struct Clients {
     pending: Vec<Option<Pending>>,
+    home: Vec<Option<u64>>,
     next_value: u64,
     written: BTreeSet<String>,
     /// Proposal ids, unique across members and restarts.
@@ -49,6 +52,7 @@ impl Clients {
     pub fn new(n: usize) -> Self {
         Clients {
             pending: (0..n).map(|_| None).collect(),
+            home: vec![None; n],
             next_proposal: 1,
             ..Default::default()
         }
@@ -89,6 +93,8 @@ impl World {
                 .record(p.key, c, p.input, Output::Unknown, p.call, None);
         }
         self.trace(format!("c{c} gives up"));
+        // A client whose request timed out tries another endpoint.
+        self.clients.home[c] = None;
         let at = self.now() + 1_000;
         self.schedule(at, Event::Client(c));
     }
@@ -105,13 +111,29 @@ impl World {
             self.schedule(at, Event::Client(c));
             return;
         }
-        // Often the leader (where lease reads are served), else anyone.
-        let member = match self.leader() {
-            Some(l) if self.rng.gen_bool(0.4) => l,
-            _ => up[self.rng.gen_range(0..up.len())],
+        // Now and then a new endpoint: often a member that believes it leads (where lease reads
+        // are served, stale or not), else anyone.
+        let home = self.clients.home[c].filter(|h| up.contains(h));
+        let member = match home {
+            Some(h) if !self.rng.gen_bool(0.005) => h,
+            _ => {
+                let leaders = self.leaders();
+                let m = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
+                    leaders[self.rng.gen_range(0..leaders.len())]
+                } else {
+                    up[self.rng.gen_range(0..up.len())]
+                };
+                self.clients.home[c] = Some(m);
+                m
+            }
         };
         let key = KEYS[self.rng.gen_range(0..KEYS.len())];
-        let kind = self.rng.gen_range(0..100);
+        let kind = match c % 2 {
+            // Readers: serializable or linearizable gets.
+            0 if self.rng.gen_bool(0.15) => 0,
+            0 => 99,
+            _ => self.rng.gen_range(0..100),
+        };
         let Some(run) = self.members.get(&member).and_then(|m| m.run.as_ref()) else {
             self.schedule(now + 10_000, Event::Client(c));
             return;

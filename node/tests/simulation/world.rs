@@ -90,6 +90,10 @@ impl Event {
     }
 }
 
+/// Probability that a lease renewal is followed at once by cutting its leader off: the moment
+/// its lease is longest, so the worst case for a stale read.
+const AMBUSH: f64 = 0.15;
+
 const TRACE_TAIL: usize = 400;
 
 /// The simulated world.
@@ -168,7 +172,7 @@ impl World {
                 .unwrap_or(TRACE_TAIL),
         };
         w.add_member(false, None)?;
-        w.clients = Clients::new(4);
+        w.clients = Clients::new(8);
         for c in 0..w.clients.len() {
             let at = w.rng.gen_range(0..50_000);
             w.schedule(at, Event::Client(c));
@@ -189,11 +193,11 @@ impl World {
         let data_dir: PathBuf = self.dir.path().join(format!("m{k}"));
         let config = member_config(&self.flags, k, data_dir, existing)?;
         let rho = self.flags.max_drift;
-        // Rates at the edges of the allowed drift half the time: that is where the bound is
-        // tight.
-        let rate = match self.rng.gen_range(0..4) {
-            0 => rho,
-            1 => -rho,
+        // Mostly at the edges of the allowed drift: that is where the bound is tight (a slow
+        // leader with fast followers).
+        let rate = match self.rng.gen_range(0..5) {
+            0 | 1 => rho,
+            2 | 3 => -rho,
             _ => self.rng.gen_range(-rho..rho),
         };
         let clock = ClockParams {
@@ -222,7 +226,10 @@ impl World {
             &self.logger,
         )?;
         let id = m.id;
-        self.trace(format!("m{k} {id:x} starts, clock rate {rate:+.4}"));
+        let lease_ms = m.config.read_lease.duration.as_millis();
+        self.trace(format!(
+            "m{k} {id:x} starts, clock rate {rate:+.4}, lease {lease_ms} ms"
+        ));
         self.members.insert(id, m);
         self.poll(id);
         Ok(id)
@@ -373,11 +380,13 @@ impl World {
         let term_before = run.raft.raft().term;
         let role_before = (run.raft.raft().state, run.raft.raft().leader_id);
         let answered_before = run.shared.metrics.read_index_answered_by_lease.get();
+        let renewals_before = run.shared.metrics.read_lease_renewals.get();
         let result = run.raft.poll();
         let r = run.raft.raft();
         let (term, state, committed) = (r.term, r.state, r.raft_log.committed);
         let committed_term = r.raft_log.term(committed).unwrap_or(0);
         let answered = run.shared.metrics.read_index_answered_by_lease.get() - answered_before;
+        let renewed = run.shared.metrics.read_lease_renewals.get() > renewals_before;
         let next_tick = run.raft.next_tick();
         let clock = *m.clock.lock().unwrap_or_else(|e| e.into_inner());
         let sent = m.outbox.take();
@@ -420,13 +429,17 @@ impl World {
         for msg in sent {
             self.route(msg);
         }
+        if renewed && self.rng.gen_bool(AMBUSH) {
+            self.ambush(id);
+        }
         // The next tick, on this member's clock, mapped back to global time; sometimes late.
         let lease_us = next_tick
             .checked_duration_since(self.base)
             .map_or(0.0, |d| d.as_micros() as f64);
         let mut at = clock.global_at(lease_us).max(now + 1);
-        if self.rng.gen_bool(0.02) {
-            at += self.rng.gen_range(1_000..60_000);
+        // A busy loop or a slow fsync: the tick runs late.
+        if self.rng.gen_bool(0.1) {
+            at += self.rng.gen_range(1_000..80_000);
         }
         if let Some(m) = self.members.get_mut(&id) {
             m.wake_gen += 1;
@@ -513,6 +526,20 @@ impl World {
         self.members
             .iter()
             .filter(|(_, m)| m.is_up())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Running members that believe they lead (an old leader cut off from the others still
+    /// does).
+    pub fn leaders(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|(_, m)| {
+                m.run
+                    .as_ref()
+                    .is_some_and(|r| r.raft.raft().state == StateRole::Leader)
+            })
             .map(|(id, _)| *id)
             .collect()
     }
