@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test soak faults unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
+.PHONY: all deps build release run test soak sim sim-replay faults unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -58,6 +58,24 @@ test: deps fmt-check clippy
 ## The fault-injection suite's short profile alone (also part of `make test`), with its table.
 faults: deps
 	$(CARGO) test -p metastore-node --test faults -- short_profile known_bad_lease_is_caught --nocapture
+
+## The deterministic simulation of the Raft loop (node/tests/simulation.rs), long: SEEDS seeds
+## of DURATION simulated seconds each, within MINUTES of wall time (its CI profile is in `make test`).
+SEEDS ?= 1000
+MINUTES ?= 10
+DURATION ?= 120
+FIRST_SEED ?= 1000
+sim: deps
+	SIM_SEEDS=$(SEEDS) SIM_MINUTES=$(MINUTES) SIM_SECONDS=$(DURATION) SIM_FIRST_SEED=$(FIRST_SEED) \
+	  $(CARGO) test --release -p metastore-node --test simulation long_run -- --ignored --nocapture
+
+## One simulation seed again, with its trace (the line a failing seed prints): SEED, DURATION,
+## HOLE (a re-opened lease hole), LINES (trace lines shown).
+HOLE ?=
+LINES ?= 400
+sim-replay: deps
+	SIM_SEED=$(SEED) SIM_SECONDS=$(DURATION) SIM_HOLE=$(HOLE) SIM_TRACE_LINES=$(LINES) \
+	  $(CARGO) test -p metastore-node --test simulation replay -- --ignored --nocapture
 
 ## The long fault-injection profile: random seeded schedules for SOAK_MINUTES (default 15),
 ## bounded; not run by CI. SEED picks the schedules (same seed, same schedules).

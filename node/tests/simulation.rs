@@ -46,7 +46,7 @@ fn replay_line(spec: &RunSpec) -> String {
         .hole
         .map_or(String::new(), |h| format!(" HOLE={}", h.name()));
     format!(
-        "make sim-replay SEED={} SECONDS={}{hole}",
+        "make sim-replay SEED={} DURATION={}{hole}",
         spec.seed,
         spec.duration_us / 1_000_000
     )

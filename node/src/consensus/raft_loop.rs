@@ -202,6 +202,12 @@ impl RaftLoop {
         &self.raw.raft
     }
 
+    /// The read lease now (what LeaseStatus reports), for a driver's checks.
+    pub fn read_lease_view(&mut self) -> crate::read_lease::reads::ReadLeaseView {
+        let now = self.now();
+        self.read_lease.view(&self.raw, &self.conf_state, now)
+    }
+
     /// Fails whatever waits and syncs the log: the end of an orderly stop.
     pub fn stop(&mut self) -> Result<(), LoopError> {
         self.fail_all(NodeError::Stopped);

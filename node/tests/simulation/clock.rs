@@ -31,7 +31,7 @@ pub struct ClockParams {
     /// Rate error: the clock advances `1 + rate` seconds per real second.
     pub rate: f64,
     /// Where this clock stood when the simulation began, µs.
-    pub phase_us: u64,
+    pub phase_us: f64,
     /// Net steps applied to the lease clock, µs.
     pub step_us: i64,
 }
@@ -39,7 +39,7 @@ pub struct ClockParams {
 impl ClockParams {
     /// Hardware time at global `t`, µs.
     fn hardware_us(&self, t: u64) -> f64 {
-        self.phase_us as f64 + t as f64 * (1.0 + self.rate)
+        self.phase_us + t as f64 * (1.0 + self.rate)
     }
 
     /// The lease clock at global `t`, µs from the simulation's base instant.
@@ -47,9 +47,15 @@ impl ClockParams {
         self.hardware_us(t) + self.step_us as f64
     }
 
+    /// Changes the rate from global `t` on, without a jump in the reading.
+    pub fn set_rate(&mut self, t: u64, rate: f64) {
+        self.phase_us += t as f64 * (self.rate - rate);
+        self.rate = rate;
+    }
+
     /// The first global time at which the lease clock reads at least `lease_us`.
     pub fn global_at(&self, lease_us: f64) -> u64 {
-        let t = (lease_us - self.step_us as f64 - self.phase_us as f64) / (1.0 + self.rate);
+        let t = (lease_us - self.step_us as f64 - self.phase_us) / (1.0 + self.rate);
         t.max(0.0).ceil() as u64
     }
 }

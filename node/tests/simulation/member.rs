@@ -76,6 +76,8 @@ pub struct SimMember {
     pub removed: bool,
     /// Incarnations started.
     pub boots: u64,
+    /// A busy member: its ticks often run late (a loaded thread, slow fsyncs).
+    pub busy: bool,
 }
 
 /// Cluster-wide settings every member's flags share.

@@ -105,14 +105,15 @@ impl World {
                     }
                 }
             }
-            70..=77 => {
-                let ms: i64 = self.rng.gen_range(-40..=40);
-                self.trace(format!("nemesis: step m{v}'s lease clock {ms:+} ms"));
-                if let Some(m) = self.members.get(&victim) {
-                    m.clock.lock().unwrap_or_else(|e| e.into_inner()).step_us += ms * 1000;
-                }
+            70..=73 => {
+                let leader = self.leader();
+                self.skew_clocks(leader);
             }
-            78..=89 => {
+            74..=77 => {
+                let ms: i64 = self.rng.gen_range(-40..=40);
+                self.step_clock(victim, ms);
+            }
+            78..=97 => {
                 let Some(leader) = self.leader() else { return };
                 let voters = self.voters_of(leader);
                 let targets: Vec<u64> = voters.into_iter().filter(|t| *t != leader).collect();
@@ -134,26 +135,77 @@ impl World {
         }
     }
 
-    /// Cuts a leader off right after it renewed its lease: isolated, or deaf (its heartbeats
-    /// still go out), for long enough that the others elect a new leader.
+    /// Cuts a leader off right after it renewed its lease, for long enough that the others
+    /// elect a new leader — the moment its lease is longest — and sometimes also sets the clocks
+    /// to the worst the drift bound allows (the leader slow, the others fast).
     pub fn ambush(&mut self, leader: u64) {
         let now = self.now();
-        if self.partitions.any(now) {
+        if self.partitions.any(now) || self.voters_of(leader).len() < 3 {
             return;
         }
         let hold = self.rng.gen_range(1_500_000..4_000_000);
-        let deaf = self.rng.gen_bool(0.3);
         let k = self.ordinal(leader);
         self.trace(format!(
-            "nemesis: ambush m{k} after a lease renewal ({} for {hold} us)",
-            if deaf { "deaf" } else { "isolated" }
+            "nemesis: ambush m{k} after a lease renewal (isolated for {hold} us)"
+        ));
+        if self.rng.gen_bool(0.5) {
+            self.skew_clocks(Some(leader));
+        }
+        let all: Vec<u64> = self.members.keys().copied().collect();
+        for o in all.iter().copied().filter(|o| *o != leader) {
+            self.partitions.block(o, leader, now + hold);
+            self.partitions.block(leader, o, now + hold);
+        }
+        // Sometimes the others' clocks also step back a little while they wait (each step
+        // the guard notices makes the loop tick at once).
+        if self.rng.gen_bool(0.5) {
+            for o in all.iter().copied().filter(|o| *o != leader) {
+                for _ in 0..self.rng.gen_range(1..3) {
+                    let at = now + self.rng.gen_range(50_000..900_000);
+                    let ms = self.rng.gen_range(20..60);
+                    self.schedule(at, Event::StepClock(o, -ms));
+                }
+            }
+        }
+    }
+
+    /// Steps `member`'s lease clock by `ms` (the guard should notice steps beyond its bound).
+    pub fn step_clock(&mut self, member: u64, ms: i64) {
+        let Some(m) = self.members.get(&member) else {
+            return;
+        };
+        m.clock.lock().unwrap_or_else(|e| e.into_inner()).step_us += ms * 1000;
+        let k = self.ordinal(member);
+        self.trace(format!("nemesis: step m{k}'s lease clock {ms:+} ms"));
+    }
+
+    /// Clock rates at opposite ends of the bound: `slow` at −ρ, everyone else at +ρ.
+    fn skew_clocks(&mut self, slow: Option<u64>) {
+        let now = self.now();
+        let rho = self.flags.max_drift;
+        self.trace(format!(
+            "nemesis: skew clocks, m{} slow",
+            slow.map_or(usize::MAX, |l| self.ordinal(l))
+        ));
+        for (id, m) in &self.members {
+            let rate = if Some(*id) == slow { -rho } else { rho };
+            m.clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_rate(now, rate);
+        }
+    }
+
+    /// `member` stops hearing the others (its own messages still go out) for `hold` µs.
+    pub fn deafen(&mut self, member: u64, hold: u64) {
+        let now = self.now();
+        self.trace(format!(
+            "nemesis: m{} deaf for {hold} us",
+            self.ordinal(member)
         ));
         let all: Vec<u64> = self.members.keys().copied().collect();
-        for o in all.into_iter().filter(|o| *o != leader) {
-            self.partitions.block(o, leader, now + hold);
-            if !deaf {
-                self.partitions.block(leader, o, now + hold);
-            }
+        for o in all.into_iter().filter(|o| *o != member) {
+            self.partitions.block(o, member, now + hold);
         }
     }
 

@@ -115,10 +115,10 @@ impl World {
         // are served, stale or not), else anyone.
         let home = self.clients.home[c].filter(|h| up.contains(h));
         let member = match home {
-            Some(h) if !self.rng.gen_bool(0.005) => h,
+            Some(h) if !self.rng.gen_bool(0.02) => h,
             _ => {
                 let leaders = self.leaders();
-                let m = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
+                let m = if !leaders.is_empty() && self.rng.gen_bool(0.7) {
                     leaders[self.rng.gen_range(0..leaders.len())]
                 } else {
                     up[self.rng.gen_range(0..up.len())]

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::clock::{ClockParams, GlobalTime};
-use super::history::{fmt_us, Histories, LeaseInvariant, LeaseServe};
+use super::history::{fmt_us, FreshAcks, Histories, LeaseInvariant, LeaseServe, VoteRefusal};
 use super::member::{member_config, MemberFlags, SimMember, SimOutbox};
 use super::network::{Fate, NetworkProfile, Partitions};
 use super::operator::Operator;
@@ -73,6 +73,10 @@ pub enum Event {
     Operator,
     /// A crashed member restarts.
     Restart(u64),
+    /// A member stops hearing the others for a while (µs).
+    Deafen(u64, u64),
+    /// A member's lease clock steps (ms).
+    StepClock(u64, i64),
 }
 
 impl Event {
@@ -86,6 +90,8 @@ impl Event {
             Event::Nemesis => "nemesis",
             Event::Operator => "operator",
             Event::Restart(_) => "restart",
+            Event::Deafen(..) => "deafen",
+            Event::StepClock(..) => "step-clock",
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct World {
     pub net: NetworkProfile,
     pub partitions: Partitions,
     pub lease: LeaseInvariant,
+    pub votes: VoteRefusal,
+    pub acks: FreshAcks,
     pub histories: Histories,
     pub clients: Clients,
     pub operator: Operator,
@@ -136,10 +144,12 @@ impl World {
         // not a whole number of ticks.
         let (heartbeat_ms, election_ms) =
             [(100, 1000), (250, 1400), (50, 500)][(spec.seed % 3) as usize];
+        // So does the drift bound: the default, and a loose one (shorter leases, wider clocks).
+        let max_drift = [0.1, 0.25][(spec.seed / 3 % 2) as usize];
         let flags = MemberFlags {
             heartbeat_ms,
             election_ms,
-            max_drift: 0.1,
+            max_drift,
             snapshot_count: 400,
             hole: spec.hole.map(|h| h.name().to_string()),
         };
@@ -155,6 +165,8 @@ impl World {
             net: NetworkProfile::hostile(),
             partitions: Partitions::default(),
             lease: LeaseInvariant::default(),
+            votes: VoteRefusal::default(),
+            acks: FreshAcks::default(),
             histories: Histories::default(),
             clients: Clients::default(),
             operator: Operator::default(),
@@ -202,7 +214,7 @@ impl World {
         };
         let clock = ClockParams {
             rate,
-            phase_us: self.rng.gen_range(0..10_000_000),
+            phase_us: self.rng.gen_range(0.0..10_000_000.0),
             step_us: 0,
         };
         let mut m = SimMember {
@@ -217,6 +229,7 @@ impl World {
             wake_gen: 0,
             removed: false,
             boots: 0,
+            busy: self.rng.gen_bool(0.3),
         };
         let seed = self.rng.gen();
         m.start(
@@ -318,6 +331,12 @@ impl World {
             Event::Nemesis => self.nemesis_acts(),
             Event::Operator => self.operator_acts(),
             Event::Restart(id) => self.restart(id),
+            Event::Deafen(id, hold) => self.deafen(id, hold),
+            Event::StepClock(id, ms) => {
+                self.step_clock(id, ms);
+                // Something wakes the loop soon after (a message, a client).
+                self.poll(id);
+            }
         }
     }
 
@@ -342,6 +361,38 @@ impl World {
         }
         if self.partitions.is_blocked(msg.from, to, now) {
             return;
+        }
+        let lease_us = m
+            .clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lease_us(now);
+        match msg.get_msg_type() {
+            // From the leader of its term or a newer one (older leaders' messages are ignored).
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+                if m.run
+                    .as_ref()
+                    .is_some_and(|r| msg.term >= r.raft.raft().term) =>
+            {
+                self.votes.contact(to, lease_us)
+            }
+            MessageType::MsgHeartbeatResponse => {
+                self.acks
+                    .response(to, msg.term, msg.from, msg.context.as_ref())
+            }
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                if msg.context.as_ref() == raft::CAMPAIGN_TRANSFER =>
+            {
+                self.votes.forced(to, msg.from, msg.term)
+            }
+            _ => {}
+        }
+        if msg.get_msg_type() == MessageType::MsgTimeoutNow {
+            let (f, t) = (self.ordinal(msg.from), self.ordinal(to));
+            self.trace(format!(
+                "m{t} receives MsgTimeoutNow from m{f} (term {})",
+                msg.term
+            ));
         }
         let snapshot_from = (msg.get_msg_type() == MessageType::MsgSnapshot).then_some(msg.from);
         let delivered = self.send_to(to, LoopMsg::Step(msg));
@@ -429,17 +480,24 @@ impl World {
         for msg in sent {
             self.route(msg);
         }
-        if renewed && self.rng.gen_bool(AMBUSH) {
-            self.ambush(id);
+        if renewed {
+            self.check_renewal(id, term);
+            if self.rng.gen_bool(AMBUSH) {
+                self.ambush(id);
+            }
         }
         // The next tick, on this member's clock, mapped back to global time; sometimes late.
         let lease_us = next_tick
             .checked_duration_since(self.base)
             .map_or(0.0, |d| d.as_micros() as f64);
         let mut at = clock.global_at(lease_us).max(now + 1);
-        // A busy loop or a slow fsync: the tick runs late.
-        if self.rng.gen_bool(0.1) {
-            at += self.rng.gen_range(1_000..80_000);
+        // A busy loop or a slow fsync: the tick runs late (often, on a busy member).
+        let busy = self.members.get(&id).is_some_and(|m| m.busy);
+        let hb_us = self.flags.heartbeat_ms * 1000;
+        if busy && self.rng.gen_bool(0.5) {
+            at += self.rng.gen_range(1_000..hb_us / 2);
+        } else if self.rng.gen_bool(0.05) {
+            at += self.rng.gen_range(1_000..40_000);
         }
         if let Some(m) = self.members.get_mut(&id) {
             m.wake_gen += 1;
@@ -451,6 +509,42 @@ impl World {
 
     fn route(&mut self, msg: Message) {
         let now = self.now();
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && !msg.context.is_empty() {
+            if let Some(m) = self.members.get(&msg.from) {
+                let lease_us = m
+                    .clock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lease_us(now);
+                self.acks
+                    .heartbeat(msg.from, msg.term, msg.context.as_ref(), lease_us);
+            }
+        }
+        let vote = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
+        );
+        if vote && !msg.reject {
+            if let Some(m) = self.members.get(&msg.from) {
+                let lease_us = m
+                    .clock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lease_us(now);
+                let rl = &m.config.read_lease;
+                let refusal = metastore_node::read_lease::tracker::min_vote_refusal(
+                    rl.election_timeout,
+                    rl.heartbeat_interval,
+                );
+                let refusal_us = refusal.as_micros() as f64;
+                if let Err(e) = self
+                    .votes
+                    .granted(msg.from, msg.to, msg.term, lease_us, refusal_us)
+                {
+                    self.fail(e);
+                }
+            }
+        }
         if self.partitions.is_blocked(msg.from, msg.to, now) {
             return;
         }
@@ -469,6 +563,17 @@ impl World {
             }
             Fate::Dropped => {}
             Fate::Deliver(delays) => {
+                if msg.get_msg_type() == MessageType::MsgTimeoutNow
+                    && delays[0] > 200_000
+                    && self.rng.gen_bool(0.5)
+                {
+                    // The link that held it fails the other way too: the old leader stops
+                    // hearing the others from just before its MsgTimeoutNow lands.
+                    let lead = self.rng.gen_range(0..20_000);
+                    let at = now + delays[0].saturating_sub(lead);
+                    let hold = self.rng.gen_range(1_000_000..2_500_000);
+                    self.schedule(at, Event::Deafen(msg.from, hold));
+                }
                 for d in delays {
                     let to = msg.to;
                     self.schedule(
@@ -480,6 +585,33 @@ impl World {
                     );
                 }
             }
+        }
+    }
+
+    /// A lease renewal must rest on acknowledgements of heartbeats sent since its round.
+    fn check_renewal(&mut self, id: u64, term: u64) {
+        let now = self.now();
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let Some(run) = m.run.as_mut() else {
+            return;
+        };
+        let view = run.raft.read_lease_view();
+        let duration = m.config.read_lease.duration;
+        let voters = run.shared.status.read().voters.clone();
+        let lease_now = m
+            .clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lease_us(now);
+        if view.remaining.is_zero() {
+            return;
+        }
+        // The lease runs to round + duration.
+        let round_us = lease_now + view.remaining.as_micros() as f64 - duration.as_micros() as f64;
+        if let Err(e) = self.acks.renewed(id, term, round_us, &voters) {
+            self.fail(e);
         }
     }
 
