@@ -6,8 +6,11 @@
 //! the operator's 1→3→5→3→1 membership protocol with size hints, and clients doing puts,
 //! linearizable and serializable gets on every member. All randomness comes from one seed.
 //!
-//! Checked at every lease read: no member serves one after another member committed in a later
-//! term. Checked at the end of each run: every key's history is linearizable (WGL).
+//! Checked at every step: no member serves a lease read after another member committed in a
+//! later term (the lease invariant); no voter grants a (pre)vote within the refusal the lease
+//! bound assumes after hearing from a leader, on its own clock; every lease renewal rests on a
+//! quorum answering heartbeats sent since its round. Checked at the end of each run: every
+//! key's history is linearizable (WGL).
 //!
 //! `make sim SEEDS=… MINUTES=…` runs long; a failing seed prints `make sim-replay …`.
 
@@ -62,15 +65,25 @@ fn report(spec: &RunSpec, o: &Outcome) -> String {
     )
 }
 
+/// Totals over a profile.
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    simulated_s: u64,
+    lease_reads: u64,
+    ops: usize,
+    votes: u64,
+    renewals: u64,
+}
+
 /// Runs seeds from `first` for about `budget` of wall time (at least `min_seeds`), `secs` of
-/// simulated time each; panics with a replay line on the first failure. Returns (seeds,
-/// simulated seconds, lease reads, ops).
-fn profile(first: u64, budget: Duration, min_seeds: u64, secs: u64) -> (u64, u64, u64, usize) {
+/// simulated time each; panics with a replay line on the first failure.
+fn profile(first: u64, budget: Duration, min_seeds: u64, secs: u64) -> Totals {
     let started = Instant::now();
-    let (mut seeds, mut simulated, mut lease, mut ops) = (0, 0, 0, 0);
-    while seeds < min_seeds || started.elapsed() < budget {
+    let mut t = Totals::default();
+    while t.seeds < min_seeds || started.elapsed() < budget {
         let spec = RunSpec {
-            seed: first + seeds,
+            seed: first + t.seeds,
             duration_us: secs * 1_000_000,
             hole: None,
         };
@@ -78,12 +91,14 @@ fn profile(first: u64, budget: Duration, min_seeds: u64, secs: u64) -> (u64, u64
         if o.violation.is_some() {
             panic!("{}", report(&spec, &o));
         }
-        seeds += 1;
-        simulated += o.simulated_us / 1_000_000;
-        lease += o.lease_reads;
-        ops += o.ops;
+        t.seeds += 1;
+        t.simulated_s += o.simulated_us / 1_000_000;
+        t.lease_reads += o.lease_reads;
+        t.ops += o.ops;
+        t.votes += o.votes_checked;
+        t.renewals += o.renewals_checked;
     }
-    (seeds, simulated, lease, ops)
+    t
 }
 
 /// The CI profile: as many seeds as fit in the budget (`SIM_BUDGET_SECS`, default 150 s).
@@ -91,21 +106,26 @@ fn profile(first: u64, budget: Duration, min_seeds: u64, secs: u64) -> (u64, u64
 fn seeds_find_no_stale_read_and_no_lost_write() {
     let budget = Duration::from_secs(env_u64("SIM_BUDGET_SECS", 150));
     let first = env_u64("SIM_FIRST_SEED", 1);
-    let (seeds, simulated, lease, ops) = profile(first, budget, 3, 40);
+    let t = profile(first, budget, 3, 40);
     println!(
-        "simulation: {seeds} seeds from {first}, {simulated} simulated s, {lease} lease reads, \
-         {ops} operations checked"
+        "simulation: {} seeds from {first}, {} simulated s, {} lease reads, {} operations \
+         checked, {} votes and {} lease renewals checked",
+        t.seeds, t.simulated_s, t.lease_reads, t.ops, t.votes, t.renewals
     );
     assert!(
-        lease > 0,
+        t.lease_reads > 0,
         "no lease read was served: the check checked nothing"
+    );
+    assert!(
+        t.votes > 0 && t.renewals > 0,
+        "no vote or renewal was checked"
     );
 }
 
 /// Each re-opened hole is caught by the same runs: seeds from 1 until the first violation.
 #[test]
 fn every_reopened_hole_is_caught() {
-    let max_seeds = env_u64("SIM_HOLE_MAX_SEEDS", 40);
+    let max_seeds = env_u64("SIM_HOLE_MAX_SEEDS", 100);
     let secs = env_u64("SIM_HOLE_SECONDS", 40);
     let mut table = Vec::new();
     for hole in ReopenedHole::ALL {
@@ -188,9 +208,8 @@ fn long_run() {
     let started = Instant::now();
     let (mut n, mut simulated) = (0, 0);
     while n < seeds && started.elapsed() < Duration::from_secs(minutes * 60) {
-        let (_, s, _, _) = profile(first + n, Duration::ZERO, 1, secs);
+        simulated += profile(first + n, Duration::ZERO, 1, secs).simulated_s;
         n += 1;
-        simulated += s;
     }
     println!(
         "long run: {n} seeds from {first}, {:.2} simulated hours, no violation",

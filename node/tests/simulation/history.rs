@@ -99,7 +99,7 @@ impl VoteRefusal {
         }
         match self.contact.get(&member) {
             Some(c) if lease_us - c < refusal_us => Err(format!(
-                "member {member:x} granted a vote to {candidate:x} for term {term} {:.1} ms after                  hearing from a leader (its clock); followers must refuse for {:.1} ms",
+                "member {member:x} granted a vote to {candidate:x} for term {term} {:.1} ms after hearing from a leader (its clock); followers must refuse for {:.1} ms",
                 (lease_us - c) / 1000.0,
                 refusal_us / 1000.0
             )),

@@ -79,9 +79,9 @@ impl World {
     /// The client's operation issued at `call` is still open at its deadline: a write becomes
     /// indeterminate, a read is dropped, and the client moves on.
     pub fn client_deadline(&mut self, c: usize, call: u64) {
-        if !self.clients.pending[c]
+        if self.clients.pending[c]
             .as_ref()
-            .is_some_and(|p| p.call == call)
+            .is_none_or(|p| p.call != call)
         {
             return;
         }

@@ -53,6 +53,10 @@ pub struct Outcome {
     pub simulated_us: u64,
     /// Events handled, by kind.
     pub events: BTreeMap<&'static str, u64>,
+    /// Vote grants checked.
+    pub votes_checked: u64,
+    /// Lease renewals checked.
+    pub renewals_checked: u64,
 }
 
 /// Scheduled events.
@@ -310,6 +314,8 @@ impl World {
             terms: self.lease.terms(),
             simulated_us,
             events: counts,
+            votes_checked: self.votes.checked,
+            renewals_checked: self.acks.checked,
         }
     }
 
