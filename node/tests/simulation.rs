@@ -101,10 +101,10 @@ fn profile(first: u64, budget: Duration, min_seeds: u64, secs: u64) -> Totals {
     t
 }
 
-/// The CI profile: as many seeds as fit in the budget (`SIM_BUDGET_SECS`, default 150 s).
+/// The CI profile: as many seeds as fit in the budget (`SIM_BUDGET_SECS`, default 200 s).
 #[test]
 fn seeds_find_no_stale_read_and_no_lost_write() {
-    let budget = Duration::from_secs(env_u64("SIM_BUDGET_SECS", 150));
+    let budget = Duration::from_secs(env_u64("SIM_BUDGET_SECS", 200));
     let first = env_u64("SIM_FIRST_SEED", 1);
     let t = profile(first, budget, 3, 40);
     println!(

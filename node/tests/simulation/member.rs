@@ -152,6 +152,22 @@ pub fn member_config(
     parsed.validate().map_err(|e| e.to_string())
 }
 
+/// Runs `f` on a fresh thread and waits for it. raft-engine caches the last block it read in a
+/// thread-local keyed by file id and offset, which are the same in every member's log: members
+/// sharing one thread could read each other's blocks (it asserts, and did). One short-lived
+/// thread per storage access keeps each member's reads apart; the caller waits, so the run stays
+/// deterministic. (A real member has one log per process.)
+pub fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn_scoped(s, f)
+            .map(|h| h.join())
+    })
+    .unwrap_or_else(|e| panic!("cannot start a thread: {e}"))
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 impl SimMember {
     /// Starts an incarnation from the data dir: the same bootstrap, `Shared` and loop as the
     /// server, in a simulated environment.
@@ -162,28 +178,41 @@ impl SimMember {
         rng: StdRng,
         logger: &slog::Logger,
     ) -> Result<(), String> {
-        let opened = bootstrap::open(&self.config, self.join.clone(), logger)
-            .map_err(|e| format!("m{} open: {e}", self.ordinal))?;
-        self.id = opened.identity.member_id;
-        let mut config = self.config.clone();
-        config.member_id = self.id;
-        let shared = Arc::new(
-            Shared::new(config, opened.state.clone(), opened.applied).map_err(|e| e.to_string())?,
+        let (config, join, clock, outbox) = (
+            self.config.clone(),
+            self.join.clone(),
+            self.clock.clone(),
+            self.outbox.clone(),
         );
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let env = LoopEnv {
-            clocks: Box::new(SimClocks {
-                base,
-                time: time.clone(),
-                params: self.clock.clone(),
-            }),
-            outbox: self.outbox.clone(),
-            rng,
-            since_start: std::time::Duration::ZERO,
-            // Virtual time in ns: above every sequence an earlier incarnation used.
-            seq_floor: time.now() * 1000,
-        };
-        let raft = RaftLoop::new(opened, shared.clone(), rx, env);
+        let ordinal = self.ordinal;
+        let time = time.clone();
+        let (id, raft, tx, shared) = on_own_thread(move || {
+            let opened = bootstrap::open(&config, join, logger)
+                .map_err(|e| format!("m{ordinal} open: {e}"))?;
+            let id = opened.identity.member_id;
+            let mut config = config;
+            config.member_id = id;
+            let shared = Arc::new(
+                Shared::new(config, opened.state.clone(), opened.applied)
+                    .map_err(|e| e.to_string())?,
+            );
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let env = LoopEnv {
+                clocks: Box::new(SimClocks {
+                    base,
+                    time: time.clone(),
+                    params: clock,
+                }),
+                outbox,
+                rng,
+                since_start: std::time::Duration::ZERO,
+                // Virtual time in ns: above every sequence an earlier incarnation used.
+                seq_floor: time.now() * 1000,
+            };
+            let raft = RaftLoop::new(opened, shared.clone(), rx, env);
+            Ok::<_, String>((id, raft, tx, shared))
+        })?;
+        self.id = id;
         self.run = Some(Running { raft, tx, shared });
         self.boots += 1;
         self.outbox.take();

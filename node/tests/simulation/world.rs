@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 
 use super::clock::{ClockParams, GlobalTime};
 use super::history::{fmt_us, FreshAcks, Histories, LeaseInvariant, LeaseServe, VoteRefusal};
-use super::member::{member_config, MemberFlags, SimMember, SimOutbox};
+use super::member::{member_config, on_own_thread, MemberFlags, SimMember, SimOutbox};
 use super::network::{Fate, NetworkProfile, Partitions};
 use super::operator::Operator;
 use super::workload::Clients;
@@ -438,10 +438,14 @@ impl World {
         let role_before = (run.raft.raft().state, run.raft.raft().leader_id);
         let answered_before = run.shared.metrics.read_index_answered_by_lease.get();
         let renewals_before = run.shared.metrics.read_lease_renewals.get();
-        let result = run.raft.poll();
+        let raft = &mut run.raft;
+        let (result, committed_term) = on_own_thread(move || {
+            let result = raft.poll();
+            let r = raft.raft();
+            (result, r.raft_log.term(r.raft_log.committed).unwrap_or(0))
+        });
         let r = run.raft.raft();
         let (term, state, committed) = (r.term, r.state, r.raft_log.committed);
-        let committed_term = r.raft_log.term(committed).unwrap_or(0);
         let answered = run.shared.metrics.read_index_answered_by_lease.get() - answered_before;
         let renewed = run.shared.metrics.read_lease_renewals.get() > renewals_before;
         let next_tick = run.raft.next_tick();
@@ -603,7 +607,8 @@ impl World {
         let Some(run) = m.run.as_mut() else {
             return;
         };
-        let view = run.raft.read_lease_view();
+        let raft = &mut run.raft;
+        let view = on_own_thread(move || raft.read_lease_view());
         let duration = m.config.read_lease.duration;
         let voters = run.shared.status.read().voters.clone();
         let lease_now = m
