@@ -520,12 +520,7 @@ impl World {
     fn route(&mut self, msg: Message) {
         let now = self.now();
         if msg.get_msg_type() == MessageType::MsgHeartbeat && !msg.context.is_empty() {
-            if let Some(m) = self.members.get(&msg.from) {
-                let lease_us = m
-                    .clock
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .lease_us(now);
+            if let Some(lease_us) = self.lease_us_of(msg.from) {
                 self.acks
                     .heartbeat(msg.from, msg.term, msg.context.as_ref(), lease_us);
             }
@@ -535,12 +530,9 @@ impl World {
             MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
         );
         if vote && !msg.reject {
-            if let Some(m) = self.members.get(&msg.from) {
-                let lease_us = m
-                    .clock
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .lease_us(now);
+            if let (Some(m), Some(lease_us)) =
+                (self.members.get(&msg.from), self.lease_us_of(msg.from))
+            {
                 let rl = &m.config.read_lease;
                 let refusal = metastore_node::read_lease::tracker::min_vote_refusal(
                     rl.election_timeout,
@@ -695,6 +687,18 @@ impl World {
             .filter(|(_, r)| r.state == StateRole::Leader)
             .max_by_key(|(_, r)| r.term)
             .map(|(id, _)| *id)
+    }
+
+    /// `member`'s lease clock now, µs from the base instant.
+    fn lease_us_of(&self, member: u64) -> Option<f64> {
+        let now = self.now();
+        let m = self.members.get(&member)?;
+        Some(
+            m.clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lease_us(now),
+        )
     }
 
     /// Ordinal of a member (for traces).
