@@ -288,6 +288,29 @@ fn run_schedule(s: &Schedule, extra: &[&str], rt: &tokio::runtime::Runtime) -> O
     out
 }
 
+/// Prints the operations on `key` from a second before the one the checker could not place to
+/// 0.2 s after it, so a violation can be diagnosed from the test's output.
+fn print_history_around(key: &str, ops: &[wgl::RegOp], error: &str) {
+    let at = error
+        .split("called at ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(at) = at else { return };
+    let mut near: Vec<&wgl::RegOp> = ops
+        .iter()
+        .filter(|o| o.ret.unwrap_or(u64::MAX) + 1_000_000 >= at && o.call <= at + 200_000)
+        .collect();
+    near.sort_by_key(|o| o.call);
+    eprintln!("--- {key}: operations around {at} µs (client, input, output, call, return)");
+    for o in near.iter().take(200) {
+        eprintln!(
+            "  c{} {:?} -> {:?} [{}, {:?}]",
+            o.client, o.input, o.output, o.call, o.ret
+        );
+    }
+}
+
 /// Every check over one run's recording.
 fn check(rec: &Recording, present_logs: &HashSet<String>, final_rev: i64, out: &mut Outcome) {
     out.violations.extend(rec.violations.iter().cloned());
@@ -302,6 +325,7 @@ fn check(rec: &Recording, present_logs: &HashSet<String>, final_rev: i64, out: &
             .filter(|o| matches!(o.output, wgl::Output::Written | wgl::Output::Cas(true)))
             .count();
         if let Err(e) = wgl::check(ops, Some(INITIAL)) {
+            print_history_around(key, ops, &e);
             out.violations.push(format!("{key}: {e}"));
         }
     }
