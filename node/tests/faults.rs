@@ -299,7 +299,9 @@ fn print_history_around(key: &str, ops: &[wgl::RegOp], error: &str) {
     let Some(at) = at else { return };
     let mut near: Vec<&wgl::RegOp> = ops
         .iter()
-        .filter(|o| o.ret.unwrap_or(u64::MAX) + 1_000_000 >= at && o.call <= at + 200_000)
+        .filter(|o| {
+            o.ret.unwrap_or(u64::MAX).saturating_add(1_000_000) >= at && o.call <= at + 200_000
+        })
         .collect();
     near.sort_by_key(|o| o.call);
     eprintln!("--- {key}: operations around {at} µs (client, input, output, call, return)");
