@@ -225,6 +225,14 @@ impl SimMember {
         self.outbox.take();
     }
 
+    /// Its lease clock at global time `now`, µs from the simulation's base instant.
+    pub fn lease_us(&self, now: u64) -> f64 {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lease_us(now)
+    }
+
     /// True while an incarnation runs.
     pub fn is_up(&self) -> bool {
         self.run.is_some()

@@ -368,11 +368,7 @@ impl World {
         if self.partitions.is_blocked(msg.from, to, now) {
             return;
         }
-        let lease_us = m
-            .clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lease_us(now);
+        let lease_us = m.lease_us(now);
         match msg.get_msg_type() {
             // From the leader of its term or a newer one (older leaders' messages are ignored).
             MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
@@ -603,11 +599,7 @@ impl World {
         let view = on_own_thread(move || raft.read_lease_view());
         let duration = m.config.read_lease.duration;
         let voters = run.shared.status.read().voters.clone();
-        let lease_now = m
-            .clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lease_us(now);
+        let lease_now = m.lease_us(now);
         if view.remaining.is_zero() {
             return;
         }
@@ -692,13 +684,7 @@ impl World {
     /// `member`'s lease clock now, µs from the base instant.
     fn lease_us_of(&self, member: u64) -> Option<f64> {
         let now = self.now();
-        let m = self.members.get(&member)?;
-        Some(
-            m.clock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lease_us(now),
-        )
+        self.members.get(&member).map(|m| m.lease_us(now))
     }
 
     /// Ordinal of a member (for traces).
