@@ -5,10 +5,21 @@
 //! caller (P-compositionality).
 //!
 //! Indeterminate operations (timed out, connection lost) have no return: they may take effect at
-//! any point after their call, or never. Ones whose written value nobody observed are dropped
-//! (linearizing them last is always possible and changes nothing); the rest keep an open return.
+//! any point after their call, or never. Two reductions keep the search small without ever
+//! rejecting a linearizable history:
+//! - Values nobody can tell apart are one state. A value no read returned and no compare-and-set
+//!   compared against ("dead") behaves exactly like any other such value, so they share the
+//!   memo entries.
+//! - An indeterminate operation is linearized only where it changes the state (taking effect
+//!   without changing anything is the same as never happening), and one that leaves a dead value
+//!   ("kills" the register) only right before a failed compare-and-set: that is the only thing a
+//!   dead value can explain (no read returns it, no successful compare-and-set expects it), and a
+//!   kill followed by anything else is the same as no kill.
+//!
+//! Dropping unobserved indeterminate writes instead, as this checker once did, is wrong: an
+//! unanswered compare-and-set whose new value nobody saw can be the reason a later one failed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What a client asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,60 +65,125 @@ pub struct RegOp {
     pub ret: Option<u64>,
 }
 
-type State = Option<String>;
+/// The register's state as far as the model can tell values apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum State {
+    /// The key does not exist.
+    Absent,
+    /// A value some read returned or some compare-and-set compared against (its index).
+    Value(u32),
+    /// Any other value.
+    Dead,
+    /// A dead value an indeterminate operation just wrote: only a failed compare-and-set may
+    /// come next.
+    Killed,
+}
 
-/// The register model: the state after `op` from `s`, or `None` if `op` cannot happen there.
-fn step(s: &State, op: &RegOp) -> Option<State> {
-    match (&op.input, &op.output) {
-        (Input::Read, Output::Read(v)) => (v == s).then(|| s.clone()),
-        (Input::Read, _) => Some(s.clone()),
-        (Input::Write(v), _) => Some(Some(v.clone())),
-        (Input::Cas { expect, new }, Output::Cas(true)) => {
-            (s.as_deref() == Some(expect.as_str())).then(|| Some(new.clone()))
+/// What an operation can do, with values mapped to states.
+#[derive(Debug, Clone, Copy)]
+enum Effect {
+    /// A read that returned this state.
+    Read(State),
+    /// An acknowledged write.
+    Write(State),
+    /// A compare-and-set that succeeded.
+    CasSucceeded { expect: State, new: State },
+    /// A compare-and-set that failed.
+    CasFailed { expect: State },
+    /// A write that may or may not have happened.
+    MaybeWrite(State),
+    /// A compare-and-set that may or may not have happened.
+    MaybeCas { expect: State, new: State },
+}
+
+impl Effect {
+    /// The state after this operation from `s`, or `None` if it cannot (or need not) happen
+    /// there.
+    fn step(self, s: State) -> Option<State> {
+        let kill = |new: State| {
+            if new == State::Dead {
+                State::Killed
+            } else {
+                new
+            }
+        };
+        match (self, s) {
+            (Effect::CasFailed { expect }, s) => {
+                (s != expect).then_some(if s == State::Killed { State::Dead } else { s })
+            }
+            // After a kill only a failed compare-and-set is worth trying (see the module doc).
+            (_, State::Killed) => None,
+            (Effect::Read(v), s) => (v == s).then_some(s),
+            (Effect::Write(new), _) => Some(new),
+            (Effect::CasSucceeded { expect, new }, s) => (s == expect).then_some(new),
+            (Effect::MaybeWrite(new), s) => (new != s).then(|| kill(new)),
+            (Effect::MaybeCas { expect, new }, s) => (s == expect).then(|| kill(new)),
         }
-        (Input::Cas { expect, .. }, Output::Cas(false)) => {
-            (s.as_deref() != Some(expect.as_str())).then(|| s.clone())
-        }
-        (Input::Cas { expect, new }, _) => Some(if s.as_deref() == Some(expect.as_str()) {
-            Some(new.clone())
-        } else {
-            s.clone()
-        }),
+    }
+
+    /// Whether the operation may never have happened (its return does not bind).
+    fn optional(self) -> bool {
+        matches!(self, Effect::MaybeWrite(_) | Effect::MaybeCas { .. })
     }
 }
 
-/// Drops operations that cannot matter: reads without a result and indeterminate writes whose
-/// value nobody observed.
-fn prune(ops: &[RegOp]) -> Vec<RegOp> {
-    let mut observed: HashSet<&str> = HashSet::new();
-    for o in ops {
-        match (&o.input, &o.output) {
-            (_, Output::Read(Some(v))) => {
-                observed.insert(v);
-            }
-            (Input::Cas { expect, .. }, Output::Cas(true)) => {
-                observed.insert(expect);
-            }
-            _ => {}
+/// Maps values to states: the ones some operation observes get their own index, the rest are
+/// [`State::Dead`].
+struct Values(HashMap<String, u32>);
+
+impl Values {
+    fn observed_in(ops: &[RegOp]) -> Values {
+        let mut map = HashMap::new();
+        for o in ops {
+            let seen = match (&o.input, &o.output) {
+                (Input::Read, Output::Read(Some(v))) => v,
+                (Input::Cas { expect, .. }, _) => expect,
+                _ => continue,
+            };
+            let next = map.len() as u32;
+            map.entry(seen.clone()).or_insert(next);
+        }
+        Values(map)
+    }
+
+    fn state(&self, v: Option<&str>) -> State {
+        match v {
+            None => State::Absent,
+            Some(v) => self.0.get(v).map_or(State::Dead, |i| State::Value(*i)),
         }
     }
-    ops.iter()
-        .filter(|o| match (&o.input, &o.output) {
-            (Input::Read, Output::Read(_)) => true,
-            (Input::Read, _) => false,
-            (Input::Write(v), Output::Unknown) | (Input::Cas { new: v, .. }, Output::Unknown) => {
-                observed.contains(v.as_str())
-            }
-            _ => true,
+
+    /// The operation's effect; `None` for reads without a result, which constrain nothing.
+    fn effect(&self, o: &RegOp) -> Option<Effect> {
+        let val = |v: &String| self.state(Some(v));
+        Some(match (&o.input, &o.output) {
+            (Input::Read, Output::Read(v)) => Effect::Read(self.state(v.as_deref())),
+            (Input::Read, _) => return None,
+            (Input::Write(v), Output::Unknown) => Effect::MaybeWrite(val(v)),
+            (Input::Write(v), _) => Effect::Write(val(v)),
+            (Input::Cas { expect, new }, Output::Cas(true)) => Effect::CasSucceeded {
+                expect: val(expect),
+                new: val(new),
+            },
+            (Input::Cas { expect, .. }, Output::Cas(false)) => Effect::CasFailed {
+                expect: val(expect),
+            },
+            (Input::Cas { expect, new }, _) => Effect::MaybeCas {
+                expect: val(expect),
+                new: val(new),
+            },
         })
-        .cloned()
-        .collect()
+    }
 }
 
 /// Result of a check: the number of operations considered, or why the history is not
 /// linearizable.
 pub fn check(ops: &[RegOp], initial: Option<&str>) -> Result<usize, String> {
-    let ops = prune(ops);
+    let values = Values::observed_in(ops);
+    let (ops, effects): (Vec<&RegOp>, Vec<Effect>) = ops
+        .iter()
+        .filter_map(|o| values.effect(o).map(|e| (o, e)))
+        .unzip();
     let n = ops.len();
     // Events: (time, is_ret, op). Calls sort before returns at equal times (permissive).
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
@@ -149,7 +225,7 @@ pub fn check(ops: &[RegOp], initial: Option<&str>) -> Result<usize, String> {
     let mut linearized = vec![0u64; words];
     let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
-    let mut state: State = initial.map(str::to_string);
+    let mut state = values.state(initial);
     let mut best = 0usize;
     let mut stuck_at: Option<usize> = None;
     let mut entry = next[0];
@@ -163,9 +239,9 @@ pub fn check(ops: &[RegOp], initial: Option<&str>) -> Result<usize, String> {
         }
         let (_, is_ret, i) = events[entry - 1];
         if !is_ret {
-            if let Some(s2) = step(&state, &ops[i]) {
+            if let Some(s2) = effects[i].step(state) {
                 linearized[i / 64] |= 1 << (i % 64);
-                if cache.insert((linearized.clone(), s2.clone())) {
+                if cache.insert((linearized.clone(), s2)) {
                     stack.push((i, std::mem::replace(&mut state, s2)));
                     unlink(&mut next, &mut prev, call_node[i]);
                     unlink(&mut next, &mut prev, ret_node[i]);
@@ -178,13 +254,16 @@ pub fn check(ops: &[RegOp], initial: Option<&str>) -> Result<usize, String> {
                 linearized[i / 64] &= !(1 << (i % 64));
             }
             entry = next[entry];
+        } else if effects[i].optional() {
+            // An operation that may never have happened does not have to happen by now.
+            entry = next[entry];
         } else {
             // A return whose call is not linearized: undo the last choice.
             if stack.len() + 1 >= best {
                 stuck_at = Some(i);
             }
             let Some((j, s)) = stack.pop() else {
-                let o = &ops[stuck_at.unwrap_or(i)];
+                let o = ops[stuck_at.unwrap_or(i)];
                 return Err(format!(
                     "not linearizable: no order explains {:?} -> {:?} by client {} (called at {} µs, returned at {:?} µs); {} of {} operations could be ordered",
                     o.input, o.output, o.client, o.call, o.ret, best, n
@@ -338,6 +417,124 @@ mod tests {
             op(0, Input::Read, r("x"), 31, Some(40)),
         ];
         assert!(check(&h, None).is_err());
+    }
+
+    fn cas(expect: &str, new: &str) -> Input {
+        Input::Cas {
+            expect: expect.into(),
+            new: new.into(),
+        }
+    }
+
+    #[test]
+    fn an_unanswered_unseen_compare_and_set_explains_a_later_failed_one() {
+        // The fault suite's pattern: g1-42 is there, a CAS to g1-43 gets no answer and nobody
+        // ever reads g1-43, then a CAS expecting g1-42 fails. Only the unanswered one explains it.
+        let h = vec![
+            op(0, w("g1-42"), Output::Written, 0, Some(10)),
+            op(1, cas("g1-42", "g1-43"), Output::Unknown, 20, None),
+            op(2, cas("g1-42", "g1-44"), Output::Cas(false), 30, Some(40)),
+            op(2, w("g1-45"), Output::Written, 50, Some(60)),
+            op(0, Input::Read, r("g1-45"), 70, Some(80)),
+        ];
+        assert_eq!(check(&h, None), Ok(5));
+        // The same with an unanswered blind write.
+        let h = vec![
+            op(0, w("a"), Output::Written, 0, Some(10)),
+            op(1, w("x"), Output::Unknown, 20, None),
+            op(2, cas("a", "c"), Output::Cas(false), 30, Some(40)),
+        ];
+        assert!(check(&h, None).is_ok());
+        // But it cannot have happened before it was called.
+        let h = vec![
+            op(0, w("a"), Output::Written, 0, Some(10)),
+            op(2, cas("a", "c"), Output::Cas(false), 30, Some(40)),
+            op(1, cas("a", "b"), Output::Unknown, 50, None),
+        ];
+        assert!(check(&h, None).is_err());
+        // An unanswered write seen later may follow a value nobody saw.
+        let h = vec![
+            op(0, w("d"), Output::Written, 0, Some(10)),
+            op(1, w("x"), Output::Unknown, 20, None),
+            op(2, Input::Read, r("x"), 30, Some(40)),
+        ];
+        assert!(check(&h, None).is_ok());
+        // A compare-and-set cannot take effect from a value other than the one it expects.
+        let h = vec![
+            op(0, w("a"), Output::Written, 0, Some(10)),
+            op(1, cas("z", "b"), Output::Unknown, 20, None),
+            op(2, cas("a", "c"), Output::Cas(false), 30, Some(40)),
+        ];
+        assert!(check(&h, None).is_err());
+    }
+
+    #[test]
+    fn an_unanswered_write_cannot_hide_a_stale_read() {
+        // If x happened, nobody could read a afterwards; if it did not, b hid a.
+        let h = vec![
+            op(0, w("a"), Output::Written, 0, Some(10)),
+            op(1, w("x"), Output::Unknown, 11, None),
+            op(0, w("b"), Output::Written, 20, Some(30)),
+            op(2, Input::Read, r("a"), 40, Some(50)),
+        ];
+        assert!(check(&h, None).is_err());
+        // A killed register cannot be read back to life either: the read of a after the failed
+        // CAS (which needs x to have happened) is stale.
+        let h = vec![
+            op(0, w("a"), Output::Written, 0, Some(10)),
+            op(1, w("x"), Output::Unknown, 11, None),
+            op(2, cas("a", "c"), Output::Cas(false), 20, Some(30)),
+            op(0, Input::Read, r("a"), 40, Some(50)),
+        ];
+        assert!(check(&h, None).is_err());
+    }
+
+    #[test]
+    fn many_unanswered_operations_are_decided_quickly() {
+        // 6 clients, 3000 ops: a third CAS (half of them unanswered, never observed), the rest
+        // reads of the latest value, and failed CASes that need an unanswered one before them.
+        let mut h = Vec::new();
+        let mut t = 0;
+        let mut last = "init".to_string();
+        for k in 0..3000u64 {
+            let c = (k % 6) as usize;
+            match k % 6 {
+                0 => {
+                    let v = format!("v{k}");
+                    h.push(op(c, cas(&last, &v), Output::Cas(true), t, Some(t + 15)));
+                    last = v;
+                }
+                1 => h.push(op(
+                    c,
+                    cas(&last, &format!("u{k}")),
+                    Output::Unknown,
+                    t,
+                    None,
+                )),
+                2 => h.push(op(
+                    c,
+                    cas(&last, &format!("f{k}")),
+                    Output::Cas(false),
+                    t + 16,
+                    Some(t + 25),
+                )),
+                3 => h.push(op(
+                    c,
+                    w(&format!("v{k}")),
+                    Output::Written,
+                    t + 26,
+                    Some(t + 30),
+                )),
+                _ => {}
+            }
+            if k % 6 == 3 {
+                last = format!("v{k}");
+            } else if k % 6 > 3 {
+                h.push(op(c, Input::Read, r(&last), t + 31, Some(t + 40)));
+            }
+            t += 50;
+        }
+        assert_eq!(check(&h, Some("init")), Ok(3000));
     }
 
     #[test]
