@@ -28,7 +28,7 @@ impl Store {
             return vec![];
         }
         self.keys
-            .range::<[u8], _>(b)
+            .range::<_, [u8]>(b)
             .filter_map(|(k, h)| visible_at(h, rev).and_then(|v| v.to_kv(k)))
             .collect()
     }
@@ -120,7 +120,7 @@ impl Store {
         let mut count: usize = 0;
         let b = bounds(&r.key, &r.range_end);
         if !empty_bounds(&b) {
-            for (k, h) in self.keys.range::<[u8], _>(b) {
+            for (k, h) in self.keys.range::<_, [u8]>(b) {
                 let Some((v, d)) = visible_at(h, rev).and_then(|v| v.data.as_ref().map(|d| (v, d)))
                 else {
                     continue;
@@ -137,7 +137,7 @@ impl Store {
                     value: if r.keys_only {
                         Vec::new()
                     } else {
-                        d.value.clone()
+                        d.value.to_vec()
                     },
                     lease: d.lease,
                 });

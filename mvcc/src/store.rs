@@ -1,8 +1,15 @@
-//! The key space: per-key version histories in a `BTreeMap`, the global revision, writes,
-//! compaction and snapshots.
+//! The key space: per-key version histories in a persistent ordered map, the global revision,
+//! writes, compaction and snapshots.
+//!
+//! The map is `imbl::OrdMap` (a B-tree whose nodes are shared by reference count) and values are
+//! `Bytes`, so cloning a `Store` is O(1): a snapshot is a clone taken on the Raft thread and
+//! written out elsewhere while writes go on (a write after the clone copies only the nodes on
+//! its path, once).
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
+
+use bytes::Bytes;
+use imbl::OrdMap;
 
 use etcd_client::proto::{
     PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbEvent, PbKeyValue, PbPutRequest,
@@ -26,7 +33,7 @@ pub(crate) struct Version {
 pub(crate) struct KeyData {
     pub create_revision: i64,
     pub version: i64,
-    pub value: Vec<u8>,
+    pub value: Bytes,
     pub lease: i64,
 }
 
@@ -39,10 +46,10 @@ pub struct Applied<T> {
     pub events: Vec<PbEvent>,
 }
 
-/// The in-memory MVCC key space.
+/// The in-memory MVCC key space. Cloning it is O(1) (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Store {
-    pub(crate) keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    pub(crate) keys: OrdMap<Vec<u8>, Vec<Version>>,
     pub(crate) revision: i64,
     pub(crate) compacted: i64,
     /// Key plus value bytes over every stored version, kept as writes and compactions happen
@@ -89,7 +96,7 @@ impl Version {
             create_revision: d.create_revision,
             mod_revision: self.main,
             version: d.version,
-            value: d.value.clone(),
+            value: d.value.to_vec(),
             lease: d.lease,
         })
     }
@@ -111,7 +118,7 @@ impl Store {
     /// An empty key space at revision 1, like a fresh etcd.
     pub fn new() -> Self {
         Store {
-            keys: BTreeMap::new(),
+            keys: OrdMap::new(),
             revision: 1,
             compacted: 0,
             size_bytes: 0,
@@ -161,8 +168,8 @@ impl Store {
     pub(crate) fn write_put(&mut self, req: &PbPutRequest, main: i64, sub: i64) -> PbEvent {
         let prev = self.current(&req.key);
         let value = match (&prev, req.ignore_value) {
-            (Some(p), true) => p.value.clone(),
-            _ => req.value.clone(),
+            (Some(p), true) => Bytes::from(p.value.clone()),
+            _ => Bytes::from(req.value.clone()),
         };
         let lease = match (&prev, req.ignore_lease) {
             (Some(p), true) => p.lease,
@@ -208,7 +215,7 @@ impl Store {
         }
         let live: Vec<PbKeyValue> = self
             .keys
-            .range::<[u8], _>(b)
+            .range::<_, [u8]>(b)
             .filter_map(|(k, h)| h.last().and_then(|v| v.to_kv(k)))
             .collect();
         let mut events = Vec::with_capacity(live.len());
@@ -291,20 +298,31 @@ impl Store {
         if revision > self.revision {
             return Err(MvccError::FutureRevision);
         }
+        // Keep the newest version visible at `revision` (unless it is a tombstone) and later.
+        let keep_from = |h: &[Version]| match h.iter().rposition(|v| v.main <= revision) {
+            Some(i) if h[i].data.is_some() => i,
+            Some(i) => i + 1,
+            None => 0,
+        };
+        // Only histories that lose versions are touched, so nodes shared with a snapshot being
+        // written are copied only where something changes.
+        let touched: Vec<Vec<u8>> = self
+            .keys
+            .iter()
+            .filter(|(_, h)| keep_from(h) > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut freed = 0;
-        self.keys.retain(|k, h| {
-            // Keep the newest version visible at `revision` (unless it is a tombstone) and later.
-            let keep_from = match h.iter().rposition(|v| v.main <= revision) {
-                Some(i) if h[i].data.is_some() => i,
-                Some(i) => i + 1,
-                None => 0,
+        for k in touched {
+            let Some(h) = self.keys.get_mut(&k) else {
+                continue;
             };
-            freed += h
-                .drain(..keep_from)
-                .map(|v| version_bytes(k, &v))
-                .sum::<u64>();
-            !h.is_empty()
-        });
+            let n = keep_from(h);
+            freed += h.drain(..n).map(|v| version_bytes(&k, &v)).sum::<u64>();
+            if h.is_empty() {
+                self.keys.remove(&k);
+            }
+        }
         self.size_bytes = self.size_bytes.saturating_sub(freed);
         self.compacted = revision;
         Ok(PbCompactionResponse {
@@ -330,7 +348,7 @@ impl Store {
             return Ok(vec![]);
         }
         let mut out: Vec<(i64, i64, PbEvent)> = Vec::new();
-        for (k, h) in self.keys.range::<[u8], _>(b) {
+        for (k, h) in self.keys.range::<_, [u8]>(b) {
             // Versions are in revision order: skip to the first one at or after `from`.
             let start = h.partition_point(|v| v.main < from);
             for i in start..h.len() {
@@ -368,12 +386,7 @@ impl Store {
     pub fn visit_versions(&self, revision: i64, mut f: impl FnMut(&[u8], i64, i64, Option<&[u8]>)) {
         for (k, h) in &self.keys {
             for v in h.iter().take_while(|v| v.main <= revision) {
-                f(
-                    k,
-                    v.main,
-                    v.sub,
-                    v.data.as_ref().map(|d| d.value.as_slice()),
-                );
+                f(k, v.main, v.sub, v.data.as_ref().map(|d| d.value.as_ref()));
             }
         }
     }
@@ -381,6 +394,14 @@ impl Store {
     /// Serializes the whole key space.
     pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
         bincode::serialize(self).map_err(|e| MvccError::Snapshot(e.to_string()))
+    }
+
+    /// Rebuilds a key space from [`Store::to_snapshot`] output read as a stream.
+    pub fn read_snapshot(r: impl std::io::Read) -> Result<Store, MvccError> {
+        let mut s: Store =
+            bincode::deserialize_from(r).map_err(|e| MvccError::Snapshot(e.to_string()))?;
+        s.size_bytes = s.count_size_bytes();
+        Ok(s)
     }
 
     /// Rebuilds a key space from [`Store::to_snapshot`] output.

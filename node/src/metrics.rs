@@ -35,6 +35,13 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Snapshots saved by this member.
     pub snapshots_saved: IntCounter,
+    /// Time to write one local snapshot (off the Raft thread).
+    pub snapshot_write_seconds: Histogram,
+    /// Time of one pass of the Raft loop (handling what was queued, ticking, the ready cycle):
+    /// while it runs the member neither heartbeats nor answers peers.
+    pub raft_loop_turn_seconds: Histogram,
+    /// The longest pass of the Raft loop since the member started, in milliseconds.
+    pub raft_loop_longest_pause_ms: IntGauge,
     /// Snapshots received from the leader and installed.
     pub snapshots_installed: IntCounter,
     /// Client gRPC requests by method and gRPC code.
@@ -131,6 +138,18 @@ impl Metrics {
             snapshots_saved: counter(
                 "metastore_snapshots_saved_total",
                 "State-machine snapshots saved by this member.",
+            )?,
+            snapshot_write_seconds: histogram(
+                "metastore_snapshot_save_duration_seconds",
+                "Duration of writing one local snapshot (done off the Raft thread).",
+            )?,
+            raft_loop_turn_seconds: histogram(
+                "metastore_raft_loop_turn_duration_seconds",
+                "Duration of one pass of the Raft loop (queued messages, tick, ready cycle); the member cannot heartbeat meanwhile.",
+            )?,
+            raft_loop_longest_pause_ms: gauge(
+                "metastore_raft_loop_longest_pause_milliseconds",
+                "Longest pass of the Raft loop since the member started.",
             )?,
             snapshots_installed: counter(
                 "metastore_snapshots_installed_total",

@@ -225,6 +225,19 @@ pub enum LoopMsg {
     RemovedByPeer(u64),
     /// A message from a peer.
     Step(Box<raft::eraftpb::Message>),
+    /// A snapshot from a peer (the message carries its metadata), already written to disk and
+    /// decoded off the Raft thread.
+    StepSnapshot(
+        Box<raft::eraftpb::Message>,
+        Box<crate::consensus::snapshot_transfer::ReceivedSnapshot>,
+    ),
+    /// A snapshot of the local state was written off the Raft thread (or failed).
+    SnapshotWritten(
+        Result<
+            crate::consensus::raft_loop::SnapshotWritten,
+            crate::consensus::snapshot_files::SnapshotFileError,
+        >,
+    ),
     /// A peer could not be reached.
     Unreachable(u64),
     /// A snapshot sent to a peer finished (true) or failed (false).

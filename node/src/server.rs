@@ -155,6 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         local_ip,
         tx.clone(),
         tokio::runtime::Handle::current(),
+        opened.snapshots.clone(),
     ));
     transport.set_peers(&peers);
     tracing::info!(
@@ -179,7 +180,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.test_clock_offset_file.clone(),
         transport.clone(),
         shared.started.elapsed(),
+        tx.clone(),
     );
+    let snapshot_files = opened.snapshots.clone();
     let raft_loop = RaftLoop::new(opened, shared.clone(), rx, env);
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
@@ -199,8 +202,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node = NodeHandle::new(shared.clone(), tx.clone());
     let mut servers = tokio::task::JoinSet::new();
     for l in peer_listeners {
-        let svc = PeerServer::new(PeerService::new(tx.clone(), shared.clone()))
-            .max_decoding_message_size(MAX_PEER_MESSAGE);
+        let svc = PeerServer::new(PeerService::new(
+            tx.clone(),
+            shared.clone(),
+            snapshot_files.clone(),
+        ))
+        .max_decoding_message_size(MAX_PEER_MESSAGE);
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             tonic::transport::Server::builder()

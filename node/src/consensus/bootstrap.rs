@@ -13,7 +13,7 @@ use crate::consensus::log::{LogError, PersistBatch, RaftLog};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::replicated::member::{cluster_id, Member};
 use crate::replicated::state_machine::{SnapshotError, StateMachine};
-use raft::eraftpb::Snapshot;
+use raft::eraftpb::SnapshotMetadata;
 
 /// Who this data directory belongs to, fixed when it is first created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +134,11 @@ pub fn raft_config(cfg: &Config, id: u64, applied: u64) -> raft::Config {
     }
 }
 
+/// Where a member keeps its snapshot files, under its data dir.
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("snap")
+}
+
 /// Index and term of the snapshot every new cluster starts from. Logs begin after it, so a member
 /// that joins later always receives a snapshot (carrying the member list and configuration)
 /// before any entry.
@@ -177,7 +182,7 @@ pub fn open(
         ));
     }
     let mut log = RaftLog::open(&member_dir.join("wal"))?;
-    let snapshots = SnapshotFiles::open(&member_dir.join("snap"))?;
+    let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
     let identity_path = member_dir.join("identity");
 
     let identity = match read_identity(&identity_path)? {
@@ -241,14 +246,11 @@ pub fn open(
             if log.is_blank() {
                 // Every founding member writes the same snapshot at index 1.
                 let sm = StateMachine::bootstrap(id.cluster_id, members);
-                let mut snap = Snapshot::default();
-                snap.data = sm.to_snapshot()?.into();
-                let meta = snap.mut_metadata();
+                let mut meta = SnapshotMetadata::default();
                 meta.index = BOOTSTRAP_INDEX;
                 meta.term = BOOTSTRAP_INDEX;
                 meta.mut_conf_state().voters = ids;
-                let meta = meta.clone();
-                snapshots.save(&snap)?;
+                snapshots.write(&meta, |w| sm.write_snapshot(w).map_err(|e| e.to_string()))?;
                 log.persist(PersistBatch {
                     snapshot: Some(meta),
                     ..Default::default()
@@ -264,11 +266,10 @@ pub fn open(
             id
         }
     };
-    let latest = snapshots.load_latest()?;
+    let latest = snapshots.open_latest()?;
 
-    let (state, applied) = match &latest {
-        Some(snap) => {
-            let meta = snap.get_metadata();
+    let (state, applied) = match latest {
+        Some((meta, body)) => {
             if meta.index > log.hard_state().commit {
                 if raft::Storage::term(&log, meta.index).ok() == Some(meta.term) {
                     // A local snapshot of applied entries: the commit index is persisted lazily,
@@ -289,8 +290,10 @@ pub fn open(
                     })?;
                 }
             }
-            log.set_snapshot(snap.clone());
-            (StateMachine::from_snapshot(&snap.data)?, meta.index)
+            let index = meta.index;
+            log.set_snapshot(meta);
+            // Streamed from the file: the state is built once, never copied.
+            (StateMachine::read_snapshot(body)?, index)
         }
         None => {
             if log.truncated_index() > 0 {

@@ -3,11 +3,11 @@
 //! TimeToLive. Not replicated: a new leader starts every lease afresh with a full TTL (as etcd
 //! does), so no lease ever expires early across a leader change. Pure bookkeeping, no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::node::{KeyLeaseTtl, NodeError};
-use crate::replicated::state_machine::KeyLeaseRecord;
+use crate::replicated::state_machine::{KeyLeaseRecord, LeaseTable};
 
 /// Most expired leases revoked per tick.
 pub const MAX_REVOKES_PER_TICK: usize = 500;
@@ -29,14 +29,14 @@ pub struct KeyLeases {
 
 impl KeyLeases {
     /// Every lease of `leases` expiring one TTL from `now`.
-    pub fn new(leases: &BTreeMap<i64, KeyLeaseRecord>, now: Instant) -> Self {
+    pub fn new(leases: &LeaseTable, now: Instant) -> Self {
         let mut k = KeyLeases::default();
         k.restart(leases, now);
         k
     }
 
     /// Starts every lease afresh (a new leader, or a snapshot replaced the state).
-    pub fn restart(&mut self, leases: &BTreeMap<i64, KeyLeaseRecord>, now: Instant) {
+    pub fn restart(&mut self, leases: &LeaseTable, now: Instant) {
         self.deadlines = leases
             .iter()
             .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
@@ -138,7 +138,7 @@ impl KeyLeases {
 mod tests {
     use super::*;
 
-    fn leases(ids: &[(i64, i64)]) -> BTreeMap<i64, KeyLeaseRecord> {
+    fn leases(ids: &[(i64, i64)]) -> LeaseTable {
         ids.iter()
             .map(|(id, ttl)| {
                 (

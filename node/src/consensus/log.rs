@@ -90,8 +90,9 @@ pub struct RaftLog {
     conf_state: ConfState,
     truncated_index: u64,
     truncated_term: u64,
-    /// Latest snapshot this member can send; installed by the ready loop.
-    snapshot: Option<Snapshot>,
+    /// Latest snapshot this member can send (its metadata: the transport streams the body from
+    /// its file); installed by the ready loop.
+    snapshot: Option<SnapshotMetadata>,
     /// Raft asked for a snapshot the stored one cannot serve (too old, or its configuration
     /// lacks the recipient, which raft-rs would refuse): the ready loop should take a new one.
     snapshot_wanted: std::sync::atomic::AtomicBool,
@@ -199,10 +200,10 @@ impl RaftLog {
     /// (which must not exceed the snapshot's index).
     pub fn install_snapshot(
         &mut self,
-        snapshot: Snapshot,
+        snapshot: SnapshotMetadata,
         compact_to: u64,
     ) -> Result<(), LogError> {
-        let compact_to = compact_to.min(snapshot.get_metadata().index);
+        let compact_to = compact_to.min(snapshot.index);
         self.snapshot = Some(snapshot);
         if compact_to <= self.truncated_index {
             return Ok(());
@@ -234,7 +235,7 @@ impl RaftLog {
     }
 
     /// Remembers a snapshot received from the leader so it can be served onwards.
-    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+    pub fn set_snapshot(&mut self, snapshot: SnapshotMetadata) {
         self.snapshot = Some(snapshot);
     }
 
@@ -273,8 +274,8 @@ fn store_err(e: impl std::fmt::Display) -> raft::Error {
 
 /// True when member `to` is part of the snapshot's configuration (raft-rs ignores a snapshot
 /// that does not include the recipient).
-fn includes(s: &Snapshot, to: u64) -> bool {
-    let cs = s.get_metadata().get_conf_state();
+fn includes(s: &SnapshotMetadata, to: u64) -> bool {
+    let cs = s.get_conf_state();
     cs.voters.contains(&to)
         || cs.learners.contains(&to)
         || cs.voters_outgoing.contains(&to)
@@ -337,7 +338,12 @@ impl raft::Storage for RaftLog {
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         match &self.snapshot {
-            Some(s) if s.get_metadata().index >= request_index && includes(s, to) => Ok(s.clone()),
+            Some(s) if s.index >= request_index && includes(s, to) => {
+                // The body is not here: the transport streams it from the snapshot file.
+                let mut snap = Snapshot::default();
+                snap.set_metadata(s.clone());
+                Ok(snap)
+            }
             _ => {
                 self.snapshot_wanted
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -414,10 +420,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 8;
-        snap.mut_metadata().term = 1;
-        snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+        let mut snap = SnapshotMetadata::default();
+        snap.index = 8;
+        snap.term = 1;
+        snap.mut_conf_state().voters = vec![1, 2];
         log.install_snapshot(snap, 6).unwrap();
         assert_eq!(log.first_index().unwrap(), 7);
         assert_eq!(log.term(6).unwrap(), 1);
@@ -500,9 +506,9 @@ mod tests {
             .unwrap();
         }
         assert!(dir_size(dir.path()) > 20 << 20);
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 235;
-        snap.mut_metadata().term = 1;
+        let mut snap = SnapshotMetadata::default();
+        snap.index = 235;
+        snap.term = 1;
         log.install_snapshot(snap, 230).unwrap();
         // What stays: the live tail, the files not yet over the threshold, and up to 1.5 x the
         // threshold of purged files raft-engine keeps to recycle (files overshoot their target

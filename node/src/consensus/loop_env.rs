@@ -67,6 +67,47 @@ impl PeerOutbox for Transport {
     }
 }
 
+/// Where the loop runs work proportional to the data (writing a snapshot), so the loop itself
+/// never waits for it. The job reports back through the loop's channel.
+pub trait BackgroundJobs: Send + Sync {
+    /// Runs `job` (named `name`) off the loop.
+    fn spawn(&self, name: &str, job: Box<dyn FnOnce() + Send>);
+}
+
+/// Production: a thread per job (jobs are rare: one snapshot at a time).
+pub struct Threads;
+
+impl BackgroundJobs for Threads {
+    fn spawn(&self, name: &str, job: Box<dyn FnOnce() + Send>) {
+        // The job is moved into the closure only if the thread starts; keep it reachable for
+        // the fallback.
+        let slot = Arc::new(parking_lot::Mutex::new(Some(job)));
+        let theirs = slot.clone();
+        let started = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                if let Some(job) = theirs.lock().take() {
+                    job()
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!("cannot start thread {name} ({e}); running it on the Raft thread");
+            if let Some(job) = slot.lock().take() {
+                job()
+            }
+        }
+    }
+}
+
+/// Runs jobs at once, on the caller's thread (a deterministic simulation).
+pub struct Inline;
+
+impl BackgroundJobs for Inline {
+    fn spawn(&self, _name: &str, job: Box<dyn FnOnce() + Send>) {
+        job()
+    }
+}
+
 /// Everything the Raft loop takes from outside.
 pub struct LoopEnv {
     /// Clocks.
@@ -81,6 +122,10 @@ pub struct LoopEnv {
     /// The first proposal sequence number is above this: it must exceed every sequence an
     /// earlier incarnation of this member used (the system uses the wall clock in ns).
     pub seq_floor: u64,
+    /// Where snapshots are written.
+    pub jobs: Arc<dyn BackgroundJobs>,
+    /// The loop's own channel, for background jobs to report back.
+    pub loopback: crossbeam_channel::Sender<crate::node::LoopMsg>,
 }
 
 impl LoopEnv {
@@ -89,6 +134,7 @@ impl LoopEnv {
         offset_file: Option<std::path::PathBuf>,
         transport: Arc<Transport>,
         since_start: Duration,
+        loopback: crossbeam_channel::Sender<crate::node::LoopMsg>,
     ) -> Self {
         LoopEnv {
             clocks: Box::new(SystemClocks::new(offset_file)),
@@ -98,6 +144,8 @@ impl LoopEnv {
             seq_floor: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
+            jobs: Arc::new(Threads),
+            loopback,
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod loop_env;
 pub mod raft_loop;
 pub mod read_queue;
 pub mod snapshot_files;
+pub mod snapshot_transfer;
 pub mod transport;

@@ -25,9 +25,10 @@ use tokio::sync::oneshot;
 use crate::consensus::bootstrap::Opened;
 use crate::consensus::key_leases::KeyLeases;
 use crate::consensus::log::{LogError, PersistBatch, RaftLog};
-use crate::consensus::loop_env::{ElectionJitter, LoopClocks, LoopEnv, PeerOutbox};
+use crate::consensus::loop_env::{BackgroundJobs, ElectionJitter, LoopClocks, LoopEnv, PeerOutbox};
 use crate::consensus::read_queue::ReadQueue;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
+use crate::consensus::snapshot_transfer::ReceivedSnapshot;
 use crate::node::{LoopMsg, NodeError, Shared};
 use crate::raft_context::ProposalContext;
 use crate::read_lease::clock_guard::ClockGuard;
@@ -56,7 +57,17 @@ pub enum LoopError {
     /// A snapshot did not (de)serialize.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// Raft accepted a snapshot this loop was not handed (a bug, never a peer's doing).
+    #[error("raft installs snapshot {index} (term {term}), which was never received")]
+    SnapshotNotReceived {
+        /// Its index.
+        index: u64,
+        /// Its term.
+        term: u64,
+    },
 }
+
+pub use snapshots::SnapshotWritten;
 
 type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
 
@@ -97,6 +108,17 @@ pub struct RaftLoop {
     /// A message from the leader arrived in this drain (stamped once the drain ends, so the
     /// clock is not sampled per append).
     heard_leader: bool,
+    /// Where snapshots are written, off this thread.
+    jobs: Arc<dyn BackgroundJobs>,
+    /// This loop's own channel, for those jobs to report back.
+    loopback: crossbeam_channel::Sender<LoopMsg>,
+    /// A local snapshot is being written.
+    snapshot_in_flight: bool,
+    /// Snapshots received from peers in this drain, ready to install, by (index, term); dropped
+    /// at the end of the turn unless Raft accepted one.
+    received_snapshots: HashMap<(u64, u64), Box<ReceivedSnapshot>>,
+    /// A failure found while handling a message, returned by the turn.
+    failed: Option<LoopError>,
 }
 
 impl RaftLoop {
@@ -109,6 +131,8 @@ impl RaftLoop {
             mut rng,
             since_start,
             seq_floor,
+            jobs,
+            loopback,
         } = env;
         let conf_state = opened.raw.store().conf_state().clone();
         let shared_drift = shared.config.read_lease.max_drift;
@@ -155,6 +179,11 @@ impl RaftLoop {
             proposal_seq,
             clock_stepped: false,
             heard_leader: false,
+            jobs,
+            loopback,
+            snapshot_in_flight: false,
+            received_snapshots: HashMap::new(),
+            failed: None,
         };
         l.jitter.redraw(&mut l.raw, &mut l.rng);
         l.publish_status();
@@ -171,8 +200,10 @@ impl RaftLoop {
             );
             let now = self.now();
             let wait = self.next_tick.saturating_duration_since(now);
-            let stop = self.drain(wait);
-            if let Err(e) = self.turn() {
+            let (stop, busy_since) = self.drain_timed(wait);
+            let turn = self.turn();
+            self.observe_pause(busy_since.elapsed());
+            if let Err(e) = turn {
                 break Err(e);
             }
             if stop {
@@ -235,7 +266,13 @@ impl RaftLoop {
             }
         }
         self.flush_reads();
-        self.on_ready()?;
+        let ready = self.on_ready();
+        // Received snapshots Raft did not take (stale, or superseded in the same drain).
+        self.received_snapshots.clear();
+        ready?;
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let now_after = self.now();
         self.observe_read_lease(now_after);
         if now.duration_since(self.last_sweep) >= tick {
@@ -244,12 +281,35 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// [`Self::drain`], also returning when the loop stopped waiting (the start of its busy
+    /// time).
+    fn drain_timed(&mut self, wait: Duration) -> (bool, Instant) {
+        let woke = std::cell::Cell::new(None);
+        let stop = self.drain_with(wait, &woke);
+        (stop, woke.get().unwrap_or_else(Instant::now))
+    }
+
+    /// Records how long one pass kept the loop from heartbeating.
+    fn observe_pause(&self, busy: Duration) {
+        let m = &self.shared.metrics;
+        m.raft_loop_turn_seconds.observe(busy.as_secs_f64());
+        let ms = busy.as_millis() as i64;
+        if ms > m.raft_loop_longest_pause_ms.get() {
+            m.raft_loop_longest_pause_ms.set(ms);
+        }
+    }
+
     /// Waits up to `wait` for a message, then handles it and whatever else is queued (bounded).
     /// True means stop.
     fn drain(&mut self, wait: Duration) -> bool {
+        self.drain_with(wait, &std::cell::Cell::new(None))
+    }
+
+    fn drain_with(&mut self, wait: Duration, woke: &std::cell::Cell<Option<Instant>>) -> bool {
         let mut stop = false;
         match self.rx.recv_timeout(wait) {
             Ok(m) => {
+                woke.set(Some(Instant::now()));
                 stop |= !self.handle(m);
                 for _ in 0..MAX_DRAIN {
                     match self.rx.try_recv() {
@@ -297,7 +357,24 @@ impl RaftLoop {
                 self.track_proposal(id, reply, proposed);
             }
             LoopMsg::Read { reply } => self.on_read(reply),
+            LoopMsg::Step(msg) if msg.get_msg_type() == MessageType::MsgSnapshot => {
+                // Snapshots come only through the snapshot stream, written and decoded first.
+                tracing::warn!(
+                    from = msg.from,
+                    "dropped a snapshot outside the snapshot stream"
+                );
+            }
             LoopMsg::Step(msg) => self.on_step(*msg),
+            LoopMsg::StepSnapshot(msg, received) => {
+                let m = msg.get_snapshot().get_metadata();
+                self.received_snapshots.insert((m.index, m.term), received);
+                self.on_step(*msg);
+            }
+            LoopMsg::SnapshotWritten(result) => {
+                if let Err(e) = self.snapshot_written(result) {
+                    self.failed = Some(e);
+                }
+            }
             LoopMsg::SetPolicy {
                 expected_voters,
                 generation,

@@ -2,7 +2,8 @@
 //!
 //! Sending never blocks the Raft loop: each peer has a bounded queue drained by its own task, which
 //! reconnects with backoff; when the queue is full the message is dropped (Raft retransmits) and
-//! the peer is reported unreachable. Snapshots travel on their own stream, in chunks.
+//! the peer is reported unreachable. Snapshots travel on their own stream, in chunks, read from
+//! the sender's snapshot file and written to the receiver's as they go (a few chunks in memory).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -18,6 +19,10 @@ use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
+use crate::consensus::snapshot_transfer::{
+    self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
+};
 use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
 use crate::peer_proto::peer_server::Peer;
@@ -49,17 +54,20 @@ pub struct Transport {
     peers: Mutex<HashMap<u64, PeerSender>>,
     raft: crossbeam_channel::Sender<LoopMsg>,
     rt: tokio::runtime::Handle,
+    /// Where the snapshots this member sends are read from.
+    snapshots: SnapshotFiles,
 }
 
 impl Transport {
-    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given;
-    /// tasks run on `rt`.
+    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given,
+    /// sending snapshots from `snapshots`; tasks run on `rt`.
     pub fn new(
         me: u64,
         cluster_id: u64,
         local: Option<IpAddr>,
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
+        snapshots: SnapshotFiles,
     ) -> Self {
         Transport {
             me,
@@ -68,6 +76,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             raft,
             rt,
+            snapshots,
         }
     }
 
@@ -128,6 +137,7 @@ impl Transport {
                             self.local,
                             m,
                             self.raft.clone(),
+                            self.snapshots.clone(),
                         ));
                     }
                     None => {
@@ -255,47 +265,76 @@ async fn run_peer(
     }
 }
 
-/// Streams one snapshot in chunks and reports the outcome to Raft.
+/// Chunks read ahead of the network when sending a snapshot.
+const SNAPSHOT_READ_AHEAD: usize = 4;
+
+/// Streams one snapshot from its file, in chunks (a few in memory at a time), and reports the
+/// outcome to Raft.
 async fn send_snapshot(
     cluster_id: u64,
     url: String,
     local: Option<IpAddr>,
     mut msg: Message,
     raft: crossbeam_channel::Sender<LoopMsg>,
+    files: SnapshotFiles,
 ) {
     let to = msg.to;
-    let data = msg.mut_snapshot().take_data();
+    // The body is in the file the metadata names, not in the message.
+    msg.mut_snapshot().clear_data();
+    let meta = msg.get_snapshot().get_metadata().clone();
     let header = msg.write_to_bytes().unwrap_or_default();
-    let size = data.len();
-    let mut chunks = Vec::with_capacity(size / SNAPSHOT_CHUNK + 1);
-    chunks.push(SnapshotChunk {
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(SNAPSHOT_READ_AHEAD);
+    let first = SnapshotChunk {
         message: header,
         data: Vec::new(),
         cluster_id,
+    };
+    // The file is read on a blocking thread, as fast as the network takes the chunks.
+    let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let (mut body, len) = files
+            .open_body(&meta)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))?;
+        tx.blocking_send(first)
+            .map_err(|_| "receiver gone".to_string())?;
+        let mut sent = 0u64;
+        loop {
+            let mut data = vec![0u8; SNAPSHOT_CHUNK];
+            let n = read_full(&mut body, &mut data).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            data.truncate(n);
+            sent += n as u64;
+            tx.blocking_send(SnapshotChunk {
+                message: Vec::new(),
+                data,
+                cluster_id,
+            })
+            .map_err(|_| "receiver gone".to_string())?;
+        }
+        if sent != len {
+            return Err(format!("snapshot file gave {sent} of {len} bytes"));
+        }
+        Ok(sent)
     });
-    for c in data.chunks(SNAPSHOT_CHUNK) {
-        chunks.push(SnapshotChunk {
-            message: Vec::new(),
-            data: c.to_vec(),
-            cluster_id,
-        });
-    }
     let result = async {
         let ch = endpoint(&url, local)?.connect().await?;
         let mut client = PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE);
         client
-            .snapshot(tokio_stream::iter(chunks))
+            .snapshot(ReceiverStream::new(rx))
             .await
             .map_err(|s| -> Box<dyn std::error::Error + Send + Sync> { Box::new(s) })?;
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     }
     .await;
-    let ok = match result {
-        Ok(()) => {
+    let read = reader.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let ok = match (result.map_err(|e| e.to_string()), read) {
+        (Ok(()), Ok(size)) => {
             tracing::info!(peer = format_args!("{to:x}"), bytes = size, "sent snapshot");
             true
         }
-        Err(e) => {
+        (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(
                 peer = format_args!("{to:x}"),
                 "sending snapshot failed: {e}"
@@ -306,10 +345,43 @@ async fn send_snapshot(
     let _ = raft.send(LoopMsg::SnapshotSent(to, ok));
 }
 
+/// Reads until `buf` is full or the input ends.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// The gRPC service receiving other members' messages.
 pub struct PeerService {
     raft: crossbeam_channel::Sender<LoopMsg>,
     shared: Arc<Shared>,
+    snapshots: SnapshotFiles,
+    /// One snapshot received at a time (each is written to disk and decoded in full).
+    receiving: Arc<tokio::sync::Semaphore>,
+}
+
+/// The status for a snapshot whose writer failed (the file is already removed).
+fn receive_failed(
+    r: Result<Result<ReceivedSnapshot, SnapshotFileError>, tokio::task::JoinError>,
+) -> Status {
+    match r {
+        Ok(Err(SnapshotFileError::TooLarge { limit })) => {
+            tracing::warn!(limit, "refused a snapshot larger than the limit");
+            Status::resource_exhausted(format!("snapshot larger than {limit} bytes refused"))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("receiving snapshot failed: {e}");
+            Status::internal(format!("receiving snapshot failed: {e}"))
+        }
+        Ok(Ok(_)) => Status::internal("receiving snapshot stopped early"),
+        Err(e) => Status::internal(format!("receiving snapshot failed: {e}")),
+    }
 }
 
 /// Prefix of the refusal a removed member gets from its former peers; only this (not any
@@ -320,9 +392,18 @@ pub const REMOVED_MARKER: &str = "metastore: member removed";
 pub const ERR_CLUSTER_ID_MISMATCH: &str = "etcdserver: cluster ID mismatch";
 
 impl PeerService {
-    /// Delivers received messages to the Raft loop.
-    pub fn new(raft: crossbeam_channel::Sender<LoopMsg>, shared: Arc<Shared>) -> Self {
-        PeerService { raft, shared }
+    /// Delivers received messages to the Raft loop; received snapshots go to `snapshots`.
+    pub fn new(
+        raft: crossbeam_channel::Sender<LoopMsg>,
+        shared: Arc<Shared>,
+        snapshots: SnapshotFiles,
+    ) -> Self {
+        PeerService {
+            raft,
+            shared,
+            snapshots,
+            receiving: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
     }
 
     /// Refuses peers of another cluster and members removed from this one.
@@ -385,12 +466,48 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let mut msg = decode(&first.message)?;
         self.admit(first.cluster_id, msg.from)?;
-        let mut data = first.data;
-        while let Some(chunk) = s.next().await {
-            data.extend_from_slice(&chunk?.data);
+        if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != self.shared.member_id() {
+            return Err(Status::invalid_argument("not a snapshot for this member"));
         }
-        msg.mut_snapshot().set_data(data.into());
-        self.deliver(msg)?;
+        let _one_at_a_time = self
+            .receiving
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("already receiving a snapshot"))?;
+        msg.mut_snapshot().clear_data();
+        let meta = msg.get_snapshot().get_metadata().clone();
+        let limit = max_snapshot_bytes(self.shared.config.quota_backend_bytes);
+        // The body goes to disk on a blocking thread as it arrives, then is decoded there.
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(SNAPSHOT_READ_AHEAD);
+        let files = self.snapshots.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            snapshot_transfer::receive(&files, &meta, ChunkReader::new(rx), limit)
+        });
+        if !first.data.is_empty() && tx.send(first.data).await.is_err() {
+            return Err(receive_failed(writer.await));
+        }
+        while let Some(chunk) = s.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // Dropping the sender ends the file short; the writer's result is moot.
+                    drop(tx);
+                    let _ = writer.await;
+                    return Err(e);
+                }
+            };
+            if tx.send(chunk.data).await.is_err() {
+                return Err(receive_failed(writer.await));
+            }
+        }
+        drop(tx);
+        let received = match writer.await {
+            Ok(Ok(r)) => r,
+            other => return Err(receive_failed(other)),
+        };
+        self.raft
+            .send(LoopMsg::StepSnapshot(Box::new(msg), Box::new(received)))
+            .map_err(|_| Status::unavailable("member is stopping"))?;
         Ok(Response::new(Ack {}))
     }
 

@@ -2,6 +2,7 @@
 //! Everything here is deterministic: every member applying the same entries ends identical.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
 
 use metastore_mvcc::Store;
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,12 @@ pub struct KeyLeaseRecord {
     /// Granted TTL in seconds.
     pub ttl: i64,
     /// Keys whose current version is attached to the lease.
-    pub keys: BTreeSet<Vec<u8>>,
+    pub keys: imbl::OrdSet<Vec<u8>>,
 }
+
+/// etcd TTL leases by id. A persistent map (like the key space), so cloning the state for a
+/// snapshot is O(1); it serializes exactly as a `BTreeMap` would.
+pub type LeaseTable = imbl::OrdMap<i64, KeyLeaseRecord>;
 
 /// Every lease id named by a put in a txn, in either branch, at any depth.
 pub fn txn_leases(t: &etcd_client::proto::PbTxnRequest, out: &mut Vec<i64>) {
@@ -60,7 +65,7 @@ pub struct StateMachine {
     /// replicated: rebuilt by applying).
     pub events: Vec<etcd_client::proto::PbEvent>,
     /// etcd TTL leases (key leases) by id.
-    pub leases: BTreeMap<i64, KeyLeaseRecord>,
+    pub leases: LeaseTable,
     /// Active alarms: (member id, alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
     /// Which proposal sequence numbers were applied from each member, lately (see
@@ -95,25 +100,27 @@ pub enum ProposalAdmission {
 /// etcd's `AlarmType.NOSPACE`.
 pub const ALARM_NOSPACE: i32 = 1;
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    store: Vec<u8>,
+/// What a snapshot holds after the key space, in the order written. The body is the key space
+/// as a length-prefixed blob (bincode's encoding of a byte vector, so the layout is that of the
+/// first format, which held the serialized key space in a `Vec<u8>`), then these fields, then
+/// the proposal windows (absent in snapshots of the first format).
+#[derive(Serialize)]
+struct SnapshotTailRef<'a> {
     cluster_id: u64,
-    members: BTreeMap<u64, Member>,
-    removed: BTreeSet<u64>,
-    leases: BTreeMap<i64, KeyLeaseRecord>,
-    alarms: BTreeSet<(u64, i32)>,
-    proposers: BTreeMap<u64, ProposalWindow>,
+    members: &'a BTreeMap<u64, Member>,
+    removed: &'a BTreeSet<u64>,
+    leases: &'a LeaseTable,
+    alarms: &'a BTreeSet<(u64, i32)>,
+    proposers: &'a BTreeMap<u64, ProposalWindow>,
 }
 
-/// The snapshot body of versions before proposal sequences (read only).
+/// [`SnapshotTailRef`] read back, without the proposal windows.
 #[derive(Deserialize)]
-struct SnapshotBodyV1 {
-    store: Vec<u8>,
+struct SnapshotTail {
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
     removed: BTreeSet<u64>,
-    leases: BTreeMap<i64, KeyLeaseRecord>,
+    leases: LeaseTable,
     alarms: BTreeSet<(u64, i32)>,
 }
 
@@ -131,7 +138,7 @@ impl StateMachine {
             members,
             removed: BTreeSet::new(),
             events: Vec::new(),
-            leases: BTreeMap::new(),
+            leases: LeaseTable::new(),
             alarms: BTreeSet::new(),
             proposers: BTreeMap::new(),
         }
@@ -204,7 +211,7 @@ impl StateMachine {
                     r.id,
                     KeyLeaseRecord {
                         ttl: r.ttl,
-                        keys: BTreeSet::new(),
+                        keys: imbl::OrdSet::new(),
                     },
                 );
                 CommandResponse::LeaseGrant(etcd_client::proto::PbLeaseGrantResponse {
@@ -312,50 +319,76 @@ impl StateMachine {
         }
     }
 
-    /// Serializes the whole state for a Raft snapshot.
-    pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
-        let body = SnapshotBody {
-            store: self
-                .store
-                .to_snapshot()
-                .map_err(|e| SnapshotError(e.to_string()))?,
+    /// Serializes the whole state for a Raft snapshot into `w`, as a stream: nothing is built
+    /// in memory (the key space's size is measured in a first pass to prefix it).
+    pub fn write_snapshot(&self, mut w: impl Write) -> Result<(), SnapshotError> {
+        let err = |e: bincode::Error| SnapshotError(e.to_string());
+        let store_len = bincode::serialized_size(&self.store).map_err(err)?;
+        w.write_all(&store_len.to_le_bytes())
+            .map_err(|e| SnapshotError(e.to_string()))?;
+        bincode::serialize_into(&mut w, &self.store).map_err(err)?;
+        let tail = SnapshotTailRef {
             cluster_id: self.cluster_id,
-            members: self.members.clone(),
-            removed: self.removed.clone(),
-            leases: self.leases.clone(),
-            alarms: self.alarms.clone(),
-            proposers: self.proposers.clone(),
+            members: &self.members,
+            removed: &self.removed,
+            leases: &self.leases,
+            alarms: &self.alarms,
+            proposers: &self.proposers,
         };
-        bincode::serialize(&body).map_err(|e| SnapshotError(e.to_string()))
+        bincode::serialize_into(&mut w, &tail).map_err(err)?;
+        w.flush().map_err(|e| SnapshotError(e.to_string()))
     }
 
-    /// Rebuilds the state from a Raft snapshot's data.
-    pub fn from_snapshot(data: &[u8]) -> Result<Self, SnapshotError> {
-        let body: SnapshotBody = match bincode::deserialize(data) {
-            Ok(b) => b,
-            Err(e) => match bincode::deserialize::<SnapshotBodyV1>(data) {
-                Ok(v1) => SnapshotBody {
-                    store: v1.store,
-                    cluster_id: v1.cluster_id,
-                    members: v1.members,
-                    removed: v1.removed,
-                    leases: v1.leases,
-                    alarms: v1.alarms,
-                    proposers: BTreeMap::new(),
-                },
-                Err(_) => return Err(SnapshotError(e.to_string())),
+    /// Rebuilds the state from a snapshot body read as a stream ([`Self::write_snapshot`]'s
+    /// output, or a snapshot of the first format).
+    pub fn read_snapshot(mut r: impl Read) -> Result<Self, SnapshotError> {
+        let err = |e: bincode::Error| SnapshotError(e.to_string());
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len)
+            .map_err(|e| SnapshotError(format!("key space length: {e}")))?;
+        let len = u64::from_le_bytes(len);
+        let mut store_bytes = (&mut r).take(len);
+        let store =
+            Store::read_snapshot(&mut store_bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        if store_bytes.limit() != 0 {
+            return Err(SnapshotError(format!(
+                "key space shorter than its length prefix by {} bytes",
+                store_bytes.limit()
+            )));
+        }
+        let tail: SnapshotTail = bincode::deserialize_from(&mut r).map_err(err)?;
+        // Snapshots of the first format end here.
+        let proposers = match bincode::deserialize_from(&mut r) {
+            Ok(p) => p,
+            Err(e) => match *e {
+                bincode::ErrorKind::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                    BTreeMap::new()
+                }
+                _ => return Err(err(e)),
             },
         };
         Ok(StateMachine {
-            store: Store::from_snapshot(&body.store).map_err(|e| SnapshotError(e.to_string()))?,
-            cluster_id: body.cluster_id,
-            members: body.members,
-            removed: body.removed,
+            store,
+            cluster_id: tail.cluster_id,
+            members: tail.members,
+            removed: tail.removed,
             events: Vec::new(),
-            leases: body.leases,
-            alarms: body.alarms,
-            proposers: body.proposers,
+            leases: tail.leases,
+            alarms: tail.alarms,
+            proposers,
         })
+    }
+
+    /// [`Self::write_snapshot`] into memory (the bootstrap snapshot, tests).
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::new();
+        self.write_snapshot(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::read_snapshot`] from memory.
+    pub fn from_snapshot(data: &[u8]) -> Result<Self, SnapshotError> {
+        Self::read_snapshot(data)
     }
 }
 

@@ -10,7 +10,7 @@ use clap::Parser;
 use crossbeam_channel::Sender;
 use metastore_node::config::{Config, Flags};
 use metastore_node::consensus::bootstrap::{self, JoinInfo};
-use metastore_node::consensus::loop_env::{LoopEnv, PeerOutbox};
+use metastore_node::consensus::loop_env::{Inline, LoopEnv, PeerOutbox};
 use metastore_node::consensus::raft_loop::RaftLoop;
 use metastore_node::node::{LoopMsg, Shared};
 use raft::eraftpb::Message;
@@ -208,6 +208,9 @@ impl SimMember {
                 since_start: std::time::Duration::ZERO,
                 // Virtual time in ns: above every sequence an earlier incarnation used.
                 seq_floor: time.now() * 1000,
+                // Snapshots are written at once, inside the pass that takes them.
+                jobs: Arc::new(Inline),
+                loopback: tx.clone(),
             };
             let raft = RaftLoop::new(opened, shared.clone(), rx, env);
             Ok::<_, String>((id, raft, tx, shared))

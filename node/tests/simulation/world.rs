@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metastore_node::consensus::bootstrap::snapshot_dir;
+use metastore_node::consensus::snapshot_files::SnapshotFiles;
+use metastore_node::consensus::snapshot_transfer::{self, ReceivedSnapshot};
 use metastore_node::node::LoopMsg;
 use metastore_node::read_lease::reopened::ReopenedHole;
 use raft::eraftpb::{Message, MessageType};
@@ -397,7 +400,20 @@ impl World {
             ));
         }
         let snapshot_from = (msg.get_msg_type() == MessageType::MsgSnapshot).then_some(msg.from);
-        let delivered = self.send_to(to, LoopMsg::Step(msg));
+        let delivered = if snapshot_from.is_some() {
+            // As the transport does: the body streams from the sender's file into the
+            // receiver's, which decodes it before the loop sees the message.
+            match self.transfer_snapshot(&msg, to) {
+                Ok(received) => self.send_to(to, LoopMsg::StepSnapshot(msg, Box::new(received))),
+                Err(e) => {
+                    let (f, t) = (self.ordinal(msg.from), self.ordinal(to));
+                    self.trace(format!("snapshot m{f} -> m{t} failed: {e}"));
+                    false
+                }
+            }
+        } else {
+            self.send_to(to, LoopMsg::Step(msg))
+        };
         if let Some(from) = snapshot_from {
             self.schedule(
                 now + 1_000,
@@ -411,6 +427,27 @@ impl World {
         if delivered {
             self.poll(to);
         }
+    }
+
+    /// Copies the snapshot `msg` names from its sender's snapshot files to `to`'s, as the
+    /// transport would.
+    fn transfer_snapshot(&self, msg: &Message, to: u64) -> Result<ReceivedSnapshot, String> {
+        let dir = |id: u64| {
+            self.members
+                .get(&id)
+                .filter(|m| m.is_up())
+                .map(|m| snapshot_dir(&m.config.data_dir))
+                .ok_or_else(|| format!("member {id:x} is down"))
+        };
+        let (from_dir, to_dir) = (dir(msg.from)?, dir(to)?);
+        let meta = msg.get_snapshot().get_metadata();
+        let sender = SnapshotFiles::open(&from_dir).map_err(|e| e.to_string())?;
+        let (body, _) = sender
+            .open_body(meta)
+            .map_err(|e| e.to_string())?
+            .ok_or("the snapshot file is gone")?;
+        let receiver = SnapshotFiles::open(&to_dir).map_err(|e| e.to_string())?;
+        snapshot_transfer::receive(&receiver, meta, body, u64::MAX).map_err(|e| e.to_string())
     }
 
     /// Runs one pass of a member's loop at the current time, then routes what it sent, feeds the

@@ -1,18 +1,31 @@
-//! Snapshots: installing one the leader sent, and taking one every `--snapshot-count` entries
-//! (or when a peer needs a newer one), after which the log is compacted.
+//! Snapshots: installing one a peer sent (written and decoded off this thread by the transport),
+//! and taking one every `--snapshot-count` entries (or when a peer needs a newer one): the state
+//! is cloned here in O(1) (persistent maps), written by a background job, and the log is
+//! compacted behind it when the job reports back.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use raft::eraftpb::Snapshot;
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use super::{LoopError, RaftLoop};
-use crate::node::WatchBatch;
+use crate::consensus::snapshot_files::SnapshotFileError;
+use crate::node::{LoopMsg, WatchBatch};
 use crate::replicated::member::peer_urls;
-use crate::replicated::state_machine::StateMachine;
+
+/// A local snapshot, durable on disk.
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    /// What it covers.
+    pub meta: SnapshotMetadata,
+    /// Size of its body.
+    pub bytes: u64,
+    /// How long writing it took (off the Raft thread).
+    pub took: Duration,
+}
 
 impl RaftLoop {
-    /// Replaces the state with a snapshot the leader sent.
+    /// Replaces the state with a snapshot a peer sent, which Raft accepted.
     pub(super) fn install_received_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
         let meta = snap.get_metadata().clone();
         tracing::info!(
@@ -20,14 +33,24 @@ impl RaftLoop {
             term = meta.term,
             "installing snapshot from leader"
         );
-        let sm = StateMachine::from_snapshot(&snap.data)?;
+        let received = self
+            .received_snapshots
+            .remove(&(meta.index, meta.term))
+            .ok_or(LoopError::SnapshotNotReceived {
+                index: meta.index,
+                term: meta.term,
+            })?;
+        let received = *received;
         // On disk before the log forgets the entries it replaces.
-        self.snapshots.save(&snap)?;
+        self.snapshots.adopt(received.file, &meta)?;
+        let sm = received.state;
         let peers = peer_urls(&sm.members);
         let revision = sm.store.current_revision();
         let now = self.now();
         self.key_leases.restart(&sm.leases, now);
-        *self.shared.state.write() = sm;
+        // The old state is freed after the lock is released.
+        let old = std::mem::replace(&mut *self.shared.state.write(), sm);
+        drop(old);
         // Watchers catch up from the new state's history.
         let _ = self.shared.watch.send(Arc::new(WatchBatch {
             revision,
@@ -36,7 +59,7 @@ impl RaftLoop {
         self.applied = meta.index;
         self.snapshot_index = meta.index;
         self.conf_changed(meta.get_conf_state().clone());
-        self.raw.mut_store().set_snapshot(snap);
+        self.raw.mut_store().set_snapshot(meta);
         self.shared.applied.send_replace(self.applied);
         self.outbox.set_peers(&peers);
         self.publish_membership();
@@ -53,32 +76,68 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Saves a snapshot every `--snapshot-count` entries, or when a peer needs a newer one,
-    /// and compacts the log behind it.
+    /// Starts a snapshot every `--snapshot-count` entries, or when a peer needs a newer one:
+    /// the state is cloned (O(1)) and written by a background job; one at a time.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let cfg = &self.shared.config;
         // A peer needs a snapshot newer than the stored one (e.g. a new learner).
         let wanted = self.raw.store().take_snapshot_request() && self.applied > self.snapshot_index;
         if !wanted && self.applied < self.snapshot_index + cfg.snapshot_count {
             return Ok(());
         }
-        let started = Instant::now();
-        let data = self.shared.state.read().to_snapshot()?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
-        let meta = snap.mut_metadata();
+        let mut meta = SnapshotMetadata::default();
         meta.index = self.applied;
         meta.term = self.raw.raft.raft_log.term(self.applied)?;
         meta.set_conf_state(self.conf_state.clone());
-        self.snapshots.save(&snap)?;
-        let compact_to = self.applied.saturating_sub(cfg.snapshot_catchup_entries);
-        self.raw.mut_store().install_snapshot(snap, compact_to)?;
-        self.snapshot_index = self.applied;
-        self.shared.metrics.snapshots_saved.inc();
+        let view = self.shared.state.read().clone();
+        let files = self.snapshots.clone();
+        let tx = self.loopback.clone();
+        self.snapshot_in_flight = true;
+        self.jobs.spawn(
+            "snapshot",
+            Box::new(move || {
+                let started = Instant::now();
+                let result = files
+                    .write(&meta, |w| view.write_snapshot(w).map_err(|e| e.to_string()))
+                    .map(|bytes| SnapshotWritten {
+                        meta,
+                        bytes,
+                        took: started.elapsed(),
+                    });
+                // Release the view before reporting: writes stop copying shared nodes.
+                drop(view);
+                let _ = tx.send(LoopMsg::SnapshotWritten(result));
+            }),
+        );
+        Ok(())
+    }
+
+    /// A background snapshot finished: serve it to peers and compact the log behind it.
+    pub(super) fn snapshot_written(
+        &mut self,
+        result: Result<SnapshotWritten, SnapshotFileError>,
+    ) -> Result<(), LoopError> {
+        self.snapshot_in_flight = false;
+        let w = result?;
+        if w.meta.index <= self.snapshot_index {
+            // A snapshot from the leader replaced the state meanwhile.
+            return Ok(());
+        }
+        let index = w.meta.index;
+        let compact_to = index.saturating_sub(self.shared.config.snapshot_catchup_entries);
+        self.raw.mut_store().install_snapshot(w.meta, compact_to)?;
+        self.snapshot_index = index;
+        let m = &self.shared.metrics;
+        m.snapshots_saved.inc();
+        m.snapshot_write_seconds.observe(w.took.as_secs_f64());
         tracing::info!(
-            index = self.applied,
+            index,
             compacted_to = compact_to,
-            took_ms = started.elapsed().as_millis() as u64,
+            bytes = w.bytes,
+            took_ms = w.took.as_millis() as u64,
             "saved snapshot"
         );
         Ok(())

@@ -1,0 +1,173 @@
+//! A snapshot received from a peer, made ready off the Raft thread: its body streamed to a file
+//! (bounded memory, bounded size) and decoded into a state machine, so the Raft loop only swaps
+//! the state in when Raft accepts the snapshot.
+
+use std::io::{self, Read, Write};
+
+use raft::eraftpb::SnapshotMetadata;
+
+use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles, WrittenSnapshot};
+use crate::replicated::state_machine::StateMachine;
+
+/// Room for history and encoding beyond the quota in a snapshot body.
+const SNAPSHOT_SLACK: u64 = 256 << 20;
+
+/// The largest snapshot body a member with this quota accepts from a peer: the quota counts key
+/// and value bytes of every version, the body adds a few dozen bytes per version on top.
+pub fn max_snapshot_bytes(quota_backend_bytes: u64) -> u64 {
+    quota_backend_bytes
+        .saturating_mul(2)
+        .saturating_add(SNAPSHOT_SLACK)
+}
+
+/// A received snapshot ready to install.
+#[derive(Debug)]
+pub struct ReceivedSnapshot {
+    /// The durable file, under a temporary name until the Raft loop adopts it.
+    pub file: WrittenSnapshot,
+    /// The state it holds.
+    pub state: StateMachine,
+}
+
+/// Writes the body `body` of snapshot `meta` into `files` (refusing more than `limit` bytes),
+/// then decodes the state from the written file. Blocking: call it off the Raft thread and off
+/// async workers.
+pub fn receive(
+    files: &SnapshotFiles,
+    meta: &SnapshotMetadata,
+    mut body: impl Read,
+    limit: u64,
+) -> Result<ReceivedSnapshot, SnapshotFileError> {
+    let mut w = files.create(meta, limit)?;
+    let copied = io::copy(&mut body, &mut w);
+    if let Err(e) = copied {
+        return Err(if w.over_limit() {
+            SnapshotFileError::TooLarge { limit }
+        } else {
+            SnapshotFileError::Body {
+                path: "received snapshot".into(),
+                reason: e.to_string(),
+            }
+        });
+    }
+    w.flush().map_err(|e| SnapshotFileError::Body {
+        path: "received snapshot".into(),
+        reason: e.to_string(),
+    })?;
+    let file = w.finish()?;
+    let state = StateMachine::read_snapshot(file.body()?).map_err(|e| SnapshotFileError::Body {
+        path: "received snapshot".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(ReceivedSnapshot { file, state })
+}
+
+/// A `Read` over chunks handed over from an async task (the gRPC stream), for [`receive`] on a
+/// blocking thread.
+pub struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    /// Reads the chunks `rx` delivers until it closes.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(c) => {
+                    self.current = c;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicated::member::Member;
+    use std::collections::BTreeMap;
+
+    fn state() -> StateMachine {
+        let mut members = BTreeMap::new();
+        members.insert(
+            1,
+            Member {
+                id: 1,
+                name: "a".into(),
+                peer_urls: vec!["http://127.0.0.1:1".into()],
+                client_urls: vec![],
+                is_learner: false,
+            },
+        );
+        let mut sm = StateMachine::bootstrap(7, members);
+        for i in 0..100u32 {
+            let put = etcd_client::proto::PbPutRequest {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'v'; 100],
+                ..Default::default()
+            };
+            sm.store.put(&put).unwrap();
+        }
+        sm
+    }
+
+    fn meta() -> SnapshotMetadata {
+        let mut m = SnapshotMetadata::default();
+        m.index = 9;
+        m.term = 3;
+        m
+    }
+
+    #[test]
+    fn a_received_snapshot_is_written_and_decoded_and_an_oversized_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path()).unwrap();
+        let sm = state();
+        let body = sm.to_snapshot().unwrap();
+        let got = receive(&files, &meta(), body.as_slice(), 1 << 20).unwrap();
+        assert_eq!(got.state.store, sm.store);
+        assert_eq!(got.state.members, sm.members);
+        files.adopt(got.file, &meta()).unwrap();
+        let (m, _) = files.open_latest().unwrap().unwrap();
+        assert_eq!(m, meta());
+        let err = receive(&files, &meta(), body.as_slice(), 1000).unwrap_err();
+        assert!(matches!(err, SnapshotFileError::TooLarge { .. }), "{err}");
+        // Truncated: refused, and nothing is left behind but the adopted file.
+        let err = receive(&files, &meta(), &body[..body.len() / 2], 1 << 20).unwrap_err();
+        assert!(matches!(err, SnapshotFileError::Body { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn chunks_from_an_async_task_read_as_one_stream() {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            ChunkReader::new(rx).read_to_end(&mut out).unwrap();
+            out
+        });
+        for c in [vec![1u8, 2], vec![], vec![3, 4, 5]] {
+            tx.blocking_send(c).unwrap();
+        }
+        drop(tx);
+        assert_eq!(t.join().unwrap(), vec![1, 2, 3, 4, 5]);
+    }
+}
