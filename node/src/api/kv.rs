@@ -17,6 +17,7 @@ use crate::api::status::{
 };
 use crate::node::NodeHandle;
 use crate::replicated::command::{Command, CommandResponse};
+use crate::replicated::state_machine::{txn_reads, TxnReads};
 
 /// The KV service of one member.
 pub struct KvService {
@@ -68,6 +69,24 @@ impl KvService {
         let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or_default();
         resp.header = self.header(rev);
         Ok(resp)
+    }
+
+    /// Serves a txn that writes nothing: after the read barrier (unless every range in it is
+    /// serializable), evaluated on a view of the key space (O(1) to take), outside the state
+    /// lock and never on the Raft thread.
+    async fn read_only_txn(
+        &self,
+        r: PbTxnRequest,
+        serializable: bool,
+    ) -> Result<PbTxnResponse, Status> {
+        self.node
+            .read_barrier(serializable)
+            .await
+            .map_err(|e| node_status(&e))?;
+        let mut view = self.node.shared.state.read().store.clone();
+        let mut t = view.txn(&r).map_err(|e| mvcc_status(&e))?.response;
+        t.header = self.header(revision_of(&t.header));
+        Ok(t)
     }
 }
 
@@ -161,6 +180,11 @@ impl PbKvService for KvService {
             metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
                 .map_err(|e| mvcc_status(&e))?;
             self.check_size(&r)?;
+            let reads = txn_reads(&r);
+            if reads != TxnReads::Writes {
+                // Like etcd: a txn that writes nothing is a read, not a log entry.
+                return self.read_only_txn(r, reads == TxnReads::Serializable).await;
+            }
             if crate::replicated::state_machine::txn_has_put(&r) {
                 self.quota.admit(r.encoded_len()).await?;
             }

@@ -4,6 +4,7 @@
 //! to defragment), Alarm (NOSPACE raised when `--quota-backend-bytes` is exhausted; GET, ACTIVATE,
 //! DEACTIVATE). Downgrade answers Unimplemented with a clear message.
 
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -52,139 +53,155 @@ const SNAPSHOT_MAGIC: &[u8; 24] = b"METASTORE-SNAPSHOT-1\0\0\0\0";
 
 /// The snapshot as etcdctl expects a database stream: length-prefixed state, zero padding to a
 /// multiple of 512 bytes, then the SHA-256 of all that (etcdctl checks `size % 512 == 32`).
-/// Produced chunk by chunk as the stream is read (hashing as it goes), so the serialized state
-/// is the only whole copy held.
-pub struct SnapshotFrames {
-    state: Vec<u8>,
-    prefix: [u8; 32],
-    /// Prefix, state and padding: the bytes the digest covers.
-    body_len: usize,
-    pos: usize,
+/// The state is written into it as a stream and leaves as chunks (hashed as they go), so no copy
+/// of the state is ever whole in memory.
+pub struct SnapshotFramer<F> {
+    emit: F,
     chunk: usize,
-    hasher: Option<sha2::Sha256>,
-    digest: Option<[u8; 32]>,
+    buf: Vec<u8>,
+    hasher: sha2::Sha256,
+    declared: u64,
+    written: u64,
 }
 
-impl SnapshotFrames {
-    /// The frames of `state`, `chunk` bytes each (the last one shorter).
-    pub fn new(state: Vec<u8>, chunk: usize) -> Self {
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> SnapshotFramer<F> {
+    /// A framer for a state of `state_len` bytes, handing `chunk`-byte pieces to `emit`.
+    pub fn new(state_len: u64, chunk: usize, emit: F) -> io::Result<Self> {
         use sha2::Digest;
-        let mut prefix = [0u8; 32];
-        prefix[..24].copy_from_slice(SNAPSHOT_MAGIC);
-        prefix[24..].copy_from_slice(&(state.len() as u64).to_be_bytes());
-        let body_len = (prefix.len() + state.len()).div_ceil(512) * 512;
-        SnapshotFrames {
-            state,
-            prefix,
-            body_len,
-            pos: 0,
+        let mut f = SnapshotFramer {
+            emit,
             chunk: chunk.max(1),
-            hasher: Some(sha2::Sha256::new()),
-            digest: None,
-        }
+            buf: Vec::new(),
+            hasher: sha2::Sha256::new(),
+            declared: state_len,
+            written: 0,
+        };
+        f.push(SNAPSHOT_MAGIC, true)?;
+        f.push(&state_len.to_be_bytes(), true)?;
+        Ok(f)
     }
 
-    /// Length of the whole stream.
-    pub fn total_len(&self) -> usize {
-        self.body_len + 32
+    /// Length of the whole stream for a state of `state_len` bytes.
+    pub fn total_len(state_len: u64) -> u64 {
+        (SNAPSHOT_MAGIC.len() as u64 + 8 + state_len).div_ceil(512) * 512 + 32
     }
 
-    /// Appends body bytes `[from, to)` (prefix, then state, then zero padding) to `out`.
-    fn body(&self, from: usize, to: usize, out: &mut Vec<u8>) {
-        let p = self.prefix.len();
-        let s = p + self.state.len();
-        if from < p {
-            out.extend_from_slice(&self.prefix[from..to.min(p)]);
+    fn push(&mut self, data: &[u8], hashed: bool) -> io::Result<()> {
+        use sha2::Digest;
+        if hashed {
+            self.hasher.update(data);
         }
-        if to > p && from < s {
-            out.extend_from_slice(&self.state[from.max(p) - p..to.min(s) - p]);
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= self.chunk {
+            let rest = self.buf.split_off(self.chunk);
+            (self.emit)(std::mem::replace(&mut self.buf, rest))?;
         }
-        if to > s {
-            out.resize(out.len() + (to - from.max(s)), 0);
+        Ok(())
+    }
+
+    /// Pads, appends the digest and sends the last piece; fails if the state written was not
+    /// the length declared.
+    pub fn finish(mut self) -> io::Result<()> {
+        use sha2::Digest;
+        if self.written != self.declared {
+            return Err(io::Error::other(format!(
+                "state was {} bytes, {} declared",
+                self.written, self.declared
+            )));
         }
+        let body = SNAPSHOT_MAGIC.len() as u64 + 8 + self.declared;
+        let pad = (body.div_ceil(512) * 512 - body) as usize;
+        self.push(&vec![0u8; pad], true)?;
+        let digest = std::mem::take(&mut self.hasher).finalize();
+        self.push(&digest, false)?;
+        if !self.buf.is_empty() {
+            (self.emit)(std::mem::take(&mut self.buf))?;
+        }
+        Ok(())
     }
 }
 
-impl Iterator for SnapshotFrames {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        use sha2::Digest;
-        let total = self.total_len();
-        if self.pos >= total {
-            return None;
-        }
-        let end = (self.pos + self.chunk).min(total);
-        let mut out = Vec::with_capacity(end - self.pos);
-        if self.pos < self.body_len {
-            self.body(self.pos, end.min(self.body_len), &mut out);
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(&out);
-            }
-        }
-        if end > self.body_len {
-            if self.digest.is_none() {
-                let h = self.hasher.take().unwrap_or_default();
-                self.digest = Some(h.finalize().into());
-            }
-            if let Some(d) = &self.digest {
-                out.extend_from_slice(
-                    &d[self.pos.max(self.body_len) - self.body_len..end - self.body_len],
-                );
-            }
-        }
-        self.pos = end;
-        Some(out)
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for SnapshotFramer<F> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.push(data, true)?;
+        self.written += data.len() as u64;
+        Ok(data.len())
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts what is written into it.
+#[derive(Default)]
+struct ByteCount(u64);
+
+impl Write for ByteCount {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0 += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hash of the key space `store` at `revision` (0 = current): (hash, compact revision, revision).
+fn hash_kv_at(store: &metastore_mvcc::Store, revision: i64) -> (Result<u32, Status>, i64, i64) {
+    use sha1::{Digest, Sha1};
+    let rev = if revision > 0 {
+        revision
+    } else {
+        store.current_revision()
+    };
+    let compacted = store.compacted_revision();
+    if rev > store.current_revision() {
+        return (
+            Err(mvcc_status(&metastore_mvcc::MvccError::FutureRevision)),
+            compacted,
+            rev,
+        );
+    }
+    if revision > 0 && rev < compacted {
+        return (
+            Err(mvcc_status(&metastore_mvcc::MvccError::Compacted)),
+            compacted,
+            rev,
+        );
+    }
+    let mut h = Sha1::new();
+    store.visit_versions(rev, |k, main, sub, v| {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k);
+        h.update(main.to_be_bytes());
+        h.update(sub.to_be_bytes());
+        match v {
+            Some(v) => {
+                h.update([1]);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v);
+            }
+            None => h.update([0]),
+        }
+    });
+    let d = h.finalize();
+    (
+        Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+        compacted,
+        rev,
+    )
 }
 
 impl MaintenanceService {
-    /// Hash of the key space at `revision` (0 = current): (hash, compact revision, revision).
-    fn hash_kv_at(&self, revision: i64) -> (Result<u32, Status>, i64, i64) {
-        use sha1::{Digest, Sha1};
-        let sm = self.node.shared.state.read();
-        let store = &sm.store;
-        let rev = if revision > 0 {
-            revision
-        } else {
-            store.current_revision()
-        };
-        let compacted = store.compacted_revision();
-        if rev > store.current_revision() {
-            return (
-                Err(mvcc_status(&metastore_mvcc::MvccError::FutureRevision)),
-                compacted,
-                rev,
-            );
-        }
-        if revision > 0 && rev < compacted {
-            return (
-                Err(mvcc_status(&metastore_mvcc::MvccError::Compacted)),
-                compacted,
-                rev,
-            );
-        }
-        let mut h = Sha1::new();
-        store.visit_versions(rev, |k, main, sub, v| {
-            h.update((k.len() as u64).to_be_bytes());
-            h.update(k);
-            h.update(main.to_be_bytes());
-            h.update(sub.to_be_bytes());
-            match v {
-                Some(v) => {
-                    h.update([1]);
-                    h.update((v.len() as u64).to_be_bytes());
-                    h.update(v);
-                }
-                None => h.update([0]),
-            }
-        });
-        let d = h.finalize();
-        (
-            Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
-            compacted,
-            rev,
-        )
+    /// [`hash_kv_at`] on a view of the key space taken now (O(1)), computed off the async
+    /// workers and without holding the state lock the apply path needs.
+    async fn hash_kv_now(&self, revision: i64) -> (Result<u32, Status>, i64, i64) {
+        let store = self.node.shared.state.read().store.clone();
+        tokio::task::spawn_blocking(move || hash_kv_at(&store, revision))
+            .await
+            .unwrap_or_else(|e| (Err(Status::internal(format!("hash: {e}"))), 0, 0))
     }
 }
 
@@ -293,7 +310,7 @@ impl PbMaintenanceService for MaintenanceService {
     }
 
     async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        let (hash, _, _) = self.hash_kv_at(0);
+        let (hash, _, _) = self.hash_kv_now(0).await;
         let r = hash.map(|hash| PbHashResponse {
             header: self.header(),
             hash,
@@ -305,7 +322,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        let (hash, compacted, revision) = self.hash_kv_at(req.into_inner().revision);
+        let (hash, compacted, revision) = self.hash_kv_now(req.into_inner().revision).await;
         let r = hash.map(|hash| PbHashKvResponse {
             header: self.header(),
             hash,
@@ -321,24 +338,37 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let bytes = {
-            let sm = self.node.shared.state.read();
-            sm.to_snapshot()
-                .map_err(|e| Status::internal(format!("snapshot: {e}")))?
-        };
+        // A view of the state now (O(1)); it is serialized twice on a blocking thread, once to
+        // learn its length (the framing starts with it), once into the stream.
+        let view = self.node.shared.state.read().clone();
         let header = self.header();
-        let frames = SnapshotFrames::new(bytes, SNAPSHOT_CHUNK);
-        let mut left = frames.total_len();
-        let chunks = frames.map(move |blob| {
-            left -= blob.len();
-            Ok(PbSnapshotResponse {
-                header,
-                remaining_bytes: left as u64,
-                blob,
-                version: ETCD_API_VERSION.to_string(),
-            })
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<PbSnapshotResponse, Status>>(4);
+        tokio::task::spawn_blocking(move || {
+            let streamed = (|| -> Result<(), String> {
+                let mut count = ByteCount::default();
+                view.write_snapshot(&mut count).map_err(|e| e.to_string())?;
+                let mut left = SnapshotFramer::<fn(Vec<u8>) -> io::Result<()>>::total_len(count.0);
+                let send = |blob: Vec<u8>| {
+                    left -= blob.len() as u64;
+                    tx.blocking_send(Ok(PbSnapshotResponse {
+                        header,
+                        remaining_bytes: left,
+                        blob,
+                        version: ETCD_API_VERSION.to_string(),
+                    }))
+                    .map_err(|_| io::Error::other("the client went away"))
+                };
+                let mut framer = SnapshotFramer::new(count.0, SNAPSHOT_CHUNK, send)
+                    .map_err(|e| e.to_string())?;
+                view.write_snapshot(&mut framer)
+                    .map_err(|e| e.to_string())?;
+                framer.finish().map_err(|e| e.to_string())
+            })();
+            if let Err(e) = streamed {
+                let _ = tx.blocking_send(Err(Status::internal(format!("snapshot: {e}"))));
+            }
         });
-        let stream: SnapshotStream = Box::pin(tokio_stream::iter(chunks));
+        let stream: SnapshotStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
         observed(&self.node.shared.metrics, "Snapshot", async { Ok(stream) }).await
     }
 
@@ -404,15 +434,27 @@ mod tests {
         for len in [0usize, 1, 479, 480, 481, 1000, 70_000] {
             let state: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             for chunk in [1usize, 7, 32, 512, 1000, 32 * 1024] {
-                let frames = SnapshotFrames::new(state.clone(), chunk);
-                let total = frames.total_len();
-                let parts: Vec<Vec<u8>> = frames.collect();
+                let mut parts: Vec<Vec<u8>> = Vec::new();
+                let mut f = SnapshotFramer::new(len as u64, chunk, |b| {
+                    parts.push(b);
+                    Ok(())
+                })
+                .unwrap();
+                // Written in uneven pieces, as a serializer would.
+                for piece in state.chunks(13) {
+                    f.write_all(piece).unwrap();
+                }
+                f.finish().unwrap();
+                let total = SnapshotFramer::<fn(Vec<u8>) -> io::Result<()>>::total_len(len as u64);
                 assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= chunk));
                 let joined = parts.concat();
-                assert_eq!(joined.len(), total);
+                assert_eq!(joined.len() as u64, total);
                 assert_eq!(total % 512, 32, "etcdctl's size check");
                 assert_eq!(joined, framed(&state), "len {len}, chunk {chunk}");
             }
         }
+        // A state shorter than declared is an error, not a wrong stream.
+        let f = SnapshotFramer::new(10, 4, |_| Ok(())).unwrap();
+        assert!(f.finish().is_err());
     }
 }

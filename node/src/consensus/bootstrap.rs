@@ -9,7 +9,7 @@ use raft::RawNode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterState, Config};
-use crate::consensus::log::{LogError, PersistBatch, RaftLog};
+use crate::consensus::log::{LogError, LogLimits, PersistBatch, RaftLog};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::replicated::member::{cluster_id, Member};
 use crate::replicated::state_machine::{SnapshotError, StateMachine};
@@ -181,7 +181,10 @@ pub fn open(
             text.trim().to_string(),
         ));
     }
-    let mut log = RaftLog::open(&member_dir.join("wal"))?;
+    let mut log = RaftLog::open_with(
+        &member_dir.join("wal"),
+        LogLimits::for_quota(cfg.quota_backend_bytes),
+    )?;
     let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
     let identity_path = member_dir.join("identity");
 

@@ -41,6 +41,18 @@ impl Default for LogLimits {
     }
 }
 
+impl LogLimits {
+    /// Limits sized to a member's space quota: the purge threshold is 1/32 of it (64 MiB at
+    /// etcd's default 2 GiB quota), between 8 MiB and 256 MiB, in files of a quarter of that.
+    pub fn for_quota(quota_backend_bytes: u64) -> Self {
+        let purge_threshold = (quota_backend_bytes / 32).clamp(8 << 20, 256 << 20);
+        LogLimits {
+            file_size: purge_threshold / 4,
+            purge_threshold,
+        }
+    }
+}
+
 /// Errors of the durable log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

@@ -37,6 +37,43 @@ pub fn txn_leases(t: &etcd_client::proto::PbTxnRequest, out: &mut Vec<i64>) {
     }
 }
 
+/// How a txn that writes nothing may be read (etcd's `isTxnReadonly` / `isTxnSerializable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnReads {
+    /// It puts or deletes something: it goes through the log.
+    Writes,
+    /// Only ranges, at least one linearizable: a read barrier, then local evaluation.
+    Linearizable,
+    /// Only serializable ranges (or none): local evaluation.
+    Serializable,
+}
+
+/// Whether a txn writes, and if not how its reads may be served: serializable only when it has
+/// operations and every one is a serializable range (as etcd decides; a txn of compares alone,
+/// which etcd would also serve locally, is linearizable here), else linearizable.
+pub fn txn_reads(t: &etcd_client::proto::PbTxnRequest) -> TxnReads {
+    use etcd_client::proto::PbTxnOpRequest as Op;
+    let mut kind = TxnReads::Serializable;
+    let mut ops = 0;
+    for op in t.success.iter().chain(t.failure.iter()) {
+        ops += 1;
+        match &op.request {
+            Some(Op::RequestRange(r)) if r.serializable => {}
+            Some(Op::RequestRange(_)) | None => kind = TxnReads::Linearizable,
+            Some(Op::RequestTxn(inner)) => match txn_reads(inner) {
+                TxnReads::Writes => return TxnReads::Writes,
+                _ => kind = TxnReads::Linearizable,
+            },
+            Some(Op::RequestPut(_)) | Some(Op::RequestDeleteRange(_)) => return TxnReads::Writes,
+        }
+    }
+    if ops == 0 {
+        TxnReads::Linearizable
+    } else {
+        kind
+    }
+}
+
 /// True when a txn puts anything (in either branch, at any depth).
 pub fn txn_has_put(t: &etcd_client::proto::PbTxnRequest) -> bool {
     use etcd_client::proto::PbTxnOpRequest as Op;
@@ -456,5 +493,47 @@ mod tests {
             .unwrap();
         assert_eq!(got.kvs[0].value, b"v".to_vec());
         assert!(StateMachine::from_snapshot(b"garbage").is_err());
+    }
+
+    #[test]
+    fn read_only_txns_are_told_apart_from_writing_ones() {
+        use etcd_client::proto::{
+            PbDeleteRequest, PbTxnOpRequest as Op, PbTxnRequest, PbTxnRequestOp,
+        };
+        let op = |o: Op| PbTxnRequestOp { request: Some(o) };
+        let range = |serializable| {
+            op(Op::RequestRange(PbRangeRequest {
+                key: b"k".to_vec(),
+                serializable,
+                ..Default::default()
+            }))
+        };
+        let txn = |success: Vec<PbTxnRequestOp>, failure: Vec<PbTxnRequestOp>| PbTxnRequest {
+            success,
+            failure,
+            ..Default::default()
+        };
+        assert_eq!(txn_reads(&txn(vec![], vec![])), TxnReads::Linearizable);
+        assert_eq!(
+            txn_reads(&txn(vec![range(true)], vec![range(true)])),
+            TxnReads::Serializable
+        );
+        assert_eq!(
+            txn_reads(&txn(vec![range(true)], vec![range(false)])),
+            TxnReads::Linearizable
+        );
+        let nested_read = op(Op::RequestTxn(txn(vec![range(true)], vec![])));
+        assert_eq!(
+            txn_reads(&txn(vec![nested_read], vec![])),
+            TxnReads::Linearizable
+        );
+        let del = op(Op::RequestDeleteRange(PbDeleteRequest::default()));
+        let nested_write = op(Op::RequestTxn(txn(vec![], vec![del])));
+        assert_eq!(
+            txn_reads(&txn(vec![range(true)], vec![nested_write])),
+            TxnReads::Writes
+        );
+        let put = op(Op::RequestPut(PbPutRequest::default()));
+        assert_eq!(txn_reads(&txn(vec![], vec![put])), TxnReads::Writes);
     }
 }
