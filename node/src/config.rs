@@ -125,6 +125,10 @@ pub struct Flags {
     /// Largest number of operations in one transaction.
     #[arg(long, env = "METASTORE_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Most client requests and peer messages waiting for the Raft loop; past it clients get
+    /// "etcdserver: too many requests" and peer messages are dropped (Raft resends them).
+    #[arg(long, env = "METASTORE_MAX_RAFT_QUEUE", default_value_t = 10_000)]
+    pub max_raft_queue: usize,
     /// Time (ms) a client request may wait for Raft before it fails with "request timed out".
     #[arg(long, env = "METASTORE_REQUEST_TIMEOUT", default_value_t = 7_000)]
     pub request_timeout: u64,
@@ -219,6 +223,8 @@ pub struct Config {
     pub auto_compaction: crate::auto_compaction::AutoCompaction,
     /// Request size limit.
     pub max_request_bytes: usize,
+    /// Most client requests and peer messages waiting for the Raft loop.
+    pub max_raft_queue: usize,
     /// Txn operation limit.
     pub max_txn_ops: usize,
     /// Client request timeout.
@@ -497,6 +503,7 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_learners: self.max_learners,
+            max_raft_queue: self.max_raft_queue.max(1),
             quota_backend_bytes: if self.quota_backend_bytes == 0 {
                 2 * 1024 * 1024 * 1024
             } else {

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     /// Time to apply one batch of committed entries.
     pub apply_seconds: Histogram,
+    /// Client requests refused because `--max-raft-queue` were already waiting.
+    pub raft_queue_refused: IntCounter,
+    /// Peer messages dropped for the same reason (Raft resends them).
+    pub peer_messages_dropped: IntCounter,
     /// Snapshots saved by this member.
     pub snapshots_saved: IntCounter,
     /// Time to write one local snapshot (off the Raft thread).
@@ -134,6 +138,14 @@ impl Metrics {
             apply_seconds: histogram(
                 "metastore_apply_duration_seconds",
                 "Duration of applying one batch of committed entries.",
+            )?,
+            raft_queue_refused: counter(
+                "metastore_raft_queue_refused_total",
+                "Client requests refused with 'too many requests': --max-raft-queue were already waiting for the Raft loop.",
+            )?,
+            peer_messages_dropped: counter(
+                "metastore_peer_messages_dropped_total",
+                "Peer messages dropped because --max-raft-queue were already waiting for the Raft loop (Raft resends them).",
             )?,
             snapshots_saved: counter(
                 "metastore_snapshots_saved_total",

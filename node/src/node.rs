@@ -41,6 +41,54 @@ pub enum NodeError {
     /// The lease does not exist.
     #[error("etcdserver: requested lease not found")]
     KeyLeaseNotFound,
+    /// The Raft loop has `--max-raft-queue` requests waiting already.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+}
+
+/// Bounds what clients and peers can make wait for the Raft loop. Only their messages count
+/// (the loop's own reports bypass it, so the loop never waits on itself); the loop lets one out
+/// as it takes it.
+#[derive(Debug)]
+pub struct LoopQueue {
+    queued: AtomicU64,
+    limit: u64,
+}
+
+impl LoopQueue {
+    /// A queue admitting up to `limit` messages.
+    pub fn new(limit: usize) -> Self {
+        LoopQueue {
+            queued: AtomicU64::new(0),
+            limit: limit as u64,
+        }
+    }
+
+    /// Takes a place, or `false` when the queue is full.
+    pub fn try_enter(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    /// Gives a place back (never below zero: a driver may hand the loop messages directly).
+    pub fn leave(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Messages waiting now.
+    pub fn len(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Raft facts published by the loop for handlers and metrics.
@@ -62,6 +110,8 @@ pub struct RaftStatus {
 pub struct Shared {
     /// Validated configuration.
     pub config: Config,
+    /// What clients and peers have waiting for the Raft loop.
+    pub loop_queue: LoopQueue,
     /// The replicated state; written only by the Raft loop.
     pub state: RwLock<StateMachine>,
     /// Raft status; written only by the Raft loop.
@@ -111,9 +161,10 @@ impl Shared {
             stopping: AtomicBool::new(false),
             loop_heartbeat_ms: AtomicU64::new(0),
             started: Instant::now(),
-            config,
             removed: watch::channel(false).0,
             watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+            loop_queue: LoopQueue::new(config.max_raft_queue),
+            config,
         })
     }
 
@@ -246,6 +297,20 @@ pub enum LoopMsg {
     Shutdown,
 }
 
+impl LoopMsg {
+    /// True for messages from clients and peers, which count against [`LoopQueue`].
+    pub fn from_outside(&self) -> bool {
+        !matches!(
+            self,
+            LoopMsg::RemovedByPeer(_)
+                | LoopMsg::Unreachable(_)
+                | LoopMsg::SnapshotSent(..)
+                | LoopMsg::SnapshotWritten(_)
+                | LoopMsg::Shutdown
+        )
+    }
+}
+
 /// A lease's TTLs as the leader sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLeaseTtl {
@@ -314,9 +379,16 @@ impl NodeHandle {
         }
     }
 
-    /// Sends a message to the loop (used by the peer service too).
+    /// Sends a client's message to the loop, refused when `--max-raft-queue` already wait.
     pub fn send(&self, msg: LoopMsg) -> Result<(), NodeError> {
-        self.tx.send(msg).map_err(|_| NodeError::Stopped)
+        if !self.shared.loop_queue.try_enter() {
+            self.shared.metrics.raft_queue_refused.inc();
+            return Err(NodeError::TooManyRequests);
+        }
+        self.tx.send(msg).map_err(|_| {
+            self.shared.loop_queue.leave();
+            NodeError::Stopped
+        })
     }
 
     fn deadline(&self) -> Instant {

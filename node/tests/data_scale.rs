@@ -202,3 +202,60 @@ async fn sustained_writes_keep_the_data_dir_bounded_and_snapshots_restore() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_raft_queue_refuses_with_too_many_requests_and_the_member_keeps_serving() {
+    let flags: Vec<&str> = FAST
+        .iter()
+        .copied()
+        .chain(["--max-raft-queue", "1"])
+        .collect();
+    let c = Cluster::start(BIN, 1, &flags);
+    c.wait_ready(Duration::from_secs(30));
+    let url = c.members[0].client_url();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut cl = client(&url).await;
+            let (mut ok, mut refused) = (0, 0);
+            for i in 0..30 {
+                match cl.put(format!("w{w}/{i}"), "v", None).await {
+                    Ok(_) => ok += 1,
+                    Err(etcd_client::Error::GRpcStatus(s))
+                        if s.code() == tonic::Code::ResourceExhausted
+                            && s.message() == "etcdserver: too many requests" =>
+                    {
+                        refused += 1
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    assert!(refused > 0, "64 writers never filled a queue of 1");
+    assert!(ok > 0);
+    let counted = c.members[0]
+        .metric("metastore_raft_queue_refused_total")
+        .unwrap();
+    assert_eq!(counted as u64, refused, "every refusal is counted");
+    // Nothing refused was written, everything acknowledged was, and the member still serves.
+    let mut cl = client(&url).await;
+    let all = cl
+        .get("w", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .unwrap();
+    assert_eq!(all.count() as u64, ok);
+    cl.put("after", "yes", None).await.unwrap();
+    assert_eq!(
+        cl.get("after", None).await.unwrap().kvs()[0].value(),
+        b"yes"
+    );
+}

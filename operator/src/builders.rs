@@ -25,7 +25,9 @@ use crate::constants::{
     APP_NAME, CLIENT_PORT, DATA_VOLUME, HOSTNAME_TOPOLOGY_KEY, LABEL_INSTANCE, LABEL_MANAGED_BY,
     LABEL_NAME, METRICS_PORT, OPERATOR_NAME, PEER_PORT,
 };
-use crate::crd::{MetaStore, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION};
+use crate::crd::{
+    CompactionMode, MetaStore, MetaStoreSpec, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION,
+};
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/metastore";
 /// Unprivileged user of the node image.
@@ -221,7 +223,62 @@ pub fn member_args(ms: &MetaStore, bootstrapped: bool) -> Vec<String> {
     if let Some(d) = spec.lease_read.max_clock_drift {
         args.push(format!("--max-clock-drift={d}"));
     }
+    let mode = match spec.auto_compaction.mode {
+        CompactionMode::Periodic => "periodic",
+        CompactionMode::Revision => "revision",
+    };
+    args.push(format!("--auto-compaction-mode={mode}"));
+    args.push(format!(
+        "--auto-compaction-retention={}",
+        spec.auto_compaction.retention
+    ));
+    if let Some(quota) = quantity_bytes(&volume_size(spec)).map(quota_for_volume) {
+        args.push(format!("--quota-backend-bytes={quota}"));
+    }
     args
+}
+
+/// The volume size of each member (default 1Gi).
+pub fn volume_size(spec: &MetaStoreSpec) -> Quantity {
+    spec.storage
+        .size
+        .clone()
+        .unwrap_or_else(|| Quantity("1Gi".into()))
+}
+
+/// The space quota a volume of `bytes` can hold (docs/operations.md, "Disk"): a member's data
+/// dir peaks at about three snapshots of its state plus its log, so the quota is a quarter of
+/// the volume (256 MiB on the default 1 GiB volume).
+pub fn quota_for_volume(bytes: u64) -> u64 {
+    bytes / 4
+}
+
+/// Bytes of a Kubernetes quantity (`1Gi`, `500M`, `1e9`, `1073741824`); `None` for a malformed
+/// or fractional one.
+pub fn quantity_bytes(q: &Quantity) -> Option<u64> {
+    let s = q.0.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * mult;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -330,11 +387,7 @@ pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> Statef
         }),
         ..Default::default()
     };
-    let size = spec
-        .storage
-        .size
-        .clone()
-        .unwrap_or_else(|| Quantity("1Gi".into()));
+    let size = volume_size(spec);
     let pvc = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.into()),
@@ -445,6 +498,22 @@ mod tests {
             "--election-timeout=500",
             "--lease-read=false",
             "--max-clock-drift=0.2",
+            // Defaults: history compacted, quota a quarter of the default 1Gi volume.
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=5m",
+            "--quota-backend-bytes=268435456",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        let m = ms(
+            serde_json::json!({"replicas": 1, "storage": {"size": "8Gi"},
+            "autoCompaction": {"mode": "Revision", "retention": "10000"}}),
+        );
+        let args = member_args(&m, false);
+        for want in [
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=10000",
+            "--quota-backend-bytes=2147483648",
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
@@ -453,6 +522,24 @@ mod tests {
             .any(|a| a == "--initial-cluster-state=existing"));
         assert_eq!(peer_url(&m, 2), "http://demo-2.demo-peer.prod.svc:2380");
         assert_eq!(client_url(&m, 0), "http://demo-0.demo-peer.prod.svc:2379");
+    }
+
+    #[test]
+    fn quantities_parse_to_bytes() {
+        for (q, want) in [
+            ("1Gi", Some(1u64 << 30)),
+            ("512Mi", Some(512 << 20)),
+            ("1.5Gi", Some(3 << 29)),
+            ("500M", Some(500_000_000)),
+            ("2G", Some(2_000_000_000)),
+            ("1e9", Some(1_000_000_000)),
+            ("1073741824", Some(1 << 30)),
+            ("10Xi", None),
+            ("", None),
+            ("Gi", None),
+        ] {
+            assert_eq!(quantity_bytes(&Quantity(q.into())), want, "{q}");
+        }
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct MetaStoreSpec {
     /// Linearizable reads from a leader lease.
     #[serde(default)]
     pub lease_read: LeaseReadSpec,
+    /// Automatic compaction of the key history (default: keep 5 minutes, as the Kubernetes API
+    /// server does for its etcd). History is held in memory and counts against the quota.
+    #[serde(default)]
+    pub auto_compaction: AutoCompactionSpec,
     /// Raft heartbeat interval in ms (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 5000))]
@@ -150,6 +154,50 @@ impl Default for LeaseReadSpec {
         LeaseReadSpec {
             enabled: true,
             max_clock_drift: None,
+        }
+    }
+}
+
+/// How history is compacted (etcd's `--auto-compaction-mode` and `--auto-compaction-retention`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.mode != 'Revision' || self.retention.matches('^[0-9]+$')",
+    "message": "autoCompaction.retention must be a number of revisions in Revision mode"
+}]))]
+pub struct AutoCompactionSpec {
+    /// `Periodic` (keep a duration of history) or `Revision` (keep a number of revisions).
+    #[serde(default = "periodic")]
+    pub mode: CompactionMode,
+    /// Periodic: a duration (`90s`, `5m`, `1h`, or hours as a bare number); Revision: a count;
+    /// `0` turns automatic compaction off.
+    #[serde(default = "five_minutes")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$"))]
+    pub retention: String,
+}
+
+/// Compaction modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CompactionMode {
+    /// Keep a duration of history.
+    Periodic,
+    /// Keep a number of revisions.
+    Revision,
+}
+
+fn periodic() -> CompactionMode {
+    CompactionMode::Periodic
+}
+
+fn five_minutes() -> String {
+    "5m".into()
+}
+
+impl Default for AutoCompactionSpec {
+    fn default() -> Self {
+        AutoCompactionSpec {
+            mode: CompactionMode::Periodic,
+            retention: five_minutes(),
         }
     }
 }

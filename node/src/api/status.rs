@@ -31,6 +31,7 @@ pub fn node_status(e: &NodeError) -> Status {
         }
         NodeError::Membership(m) => membership_status(m),
         NodeError::KeyLeaseNotFound => Status::not_found(e.to_string()),
+        NodeError::TooManyRequests => Status::resource_exhausted(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
 }

@@ -344,6 +344,9 @@ impl RaftLoop {
 
     /// Handles one message; false means stop.
     fn handle(&mut self, m: LoopMsg) -> bool {
+        if m.from_outside() {
+            self.shared.loop_queue.leave();
+        }
         let go_on = self.dispatch(m);
         self.jitter.redraw(&mut self.raw, &mut self.rng);
         go_on

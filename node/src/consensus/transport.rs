@@ -425,9 +425,15 @@ impl PeerService {
     }
 
     fn deliver(&self, m: Message) -> Result<(), Status> {
-        self.raft
-            .send(LoopMsg::Step(Box::new(m)))
-            .map_err(|_| Status::unavailable("member is stopping"))
+        if !self.shared.loop_queue.try_enter() {
+            // Raft resends what a peer did not acknowledge.
+            self.shared.metrics.peer_messages_dropped.inc();
+            return Ok(());
+        }
+        self.raft.send(LoopMsg::Step(Box::new(m))).map_err(|_| {
+            self.shared.loop_queue.leave();
+            Status::unavailable("member is stopping")
+        })
     }
 }
 
@@ -505,9 +511,18 @@ impl Peer for PeerService {
             Ok(Ok(r)) => r,
             other => return Err(receive_failed(other)),
         };
+        if !self.shared.loop_queue.try_enter() {
+            self.shared.metrics.peer_messages_dropped.inc();
+            return Err(Status::resource_exhausted(
+                "etcdserver: too many requests waiting for the Raft loop",
+            ));
+        }
         self.raft
             .send(LoopMsg::StepSnapshot(Box::new(msg), Box::new(received)))
-            .map_err(|_| Status::unavailable("member is stopping"))?;
+            .map_err(|_| {
+                self.shared.loop_queue.leave();
+                Status::unavailable("member is stopping")
+            })?;
         Ok(Response::new(Ack {}))
     }
 
