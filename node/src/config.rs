@@ -129,6 +129,21 @@ pub struct Flags {
     /// "etcdserver: too many requests" and peer messages are dropped (Raft resends them).
     #[arg(long, env = "METASTORE_MAX_RAFT_QUEUE", default_value_t = 10_000)]
     pub max_raft_queue: usize,
+    /// Most concurrent HTTP/2 streams (requests and watch streams) per client connection
+    /// (etcd's flag; its default is unlimited).
+    #[arg(
+        long,
+        env = "METASTORE_MAX_CONCURRENT_STREAMS",
+        default_value_t = 10_000
+    )]
+    pub max_concurrent_streams: u32,
+    /// Most watchers on one watch stream; a create past it is canceled with a clear reason.
+    #[arg(
+        long,
+        env = "METASTORE_MAX_WATCHERS_PER_STREAM",
+        default_value_t = 10_000
+    )]
+    pub max_watchers_per_stream: usize,
     /// Time (ms) a client request may wait for Raft before it fails with "request timed out".
     #[arg(long, env = "METASTORE_REQUEST_TIMEOUT", default_value_t = 7_000)]
     pub request_timeout: u64,
@@ -225,6 +240,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most client requests and peer messages waiting for the Raft loop.
     pub max_raft_queue: usize,
+    /// Most watchers on one watch stream.
+    pub max_watchers_per_stream: usize,
+    /// Most concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
     /// Txn operation limit.
     pub max_txn_ops: usize,
     /// Client request timeout.
@@ -504,6 +523,8 @@ impl Flags {
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_learners: self.max_learners,
             max_raft_queue: self.max_raft_queue.max(1),
+            max_watchers_per_stream: self.max_watchers_per_stream.max(1),
+            max_concurrent_streams: self.max_concurrent_streams.max(1),
             quota_backend_bytes: if self.quota_backend_bytes == 0 {
                 2 * 1024 * 1024 * 1024
             } else {

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub raft_queue_refused: IntCounter,
     /// Peer messages dropped for the same reason (Raft resends them).
     pub peer_messages_dropped: IntCounter,
+    /// Watch creates refused because the stream had `--max-watchers-per-stream` watchers.
+    pub watchers_refused: IntCounter,
     /// Snapshots saved by this member.
     pub snapshots_saved: IntCounter,
     /// Time to write one local snapshot (off the Raft thread).
@@ -146,6 +148,10 @@ impl Metrics {
             peer_messages_dropped: counter(
                 "metastore_peer_messages_dropped_total",
                 "Peer messages dropped because --max-raft-queue were already waiting for the Raft loop (Raft resends them).",
+            )?,
+            watchers_refused: counter(
+                "metastore_watchers_refused_total",
+                "Watch creates canceled because the stream already had --max-watchers-per-stream watchers.",
             )?,
             snapshots_saved: counter(
                 "metastore_snapshots_saved_total",

@@ -146,6 +146,44 @@ pub struct WatchBatch {
 /// Applied revisions buffered for watch streams; a stream further behind catches up from history.
 pub const WATCH_BUFFER: usize = 4096;
 
+/// Most event bytes the buffered revisions hold together; past it a revision is published as a
+/// catch-up marker (no events) and watchers read it from history.
+pub const WATCH_BUFFER_BYTES: usize = 64 << 20;
+
+/// Keeps the revisions buffered for watch streams within [`WATCH_BUFFER_BYTES`]: it knows the
+/// sizes of the last [`WATCH_BUFFER`] batches published (what the broadcast ring holds).
+#[derive(Debug, Default)]
+pub struct WatchFeed {
+    sizes: std::collections::VecDeque<usize>,
+    bytes: usize,
+}
+
+impl WatchFeed {
+    /// The batch to publish for `batch`: itself, or a marker at its revision when its events
+    /// would take the ring past its byte budget.
+    pub fn admit(&mut self, batch: WatchBatch) -> Arc<WatchBatch> {
+        use prost::Message as _;
+        let size: usize = batch.events.iter().map(|e| e.encoded_len()).sum();
+        let (batch, size) = if self.bytes + size > WATCH_BUFFER_BYTES {
+            (
+                WatchBatch {
+                    revision: batch.revision,
+                    events: Vec::new(),
+                },
+                0,
+            )
+        } else {
+            (batch, size)
+        };
+        self.sizes.push_back(size);
+        self.bytes += size;
+        if self.sizes.len() > WATCH_BUFFER {
+            self.bytes -= self.sizes.pop_front().unwrap_or(0);
+        }
+        Arc::new(batch)
+    }
+}
+
 impl Shared {
     /// The shared state of a member whose data dir opened at `applied` with `state`.
     pub fn new(
@@ -576,4 +614,53 @@ pub enum ProposeError {
     /// It was applied and the state machine rejected it.
     #[error(transparent)]
     Apply(metastore_mvcc::MvccError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(revision: i64, value_bytes: usize) -> WatchBatch {
+        WatchBatch {
+            revision,
+            events: vec![etcd_client::proto::PbEvent {
+                kv: Some(etcd_client::proto::PbKeyValue {
+                    key: b"k".to_vec(),
+                    value: vec![0; value_bytes],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn the_watch_feed_turns_batches_past_its_byte_budget_into_markers() {
+        let mut feed = WatchFeed::default();
+        let big = WATCH_BUFFER_BYTES / 4;
+        let kept: Vec<bool> = (1..=6)
+            .map(|r| !feed.admit(batch(r, big)).events.is_empty())
+            .collect();
+        // Three fit (each a little over a quarter with its encoding), the rest become markers.
+        assert_eq!(kept, [true, true, true, false, false, false]);
+        // Once the ring has turned over, events flow again.
+        for r in 7..(7 + WATCH_BUFFER as i64) {
+            feed.admit(batch(r, 0));
+        }
+        assert!(!feed.admit(batch(9999, big)).events.is_empty());
+        assert_eq!(feed.admit(batch(10000, 10)).revision, 10000);
+    }
+
+    #[test]
+    fn the_loop_queue_admits_up_to_its_limit() {
+        let q = LoopQueue::new(2);
+        assert!(q.try_enter() && q.try_enter());
+        assert!(!q.try_enter());
+        q.leave();
+        assert!(q.try_enter());
+        for _ in 0..5 {
+            q.leave();
+        }
+        assert!(q.is_empty(), "never below zero");
+    }
 }

@@ -229,8 +229,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.watch_progress_interval,
         ));
         let stop = stopped(stop_rx.clone());
+        let max_streams = config.max_concurrent_streams;
         servers.spawn(async move {
             tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(max_streams))
                 .add_service(kv)
                 .add_service(admin)
                 .add_service(cluster)

@@ -259,3 +259,47 @@ async fn a_full_raft_queue_refuses_with_too_many_requests_and_the_member_keeps_s
         b"yes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_past_the_stream_limit_are_canceled_with_a_reason_and_the_rest_keep_working() {
+    let flags: Vec<&str> = FAST
+        .iter()
+        .copied()
+        .chain(["--max-watchers-per-stream", "3"])
+        .collect();
+    let c = Cluster::start(BIN, 1, &flags);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    let mut stream = cl.watch("a", None).await.unwrap();
+    for k in ["b", "c", "d"] {
+        stream.watch(k, None).await.unwrap();
+    }
+    let mut refused = Vec::new();
+    let mut created = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while created + refused.len() < 4 && Instant::now() < deadline {
+        let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await
+        else {
+            break;
+        };
+        if r.canceled() {
+            refused.push(r.cancel_reason().to_string());
+        } else if r.created() {
+            created += 1;
+        }
+    }
+    assert_eq!((created, refused.len()), (3, 1), "{refused:?}");
+    assert!(refused[0].contains("too many watchers"), "{refused:?}");
+    assert_eq!(
+        c.members[0].metric("metastore_watchers_refused_total"),
+        Some(1.0)
+    );
+    // The three admitted watchers still deliver.
+    cl.put("c", "1", None).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.events()[0].kv().unwrap().key(), b"c");
+}

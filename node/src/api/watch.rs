@@ -31,6 +31,16 @@ const PROGRESS_WATCH_ID: i64 = -1;
 const HISTORY_WINDOW: i64 = 1000;
 /// Responses queued per stream before its task waits for the client.
 const STREAM_QUEUE: usize = 128;
+/// Bytes of responses queued per stream before its task waits for the client (a response
+/// larger than this waits until the queue is empty).
+const STREAM_QUEUE_BYTES: usize = 8 << 20;
+
+/// A queued response and the share of the stream's byte budget it holds until the client
+/// takes it.
+type Queued = (
+    Result<PbWatchResponse, Status>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 /// One watcher of a stream.
 #[derive(Debug, Clone)]
@@ -105,7 +115,7 @@ impl PbWatchService for WatchService {
         &self,
         req: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (tx, rx) = mpsc::channel::<Queued>(STREAM_QUEUE);
         let stream = StreamTask {
             shared: self.shared.clone(),
             batches: self.shared.watch.subscribe(),
@@ -113,9 +123,11 @@ impl PbWatchService for WatchService {
             next_id: 0,
             tx,
             max_bytes: self.shared.config.max_request_bytes,
+            budget: Arc::new(tokio::sync::Semaphore::new(STREAM_QUEUE_BYTES)),
         };
         tokio::spawn(stream.run(req.into_inner(), self.progress_interval));
-        let stream: WatchStream = Box::pin(ReceiverStream::new(rx));
+        // The budget share goes back as the client takes each response.
+        let stream: WatchStream = Box::pin(ReceiverStream::new(rx).map(|(r, _share)| r));
         observed(&self.shared.metrics, "Watch", async { Ok(stream) }).await
     }
 }
@@ -125,8 +137,10 @@ struct StreamTask {
     batches: broadcast::Receiver<Arc<WatchBatch>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
-    tx: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    tx: mpsc::Sender<Queued>,
     max_bytes: usize,
+    /// Bytes of responses the stream may have queued ([`STREAM_QUEUE_BYTES`]).
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl StreamTask {
@@ -139,7 +153,11 @@ impl StreamTask {
     }
 
     async fn send(&self, r: PbWatchResponse) -> bool {
-        self.tx.send(Ok(r)).await.is_ok()
+        let size = r.encoded_len().clamp(1, STREAM_QUEUE_BYTES) as u32;
+        let Ok(share) = self.budget.clone().acquire_many_owned(size).await else {
+            return false;
+        };
+        self.tx.send((Ok(r), Some(share))).await.is_ok()
     }
 
     async fn run(mut self, mut requests: Streaming<PbWatchRequest>, progress: Duration) {
@@ -190,6 +208,23 @@ impl StreamTask {
                             canceled: true,
                             cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream"
                                 .into(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                let limit = self.shared.config.max_watchers_per_stream;
+                if self.watchers.len() >= limit {
+                    self.shared.metrics.watchers_refused.inc();
+                    return self
+                        .send(PbWatchResponse {
+                            header: self.header(current),
+                            watch_id: id,
+                            created: true,
+                            canceled: true,
+                            cancel_reason: format!(
+                                "metastore: too many watchers on this stream (limit {limit}, \
+                                 --max-watchers-per-stream)"
+                            ),
                             ..Default::default()
                         })
                         .await;

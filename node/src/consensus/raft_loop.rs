@@ -29,7 +29,7 @@ use crate::consensus::loop_env::{BackgroundJobs, ElectionJitter, LoopClocks, Loo
 use crate::consensus::read_queue::ReadQueue;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::ReceivedSnapshot;
-use crate::node::{LoopMsg, NodeError, Shared};
+use crate::node::{LoopMsg, NodeError, Shared, WatchFeed};
 use crate::raft_context::ProposalContext;
 use crate::read_lease::clock_guard::ClockGuard;
 use crate::read_lease::reads::{ReadLease, ReadLeaseEvent};
@@ -119,6 +119,8 @@ pub struct RaftLoop {
     received_snapshots: HashMap<(u64, u64), Box<ReceivedSnapshot>>,
     /// A failure found while handling a message, returned by the turn.
     failed: Option<LoopError>,
+    /// Keeps the revisions buffered for watchers within their byte budget.
+    watch_feed: WatchFeed,
 }
 
 impl RaftLoop {
@@ -184,6 +186,7 @@ impl RaftLoop {
             snapshot_in_flight: false,
             received_snapshots: HashMap::new(),
             failed: None,
+            watch_feed: WatchFeed::default(),
         };
         l.jitter.redraw(&mut l.raw, &mut l.rng);
         l.publish_status();

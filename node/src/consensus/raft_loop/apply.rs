@@ -2,7 +2,6 @@
 //! machine, configuration changes to Raft and the member list. The proposer of each entry is
 //! answered in one place ([`RaftLoop::answer_proposer`]).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use protobuf::Message as _;
@@ -27,7 +26,7 @@ struct Applied {
     /// This member was removed.
     removed_self: bool,
     /// Watch events, one batch per revision.
-    watch: Vec<Arc<WatchBatch>>,
+    watch: Vec<WatchBatch>,
 }
 
 impl RaftLoop {
@@ -118,10 +117,10 @@ impl RaftLoop {
             _ => {}
         }
         if !sm.events.is_empty() {
-            out.watch.push(Arc::new(WatchBatch {
+            out.watch.push(WatchBatch {
                 revision: sm.store.current_revision(),
                 events: std::mem::take(&mut sm.events),
-            }));
+            });
         }
         self.answer_proposer(&e.context, Ok(result));
     }
@@ -190,7 +189,7 @@ impl RaftLoop {
         self.shared.applied.send_replace(self.applied);
         for b in out.watch {
             // No receivers is fine: nobody watches.
-            let _ = self.shared.watch.send(b);
+            let _ = self.shared.watch.send(self.watch_feed.admit(b));
         }
         Ok(())
     }

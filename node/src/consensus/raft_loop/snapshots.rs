@@ -3,7 +3,6 @@
 //! is cloned here in O(1) (persistent maps), written by a background job, and the log is
 //! compacted behind it when the job reports back.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
@@ -52,10 +51,11 @@ impl RaftLoop {
         let old = std::mem::replace(&mut *self.shared.state.write(), sm);
         drop(old);
         // Watchers catch up from the new state's history.
-        let _ = self.shared.watch.send(Arc::new(WatchBatch {
+        let marker = self.watch_feed.admit(WatchBatch {
             revision,
             events: vec![],
-        }));
+        });
+        let _ = self.shared.watch.send(marker);
         self.applied = meta.index;
         self.snapshot_index = meta.index;
         self.conf_changed(meta.get_conf_state().clone());
