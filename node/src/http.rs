@@ -1,4 +1,6 @@
 //! HTTP endpoints on the metrics address: `/metrics`, `/health` (etcd's shape), `/livez`, `/readyz`.
+//! They answer from the moment the listener is bound: while the data dir is still loading
+//! (a large snapshot takes seconds), `/livez` says alive and the rest say "starting".
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,22 +12,33 @@ use axum::Router;
 
 use crate::node::Shared;
 
+/// The member the endpoints report on, once its data dir is open.
+pub type Member = Arc<std::sync::OnceLock<Arc<Shared>>>;
+
 /// The router serving the member's HTTP endpoints.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(member: Member) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(shared)
+        .with_state(member)
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> String {
-    s.metrics.render()
+const STARTING: (StatusCode, &str) = (StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+
+async fn metrics(State(m): State<Member>) -> String {
+    m.get().map(|s| s.metrics.render()).unwrap_or_default()
 }
 
 /// etcd's `/health`: `{"health":"true"}` when a leader is known.
-async fn health(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
+async fn health(State(m): State<Member>) -> (StatusCode, String) {
+    let Some(s) = m.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"health":"false","reason":"STARTING"}"#.into(),
+        );
+    };
     if s.has_leader() && !s.stopping.load(Ordering::Relaxed) {
         (StatusCode::OK, r#"{"health":"true","reason":""}"#.into())
     } else {
@@ -36,8 +49,11 @@ async fn health(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
     }
 }
 
-/// Alive while the Raft loop keeps going round.
-async fn livez(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+/// Alive while the data dir loads, then while the Raft loop keeps going round.
+async fn livez(State(m): State<Member>) -> (StatusCode, &'static str) {
+    let Some(s) = m.get() else {
+        return (StatusCode::OK, "ok (starting)\n");
+    };
     if s.loop_alive() {
         (StatusCode::OK, "ok\n")
     } else {
@@ -46,7 +62,10 @@ async fn livez(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
 }
 
 /// Ready to serve clients: a leader is known and the member is not stopping.
-async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+async fn readyz(State(m): State<Member>) -> (StatusCode, &'static str) {
+    let Some(s) = m.get() else {
+        return STARTING;
+    };
     if s.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
     } else if !s.has_leader() {

@@ -99,6 +99,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peer_listeners = bind_all("peers", &config.peer_addrs).await?;
     let metrics_listeners = bind_all("metrics", &config.metrics_addrs).await?;
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    // The HTTP endpoints answer from now on: /livez stays 200 while the data dir loads.
+    let member: crate::http::Member = Arc::default();
+    for l in metrics_listeners {
+        let app = crate::http::router(member.clone());
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .context("metrics server")
+        });
+    }
+
     let mut config = config;
     // Dial peers from our own advertised peer address when it is a literal local IP.
     let local_ip = config
@@ -195,12 +213,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the raft thread")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let _ = member.set(shared.clone());
     let node = NodeHandle::new(shared.clone(), tx.clone());
-    let mut servers = tokio::task::JoinSet::new();
     for l in peer_listeners {
         let svc = PeerServer::new(PeerService::new(
             tx.clone(),
@@ -243,16 +257,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .serve_with_incoming_shutdown(incoming(l), stop)
                 .await
                 .context("client server")
-        });
-    }
-    for l in metrics_listeners {
-        let app = crate::http::router(shared.clone());
-        let stop = stopped(stop_rx.clone());
-        servers.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .context("metrics server")
         });
     }
 

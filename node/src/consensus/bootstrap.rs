@@ -130,9 +130,15 @@ pub fn raft_config(cfg: &Config, id: u64, applied: u64) -> raft::Config {
         pre_vote: true,
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
+        // Committed entries reach the loop in bounded batches (a restart replaying a long log
+        // keeps heartbeating and answering between them).
+        max_committed_size_per_ready: MAX_APPLY_BATCH_BYTES,
         ..Default::default()
     }
 }
+
+/// Most entry bytes applied in one pass of the Raft loop.
+pub const MAX_APPLY_BATCH_BYTES: u64 = 16 << 20;
 
 /// Where a member keeps its snapshot files, under its data dir.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
