@@ -110,6 +110,14 @@ bench: deps
 	bash scripts/bench-scale.sh 16 2
 	bash scripts/bench-kv.sh 3 5 "1 16 64"
 	bash scripts/bench-reads.sh 5 "1 3 5" "1 64"
+	bash scripts/bench-data.sh
+
+## Data scale alone: 3 members of MetaStore, etcd 3.5.1 and etcd 3.7.3 each loaded with KEYS keys
+## of VALUE bytes (default 1 GiB), side by side.
+KEYS ?= 1048576
+VALUE ?= 1024
+bench-data: deps
+	bash scripts/bench-data.sh $(KEYS) $(VALUE)
 
 clean:
 	$(CARGO) clean

