@@ -215,7 +215,10 @@ async fn main() -> anyhow::Result<()> {
     let mut seeder = Client::connect([&endpoints[0]], None)
         .await
         .with_context(|| format!("connecting to {}", endpoints[0]))?;
-    if !matches!(args.workload, Workload::Put | Workload::Watch | Workload::Load) {
+    if !matches!(
+        args.workload,
+        Workload::Put | Workload::Watch | Workload::Load
+    ) {
         let value = vec![b'x'; args.value_size];
         for k in 0..args.key_count {
             seeder

@@ -3,6 +3,7 @@
 //! so every member applying the same requests ends in the same state.
 
 mod error;
+pub mod persist;
 mod range;
 mod store;
 mod txn;

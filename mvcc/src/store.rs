@@ -49,18 +49,23 @@ pub struct Applied<T> {
 /// The in-memory MVCC key space. Cloning it is O(1) (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Store {
+    #[serde(deserialize_with = "crate::persist::ord_map")]
     pub(crate) keys: OrdMap<Vec<u8>, Vec<Version>>,
     pub(crate) revision: i64,
     pub(crate) compacted: i64,
-    /// Key plus value bytes over every stored version, kept as writes and compactions happen
+    /// Bytes held for every stored version (see `version_bytes`), kept as writes and compactions happen
     /// (the quota check reads it on every write; recounting was O(history)).
     #[serde(skip)]
     size_bytes: u64,
 }
 
-/// Bytes one version of `key` accounts for in the quota.
+/// What one version costs in memory beyond its key and value bytes: the version itself (revisions,
+/// version, lease, the value's handle) and its share of the history vector and tree node.
+pub const VERSION_OVERHEAD_BYTES: u64 = 64;
+
+/// Bytes one version of `key` accounts for in the quota: what the member really holds for it.
 fn version_bytes(key: &[u8], v: &Version) -> u64 {
-    (key.len() + v.data.as_ref().map_or(0, |d| d.value.len())) as u64
+    (key.len() + v.data.as_ref().map_or(0, |d| d.value.len())) as u64 + VERSION_OVERHEAD_BYTES
 }
 
 impl Default for Store {
@@ -143,7 +148,7 @@ impl Store {
             .count()
     }
 
-    /// Sum of key and value bytes over every stored version.
+    /// Bytes held for every stored version: key, value and [`VERSION_OVERHEAD_BYTES`].
     pub fn approximate_size_bytes(&self) -> u64 {
         self.size_bytes
     }
@@ -221,7 +226,7 @@ impl Store {
         let mut events = Vec::with_capacity(live.len());
         for kv in &live {
             if let Some(h) = self.keys.get_mut(&kv.key) {
-                self.size_bytes += kv.key.len() as u64;
+                self.size_bytes += kv.key.len() as u64 + VERSION_OVERHEAD_BYTES;
                 h.push(Version {
                     main,
                     sub: *sub,
@@ -397,19 +402,19 @@ impl Store {
     }
 
     /// Rebuilds a key space from [`Store::to_snapshot`] output read as a stream.
-    pub fn read_snapshot(r: impl std::io::Read) -> Result<Store, MvccError> {
-        let mut s: Store =
-            bincode::deserialize_from(r).map_err(|e| MvccError::Snapshot(e.to_string()))?;
+    /// At most `limit` bytes are read; no length in the input is trusted beyond them.
+    pub fn read_snapshot(r: impl std::io::Read, limit: u64) -> Result<Store, MvccError> {
+        use bincode::Options;
+        let mut s: Store = crate::persist::options(limit)
+            .deserialize_from(r)
+            .map_err(|e| MvccError::Snapshot(e.to_string()))?;
         s.size_bytes = s.count_size_bytes();
         Ok(s)
     }
 
     /// Rebuilds a key space from [`Store::to_snapshot`] output.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
-        let mut s: Store =
-            bincode::deserialize(bytes).map_err(|e| MvccError::Snapshot(e.to_string()))?;
-        s.size_bytes = s.count_size_bytes();
-        Ok(s)
+        Self::read_snapshot(bytes, bytes.len() as u64)
     }
 }
 

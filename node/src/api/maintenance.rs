@@ -268,7 +268,7 @@ impl PbMaintenanceService for MaintenanceService {
         let sh = &self.node.shared;
         let me = sh.member_id();
         let status = sh.status.read().clone();
-        let size = sh.state.read().store.approximate_size_bytes() as i64;
+        let size = sh.state.read().held_bytes() as i64;
         let applied = *sh.applied.borrow();
         let r = Ok(PbStatusResponse {
             header: self.header(),

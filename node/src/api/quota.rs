@@ -9,10 +9,10 @@ use tonic::Status;
 use crate::api::status::mvcc_status;
 use crate::node::NodeHandle;
 use crate::replicated::command::Command;
-use crate::replicated::state_machine::ALARM_NOSPACE;
+use crate::replicated::state_machine::{StateMachine, ALARM_NOSPACE};
 
 /// Bytes a lease grant is charged against the quota.
-pub const LEASE_GRANT_BYTES: usize = 64;
+pub const LEASE_GRANT_BYTES: usize = StateMachine::LEASE_BYTES as usize;
 
 /// The quota of one member.
 #[derive(Clone)]
@@ -31,7 +31,7 @@ impl Quota {
     pub async fn admit(&self, adds: usize) -> Result<(), Status> {
         let node = &self.node;
         let quota = node.shared.config.quota_backend_bytes;
-        let size = node.shared.state.read().store.approximate_size_bytes();
+        let size = node.shared.state.read().held_bytes();
         if size + adds as u64 <= quota {
             return Ok(());
         }

@@ -278,7 +278,7 @@ pub fn open(
     let latest = snapshots.open_latest()?;
 
     let (state, applied) = match latest {
-        Some((meta, body)) => {
+        Some((meta, body, len)) => {
             if meta.index > log.hard_state().commit {
                 if raft::Storage::term(&log, meta.index).ok() == Some(meta.term) {
                     // A local snapshot of applied entries: the commit index is persisted lazily,
@@ -302,7 +302,7 @@ pub fn open(
             let index = meta.index;
             log.set_snapshot(meta);
             // Streamed from the file: the state is built once, never copied.
-            (StateMachine::read_snapshot(body)?, index)
+            (StateMachine::read_snapshot(body, len)?, index)
         }
         None => {
             if log.truncated_index() > 0 {

@@ -179,6 +179,9 @@ pub type SnapshotBody = BufReader<io::Take<fs::File>>;
 /// A snapshot body of either format, read as a stream.
 pub type BodyReader = Box<dyn Read + Send>;
 
+/// The newest snapshot: its metadata, its body and the body's length.
+pub type LatestSnapshot = (SnapshotMetadata, BodyReader, u64);
+
 /// A snapshot file's contents, by format.
 enum Opened {
     /// Metadata and a reader over the body (the checksum was verified).
@@ -368,15 +371,20 @@ impl SnapshotFiles {
         Ok(())
     }
 
-    /// The newest intact snapshot: its metadata and its body as a stream. Damaged files are
+    /// The newest intact snapshot: its metadata, its body as a stream and its length. Damaged files are
     /// skipped with a warning.
-    pub fn open_latest(&self) -> Result<Option<(SnapshotMetadata, BodyReader)>, SnapshotFileError> {
+    pub fn open_latest(&self) -> Result<Option<LatestSnapshot>, SnapshotFileError> {
         for p in self.list()?.iter().rev() {
             match open_file(p) {
-                Ok(Opened::Streamed(meta, body)) => return Ok(Some((meta, Box::new(body)))),
+                Ok(Opened::Streamed(meta, body)) => {
+                    let len = body.get_ref().limit();
+                    return Ok(Some((meta, Box::new(body), len)));
+                }
                 Ok(Opened::Legacy(mut snap)) => {
-                    let body = io::Cursor::new(snap.take_data().to_vec());
-                    return Ok(Some((snap.take_metadata(), Box::new(body))));
+                    let data = snap.take_data().to_vec();
+                    let len = data.len() as u64;
+                    let body = io::Cursor::new(data);
+                    return Ok(Some((snap.take_metadata(), Box::new(body), len)));
                 }
                 Err(e) => tracing::warn!("{e}; skipped"),
             }
@@ -444,7 +452,7 @@ mod tests {
             assert_eq!(size, body_of(i).len() as u64);
         }
         assert_eq!(files.list().unwrap().len(), KEEP);
-        let (m, body) = files.open_latest().unwrap().unwrap();
+        let (m, body, _) = files.open_latest().unwrap().unwrap();
         assert_eq!(m, meta(15));
         assert_eq!(read_all(body), body_of(15));
         let (body, len) = files.open_body(&meta(10)).unwrap().unwrap();
@@ -456,7 +464,7 @@ mod tests {
         let mut bytes = fs::read(&newest).unwrap();
         bytes[100] ^= 0xff;
         fs::write(&newest, bytes).unwrap();
-        let (m, _) = files.open_latest().unwrap().unwrap();
+        let (m, _, _) = files.open_latest().unwrap().unwrap();
         assert_eq!(m.index, 10);
         // A truncated file is refused too.
         let prev = files.list().unwrap().remove(0);
@@ -480,7 +488,8 @@ mod tests {
         )
         .unwrap();
         let files = SnapshotFiles::open(dir.path()).unwrap();
-        let (m, body) = files.open_latest().unwrap().unwrap();
+        let (m, body, len) = files.open_latest().unwrap().unwrap();
+        assert_eq!(len, body_of(7).len() as u64);
         assert_eq!(m, meta(7));
         assert_eq!(read_all(body), body_of(7));
     }

@@ -55,7 +55,9 @@ pub fn receive(
         reason: e.to_string(),
     })?;
     let file = w.finish()?;
-    let state = StateMachine::read_snapshot(file.body()?).map_err(|e| SnapshotFileError::Body {
+    let body = file.body()?;
+    let len = body.get_ref().limit();
+    let state = StateMachine::read_snapshot(body, len).map_err(|e| SnapshotFileError::Body {
         path: "received snapshot".into(),
         reason: e.to_string(),
     })?;
@@ -146,7 +148,7 @@ mod tests {
         assert_eq!(got.state.store, sm.store);
         assert_eq!(got.state.members, sm.members);
         files.adopt(got.file, &meta()).unwrap();
-        let (m, _) = files.open_latest().unwrap().unwrap();
+        let (m, _, _) = files.open_latest().unwrap().unwrap();
         assert_eq!(m, meta());
         let err = receive(&files, &meta(), body.as_slice(), 1000).unwrap_err();
         assert!(matches!(err, SnapshotFileError::TooLarge { .. }), "{err}");

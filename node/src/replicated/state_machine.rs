@@ -18,6 +18,7 @@ pub struct KeyLeaseRecord {
     /// Granted TTL in seconds.
     pub ttl: i64,
     /// Keys whose current version is attached to the lease.
+    #[serde(deserialize_with = "metastore_mvcc::persist::ord_set")]
     pub keys: imbl::OrdSet<Vec<u8>>,
 }
 
@@ -157,6 +158,7 @@ struct SnapshotTail {
     cluster_id: u64,
     members: BTreeMap<u64, Member>,
     removed: BTreeSet<u64>,
+    #[serde(deserialize_with = "metastore_mvcc::persist::ord_map")]
     leases: LeaseTable,
     alarms: BTreeSet<(u64, i32)>,
 }
@@ -179,6 +181,15 @@ impl StateMachine {
             alarms: BTreeSet::new(),
             proposers: BTreeMap::new(),
         }
+    }
+
+    /// Bytes held for one lease (its record and its place in the table).
+    pub const LEASE_BYTES: u64 = 64;
+
+    /// What the member holds for the replicated state, as the quota counts it: every version of
+    /// every key (key, value, overhead) and every lease.
+    pub fn held_bytes(&self) -> u64 {
+        self.store.approximate_size_bytes() + self.leases.len() as u64 * Self::LEASE_BYTES
     }
 
     /// True while the NOSPACE alarm is active: writes that add data are refused.
@@ -376,34 +387,44 @@ impl StateMachine {
         w.flush().map_err(|e| SnapshotError(e.to_string()))
     }
 
-    /// Rebuilds the state from a snapshot body read as a stream ([`Self::write_snapshot`]'s
-    /// output, or a snapshot of the first format).
-    pub fn read_snapshot(mut r: impl Read) -> Result<Self, SnapshotError> {
+    /// Rebuilds the state from a snapshot body of `len` bytes read as a stream
+    /// ([`Self::write_snapshot`]'s output, or a snapshot of the first format). No length inside
+    /// the body is trusted beyond `len`.
+    pub fn read_snapshot(mut r: impl Read, len: u64) -> Result<Self, SnapshotError> {
+        use bincode::Options as _;
         let err = |e: bincode::Error| SnapshotError(e.to_string());
-        let mut len = [0u8; 8];
-        r.read_exact(&mut len)
+        let mut prefix = [0u8; 8];
+        r.read_exact(&mut prefix)
             .map_err(|e| SnapshotError(format!("key space length: {e}")))?;
-        let len = u64::from_le_bytes(len);
-        let mut store_bytes = (&mut r).take(len);
-        let store =
-            Store::read_snapshot(&mut store_bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        let store_len = u64::from_le_bytes(prefix);
+        let rest = len.saturating_sub(8);
+        if store_len > rest {
+            return Err(SnapshotError(format!(
+                "key space of {store_len} bytes in a body of {len}"
+            )));
+        }
+        let mut store_bytes = (&mut r).take(store_len);
+        let store = Store::read_snapshot(&mut store_bytes, store_len)
+            .map_err(|e| SnapshotError(e.to_string()))?;
         if store_bytes.limit() != 0 {
             return Err(SnapshotError(format!(
                 "key space shorter than its length prefix by {} bytes",
                 store_bytes.limit()
             )));
         }
-        let tail: SnapshotTail = bincode::deserialize_from(&mut r).map_err(err)?;
+        let opts = metastore_mvcc::persist::options(rest - store_len);
+        let tail: SnapshotTail = opts.deserialize_from(&mut r).map_err(err)?;
         // Snapshots of the first format end here.
-        let proposers = match bincode::deserialize_from(&mut r) {
-            Ok(p) => p,
-            Err(e) => match *e {
-                bincode::ErrorKind::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
-                    BTreeMap::new()
-                }
-                _ => return Err(err(e)),
-            },
-        };
+        let proposers =
+            match metastore_mvcc::persist::options(rest - store_len).deserialize_from(&mut r) {
+                Ok(p) => p,
+                Err(e) => match *e {
+                    bincode::ErrorKind::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                        BTreeMap::new()
+                    }
+                    _ => return Err(err(e)),
+                },
+            };
         Ok(StateMachine {
             store,
             cluster_id: tail.cluster_id,
@@ -425,7 +446,7 @@ impl StateMachine {
 
     /// [`Self::read_snapshot`] from memory.
     pub fn from_snapshot(data: &[u8]) -> Result<Self, SnapshotError> {
-        Self::read_snapshot(data)
+        Self::read_snapshot(data, data.len() as u64)
     }
 }
 
@@ -535,5 +556,33 @@ mod tests {
         );
         let put = op(Op::RequestPut(PbPutRequest::default()));
         assert_eq!(txn_reads(&txn(vec![], vec![put])), TxnReads::Writes);
+    }
+
+    #[test]
+    fn damaged_or_hostile_snapshots_are_refused_without_panicking() {
+        let mut sm = StateMachine::bootstrap(1, BTreeMap::new());
+        sm.apply(Command::Put(PbPutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .unwrap();
+        let good = sm.to_snapshot().unwrap();
+        assert_eq!(StateMachine::from_snapshot(&good).unwrap().store, sm.store);
+        // Lengths that claim more than there is: refused, nothing preallocated.
+        for bad in [
+            b"nonsense".to_vec(),
+            b"nonsensenonsensenonsense".to_vec(),
+            [&8u64.to_le_bytes()[..], &u64::MAX.to_le_bytes()[..]].concat(),
+            [&good[..8], &u64::MAX.to_le_bytes()[..], &good[16..]].concat(),
+            good[..good.len() / 2].to_vec(),
+        ] {
+            assert!(StateMachine::from_snapshot(&bad).is_err(), "{bad:?}");
+        }
+        // Every truncation of a good snapshot is refused too (or, at the very end, read as a
+        // snapshot of the first format, which has no proposal windows).
+        for cut in 0..good.len() {
+            let _ = StateMachine::from_snapshot(&good[..cut]);
+        }
     }
 }
