@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scaling under load, MetaStore and a real etcd 3.5.1 with the same procedure: one member serving
+# Scaling under load, MetaStore, etcd 3.5.1 and etcd 3.7.3 (scripts/etcd-latest.sh) with the same
+# procedure: one member serving
 # a mixed load (metastore-bench, 90 % linearizable gets / 10 % puts), then 1 -> 3 (etcdctl member
 # add --learner, start the member, promote it as soon as the leader allows) and 3 -> 1 (etcdctl
 # member remove, stop the member), timing each direction and counting the load's errors.
@@ -9,7 +10,6 @@ cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 CLIENTS=${1:-16}; ROUNDS=${2:-2}
 bench_build
-ETCD_BIN=$(bash scripts/etcd-server.sh | tail -1)
 RESULTS=$(mktemp)
 
 now_ms() { date +%s%3N; }
@@ -17,7 +17,7 @@ now_ms() { date +%s%3N; }
 # start_member SYSTEM I INITIAL_CLUSTER STATE
 start_member() {
   local sys=$1 i=$2 ic=$3 state=$4 bin extra=()
-  if [ "$sys" = metastore ]; then bin=$NODE; extra=(--log-level warn); else bin=$ETCD_BIN; extra=(--log-level error); fi
+  if [ "$sys" = metastore ]; then bin=$NODE; extra=(--log-level warn); else bin=$(etcd_bin "$sys"); extra=(--log-level error); fi
   "$bin" --name "m$i" --data-dir "$WORK/m$i" --initial-cluster "$ic" --initial-cluster-state "$state" \
     --listen-client-urls "http://$NET.$i:2379" --advertise-client-urls "http://$NET.$i:2379" \
     --listen-peer-urls "http://$NET.$i:2380" --initial-advertise-peer-urls "http://$NET.$i:2380" \
@@ -91,7 +91,11 @@ scale_round() { # system round
 }
 
 for r in $(seq 1 "$ROUNDS"); do
-  if [ $((r % 2)) -eq 1 ]; then order="metastore etcd"; else order="etcd metastore"; fi
+  case $((r % 3)) in
+    1) order="metastore etcd etcd37" ;;
+    2) order="etcd etcd37 metastore" ;;
+    *) order="etcd37 metastore etcd" ;;
+  esac
   for sys in $order; do scale_round "$sys" "$r"; done
 done
 
@@ -102,7 +106,7 @@ print("|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     s, r, up, down, refused, js = line.split(" ", 5)
     j = json.loads(js)
-    name = "MetaStore" if s == "metastore" else "etcd"
+    name = {"metastore": "MetaStore", "etcd": "etcd 3.5.1", "etcd37": "etcd 3.7.3"}[s]
     print(f'| {name} | {r} | {up} | {down} | {refused} | {j["ops_per_sec"]:.0f} | {j["errors"]} | {j["p99_us"]/1000:.2f} |')
 PY
 rm -f "$RESULTS"
