@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Scaling under load, MetaStore, etcd 3.5.1 and etcd 3.7.3 (scripts/etcd-latest.sh) with the same
-# procedure: one member serving
-# a mixed load (metastore-bench, 90 % linearizable gets / 10 % puts), then 1 -> 3 (etcdctl member
-# add --learner, start the member, promote it as soon as the leader allows) and 3 -> 1 (etcdctl
-# member remove, stop the member), timing each direction and counting the load's errors.
+# procedure: one member serving a mixed load (metastore-bench, 90 % linearizable gets / 10 % puts),
+# then 1 -> 3 (etcdctl member add --learner, start the member, promote it as soon as the leader
+# allows) and 3 -> 1 (etcdctl member remove, stop the member), timing each direction and counting
+# the load's errors.
 # Usage: scripts/bench-scale.sh [clients=16] [rounds=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
