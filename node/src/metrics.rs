@@ -39,6 +39,8 @@ pub struct Metrics {
     pub peer_messages_dropped: IntCounter,
     /// Watch creates refused because the stream had `--max-watchers-per-stream` watchers.
     pub watchers_refused: IntCounter,
+    /// Snapshots from peers refused: over the size limit, or one already being received.
+    pub snapshots_refused: IntCounter,
     /// Snapshots saved by this member.
     pub snapshots_saved: IntCounter,
     /// Time to write one local snapshot (off the Raft thread).
@@ -152,6 +154,10 @@ impl Metrics {
             watchers_refused: counter(
                 "metastore_watchers_refused_total",
                 "Watch creates canceled because the stream already had --max-watchers-per-stream watchers.",
+            )?,
+            snapshots_refused: counter(
+                "metastore_snapshots_refused_total",
+                "Snapshots from peers refused: larger than 2 x quota + 256 MiB, or another one was being received.",
             )?,
             snapshots_saved: counter(
                 "metastore_snapshots_saved_total",

@@ -475,11 +475,10 @@ impl Peer for PeerService {
         if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != self.shared.member_id() {
             return Err(Status::invalid_argument("not a snapshot for this member"));
         }
-        let _one_at_a_time = self
-            .receiving
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("already receiving a snapshot"))?;
+        let _one_at_a_time = self.receiving.clone().try_acquire_owned().map_err(|_| {
+            self.shared.metrics.snapshots_refused.inc();
+            Status::resource_exhausted("already receiving a snapshot")
+        })?;
         msg.mut_snapshot().clear_data();
         let meta = msg.get_snapshot().get_metadata().clone();
         let limit = max_snapshot_bytes(self.shared.config.quota_backend_bytes);
@@ -489,8 +488,15 @@ impl Peer for PeerService {
         let writer = tokio::task::spawn_blocking(move || {
             snapshot_transfer::receive(&files, &meta, ChunkReader::new(rx), limit)
         });
+        let failed = |r| {
+            let status = receive_failed(r);
+            if status.code() == tonic::Code::ResourceExhausted {
+                self.shared.metrics.snapshots_refused.inc();
+            }
+            status
+        };
         if !first.data.is_empty() && tx.send(first.data).await.is_err() {
-            return Err(receive_failed(writer.await));
+            return Err(failed(writer.await));
         }
         while let Some(chunk) = s.next().await {
             let chunk = match chunk {
@@ -503,13 +509,13 @@ impl Peer for PeerService {
                 }
             };
             if tx.send(chunk.data).await.is_err() {
-                return Err(receive_failed(writer.await));
+                return Err(failed(writer.await));
             }
         }
         drop(tx);
         let received = match writer.await {
             Ok(Ok(r)) => r,
-            other => return Err(receive_failed(other)),
+            other => return Err(failed(other)),
         };
         if !self.shared.loop_queue.try_enter() {
             self.shared.metrics.peer_messages_dropped.inc();
