@@ -15,13 +15,7 @@ if [ -x "$BIN" ]; then
   echo "$BIN"
   exit 0
 fi
-command -v go >/dev/null || { log "go not found"; exit 1; }
-export GOTOOLCHAIN=local
-export GOPATH="$CACHE/go"
-export GOMODCACHE="$CACHE/go/pkg/mod"
-export GOCACHE="$CACHE/go-build"
-export GOFLAGS="-buildvcs=false"
-export CGO_ENABLED=0
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 mod="$ROOT/mod"
 mkdir -p "$mod" "$ROOT/bin"

@@ -56,14 +56,8 @@ build_k8s() {
   if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
     return 0
   fi
-  command -v go >/dev/null || { log "go not found"; exit 1; }
-
-  export GOTOOLCHAIN=local
-  export GOPATH="$CACHE/go"
-  export GOMODCACHE="$CACHE/go/pkg/mod"
-  export GOCACHE="$CACHE/go-build"
-  export GOFLAGS="-buildvcs=false"
-  export CGO_ENABLED=0 # upstream builds these two statically as well
+  # Upstream builds these two statically as well.
+  source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
   local mod="$ROOT/mod"
   mkdir -p "$mod"

@@ -152,6 +152,19 @@ impl StreamTask {
         self.shared.state.read().store.current_revision()
     }
 
+    /// Answers a create that is refused: created and canceled at once, with the reason.
+    async fn refuse_create(&self, id: i64, current: i64, reason: String) -> bool {
+        self.send(PbWatchResponse {
+            header: self.header(current),
+            watch_id: id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn send(&self, r: PbWatchResponse) -> bool {
         let size = r.encoded_len().clamp(1, STREAM_QUEUE_BYTES) as u32;
         let Ok(share) = self.budget.clone().acquire_many_owned(size).await else {
@@ -200,34 +213,17 @@ impl StreamTask {
                     id = self.next_id;
                     self.next_id += 1;
                 } else if self.watchers.contains_key(&id) {
-                    return self
-                        .send(PbWatchResponse {
-                            header: self.header(current),
-                            watch_id: id,
-                            created: true,
-                            canceled: true,
-                            cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream"
-                                .into(),
-                            ..Default::default()
-                        })
-                        .await;
+                    let reason = "mvcc: duplicate watch ID provided on the WatchStream";
+                    return self.refuse_create(id, current, reason.into()).await;
                 }
                 let limit = self.shared.config.max_watchers_per_stream;
                 if self.watchers.len() >= limit {
                     self.shared.metrics.watchers_refused.inc();
-                    return self
-                        .send(PbWatchResponse {
-                            header: self.header(current),
-                            watch_id: id,
-                            created: true,
-                            canceled: true,
-                            cancel_reason: format!(
-                                "metastore: too many watchers on this stream (limit {limit}, \
-                                 --max-watchers-per-stream)"
-                            ),
-                            ..Default::default()
-                        })
-                        .await;
+                    let reason = format!(
+                        "metastore: too many watchers on this stream (limit {limit}, \
+                         --max-watchers-per-stream)"
+                    );
+                    return self.refuse_create(id, current, reason).await;
                 }
                 let w = Watcher {
                     key: c.key,
