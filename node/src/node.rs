@@ -323,7 +323,7 @@ pub enum LoopMsg {
     /// A snapshot of the local state was written off the Raft thread (or failed).
     SnapshotWritten(
         Result<
-            crate::consensus::raft_loop::SnapshotWritten,
+            crate::consensus::snapshot_files::SnapshotWritten,
             crate::consensus::snapshot_files::SnapshotFileError,
         >,
     ),

@@ -67,8 +67,6 @@ pub enum LoopError {
     },
 }
 
-pub use snapshots::SnapshotWritten;
-
 type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
 
 /// The Raft loop's state.

@@ -51,6 +51,17 @@ pub enum SnapshotFileError {
     },
 }
 
+/// A local snapshot, durable on disk (what the background job reports to the Raft loop).
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    /// What it covers.
+    pub meta: SnapshotMetadata,
+    /// Size of its body.
+    pub bytes: u64,
+    /// How long writing it took (off the Raft thread).
+    pub took: std::time::Duration,
+}
+
 /// The directory holding this member's snapshots. Cheap to clone (it is a path).
 #[derive(Debug, Clone)]
 pub struct SnapshotFiles {

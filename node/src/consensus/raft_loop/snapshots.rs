@@ -3,25 +3,14 @@
 //! is cloned here in O(1) (persistent maps), written by a background job, and the log is
 //! compacted behind it when the job reports back.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use super::{LoopError, RaftLoop};
-use crate::consensus::snapshot_files::SnapshotFileError;
+use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotWritten};
 use crate::node::{LoopMsg, WatchBatch};
 use crate::replicated::member::peer_urls;
-
-/// A local snapshot, durable on disk.
-#[derive(Debug)]
-pub struct SnapshotWritten {
-    /// What it covers.
-    pub meta: SnapshotMetadata,
-    /// Size of its body.
-    pub bytes: u64,
-    /// How long writing it took (off the Raft thread).
-    pub took: Duration,
-}
 
 impl RaftLoop {
     /// Replaces the state with a snapshot a peer sent, which Raft accepted.
