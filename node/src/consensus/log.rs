@@ -53,6 +53,18 @@ impl LogLimits {
     }
 }
 
+/// Reclaims the log's compacted files; safe to run beside the Raft loop's writes.
+#[derive(Clone)]
+pub struct LogPurger(Arc<Engine>);
+
+impl LogPurger {
+    /// Deletes whole files of compacted entries once the log passes its purge threshold.
+    pub fn purge(&self) -> Result<(), LogError> {
+        self.0.purge_expired_files()?;
+        Ok(())
+    }
+}
+
 /// Errors of the durable log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -235,9 +247,14 @@ impl RaftLog {
         self.engine.write(&mut lb, true)?;
         self.truncated_index = compact_to;
         self.truncated_term = term;
-        // Reclaim whole files of compacted entries.
-        self.engine.purge_expired_files()?;
         Ok(())
+    }
+
+    /// What reclaims whole files of compacted entries: raft-engine rewrites the few live entries
+    /// in them, work proportional to the purge threshold, so the Raft loop hands it to a
+    /// background job instead of doing it after each compaction.
+    pub fn purger(&self) -> LogPurger {
+        LogPurger(self.engine.clone())
     }
 
     /// True (once) when Raft asked for a snapshot the stored one could not serve.
@@ -522,6 +539,7 @@ mod tests {
         snap.index = 235;
         snap.term = 1;
         log.install_snapshot(snap, 230).unwrap();
+        log.purger().purge().unwrap();
         // What stays: the live tail, the files not yet over the threshold, and up to 1.5 x the
         // threshold of purged files raft-engine keeps to recycle (files overshoot their target
         // by up to one batch). Without the limits (raft-engine's 10 GiB default) all 24 MiB stay.

@@ -112,6 +112,8 @@ pub struct RaftLoop {
     loopback: crossbeam_channel::Sender<LoopMsg>,
     /// A local snapshot is being written.
     snapshot_in_flight: bool,
+    /// The log's compacted files are being reclaimed.
+    purge_in_flight: Arc<std::sync::atomic::AtomicBool>,
     /// Snapshots received from peers in this drain, ready to install, by (index, term); dropped
     /// at the end of the turn unless Raft accepted one.
     received_snapshots: HashMap<(u64, u64), Box<ReceivedSnapshot>>,
@@ -182,6 +184,7 @@ impl RaftLoop {
             jobs,
             loopback,
             snapshot_in_flight: false,
+            purge_in_flight: Arc::default(),
             received_snapshots: HashMap::new(),
             failed: None,
             watch_feed: WatchFeed::default(),

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use protobuf::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
-/// How many snapshot files survive pruning (the newest, plus one in case it is damaged).
-const KEEP: usize = 2;
+/// How many snapshot files survive pruning: only the newest. An older one could not restore the
+/// member anyway (the log is compacted behind the newest), and each copy costs the whole state
+/// on disk.
+const KEEP: usize = 1;
 
 /// First bytes of a snapshot file of the streamed format.
 const MAGIC: &[u8; 8] = b"MSSNAP02";
@@ -466,22 +468,21 @@ mod tests {
         let (m, body, _) = files.open_latest().unwrap().unwrap();
         assert_eq!(m, meta(15));
         assert_eq!(read_all(body), body_of(15));
-        let (body, len) = files.open_body(&meta(10)).unwrap().unwrap();
-        assert_eq!(len, body_of(10).len() as u64);
-        assert_eq!(read_all(body), body_of(10));
-        assert!(files.open_body(&meta(5)).unwrap().is_none(), "pruned");
-        // Damage the newest: the previous one is used.
+        let (body, len) = files.open_body(&meta(15)).unwrap().unwrap();
+        assert_eq!(len, body_of(15).len() as u64);
+        assert_eq!(read_all(body), body_of(15));
+        assert!(files.open_body(&meta(10)).unwrap().is_none(), "pruned");
+        // A damaged file is skipped (with a warning), and so is a truncated one.
         let newest = files.list().unwrap().pop().unwrap();
-        let mut bytes = fs::read(&newest).unwrap();
-        bytes[100] ^= 0xff;
-        fs::write(&newest, bytes).unwrap();
-        let (m, _, _) = files.open_latest().unwrap().unwrap();
-        assert_eq!(m.index, 10);
-        // A truncated file is refused too.
-        let prev = files.list().unwrap().remove(0);
-        let bytes = fs::read(&prev).unwrap();
-        fs::write(&prev, &bytes[..bytes.len() - 10]).unwrap();
+        let bytes = fs::read(&newest).unwrap();
+        let mut damaged = bytes.clone();
+        damaged[100] ^= 0xff;
+        fs::write(&newest, damaged).unwrap();
         assert!(files.open_latest().unwrap().is_none());
+        fs::write(&newest, &bytes[..bytes.len() - 10]).unwrap();
+        assert!(files.open_latest().unwrap().is_none());
+        fs::write(&newest, &bytes).unwrap();
+        assert_eq!(files.open_latest().unwrap().unwrap().0, meta(15));
     }
 
     #[test]

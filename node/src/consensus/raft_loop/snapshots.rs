@@ -119,6 +119,7 @@ impl RaftLoop {
         let compact_to = index.saturating_sub(self.shared.config.snapshot_catchup_entries);
         self.raw.mut_store().install_snapshot(w.meta, compact_to)?;
         self.snapshot_index = index;
+        self.purge_log();
         let m = &self.shared.metrics;
         m.snapshots_saved.inc();
         m.snapshot_write_seconds.observe(w.took.as_secs_f64());
@@ -130,5 +131,27 @@ impl RaftLoop {
             "saved snapshot"
         );
         Ok(())
+    }
+
+    /// Reclaims the log's compacted files in a background job, one at a time.
+    fn purge_log(&mut self) {
+        if self
+            .purge_in_flight
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let purger = self.raw.store().purger();
+        let in_flight = self.purge_in_flight.clone();
+        self.jobs.spawn(
+            "log-purge",
+            Box::new(move || {
+                if let Err(e) = purger.purge() {
+                    // The disk is not reclaimed this time; the next compaction tries again.
+                    tracing::warn!("reclaiming compacted log files failed: {e}");
+                }
+                in_flight.store(false, std::sync::atomic::Ordering::Release);
+            }),
+        );
     }
 }
