@@ -247,7 +247,7 @@ pub fn volume_size(spec: &MetaStoreSpec) -> Quantity {
 }
 
 /// The space quota a volume of `bytes` can hold (docs/operations.md, "Disk"): a member's data
-/// dir peaks at about three snapshots of its state plus its log, so the quota is a quarter of
+/// dir peaks at about two snapshots of its state plus its log, so the quota is a quarter of
 /// the volume (256 MiB on the default 1 GiB volume).
 pub fn quota_for_volume(bytes: u64) -> u64 {
     bytes / 4
