@@ -50,6 +50,9 @@ pub struct Metrics {
     pub raft_loop_turn_seconds: Histogram,
     /// The longest pass of the Raft loop since the member started, in milliseconds.
     pub raft_loop_longest_pause_ms: IntGauge,
+    /// The most CPU time one pass of the Raft loop used, in milliseconds (a pause far longer
+    /// than this was spent waiting for the disk or a core).
+    pub raft_loop_longest_cpu_ms: IntGauge,
     /// Snapshots received from the leader and installed.
     pub snapshots_installed: IntCounter,
     /// Client gRPC requests by method and gRPC code.
@@ -174,6 +177,10 @@ impl Metrics {
             raft_loop_longest_pause_ms: gauge(
                 "metastore_raft_loop_longest_pause_milliseconds",
                 "Longest pass of the Raft loop since the member started.",
+            )?,
+            raft_loop_longest_cpu_ms: gauge(
+                "metastore_raft_loop_longest_cpu_milliseconds",
+                "Most CPU time one pass of the Raft loop used since the member started (a longer pause waited for the disk or a core).",
             )?,
             snapshots_installed: counter(
                 "metastore_snapshots_installed_total",

@@ -112,6 +112,8 @@ pub struct RaftLoop {
     loopback: crossbeam_channel::Sender<LoopMsg>,
     /// A local snapshot is being written.
     snapshot_in_flight: bool,
+    /// Bytes of entries applied since the last snapshot was started.
+    applied_bytes_since_snapshot: u64,
     /// The log's compacted files are being reclaimed.
     purge_in_flight: Arc<std::sync::atomic::AtomicBool>,
     /// Snapshots received from peers in this drain, ready to install, by (index, term); dropped
@@ -184,6 +186,7 @@ impl RaftLoop {
             jobs,
             loopback,
             snapshot_in_flight: false,
+            applied_bytes_since_snapshot: 0,
             purge_in_flight: Arc::default(),
             received_snapshots: HashMap::new(),
             failed: None,
@@ -204,9 +207,11 @@ impl RaftLoop {
             );
             let now = self.now();
             let wait = self.next_tick.saturating_duration_since(now);
+            let cpu_before = thread_cpu_time();
             let (stop, busy_since) = self.drain_timed(wait);
             let turn = self.turn();
-            self.observe_pause(busy_since.elapsed());
+            let cpu = thread_cpu_time().saturating_sub(cpu_before);
+            self.observe_pause(busy_since.elapsed(), cpu);
             if let Err(e) = turn {
                 break Err(e);
             }
@@ -294,12 +299,18 @@ impl RaftLoop {
     }
 
     /// Records how long one pass kept the loop from heartbeating.
-    fn observe_pause(&self, busy: Duration) {
+    /// `cpu` is the loop thread's CPU time in that pass: a pause much longer than it was spent
+    /// waiting (for the disk, or for a core), not computing.
+    fn observe_pause(&self, busy: Duration, cpu: Duration) {
         let m = &self.shared.metrics;
         m.raft_loop_turn_seconds.observe(busy.as_secs_f64());
         let ms = busy.as_millis() as i64;
         if ms > m.raft_loop_longest_pause_ms.get() {
             m.raft_loop_longest_pause_ms.set(ms);
+        }
+        let cpu_ms = cpu.as_millis() as i64;
+        if cpu_ms > m.raft_loop_longest_cpu_ms.get() {
+            m.raft_loop_longest_cpu_ms.set(cpu_ms);
         }
     }
 
@@ -623,4 +634,18 @@ impl RaftLoop {
             self.last_leader = leader;
         }
     }
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if it cannot be read.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

@@ -54,6 +54,7 @@ impl RaftLoop {
                     }
                 }
                 self.applied = e.index;
+                self.applied_bytes_since_snapshot += e.data.len() as u64;
             }
         }
         self.after_apply(out)?;

@@ -12,6 +12,11 @@ use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotWritten};
 use crate::node::{LoopMsg, WatchBatch};
 use crate::replicated::member::peer_urls;
 
+/// A periodic snapshot waits until the entries applied since the last one add up to at least
+/// 1/SNAPSHOT_STATE_SHARE of the state, so writing snapshots costs at most that many times the
+/// log's own bytes.
+const SNAPSHOT_STATE_SHARE: u64 = 4;
+
 impl RaftLoop {
     /// Replaces the state with a snapshot a peer sent, which Raft accepted.
     pub(super) fn install_received_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
@@ -74,8 +79,18 @@ impl RaftLoop {
         let cfg = &self.shared.config;
         // A peer needs a snapshot newer than the stored one (e.g. a new learner).
         let wanted = self.raw.store().take_snapshot_request() && self.applied > self.snapshot_index;
-        if !wanted && self.applied < self.snapshot_index + cfg.snapshot_count {
-            return Ok(());
+        if !wanted {
+            if self.applied < self.snapshot_index + cfg.snapshot_count {
+                return Ok(());
+            }
+            // A snapshot writes the whole state: not before the log has grown by a share of it,
+            // or a large state with small entries would be rewritten every few seconds and keep
+            // the disk (and the log's fsyncs) busy. etcd's snapshots are cheap (bbolt is the
+            // state), ours are not.
+            let state = self.shared.state.read().held_bytes();
+            if self.applied_bytes_since_snapshot < state / SNAPSHOT_STATE_SHARE {
+                return Ok(());
+            }
         }
         let mut meta = SnapshotMetadata::default();
         meta.index = self.applied;
@@ -85,6 +100,7 @@ impl RaftLoop {
         let files = self.snapshots.clone();
         let tx = self.loopback.clone();
         self.snapshot_in_flight = true;
+        self.applied_bytes_since_snapshot = 0;
         self.jobs.spawn(
             "snapshot",
             Box::new(move || {
