@@ -12,10 +12,13 @@ use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotWritten};
 use crate::node::{LoopMsg, WatchBatch};
 use crate::replicated::member::peer_urls;
 
-/// A periodic snapshot waits until the entries applied since the last one add up to at least
-/// 1/SNAPSHOT_STATE_SHARE of the state, so writing snapshots costs at most that many times the
-/// log's own bytes.
+/// Once the state is larger than [`SNAPSHOT_THROTTLE_FROM`], a periodic snapshot waits until the
+/// entries applied since the last one add up to at least 1/SNAPSHOT_STATE_SHARE of the state, so
+/// writing snapshots costs at most that many times the log's own bytes.
 const SNAPSHOT_STATE_SHARE: u64 = 4;
+
+/// Below this size a snapshot is cheap: `--snapshot-count` alone decides.
+const SNAPSHOT_THROTTLE_FROM: u64 = 64 << 20;
 
 impl RaftLoop {
     /// Replaces the state with a snapshot a peer sent, which Raft accepted.
@@ -88,7 +91,9 @@ impl RaftLoop {
             // the disk (and the log's fsyncs) busy. etcd's snapshots are cheap (bbolt is the
             // state), ours are not.
             let state = self.shared.state.read().held_bytes();
-            if self.applied_bytes_since_snapshot < state / SNAPSHOT_STATE_SHARE {
+            if state > SNAPSHOT_THROTTLE_FROM
+                && self.applied_bytes_since_snapshot < state / SNAPSHOT_STATE_SHARE
+            {
                 return Ok(());
             }
         }
