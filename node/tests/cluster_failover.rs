@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{client, current_revision, Cluster, FAST};
 use support::BIN;
 
 const READY: Duration = Duration::from_secs(30);
@@ -140,14 +140,7 @@ async fn writes_and_linearizable_reads_through_every_member() {
     let mut revs = Vec::new();
     for ep in &eps {
         let mut cl = client(ep).await;
-        revs.push(
-            cl.get("k0", None)
-                .await
-                .unwrap()
-                .header()
-                .unwrap()
-                .revision(),
-        );
+        revs.push(current_revision(&mut cl, "k0").await);
     }
     assert!(
         revs.iter().all(|r| *r == revs[0]) && revs[0] == 4,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{client, current_revision, Cluster, FAST};
 use support::BIN;
 
 /// Bytes under `dir`, recursively.
@@ -131,13 +131,7 @@ async fn sustained_writes_keep_the_data_dir_bounded_and_snapshots_restore() {
     let mut largest = 0;
     let mut compactor = client(&url).await;
     while !tasks.iter().all(|t| t.is_finished()) {
-        let rev = compactor
-            .get("k", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let rev = current_revision(&mut compactor, "k").await;
         if rev > 1000 {
             // Another compaction may have passed this revision meanwhile: not an error here.
             let _ = compactor.compact(rev - 1000, None).await;

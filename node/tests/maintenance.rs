@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{client, current_revision, Cluster, FAST};
 use support::BIN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,13 +22,7 @@ async fn hash_kv_agrees_across_members_and_snapshots_are_framed() {
             .unwrap();
     }
     lc.delete("k3", None).await.unwrap();
-    let rev = lc
-        .get("k1", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let rev = current_revision(&mut lc, "k1").await;
     // Every member, once it has applied `rev`, hashes the same history alike.
     let mut hashes = Vec::new();
     for m in &c.members {
@@ -103,13 +97,7 @@ async fn periodic_auto_compaction_bounds_history() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Recent history is still there.
-    let now = cl
-        .get("k", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let now = current_revision(&mut cl, "k").await;
     assert!(cl
         .get("k", Some(GetOptions::new().with_revision(now - 1)))
         .await

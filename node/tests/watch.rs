@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 
-use metastore_testkit::{client, Cluster, FAST};
+use metastore_testkit::{client, current_revision, Cluster, FAST};
 use support::BIN;
 
 async fn next(s: &mut WatchStream) -> WatchResponse {
@@ -126,13 +126,7 @@ async fn live_replay_prev_kv_filters_cancel_and_compaction() {
     // Progress request: a header at the current revision.
     s.request_progress().await.unwrap();
     let r = next(&mut s).await;
-    let now = cl
-        .get("b", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let now = current_revision(&mut cl, "b").await;
     assert_eq!(r.header().unwrap().revision(), now);
     assert!(r.events().is_empty());
 

@@ -25,6 +25,17 @@ pub async fn add_learner(
     .unwrap()
 }
 
+/// The store's current revision as `cl`'s endpoint reports it (the header of a linearizable get
+/// of `key`); panics if the read fails.
+pub async fn current_revision(cl: &mut etcd_client::Client, key: &str) -> i64 {
+    cl.get(key, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
 /// An etcd-client connection that reports failure instead of panicking.
 pub async fn try_client(endpoint: &str) -> Result<etcd_client::Client, etcd_client::Error> {
     let opts = etcd_client::ConnectOptions::new()

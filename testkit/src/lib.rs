@@ -24,7 +24,7 @@ pub mod load;
 pub mod namespace;
 pub mod process;
 
-pub use client::{add_learner, client, try_client};
+pub use client::{add_learner, client, current_revision, try_client};
 pub use cluster::{loopback_net, Cluster, FAST};
 pub use etcd_cli::{etcdctl, etcdctl_output};
 pub use namespace::in_namespace;
