@@ -51,6 +51,11 @@ const SNAPSHOT_CHUNK: usize = 32 * 1024;
 /// Magic at the start of a snapshot stream.
 const SNAPSHOT_MAGIC: &[u8; 24] = b"METASTORE-SNAPSHOT-1\0\0\0\0";
 
+/// Length of the whole Snapshot stream for a state of `state_len` bytes.
+pub fn framed_len(state_len: u64) -> u64 {
+    (SNAPSHOT_MAGIC.len() as u64 + 8 + state_len).div_ceil(512) * 512 + 32
+}
+
 /// The snapshot as etcdctl expects a database stream: length-prefixed state, zero padding to a
 /// multiple of 512 bytes, then the SHA-256 of all that (etcdctl checks `size % 512 == 32`).
 /// The state is written into it as a stream and leaves as chunks (hashed as they go), so no copy
@@ -79,11 +84,6 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> SnapshotFramer<F> {
         f.push(SNAPSHOT_MAGIC, true)?;
         f.push(&state_len.to_be_bytes(), true)?;
         Ok(f)
-    }
-
-    /// Length of the whole stream for a state of `state_len` bytes.
-    pub fn total_len(state_len: u64) -> u64 {
-        (SNAPSHOT_MAGIC.len() as u64 + 8 + state_len).div_ceil(512) * 512 + 32
     }
 
     fn push(&mut self, data: &[u8], hashed: bool) -> io::Result<()> {
@@ -125,21 +125,6 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for SnapshotFramer<F> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.push(data, true)?;
         self.written += data.len() as u64;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Counts what is written into it.
-#[derive(Default)]
-struct ByteCount(u64);
-
-impl Write for ByteCount {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0 += data.len() as u64;
         Ok(data.len())
     }
 
@@ -338,16 +323,15 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        // A view of the state now (O(1)); it is serialized twice on a blocking thread, once to
-        // learn its length (the framing starts with it), once into the stream.
+        // A view of the state now (O(1)), measured (the framing starts with its length) and then
+        // serialized into the stream on a blocking thread.
         let view = self.node.shared.state.read().clone();
         let header = self.header();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<PbSnapshotResponse, Status>>(4);
         tokio::task::spawn_blocking(move || {
             let streamed = (|| -> Result<(), String> {
-                let mut count = ByteCount::default();
-                view.write_snapshot(&mut count).map_err(|e| e.to_string())?;
-                let mut left = SnapshotFramer::<fn(Vec<u8>) -> io::Result<()>>::total_len(count.0);
+                let state_len = view.snapshot_len().map_err(|e| e.to_string())?;
+                let mut left = framed_len(state_len);
                 let send = |blob: Vec<u8>| {
                     left -= blob.len() as u64;
                     tx.blocking_send(Ok(PbSnapshotResponse {
@@ -358,7 +342,7 @@ impl PbMaintenanceService for MaintenanceService {
                     }))
                     .map_err(|_| io::Error::other("the client went away"))
                 };
-                let mut framer = SnapshotFramer::new(count.0, SNAPSHOT_CHUNK, send)
+                let mut framer = SnapshotFramer::new(state_len, SNAPSHOT_CHUNK, send)
                     .map_err(|e| e.to_string())?;
                 view.write_snapshot(&mut framer)
                     .map_err(|e| e.to_string())?;
@@ -445,7 +429,7 @@ mod tests {
                     f.write_all(piece).unwrap();
                 }
                 f.finish().unwrap();
-                let total = SnapshotFramer::<fn(Vec<u8>) -> io::Result<()>>::total_len(len as u64);
+                let total = framed_len(len as u64);
                 assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= chunk));
                 let joined = parts.concat();
                 assert_eq!(joined.len() as u64, total);

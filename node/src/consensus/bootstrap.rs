@@ -192,6 +192,7 @@ pub fn open(
         LogLimits::for_quota(cfg.quota_backend_bytes),
     )?;
     let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
+    snapshots.remove_leftovers()?;
     let identity_path = member_dir.join("identity");
 
     let identity = match read_identity(&identity_path)? {

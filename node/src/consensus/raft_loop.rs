@@ -208,7 +208,7 @@ impl RaftLoop {
             let now = self.now();
             let wait = self.next_tick.saturating_duration_since(now);
             let cpu_before = thread_cpu_time();
-            let (stop, busy_since) = self.drain_timed(wait);
+            let (stop, busy_since) = self.drain(wait);
             let turn = self.turn();
             let cpu = thread_cpu_time().saturating_sub(cpu_before);
             self.observe_pause(busy_since.elapsed(), cpu);
@@ -227,7 +227,7 @@ impl RaftLoop {
     /// queued, then ticks if due, starts ReadIndex rounds, persists, sends and applies — what
     /// [`RaftLoop::run`] does each time it wakes. `Ok(true)`: the loop was told to stop.
     pub fn poll(&mut self) -> Result<bool, LoopError> {
-        let stop = self.drain(Duration::ZERO);
+        let (stop, _) = self.drain(Duration::ZERO);
         self.turn()?;
         Ok(stop)
     }
@@ -290,14 +290,6 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// [`Self::drain`], also returning when the loop stopped waiting (the start of its busy
-    /// time).
-    fn drain_timed(&mut self, wait: Duration) -> (bool, Instant) {
-        let woke = std::cell::Cell::new(None);
-        let stop = self.drain_with(wait, &woke);
-        (stop, woke.get().unwrap_or_else(Instant::now))
-    }
-
     /// Records how long one pass kept the loop from heartbeating.
     /// `cpu` is the loop thread's CPU time in that pass: a pause much longer than it was spent
     /// waiting (for the disk, or for a core), not computing.
@@ -315,16 +307,13 @@ impl RaftLoop {
     }
 
     /// Waits up to `wait` for a message, then handles it and whatever else is queued (bounded).
-    /// True means stop.
-    fn drain(&mut self, wait: Duration) -> bool {
-        self.drain_with(wait, &std::cell::Cell::new(None))
-    }
-
-    fn drain_with(&mut self, wait: Duration, woke: &std::cell::Cell<Option<Instant>>) -> bool {
+    /// Returns whether to stop, and when the wait ended (the start of the loop's busy time).
+    fn drain(&mut self, wait: Duration) -> (bool, Instant) {
         let mut stop = false;
-        match self.rx.recv_timeout(wait) {
+        let received = self.rx.recv_timeout(wait);
+        let woke = Instant::now();
+        match received {
             Ok(m) => {
-                woke.set(Some(Instant::now()));
                 stop |= !self.handle(m);
                 for _ in 0..MAX_DRAIN {
                     match self.rx.try_recv() {
@@ -336,7 +325,7 @@ impl RaftLoop {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => stop = true,
         }
-        stop
+        (stop, woke)
     }
 
     /// One heartbeat interval passed: renew the read lease if it wants to, tick Raft, expire key

@@ -166,9 +166,10 @@ pub struct WrittenSnapshot {
 }
 
 impl WrittenSnapshot {
-    /// Opens the body for reading (to rebuild the state from it).
+    /// Opens the body for reading (to rebuild the state from it). The checksum is not verified
+    /// again: it was computed over exactly these bytes as they were written.
     pub fn body(&self) -> Result<SnapshotBody, SnapshotFileError> {
-        match open_file(&self.tmp)? {
+        match open_file(&self.tmp, Verify::No)? {
             Opened::Streamed(_, body) => Ok(body),
             Opened::Legacy(_) => Err(SnapshotFileError::Body {
                 path: self.tmp.clone(),
@@ -203,9 +204,18 @@ enum Opened {
     Legacy(Snapshot),
 }
 
-/// Reads and checks a snapshot file: the checksum over the whole file first (in a streaming
-/// pass), then the header.
-fn open_file(path: &Path) -> Result<Opened, SnapshotFileError> {
+/// Whether [`open_file`] verifies a streamed file's checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// A file read from disk later: check it first, in a streaming pass over the whole file.
+    Yes,
+    /// A file this process has just written and checksummed.
+    No,
+}
+
+/// Reads a snapshot file: the checksum over the whole file first (a streaming pass, unless
+/// `verify` says it was just written), then the header.
+fn open_file(path: &Path, verify: Verify) -> Result<Opened, SnapshotFileError> {
     let mut f = fs::File::open(path).map_err(io_err(path))?;
     let bad = |reason: &str| SnapshotFileError::Body {
         path: path.to_path_buf(),
@@ -227,22 +237,7 @@ fn open_file(path: &Path) -> Result<Opened, SnapshotFileError> {
             .map(Opened::Legacy)
             .map_err(|e| bad(&format!("undecodable ({e})")));
     }
-    // The checksum covers everything before the trailer.
-    f.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut reader = BufReader::with_capacity(BUF, (&mut f).take(len - 4));
-    loop {
-        let chunk = reader.fill_buf().map_err(io_err(path))?;
-        if chunk.is_empty() {
-            break;
-        }
-        hasher.update(chunk);
-        let n = chunk.len();
-        reader.consume(n);
-    }
-    let mut want = [0u8; 4];
-    f.read_exact(&mut want).map_err(io_err(path))?;
-    if hasher.finalize() != u32::from_le_bytes(want) {
+    if verify == Verify::Yes && !verify_checksum(&mut f, len).map_err(io_err(path))? {
         return Err(bad("checksum mismatch"));
     }
     f.seek(SeekFrom::Start(MAGIC.len() as u64))
@@ -262,6 +257,25 @@ fn open_file(path: &Path) -> Result<Opened, SnapshotFileError> {
     Ok(Opened::Streamed(meta, body))
 }
 
+/// True when the CRC-32 trailer of a streamed file of `len` bytes matches everything before it.
+fn verify_checksum(f: &mut fs::File, len: u64) -> io::Result<bool> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut reader = BufReader::with_capacity(BUF, (&mut *f).take(len - 4));
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        let n = chunk.len();
+        reader.consume(n);
+    }
+    let mut want = [0u8; 4];
+    f.read_exact(&mut want)?;
+    Ok(hasher.finalize() == u32::from_le_bytes(want))
+}
+
 /// Index of a snapshot file named `<term>-<index>.snap`.
 fn index_of(p: &Path) -> u64 {
     p.file_stem()
@@ -272,19 +286,27 @@ fn index_of(p: &Path) -> u64 {
 }
 
 impl SnapshotFiles {
-    /// Opens (creating if needed) the snapshot directory; temporary files left by a crash are
-    /// removed.
+    /// Opens (creating if needed) the snapshot directory.
     pub fn open(dir: &Path) -> Result<Self, SnapshotFileError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        Ok(SnapshotFiles {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Removes temporary files a crash left behind; only at start-up, before anything writes
+    /// (a transfer in progress holds its own temporary file).
+    pub fn remove_leftovers(&self) -> Result<(), SnapshotFileError> {
+        for e in fs::read_dir(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .flatten()
+        {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "tmp") {
                 let _ = fs::remove_file(&p);
             }
         }
-        Ok(SnapshotFiles {
-            dir: dir.to_path_buf(),
-        })
+        Ok(())
     }
 
     fn path_of(&self, meta: &SnapshotMetadata) -> PathBuf {
@@ -388,7 +410,7 @@ impl SnapshotFiles {
     /// skipped with a warning.
     pub fn open_latest(&self) -> Result<Option<LatestSnapshot>, SnapshotFileError> {
         for p in self.list()?.iter().rev() {
-            match open_file(p) {
+            match open_file(p, Verify::Yes) {
                 Ok(Opened::Streamed(meta, body)) => {
                     let len = body.get_ref().limit();
                     return Ok(Some((meta, Box::new(body), len)));
@@ -415,7 +437,7 @@ impl SnapshotFiles {
         if !path.exists() {
             return Ok(None);
         }
-        Ok(Some(match open_file(&path)? {
+        Ok(Some(match open_file(&path, Verify::Yes)? {
             Opened::Streamed(_, body) => {
                 let len = body.get_ref().limit();
                 (Box::new(body), len)
@@ -519,5 +541,13 @@ mod tests {
         assert_eq!(read_all(written.body().unwrap()), Vec::<u8>::new());
         drop(written);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A crash leaves a temporary file: start-up removes it, opening the directory does not
+        // (another handle's transfer may be writing it).
+        let stray = dir.path().join("0000-0005.1.0.tmp");
+        fs::write(&stray, b"half").unwrap();
+        SnapshotFiles::open(dir.path()).unwrap();
+        assert!(stray.exists());
+        files.remove_leftovers().unwrap();
+        assert!(!stray.exists());
     }
 }

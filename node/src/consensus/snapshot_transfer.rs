@@ -2,7 +2,7 @@
 //! (bounded memory, bounded size) and decoded into a state machine, so the Raft loop only swaps
 //! the state in when Raft accepts the snapshot.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use raft::eraftpb::SnapshotMetadata;
 
@@ -38,29 +38,22 @@ pub fn receive(
     mut body: impl Read,
     limit: u64,
 ) -> Result<ReceivedSnapshot, SnapshotFileError> {
+    let body_err = |reason: String| SnapshotFileError::Body {
+        path: "received snapshot".into(),
+        reason,
+    };
     let mut w = files.create(meta, limit)?;
-    let copied = io::copy(&mut body, &mut w);
-    if let Err(e) = copied {
+    if let Err(e) = io::copy(&mut body, &mut w) {
         return Err(if w.over_limit() {
             SnapshotFileError::TooLarge { limit }
         } else {
-            SnapshotFileError::Body {
-                path: "received snapshot".into(),
-                reason: e.to_string(),
-            }
+            body_err(e.to_string())
         });
     }
-    w.flush().map_err(|e| SnapshotFileError::Body {
-        path: "received snapshot".into(),
-        reason: e.to_string(),
-    })?;
     let file = w.finish()?;
     let body = file.body()?;
     let len = body.get_ref().limit();
-    let state = StateMachine::read_snapshot(body, len).map_err(|e| SnapshotFileError::Body {
-        path: "received snapshot".into(),
-        reason: e.to_string(),
-    })?;
+    let state = StateMachine::read_snapshot(body, len).map_err(|e| body_err(e.to_string()))?;
     Ok(ReceivedSnapshot { file, state })
 }
 

@@ -291,6 +291,7 @@ async fn send_snapshot(
     };
     // The file is read on a blocking thread, as fast as the network takes the chunks.
     let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        use std::io::Read as _;
         let (mut body, len) = files
             .open_body(&meta)
             .map_err(|e| e.to_string())?
@@ -299,12 +300,14 @@ async fn send_snapshot(
             .map_err(|_| "receiver gone".to_string())?;
         let mut sent = 0u64;
         loop {
-            let mut data = vec![0u8; SNAPSHOT_CHUNK];
-            let n = read_full(&mut body, &mut data).map_err(|e| e.to_string())?;
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK);
+            let n = (&mut body)
+                .take(SNAPSHOT_CHUNK as u64)
+                .read_to_end(&mut data)
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
             }
-            data.truncate(n);
             sent += n as u64;
             tx.blocking_send(SnapshotChunk {
                 message: Vec::new(),
@@ -343,18 +346,6 @@ async fn send_snapshot(
         }
     };
     let _ = raft.send(LoopMsg::SnapshotSent(to, ok));
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// The gRPC service receiving other members' messages.

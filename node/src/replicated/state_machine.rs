@@ -375,16 +375,27 @@ impl StateMachine {
         w.write_all(&store_len.to_le_bytes())
             .map_err(|e| SnapshotError(e.to_string()))?;
         bincode::serialize_into(&mut w, &self.store).map_err(err)?;
-        let tail = SnapshotTailRef {
+        bincode::serialize_into(&mut w, &self.snapshot_tail()).map_err(err)?;
+        w.flush().map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    /// The length of [`Self::write_snapshot`]'s output, measured without encoding anything.
+    pub fn snapshot_len(&self) -> Result<u64, SnapshotError> {
+        let err = |e: bincode::Error| SnapshotError(e.to_string());
+        let store = bincode::serialized_size(&self.store).map_err(err)?;
+        let tail = bincode::serialized_size(&self.snapshot_tail()).map_err(err)?;
+        Ok(8 + store + tail)
+    }
+
+    fn snapshot_tail(&self) -> SnapshotTailRef<'_> {
+        SnapshotTailRef {
             cluster_id: self.cluster_id,
             members: &self.members,
             removed: &self.removed,
             leases: &self.leases,
             alarms: &self.alarms,
             proposers: &self.proposers,
-        };
-        bincode::serialize_into(&mut w, &tail).map_err(err)?;
-        w.flush().map_err(|e| SnapshotError(e.to_string()))
+        }
     }
 
     /// Rebuilds the state from a snapshot body of `len` bytes read as a stream
@@ -568,6 +579,7 @@ mod tests {
         }))
         .unwrap();
         let good = sm.to_snapshot().unwrap();
+        assert_eq!(sm.snapshot_len().unwrap(), good.len() as u64);
         assert_eq!(StateMachine::from_snapshot(&good).unwrap().store, sm.store);
         // Lengths that claim more than there is: refused, nothing preallocated.
         for bad in [
