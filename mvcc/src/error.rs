@@ -33,6 +33,9 @@ pub enum MvccError {
     /// A snapshot did not encode or decode.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The values database failed (I/O, damage): not a client's doing.
+    #[error("values database: {0}")]
+    Storage(String),
 }
 
 impl MvccError {
@@ -49,6 +52,7 @@ impl MvccError {
             MvccError::LeaseExists => "etcdserver: lease already exists",
             MvccError::NoSpace => "etcdserver: mvcc: database space exceeded",
             MvccError::Snapshot(_) => "etcdserver: corrupt snapshot",
+            MvccError::Storage(_) => "etcdserver: storage error",
         }
     }
 }

@@ -1,16 +1,21 @@
 //! The etcd-compatible multi-version key space of a MetaStore member: revisions, ranges, puts,
-//! deletes, transactions and compaction with etcd 3.5's semantics. Pure logic: no I/O, no clock,
-//! so every member applying the same requests ends in the same state.
+//! deletes, transactions and compaction with etcd 3.5's semantics. Deterministic: no clock, and
+//! the only I/O is the values database (`values`), so every member applying the same requests
+//! ends in the same state.
 
+mod codec;
 mod error;
 pub mod persist;
 mod range;
 mod store;
 mod txn;
+mod values;
 
+pub use codec::ValuesIn;
 pub use error::MvccError;
 pub use store::{Applied, Store};
 pub use txn::validate_txn;
+pub use values::{DiskValues, ValuesDatabase};
 
 /// Numeric values of etcd's protobuf enums, which prost exposes as `i32` fields.
 pub mod consts {

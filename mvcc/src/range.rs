@@ -22,15 +22,23 @@ impl Store {
     }
 
     /// Live key-values in `[key, range_end)` at `rev`, in key order.
-    pub(crate) fn kvs_at(&self, key: &[u8], range_end: &[u8], rev: i64) -> Vec<PbKeyValue> {
+    pub(crate) fn kvs_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        rev: i64,
+    ) -> Result<Vec<PbKeyValue>, MvccError> {
         let b = bounds(key, range_end);
+        let mut out = Vec::new();
         if empty_bounds(&b) {
-            return vec![];
+            return Ok(out);
         }
-        self.keys
-            .range::<_, [u8]>(b)
-            .filter_map(|(k, h)| visible_at(h, rev).and_then(|v| v.to_kv(k)))
-            .collect()
+        for (k, h) in self.keys.range::<_, [u8]>(b) {
+            if let Some(v) = visible_at(h, rev) {
+                out.extend(v.to_kv(k, &self.values)?);
+            }
+        }
+        Ok(out)
     }
 
     /// etcd Range at the current revision.
@@ -54,9 +62,9 @@ impl Store {
             || r.max_create_revision != 0
             || r.min_create_revision != 0;
         if !filtered && order == sort_order::NONE {
-            return Ok(self.range_in_key_order(r, rev, current));
+            return self.range_in_key_order(r, rev, current);
         }
-        let mut kvs = self.kvs_at(&r.key, &r.range_end, rev);
+        let mut kvs = self.kvs_at(&r.key, &r.range_end, rev)?;
         let count = kvs.len() as i64;
 
         let prune =
@@ -111,7 +119,12 @@ impl Store {
     /// but copies only what the response carries (at most `limit` key-values, no values for
     /// `keys_only`, nothing for `count_only`), so a large range does not copy the key space
     /// under the state lock to answer a count or a page.
-    fn range_in_key_order(&self, r: &PbRangeRequest, rev: i64, current: i64) -> PbRangeResponse {
+    fn range_in_key_order(
+        &self,
+        r: &PbRangeRequest,
+        rev: i64,
+        current: i64,
+    ) -> Result<PbRangeResponse, MvccError> {
         let limit = usize::try_from(r.limit)
             .ok()
             .filter(|l| *l > 0)
@@ -137,18 +150,18 @@ impl Store {
                     value: if r.keys_only {
                         Vec::new()
                     } else {
-                        d.value.to_vec()
+                        self.values.load(v.main, v.sub, &d.value)?.to_vec()
                     },
                     lease: d.lease,
                 });
             }
         }
-        PbRangeResponse {
+        Ok(PbRangeResponse {
             header: header(current),
             kvs,
             more: count > limit,
             count: count as i64,
-        }
+        })
     }
 }
 

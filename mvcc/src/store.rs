@@ -15,13 +15,13 @@ use etcd_client::proto::{
     PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbEvent, PbKeyValue, PbPutRequest,
     PbPutResponse, PbResponseHeader,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::consts::event_type;
+use crate::values::{rev_key, DiskValues, RevKey, Value, Values};
 use crate::MvccError;
 
 /// One version of a key: written at `main` (sub-ordered by `sub` inside a txn); `None` = deleted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Version {
     pub main: i64,
     pub sub: i64,
@@ -29,11 +29,11 @@ pub(crate) struct Version {
 }
 
 /// What a live version holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct KeyData {
     pub create_revision: i64,
     pub version: i64,
-    pub value: Bytes,
+    pub value: Value,
     pub lease: i64,
 }
 
@@ -46,17 +46,27 @@ pub struct Applied<T> {
     pub events: Vec<PbEvent>,
 }
 
-/// The in-memory MVCC key space. Cloning it is O(1) (see the module doc).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The MVCC key space: an in-memory index of every key's versions, and their values (in the
+/// index, or on disk: see [`crate::values`]). Cloning it is O(1) and gives a read view.
+#[derive(Debug, Clone)]
 pub struct Store {
-    #[serde(deserialize_with = "crate::persist::ord_map")]
     pub(crate) keys: OrdMap<Vec<u8>, Vec<Version>>,
     pub(crate) revision: i64,
     pub(crate) compacted: i64,
     /// Bytes held for every stored version (see `version_bytes`), kept as writes and compactions happen
     /// (the quota check reads it on every write; recounting was O(history)).
-    #[serde(skip)]
     size_bytes: u64,
+    pub(crate) values: Values,
+}
+
+/// Two stores are equal when they hold the same versions (values compared as held: bytes in
+/// memory, lengths on disk).
+impl PartialEq for Store {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys == other.keys
+            && self.revision == other.revision
+            && self.compacted == other.compacted
+    }
 }
 
 /// What one version costs in memory beyond its key and value bytes: the version itself (revisions,
@@ -95,15 +105,23 @@ pub(crate) fn empty_bounds(b: &(Bound<&[u8]>, Bound<&[u8]>)) -> bool {
 }
 
 impl Version {
-    pub(crate) fn to_kv(&self, key: &[u8]) -> Option<PbKeyValue> {
-        self.data.as_ref().map(|d| PbKeyValue {
+    /// The key-value this version is (`None` for a tombstone), its value read from `values`.
+    pub(crate) fn to_kv(
+        &self,
+        key: &[u8],
+        values: &Values,
+    ) -> Result<Option<PbKeyValue>, MvccError> {
+        let Some(d) = &self.data else {
+            return Ok(None);
+        };
+        Ok(Some(PbKeyValue {
             key: key.to_vec(),
             create_revision: d.create_revision,
             mod_revision: self.main,
             version: d.version,
-            value: d.value.to_vec(),
+            value: values.load(self.main, self.sub, &d.value)?.to_vec(),
             lease: d.lease,
-        })
+        }))
     }
 }
 
@@ -120,14 +138,36 @@ pub(crate) fn header(revision: i64) -> Option<PbResponseHeader> {
 }
 
 impl Store {
-    /// An empty key space at revision 1, like a fresh etcd.
+    /// An empty key space at revision 1, like a fresh etcd, its values held in memory.
     pub fn new() -> Self {
         Store {
             keys: OrdMap::new(),
             revision: 1,
             compacted: 0,
             size_bytes: 0,
+            values: Values::Memory,
         }
+    }
+
+    /// An empty key space whose values are kept in `values`.
+    pub fn on_disk(values: DiskValues) -> Self {
+        Store {
+            values: Values::Disk(values),
+            ..Self::new()
+        }
+    }
+
+    /// An empty key space whose values go where this one's go (the target of a snapshot read).
+    pub fn empty_like(&self) -> Result<Store, MvccError> {
+        Ok(match self.values.disk() {
+            Some(d) => Store::on_disk(d.fresh_handle()?),
+            None => Store::new(),
+        })
+    }
+
+    /// The values database, when values are on disk.
+    pub fn disk_values(&self) -> Option<&DiskValues> {
+        self.values.disk()
     }
 
     /// The current revision.
@@ -161,17 +201,73 @@ impl Store {
             .sum()
     }
 
+    /// Writes what the last applied writes left pending to the values database (not durably);
+    /// a no-op for values in memory. Views taken after it see every write.
+    pub fn commit(&mut self) -> Result<(), MvccError> {
+        self.values.commit()
+    }
+
+    /// The compaction sequence this store (or view) has reached; see [`Store::release_deletes`].
+    pub fn compaction_mark(&self) -> u64 {
+        self.values.compaction_mark()
+    }
+
+    /// A snapshot of a view whose [`Store::compaction_mark`] was `mark` is durable: the values
+    /// those compactions removed are deleted at the next commit.
+    pub fn release_deletes(&mut self, mark: u64) {
+        self.values.release_deletes(mark)
+    }
+
+    /// Deletes stored values this store does not reference, up to its revision: what a crash or
+    /// a snapshot install left behind. Returns how many went. Run on a view, off the Raft
+    /// thread: the live store only ever adds revisions above the view's.
+    pub fn sweep_unreferenced(&self) -> Result<u64, MvccError> {
+        if self.values.disk().is_none() {
+            return Ok(0);
+        }
+        let mut keep: Vec<RevKey> = self
+            .keys
+            .values()
+            .flat_map(|h| h.iter())
+            .filter(|v| {
+                matches!(
+                    v.data,
+                    Some(KeyData {
+                        value: Value::Stored(_),
+                        ..
+                    })
+                )
+            })
+            .map(|v| rev_key(v.main, v.sub))
+            .collect();
+        keep.sort_unstable();
+        self.values.sweep(&keep, self.revision)
+    }
+
     /// Live key-value of `key` at the current revision.
-    pub(crate) fn current(&self, key: &[u8]) -> Option<PbKeyValue> {
+    pub(crate) fn current(&self, key: &[u8]) -> Result<Option<PbKeyValue>, MvccError> {
+        match self.keys.get(key).and_then(|h| h.last()) {
+            Some(v) => v.to_kv(key, &self.values),
+            None => Ok(None),
+        }
+    }
+
+    /// True when `key` is live at the current revision (no value read).
+    pub(crate) fn is_live(&self, key: &[u8]) -> bool {
         self.keys
             .get(key)
             .and_then(|h| h.last())
-            .and_then(|v| v.to_kv(key))
+            .is_some_and(|v| v.data.is_some())
     }
 
     /// Writes a put at revision `main`/`sub`; returns the event.
-    pub(crate) fn write_put(&mut self, req: &PbPutRequest, main: i64, sub: i64) -> PbEvent {
-        let prev = self.current(&req.key);
+    pub(crate) fn write_put(
+        &mut self,
+        req: &PbPutRequest,
+        main: i64,
+        sub: i64,
+    ) -> Result<PbEvent, MvccError> {
+        let prev = self.current(&req.key)?;
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => Bytes::from(p.value.clone()),
             _ => Bytes::from(req.value.clone()),
@@ -184,25 +280,31 @@ impl Store {
             Some(p) => (p.create_revision, p.version + 1),
             None => (main, 1),
         };
-        let data = KeyData {
+        let kv = PbKeyValue {
+            key: req.key.clone(),
             create_revision,
+            mod_revision: main,
             version,
-            value,
+            value: value.to_vec(),
             lease,
         };
         let v = Version {
             main,
             sub,
-            data: Some(data),
+            data: Some(KeyData {
+                create_revision,
+                version,
+                value: self.values.store(main, sub, value),
+                lease,
+            }),
         };
-        let kv = v.to_kv(&req.key);
         self.size_bytes += version_bytes(&req.key, &v);
         self.keys.entry(req.key.clone()).or_default().push(v);
-        PbEvent {
+        Ok(PbEvent {
             r#type: event_type::PUT,
-            kv,
+            kv: Some(kv),
             prev_kv: prev,
-        }
+        })
     }
 
     /// Writes tombstones for every live key in the range at `main`, subs from `sub`; returns
@@ -213,16 +315,17 @@ impl Store {
         range_end: &[u8],
         main: i64,
         sub: &mut i64,
-    ) -> (Vec<PbKeyValue>, Vec<PbEvent>) {
+    ) -> Result<(Vec<PbKeyValue>, Vec<PbEvent>), MvccError> {
         let b = bounds(key, range_end);
         if empty_bounds(&b) {
-            return (vec![], vec![]);
+            return Ok((vec![], vec![]));
         }
-        let live: Vec<PbKeyValue> = self
-            .keys
-            .range::<_, [u8]>(b)
-            .filter_map(|(k, h)| h.last().and_then(|v| v.to_kv(k)))
-            .collect();
+        let mut live = Vec::new();
+        for (k, h) in self.keys.range::<_, [u8]>(b) {
+            if let Some(kv) = h.last().map(|v| v.to_kv(k, &self.values)).transpose()? {
+                live.extend(kv);
+            }
+        }
         let mut events = Vec::with_capacity(live.len());
         for kv in &live {
             if let Some(h) = self.keys.get_mut(&kv.key) {
@@ -244,7 +347,7 @@ impl Store {
                 prev_kv: Some(kv.clone()),
             });
         }
-        (live, events)
+        Ok((live, events))
     }
 
     /// etcd Put.
@@ -252,11 +355,11 @@ impl Store {
         if req.key.is_empty() {
             return Err(MvccError::EmptyKey);
         }
-        if (req.ignore_value || req.ignore_lease) && self.current(&req.key).is_none() {
+        if (req.ignore_value || req.ignore_lease) && !self.is_live(&req.key) {
             return Err(MvccError::KeyNotFound);
         }
         let main = self.revision + 1;
-        let ev = self.write_put(req, main, 0);
+        let ev = self.write_put(req, main, 0)?;
         self.revision = main;
         Ok(Applied {
             response: PbPutResponse {
@@ -281,7 +384,7 @@ impl Store {
         }
         let main = self.revision + 1;
         let mut sub = 0;
-        let (deleted, events) = self.write_delete(&req.key, &req.range_end, main, &mut sub);
+        let (deleted, events) = self.write_delete(&req.key, &req.range_end, main, &mut sub)?;
         if !deleted.is_empty() {
             self.revision = main;
         }
@@ -318,16 +421,29 @@ impl Store {
             .map(|(k, _)| k.clone())
             .collect();
         let mut freed = 0;
+        let mut gone = Vec::new();
         for k in touched {
             let Some(h) = self.keys.get_mut(&k) else {
                 continue;
             };
             let n = keep_from(h);
-            freed += h.drain(..n).map(|v| version_bytes(&k, &v)).sum::<u64>();
+            for v in h.drain(..n) {
+                freed += version_bytes(&k, &v);
+                if matches!(
+                    v.data,
+                    Some(KeyData {
+                        value: Value::Stored(_),
+                        ..
+                    })
+                ) {
+                    gone.push(rev_key(v.main, v.sub));
+                }
+            }
             if h.is_empty() {
                 self.keys.remove(&k);
             }
         }
+        self.values.compacted(gone);
         self.size_bytes = self.size_bytes.saturating_sub(freed);
         self.compacted = revision;
         Ok(PbCompactionResponse {
@@ -361,8 +477,11 @@ impl Store {
                 if v.main > to {
                     break;
                 }
-                let prev_kv = i.checked_sub(1).and_then(|p| h[p].to_kv(k));
-                let ev = match v.to_kv(k) {
+                let prev_kv = match i.checked_sub(1) {
+                    Some(p) => h[p].to_kv(k, &self.values)?,
+                    None => None,
+                };
+                let ev = match v.to_kv(k, &self.values)? {
                     Some(kv) => PbEvent {
                         r#type: event_type::PUT,
                         kv: Some(kv),
@@ -388,33 +507,45 @@ impl Store {
     /// Feeds every version at or below `revision` (after the last compaction) to `f` in key
     /// and revision order: what a hash of the key space covers, so members holding the same
     /// history hash alike (etcd's HashKV).
-    pub fn visit_versions(&self, revision: i64, mut f: impl FnMut(&[u8], i64, i64, Option<&[u8]>)) {
+    pub fn visit_versions(
+        &self,
+        revision: i64,
+        mut f: impl FnMut(&[u8], i64, i64, Option<&[u8]>),
+    ) -> Result<(), MvccError> {
         for (k, h) in &self.keys {
             for v in h.iter().take_while(|v| v.main <= revision) {
-                f(k, v.main, v.sub, v.data.as_ref().map(|d| d.value.as_ref()));
+                match &v.data {
+                    Some(d) => {
+                        let value = self.values.load(v.main, v.sub, &d.value)?;
+                        f(k, v.main, v.sub, Some(&value));
+                    }
+                    None => f(k, v.main, v.sub, None),
+                }
             }
         }
+        Ok(())
     }
 
-    /// Serializes the whole key space.
+    /// Serializes the whole key space, values included (tests).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
-        bincode::serialize(self).map_err(|e| MvccError::Snapshot(e.to_string()))
+        let mut out = Vec::new();
+        self.encode(&mut out, crate::codec::ValuesIn::Body)?;
+        Ok(out)
     }
 
-    /// Rebuilds a key space from [`Store::to_snapshot`] output read as a stream.
-    /// At most `limit` bytes are read; no length in the input is trusted beyond them.
-    pub fn read_snapshot(r: impl std::io::Read, limit: u64) -> Result<Store, MvccError> {
-        use bincode::Options;
-        let mut s: Store = crate::persist::options(limit)
-            .deserialize_from(r)
-            .map_err(|e| MvccError::Snapshot(e.to_string()))?;
-        s.size_bytes = s.count_size_bytes();
-        Ok(s)
-    }
-
-    /// Rebuilds a key space from [`Store::to_snapshot`] output.
+    /// Rebuilds a key space (values in memory) from [`Store::to_snapshot`] output.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
-        Self::read_snapshot(bytes, bytes.len() as u64)
+        Self::decode(
+            bytes,
+            bytes.len() as u64,
+            crate::codec::ValuesIn::Body,
+            Store::new(),
+        )
+    }
+
+    /// Sets the size counter after a decode.
+    pub(crate) fn recount(&mut self) {
+        self.size_bytes = self.count_size_bytes();
     }
 }
 

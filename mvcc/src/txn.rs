@@ -105,22 +105,22 @@ fn compare_ints(result: i32, have: i64, want: i64) -> bool {
 
 impl Store {
     /// One compare against the current state (every key of its range must satisfy it).
-    fn compare(&self, c: &PbCompare) -> bool {
-        let kvs = self.kvs_at(&c.key, &c.range_end, self.revision);
+    fn compare(&self, c: &PbCompare) -> Result<bool, MvccError> {
+        let kvs = self.kvs_at(&c.key, &c.range_end, self.revision)?;
         let Some(target) = &c.target_union else {
-            return false;
+            return Ok(false);
         };
         if kvs.is_empty() {
-            return match target {
+            return Ok(match target {
                 // A missing key has no value to compare.
                 PbTargetUnion::Value(_) => false,
                 PbTargetUnion::Version(w)
                 | PbTargetUnion::CreateRevision(w)
                 | PbTargetUnion::ModRevision(w)
                 | PbTargetUnion::Lease(w) => compare_ints(c.result, 0, *w),
-            };
+            });
         }
-        kvs.iter().all(|kv| match target {
+        Ok(kvs.iter().all(|kv| match target {
             PbTargetUnion::Version(w) => compare_ints(c.result, kv.version, *w),
             PbTargetUnion::CreateRevision(w) => compare_ints(c.result, kv.create_revision, *w),
             PbTargetUnion::ModRevision(w) => compare_ints(c.result, kv.mod_revision, *w),
@@ -135,14 +135,20 @@ impl Store {
                     _ => false,
                 }
             }
-        })
+        }))
     }
 
     /// Which branch each (nested) txn takes, decided before anything is written, and the
     /// failures etcd reports before executing (missing key for ignore_value/ignore_lease, bad
     /// read revisions), so execution itself cannot fail half-way.
     fn plan(&self, t: &PbTxnRequest, decisions: &mut Vec<bool>) -> Result<(), MvccError> {
-        let ok = t.compare.iter().all(|c| self.compare(c));
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
         decisions.push(ok);
         let branch = if ok { &t.success } else { &t.failure };
         for op in branch {
@@ -154,7 +160,7 @@ impl Store {
                     if p.key.is_empty() {
                         return Err(MvccError::EmptyKey);
                     }
-                    if (p.ignore_value || p.ignore_lease) && self.current(&p.key).is_none() {
+                    if (p.ignore_value || p.ignore_lease) && !self.is_live(&p.key) {
                         return Err(MvccError::KeyNotFound);
                     }
                 }
@@ -176,20 +182,21 @@ impl Store {
         sub: &mut i64,
         decisions: &mut std::vec::IntoIter<bool>,
         events: &mut Vec<etcd_client::proto::PbEvent>,
-    ) -> PbTxnResponse {
+    ) -> Result<PbTxnResponse, MvccError> {
         let ok = decisions.next().unwrap_or(false);
         let branch = if ok { &t.success } else { &t.failure };
         let mut responses = Vec::with_capacity(branch.len());
         for op in branch {
             let resp = match &op.request {
                 Some(PbTxnOpRequest::RequestRange(r)) => {
-                    // Sees the writes made earlier in this txn. Cannot fail: planned.
+                    // Sees the writes made earlier in this txn. Planned: only the values
+                    // database can fail it.
                     let current = if *sub > 0 { main } else { main - 1 };
-                    let rr = self.range_within(r, current).unwrap_or_default();
+                    let rr = self.range_within(r, current)?;
                     PbTxnOpResponse::ResponseRange(rr)
                 }
                 Some(PbTxnOpRequest::RequestPut(p)) => {
-                    let ev = self.write_put(p, main, *sub);
+                    let ev = self.write_put(p, main, *sub)?;
                     *sub += 1;
                     let prev = if p.prev_kv { ev.prev_kv.clone() } else { None };
                     events.push(ev);
@@ -199,7 +206,7 @@ impl Store {
                     })
                 }
                 Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
-                    let (deleted, evs) = self.write_delete(&d.key, &d.range_end, main, sub);
+                    let (deleted, evs) = self.write_delete(&d.key, &d.range_end, main, sub)?;
                     events.extend(evs);
                     PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
                         header: None,
@@ -208,7 +215,7 @@ impl Store {
                     })
                 }
                 Some(PbTxnOpRequest::RequestTxn(inner)) => {
-                    PbTxnOpResponse::ResponseTxn(self.execute(inner, main, sub, decisions, events))
+                    PbTxnOpResponse::ResponseTxn(self.execute(inner, main, sub, decisions, events)?)
                 }
                 None => continue,
             };
@@ -216,11 +223,11 @@ impl Store {
                 response: Some(resp),
             });
         }
-        PbTxnResponse {
+        Ok(PbTxnResponse {
             header: None,
             succeeded: ok,
             responses,
-        }
+        })
     }
 
     /// etcd Txn: all or nothing; every write in it shares one new revision.
@@ -230,7 +237,8 @@ impl Store {
         self.plan(req, &mut decisions)?;
         let mut sub = 0;
         let mut events = Vec::new();
-        let mut resp = self.execute(req, main, &mut sub, &mut decisions.into_iter(), &mut events);
+        let mut resp =
+            self.execute(req, main, &mut sub, &mut decisions.into_iter(), &mut events)?;
         if sub > 0 {
             self.revision = main;
         }

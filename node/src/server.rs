@@ -174,6 +174,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tx.clone(),
         tokio::runtime::Handle::current(),
         opened.snapshots.clone(),
+        opened.state.store.disk_values().map(|v| v.database()),
     ));
     transport.set_peers(&peers);
     tracing::info!(

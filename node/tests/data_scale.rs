@@ -14,7 +14,10 @@ use metastore_testkit::{client, current_revision, Cluster, FAST};
 use support::BIN;
 
 /// Bytes under `dir`, recursively.
+/// Bytes the files under `dir` occupy on disk (allocated blocks: what fills a volume; the values
+/// database's file is sparse past what it uses).
 fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -22,7 +25,7 @@ fn dir_size(dir: &Path) -> u64 {
         .flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()

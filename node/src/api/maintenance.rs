@@ -157,7 +157,7 @@ fn hash_kv_at(store: &metastore_mvcc::Store, revision: i64) -> (Result<u32, Stat
         );
     }
     let mut h = Sha1::new();
-    store.visit_versions(rev, |k, main, sub, v| {
+    let visited = store.visit_versions(rev, |k, main, sub, v| {
         h.update((k.len() as u64).to_be_bytes());
         h.update(k);
         h.update(main.to_be_bytes());
@@ -171,6 +171,9 @@ fn hash_kv_at(store: &metastore_mvcc::Store, revision: i64) -> (Result<u32, Stat
             None => h.update([0]),
         }
     });
+    if let Err(e) = visited {
+        return (Err(mvcc_status(&e)), compacted, rev);
+    }
     let d = h.finalize();
     (
         Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
@@ -330,7 +333,9 @@ impl PbMaintenanceService for MaintenanceService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<PbSnapshotResponse, Status>>(4);
         tokio::task::spawn_blocking(move || {
             let streamed = (|| -> Result<(), String> {
-                let state_len = view.snapshot_len().map_err(|e| e.to_string())?;
+                let state_len = view
+                    .snapshot_len(metastore_mvcc::ValuesIn::Body)
+                    .map_err(|e| e.to_string())?;
                 let mut left = framed_len(state_len);
                 let send = |blob: Vec<u8>| {
                     left -= blob.len() as u64;
@@ -344,7 +349,7 @@ impl PbMaintenanceService for MaintenanceService {
                 };
                 let mut framer = SnapshotFramer::new(state_len, SNAPSHOT_CHUNK, send)
                     .map_err(|e| e.to_string())?;
-                view.write_snapshot(&mut framer)
+                view.write_snapshot(&mut framer, metastore_mvcc::ValuesIn::Body)
                     .map_err(|e| e.to_string())?;
                 framer.finish().map_err(|e| e.to_string())
             })();

@@ -18,7 +18,7 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::LeaseNotFound => Status::not_found(msg),
         MvccError::NoSpace => Status::resource_exhausted(msg),
         MvccError::LeaseExists => Status::failed_precondition(msg),
-        MvccError::Snapshot(_) => Status::internal(msg),
+        MvccError::Snapshot(_) | MvccError::Storage(_) => Status::internal(msg),
         _ => Status::invalid_argument(msg),
     }
 }

@@ -13,6 +13,7 @@ use crate::consensus::log::{LogError, LogLimits, PersistBatch, RaftLog};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::replicated::member::{cluster_id, Member};
 use crate::replicated::state_machine::{SnapshotError, StateMachine};
+use metastore_mvcc::{DiskValues, Store, ValuesIn};
 use raft::eraftpb::SnapshotMetadata;
 
 /// Who this data directory belongs to, fixed when it is first created.
@@ -58,6 +59,9 @@ pub enum BootstrapError {
     /// Snapshot file failure.
     #[error(transparent)]
     SnapshotFile(#[from] SnapshotFileError),
+    /// The values database could not be opened.
+    #[error("data dir values database: {0}")]
+    Values(#[from] metastore_mvcc::MvccError),
     /// Snapshot contents failure.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -140,6 +144,17 @@ pub fn raft_config(cfg: &Config, id: u64, applied: u64) -> raft::Config {
 /// Most entry bytes applied in one pass of the Raft loop.
 pub const MAX_APPLY_BATCH_BYTES: u64 = 16 << 20;
 
+/// Where a member keeps the values of its key space, under its data dir.
+pub fn values_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("values.redb")
+}
+
+/// The values database's page cache for a quota: an eighth of it, between 16 and 256 MiB (the
+/// operating system's page cache does the rest, outside the member's memory).
+pub fn values_cache_bytes(quota_backend_bytes: u64) -> usize {
+    (quota_backend_bytes / 8).clamp(16 << 20, 256 << 20) as usize
+}
+
 /// Where a member keeps its snapshot files, under its data dir.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("snap")
@@ -193,6 +208,10 @@ pub fn open(
     )?;
     let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
     snapshots.remove_leftovers()?;
+    let values = DiskValues::open(
+        &values_path(&cfg.data_dir),
+        values_cache_bytes(cfg.quota_backend_bytes),
+    )?;
     let identity_path = member_dir.join("identity");
 
     let identity = match read_identity(&identity_path)? {
@@ -260,7 +279,10 @@ pub fn open(
                 meta.index = BOOTSTRAP_INDEX;
                 meta.term = BOOTSTRAP_INDEX;
                 meta.mut_conf_state().voters = ids;
-                snapshots.write(&meta, |w| sm.write_snapshot(w).map_err(|e| e.to_string()))?;
+                snapshots.write(&meta, |w| {
+                    sm.write_snapshot(w, ValuesIn::Body)
+                        .map_err(|e| e.to_string())
+                })?;
                 log.persist(PersistBatch {
                     snapshot: Some(meta),
                     ..Default::default()
@@ -303,19 +325,25 @@ pub fn open(
             let index = meta.index;
             log.set_snapshot(meta);
             // Streamed from the file: the state is built once, never copied.
-            (StateMachine::read_snapshot(body, len)?, index)
+            let into = Store::on_disk(values.fresh_handle()?);
+            (StateMachine::read_snapshot(body, len, into)?, index)
         }
         None => {
             if log.truncated_index() > 0 {
                 return Err(BootstrapError::MissingSnapshot(cfg.data_dir.clone()));
             }
             (
-                StateMachine::bootstrap(identity.cluster_id, identity.bootstrap_members.clone()),
+                StateMachine::bootstrap_in(
+                    Store::on_disk(values.fresh_handle()?),
+                    identity.cluster_id,
+                    identity.bootstrap_members.clone(),
+                ),
                 0,
             )
         }
     };
 
+    sweep_in_background(state.store.clone());
     let rc = raft_config(cfg, identity.member_id, applied);
     rc.validate()?;
     let raw = RawNode::new(&rc, log, logger)?;
@@ -326,4 +354,19 @@ pub fn open(
         snapshots,
         identity,
     })
+}
+
+/// Deletes, off the Raft thread, stored values that `view` does not reference (left by a crash
+/// between a compaction and the next snapshot, or by a snapshot install).
+pub fn sweep_in_background(view: Store) {
+    let spawned = std::thread::Builder::new()
+        .name("values-sweep".into())
+        .spawn(move || match view.sweep_unreferenced() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed unreferenced stored values"),
+            Err(e) => tracing::warn!("sweeping stored values failed: {e}"),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("could not start the values sweep: {e}");
+    }
 }

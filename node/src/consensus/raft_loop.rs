@@ -54,6 +54,10 @@ pub enum LoopError {
     /// Saving or loading a snapshot failed.
     #[error(transparent)]
     SnapshotFile(#[from] SnapshotFileError),
+    /// The values database failed while applying: the state may be half-applied, so the member
+    /// stops (its log rebuilds the state at restart).
+    #[error("values database: {0}")]
+    Values(#[from] metastore_mvcc::MvccError),
     /// A snapshot did not (de)serialize.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -112,6 +116,8 @@ pub struct RaftLoop {
     loopback: crossbeam_channel::Sender<LoopMsg>,
     /// A local snapshot is being written.
     snapshot_in_flight: bool,
+    /// The compaction mark of the view the snapshot in flight is written from.
+    snapshot_compaction_mark: u64,
     /// Bytes of entries applied since the last snapshot was started.
     applied_bytes_since_snapshot: u64,
     /// The log's compacted files are being reclaimed.
@@ -186,6 +192,7 @@ impl RaftLoop {
             jobs,
             loopback,
             snapshot_in_flight: false,
+            snapshot_compaction_mark: 0,
             applied_bytes_since_snapshot: 0,
             purge_in_flight: Arc::default(),
             received_snapshots: HashMap::new(),

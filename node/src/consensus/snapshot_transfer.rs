@@ -1,8 +1,9 @@
-//! A snapshot received from a peer, made ready off the Raft thread: its body streamed to a file
-//! (bounded memory, bounded size) and decoded into a state machine, so the Raft loop only swaps
-//! the state in when Raft accepts the snapshot.
+//! Snapshots between members, off the Raft thread: one sent is streamed from its file (with
+//! the values a member's own snapshot leaves in its values database put back in); one received
+//! is streamed to a file (bounded memory, bounded size) and decoded into a state machine, so
+//! the Raft loop only swaps the state in when Raft accepts the snapshot.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use raft::eraftpb::SnapshotMetadata;
 
@@ -30,13 +31,15 @@ pub struct ReceivedSnapshot {
 }
 
 /// Writes the body `body` of snapshot `meta` into `files` (refusing more than `limit` bytes),
-/// then decodes the state from the written file. Blocking: call it off the Raft thread and off
-/// async workers.
+/// then decodes the state from the written file into `into` (an empty key space: see
+/// [`metastore_mvcc::Store::empty_like`]). Blocking: call it off the Raft thread and off async
+/// workers.
 pub fn receive(
     files: &SnapshotFiles,
     meta: &SnapshotMetadata,
     mut body: impl Read,
     limit: u64,
+    into: metastore_mvcc::Store,
 ) -> Result<ReceivedSnapshot, SnapshotFileError> {
     let body_err = |reason: String| SnapshotFileError::Body {
         path: "received snapshot".into(),
@@ -53,8 +56,58 @@ pub fn receive(
     let file = w.finish()?;
     let body = file.body()?;
     let len = body.get_ref().limit();
-    let state = StateMachine::read_snapshot(body, len).map_err(|e| body_err(e.to_string()))?;
+    let state =
+        StateMachine::read_snapshot(body, len, into).map_err(|e| body_err(e.to_string()))?;
     Ok(ReceivedSnapshot { file, state })
+}
+
+/// Writes the body of snapshot `meta` as peers read it, values included, into `w`: the file as
+/// it is, or, for a member's own snapshot whose values are in its values database, the state
+/// decoded into `into` (see [`metastore_mvcc::Store::empty_like`]) and encoded again with its
+/// values. `None` when the file is gone (a newer one replaced it); else the bytes written.
+/// Blocking.
+pub fn write_sendable(
+    files: &SnapshotFiles,
+    meta: &SnapshotMetadata,
+    into: metastore_mvcc::Store,
+    mut w: impl Write,
+) -> Result<Option<u64>, String> {
+    let Some((mut body, len)) = files.open_body(meta).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut prefix = [0u8; 8];
+    body.read_exact(&mut prefix).map_err(|e| e.to_string())?;
+    if !StateMachine::values_in_store(prefix) {
+        w.write_all(&prefix).map_err(|e| e.to_string())?;
+        let copied = io::copy(&mut body, &mut w).map_err(|e| e.to_string())?;
+        w.flush().map_err(|e| e.to_string())?;
+        return Ok(Some(8 + copied));
+    }
+    let state = StateMachine::read_snapshot(io::Cursor::new(prefix).chain(body), len, into)
+        .map_err(|e| e.to_string())?;
+    let mut counted = CountingWriter { w, n: 0 };
+    state
+        .write_snapshot(&mut counted, metastore_mvcc::ValuesIn::Body)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(counted.n))
+}
+
+/// A writer that counts what passes through.
+struct CountingWriter<W> {
+    w: W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
 }
 
 /// A `Read` over chunks handed over from an async task (the gRPC stream), for [`receive`] on a
@@ -137,16 +190,37 @@ mod tests {
         let files = SnapshotFiles::open(dir.path()).unwrap();
         let sm = state();
         let body = sm.to_snapshot().unwrap();
-        let got = receive(&files, &meta(), body.as_slice(), 1 << 20).unwrap();
+        let got = receive(
+            &files,
+            &meta(),
+            body.as_slice(),
+            1 << 20,
+            metastore_mvcc::Store::new(),
+        )
+        .unwrap();
         assert_eq!(got.state.store, sm.store);
         assert_eq!(got.state.members, sm.members);
         files.adopt(got.file, &meta()).unwrap();
         let (m, _, _) = files.open_latest().unwrap().unwrap();
         assert_eq!(m, meta());
-        let err = receive(&files, &meta(), body.as_slice(), 1000).unwrap_err();
+        let err = receive(
+            &files,
+            &meta(),
+            body.as_slice(),
+            1000,
+            metastore_mvcc::Store::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, SnapshotFileError::TooLarge { .. }), "{err}");
         // Truncated: refused, and nothing is left behind but the adopted file.
-        let err = receive(&files, &meta(), &body[..body.len() / 2], 1 << 20).unwrap_err();
+        let err = receive(
+            &files,
+            &meta(),
+            &body[..body.len() / 2],
+            1 << 20,
+            metastore_mvcc::Store::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, SnapshotFileError::Body { .. }), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -30,6 +30,7 @@ use crate::peer_proto::{
     Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
 };
 use crate::replicated::member::{same_peer_urls, Member};
+use metastore_mvcc::ValuesDatabase;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -56,11 +57,13 @@ pub struct Transport {
     rt: tokio::runtime::Handle,
     /// Where the snapshots this member sends are read from.
     snapshots: SnapshotFiles,
+    /// The member's values database (its own snapshots leave their values there).
+    values: Option<ValuesDatabase>,
 }
 
 impl Transport {
     /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given,
-    /// sending snapshots from `snapshots`; tasks run on `rt`.
+    /// sending snapshots from `snapshots` with the values in `values`; tasks run on `rt`.
     pub fn new(
         me: u64,
         cluster_id: u64,
@@ -68,6 +71,7 @@ impl Transport {
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
         snapshots: SnapshotFiles,
+        values: Option<ValuesDatabase>,
     ) -> Self {
         Transport {
             me,
@@ -77,6 +81,7 @@ impl Transport {
             raft,
             rt,
             snapshots,
+            values,
         }
     }
 
@@ -138,6 +143,7 @@ impl Transport {
                             m,
                             self.raft.clone(),
                             self.snapshots.clone(),
+                            self.values.clone(),
                         ));
                     }
                     None => {
@@ -277,6 +283,7 @@ async fn send_snapshot(
     mut msg: Message,
     raft: crossbeam_channel::Sender<LoopMsg>,
     files: SnapshotFiles,
+    values: Option<ValuesDatabase>,
 ) {
     let to = msg.to;
     // The body is in the file the metadata names, not in the message.
@@ -291,35 +298,19 @@ async fn send_snapshot(
     };
     // The file is read on a blocking thread, as fast as the network takes the chunks.
     let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
-        use std::io::Read as _;
-        let (mut body, len) = files
-            .open_body(&meta)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))?;
+        let into = match &values {
+            Some(v) => metastore_mvcc::Store::on_disk(v.handle().map_err(|e| e.to_string())?),
+            None => metastore_mvcc::Store::new(),
+        };
         tx.blocking_send(first)
             .map_err(|_| "receiver gone".to_string())?;
-        let mut sent = 0u64;
-        loop {
-            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK);
-            let n = (&mut body)
-                .take(SNAPSHOT_CHUNK as u64)
-                .read_to_end(&mut data)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            sent += n as u64;
-            tx.blocking_send(SnapshotChunk {
-                message: Vec::new(),
-                data,
-                cluster_id,
-            })
-            .map_err(|_| "receiver gone".to_string())?;
-        }
-        if sent != len {
-            return Err(format!("snapshot file gave {sent} of {len} bytes"));
-        }
-        Ok(sent)
+        let mut chunks = ChunkSender {
+            tx,
+            buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+            cluster_id,
+        };
+        snapshot_transfer::write_sendable(&files, &meta, into, &mut chunks)?
+            .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))
     });
     let result = async {
         let ch = endpoint(&url, local)?.connect().await?;
@@ -346,6 +337,44 @@ async fn send_snapshot(
         }
     };
     let _ = raft.send(LoopMsg::SnapshotSent(to, ok));
+}
+
+/// Cuts a written snapshot body into chunks for the network (a few in memory at a time).
+struct ChunkSender {
+    tx: mpsc::Sender<SnapshotChunk>,
+    buf: Vec<u8>,
+    cluster_id: u64,
+}
+
+impl ChunkSender {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        self.tx
+            .blocking_send(SnapshotChunk {
+                message: Vec::new(),
+                data,
+                cluster_id: self.cluster_id,
+            })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver gone"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(SNAPSHOT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() >= SNAPSHOT_CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffered()
+    }
 }
 
 /// The gRPC service receiving other members' messages.
@@ -476,8 +505,15 @@ impl Peer for PeerService {
         // The body goes to disk on a blocking thread as it arrives, then is decoded there.
         let (tx, rx) = mpsc::channel::<Vec<u8>>(SNAPSHOT_READ_AHEAD);
         let files = self.snapshots.clone();
+        let into = self
+            .shared
+            .state
+            .read()
+            .store
+            .empty_like()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let writer = tokio::task::spawn_blocking(move || {
-            snapshot_transfer::receive(&files, &meta, ChunkReader::new(rx), limit)
+            snapshot_transfer::receive(&files, &meta, ChunkReader::new(rx), limit, into)
         });
         let failed = |r| {
             let status = receive_failed(r);

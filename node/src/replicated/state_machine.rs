@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read, Write};
 
-use metastore_mvcc::Store;
+use metastore_mvcc::{Store, ValuesIn};
 use serde::{Deserialize, Serialize};
 
 use crate::replicated::command::{ApplyResult, Command, CommandResponse};
@@ -141,7 +141,8 @@ pub const ALARM_NOSPACE: i32 = 1;
 /// What a snapshot holds after the key space, in the order written. The body is the key space
 /// as a length-prefixed blob (bincode's encoding of a byte vector, so the layout is that of the
 /// first format, which held the serialized key space in a `Vec<u8>`), then these fields, then
-/// the proposal windows (absent in snapshots of the first format).
+/// the proposal windows (absent in snapshots of the first format). The length prefix's top bit
+/// ([`VALUES_IN_STORE`]) marks a key space whose values are in the member's values database.
 #[derive(Serialize)]
 struct SnapshotTailRef<'a> {
     cluster_id: u64,
@@ -163,16 +164,24 @@ struct SnapshotTail {
     alarms: BTreeSet<(u64, i32)>,
 }
 
+/// The length prefix's flag for a key space encoded with [`ValuesIn::Store`].
+const VALUES_IN_STORE: u64 = 1 << 63;
+
 /// A snapshot that could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[error("state machine snapshot: {0}")]
 pub struct SnapshotError(String);
 
 impl StateMachine {
-    /// The state of a freshly bootstrapped cluster.
+    /// The state of a freshly bootstrapped cluster, values kept in memory.
     pub fn bootstrap(cluster_id: u64, members: BTreeMap<u64, Member>) -> Self {
+        Self::bootstrap_in(Store::new(), cluster_id, members)
+    }
+
+    /// The state of a freshly bootstrapped cluster over `store` (empty).
+    pub fn bootstrap_in(store: Store, cluster_id: u64, members: BTreeMap<u64, Member>) -> Self {
         StateMachine {
-            store: Store::new(),
+            store,
             cluster_id,
             members,
             removed: BTreeSet::new(),
@@ -368,23 +377,45 @@ impl StateMachine {
     }
 
     /// Serializes the whole state for a Raft snapshot into `w`, as a stream: nothing is built
-    /// in memory (the key space's size is measured in a first pass to prefix it).
-    pub fn write_snapshot(&self, mut w: impl Write) -> Result<(), SnapshotError> {
+    /// in memory (the key space's size is counted in a first pass to prefix it). With
+    /// [`ValuesIn::Store`] the values stay in this member's values database (its own snapshots);
+    /// anything another member or a client reads carries them ([`ValuesIn::Body`]).
+    pub fn write_snapshot(&self, mut w: impl Write, values: ValuesIn) -> Result<(), SnapshotError> {
         let err = |e: bincode::Error| SnapshotError(e.to_string());
-        let store_len = bincode::serialized_size(&self.store).map_err(err)?;
-        w.write_all(&store_len.to_le_bytes())
+        let values = self.placement(values);
+        let mut prefix = self.store.encoded_len(values);
+        if values == ValuesIn::Store {
+            prefix |= VALUES_IN_STORE;
+        }
+        w.write_all(&prefix.to_le_bytes())
             .map_err(|e| SnapshotError(e.to_string()))?;
-        bincode::serialize_into(&mut w, &self.store).map_err(err)?;
+        self.store
+            .encode(&mut w, values)
+            .map_err(|e| SnapshotError(e.to_string()))?;
         bincode::serialize_into(&mut w, &self.snapshot_tail()).map_err(err)?;
         w.flush().map_err(|e| SnapshotError(e.to_string()))
     }
 
-    /// The length of [`Self::write_snapshot`]'s output, measured without encoding anything.
-    pub fn snapshot_len(&self) -> Result<u64, SnapshotError> {
+    /// True when a snapshot body starting with `prefix` keeps its values in the writer's values
+    /// database ([`ValuesIn::Store`]).
+    pub fn values_in_store(prefix: [u8; 8]) -> bool {
+        u64::from_le_bytes(prefix) & VALUES_IN_STORE != 0
+    }
+
+    /// What `values` means for this state: values in memory are always in the body.
+    fn placement(&self, values: ValuesIn) -> ValuesIn {
+        if self.store.disk_values().is_none() {
+            ValuesIn::Body
+        } else {
+            values
+        }
+    }
+
+    /// The length of [`Self::write_snapshot`]'s output, counted without encoding anything.
+    pub fn snapshot_len(&self, values: ValuesIn) -> Result<u64, SnapshotError> {
         let err = |e: bincode::Error| SnapshotError(e.to_string());
-        let store = bincode::serialized_size(&self.store).map_err(err)?;
         let tail = bincode::serialized_size(&self.snapshot_tail()).map_err(err)?;
-        Ok(8 + store + tail)
+        Ok(8 + self.store.encoded_len(self.placement(values)) + tail)
     }
 
     fn snapshot_tail(&self) -> SnapshotTailRef<'_> {
@@ -399,15 +430,22 @@ impl StateMachine {
     }
 
     /// Rebuilds the state from a snapshot body of `len` bytes read as a stream
-    /// ([`Self::write_snapshot`]'s output, or a snapshot of the first format). No length inside
-    /// the body is trusted beyond `len`.
-    pub fn read_snapshot(mut r: impl Read, len: u64) -> Result<Self, SnapshotError> {
+    /// ([`Self::write_snapshot`]'s output, or a snapshot of the first format) into `store`, an
+    /// empty key space whose values go where the rebuilt one's should. No length inside the
+    /// body is trusted beyond `len`.
+    pub fn read_snapshot(mut r: impl Read, len: u64, store: Store) -> Result<Self, SnapshotError> {
         use bincode::Options as _;
         let err = |e: bincode::Error| SnapshotError(e.to_string());
         let mut prefix = [0u8; 8];
         r.read_exact(&mut prefix)
             .map_err(|e| SnapshotError(format!("key space length: {e}")))?;
-        let store_len = u64::from_le_bytes(prefix);
+        let prefix = u64::from_le_bytes(prefix);
+        let values = if prefix & VALUES_IN_STORE != 0 {
+            ValuesIn::Store
+        } else {
+            ValuesIn::Body
+        };
+        let store_len = prefix & !VALUES_IN_STORE;
         let rest = len.saturating_sub(8);
         if store_len > rest {
             return Err(SnapshotError(format!(
@@ -415,7 +453,7 @@ impl StateMachine {
             )));
         }
         let mut store_bytes = (&mut r).take(store_len);
-        let store = Store::read_snapshot(&mut store_bytes, store_len)
+        let store = Store::decode(&mut store_bytes, store_len, values, store)
             .map_err(|e| SnapshotError(e.to_string()))?;
         if store_bytes.limit() != 0 {
             return Err(SnapshotError(format!(
@@ -448,16 +486,16 @@ impl StateMachine {
         })
     }
 
-    /// [`Self::write_snapshot`] into memory (the bootstrap snapshot, tests).
+    /// [`Self::write_snapshot`] into memory, values included (tests).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         let mut out = Vec::new();
-        self.write_snapshot(&mut out)?;
+        self.write_snapshot(&mut out, ValuesIn::Body)?;
         Ok(out)
     }
 
-    /// [`Self::read_snapshot`] from memory.
+    /// [`Self::read_snapshot`] from memory, values kept in memory (tests).
     pub fn from_snapshot(data: &[u8]) -> Result<Self, SnapshotError> {
-        Self::read_snapshot(data, data.len() as u64)
+        Self::read_snapshot(data, data.len() as u64, Store::new())
     }
 }
 
@@ -579,7 +617,7 @@ mod tests {
         }))
         .unwrap();
         let good = sm.to_snapshot().unwrap();
-        assert_eq!(sm.snapshot_len().unwrap(), good.len() as u64);
+        assert_eq!(sm.snapshot_len(ValuesIn::Body).unwrap(), good.len() as u64);
         assert_eq!(StateMachine::from_snapshot(&good).unwrap().store, sm.store);
         // Lengths that claim more than there is: refused, nothing preallocated.
         for bad in [

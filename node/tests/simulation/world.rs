@@ -442,12 +442,26 @@ impl World {
         let (from_dir, to_dir) = (dir(msg.from)?, dir(to)?);
         let meta = msg.get_snapshot().get_metadata();
         let sender = SnapshotFiles::open(&from_dir).map_err(|e| e.to_string())?;
-        let (body, _) = sender
-            .open_body(meta)
-            .map_err(|e| e.to_string())?
+        let store_of = |id: u64| {
+            self.members
+                .get(&id)
+                .and_then(|m| m.run.as_ref())
+                .ok_or_else(|| format!("member {id:x} is down"))
+                .and_then(|r| {
+                    r.shared
+                        .state
+                        .read()
+                        .store
+                        .empty_like()
+                        .map_err(|e| e.to_string())
+                })
+        };
+        let mut body = Vec::new();
+        snapshot_transfer::write_sendable(&sender, meta, store_of(msg.from)?, &mut body)?
             .ok_or("the snapshot file is gone")?;
         let receiver = SnapshotFiles::open(&to_dir).map_err(|e| e.to_string())?;
-        snapshot_transfer::receive(&receiver, meta, body, u64::MAX).map_err(|e| e.to_string())
+        snapshot_transfer::receive(&receiver, meta, &body[..], u64::MAX, store_of(to)?)
+            .map_err(|e| e.to_string())
     }
 
     /// Runs one pass of a member's loop at the current time, then routes what it sent, feeds the

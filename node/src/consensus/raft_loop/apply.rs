@@ -15,6 +15,7 @@ use crate::replicated::command::{Command, CommandResponse};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{MemberChange, MembershipError};
 use crate::replicated::state_machine::{ProposalAdmission, StateMachine};
+use metastore_mvcc::MvccError;
 
 /// What a run of applied entries changed, acted on once the run is applied.
 #[derive(Default)]
@@ -45,7 +46,7 @@ impl RaftLoop {
                 }
                 match e.get_entry_type() {
                     EntryType::EntryNormal if !e.data.is_empty() => {
-                        self.apply_command(&mut sm, &e, &mut out)
+                        self.apply_command(&mut sm, &e, &mut out)?
                     }
                     EntryType::EntryNormal => {}
                     EntryType::EntryConfChange => self.apply_conf_change(&e, &mut out)?,
@@ -56,6 +57,8 @@ impl RaftLoop {
                 self.applied = e.index;
                 self.applied_bytes_since_snapshot += e.data.len() as u64;
             }
+            // Readers see the batch only once its values are in the database.
+            sm.store.commit()?;
         }
         self.after_apply(out)?;
         self.shared
@@ -66,7 +69,12 @@ impl RaftLoop {
     }
 
     /// A client command (or one the leader proposed, e.g. a key-lease revocation).
-    fn apply_command(&mut self, sm: &mut StateMachine, e: &Entry, out: &mut Applied) {
+    fn apply_command(
+        &mut self,
+        sm: &mut StateMachine,
+        e: &Entry,
+        out: &mut Applied,
+    ) -> Result<(), LoopError> {
         if let Some(ctx) = ProposalContext::decode(&e.context) {
             let admission = sm.admit_proposal(ctx.member, ctx.seq);
             if admission != ProposalAdmission::Apply {
@@ -90,7 +98,7 @@ impl RaftLoop {
                         );
                     }
                 }
-                return;
+                return Ok(());
             }
         }
         let cmd = match Command::decode(&e.data) {
@@ -98,7 +106,7 @@ impl RaftLoop {
             // Every member skips the same entry, so they stay identical.
             Err(err) => {
                 tracing::error!(index = e.index, "skipping entry: {err}");
-                return;
+                return Ok(());
             }
         };
         out.peers_changed |= matches!(cmd, Command::Member(_));
@@ -108,6 +116,9 @@ impl RaftLoop {
             _ => None,
         };
         let result = sm.apply(cmd);
+        if let Err(e @ MvccError::Storage(_)) = &result {
+            return Err(LoopError::Values(e.clone()));
+        }
         match (key_lease_op, &result) {
             (Some((id, Some(ttl))), Ok(_)) => {
                 let now = self.now();
@@ -124,6 +135,7 @@ impl RaftLoop {
             });
         }
         self.answer_proposer(&e.context, Ok(result));
+        Ok(())
     }
 
     /// A v1 configuration change (only the bootstrap entries carry these).

@@ -11,6 +11,7 @@ use super::{LoopError, RaftLoop};
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotWritten};
 use crate::node::{LoopMsg, WatchBatch};
 use crate::replicated::member::peer_urls;
+use metastore_mvcc::ValuesIn;
 
 /// Once the state is larger than [`SNAPSHOT_THROTTLE_FROM`], a periodic snapshot waits until the
 /// entries applied since the last one add up to at least 1/SNAPSHOT_STATE_SHARE of the state, so
@@ -44,6 +45,8 @@ impl RaftLoop {
         let revision = sm.store.current_revision();
         let now = self.now();
         self.key_leases.restart(&sm.leases, now);
+        // Values the old state held and the new one does not reference go, off this thread.
+        crate::consensus::bootstrap::sweep_in_background(sm.store.clone());
         // The old state is freed after the lock is released.
         let old = std::mem::replace(&mut *self.shared.state.write(), sm);
         drop(old);
@@ -102,6 +105,7 @@ impl RaftLoop {
         meta.term = self.raw.raft.raft_log.term(self.applied)?;
         meta.set_conf_state(self.conf_state.clone());
         let view = self.shared.state.read().clone();
+        self.snapshot_compaction_mark = view.store.compaction_mark();
         let files = self.snapshots.clone();
         let tx = self.loopback.clone();
         self.snapshot_in_flight = true;
@@ -110,8 +114,16 @@ impl RaftLoop {
             "snapshot",
             Box::new(move || {
                 let started = Instant::now();
+                // The values stay in the values database: durable before the snapshot that
+                // references them.
                 let result = files
-                    .write(&meta, |w| view.write_snapshot(w).map_err(|e| e.to_string()))
+                    .write(&meta, |w| {
+                        if let Some(values) = view.store.disk_values() {
+                            values.sync().map_err(|e| e.to_string())?;
+                        }
+                        view.write_snapshot(w, ValuesIn::Store)
+                            .map_err(|e| e.to_string())
+                    })
                     .map(|bytes| SnapshotWritten {
                         meta,
                         bytes,
@@ -137,6 +149,12 @@ impl RaftLoop {
             return Ok(());
         }
         let index = w.meta.index;
+        // The previous snapshot is gone: values compacted before this one was taken may go too.
+        self.shared
+            .state
+            .write()
+            .store
+            .release_deletes(self.snapshot_compaction_mark);
         let compact_to = index.saturating_sub(self.shared.config.snapshot_catchup_entries);
         self.raw.mut_store().install_snapshot(w.meta, compact_to)?;
         self.snapshot_index = index;

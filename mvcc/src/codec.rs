@@ -1,0 +1,206 @@
+//! The key space's snapshot encoding, streamed both ways: nothing proportional to the data is
+//! built in memory, and no length in the input is trusted beyond the bytes it is given.
+//!
+//! The layout is bincode's legacy encoding of the first format's serde structs (so snapshots
+//! written by earlier versions read back): key count, then per key its bytes and its versions
+//! (`main`, `sub`, tombstone flag, create revision, version, value length and bytes, lease), then
+//! the revision and the compacted revision; integers fixed-width little-endian, lengths `u64`.
+//! [`ValuesIn::Store`] omits the value bytes: the values database of the member that wrote it
+//! holds them (its own local snapshots only).
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+
+use crate::store::{KeyData, Store, Version};
+use crate::values::Value;
+use crate::MvccError;
+
+/// Where an encoding keeps the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValuesIn {
+    /// In the encoding (snapshots sent to peers or clients).
+    Body,
+    /// In the writer's values database, by revision (a member's own snapshots).
+    Store,
+}
+
+fn io(e: std::io::Error) -> MvccError {
+    MvccError::Snapshot(e.to_string())
+}
+
+impl Store {
+    /// Writes the key space to `w` (buffer it: the writes are small).
+    pub fn encode(&self, mut w: impl Write, values: ValuesIn) -> Result<(), MvccError> {
+        let mut put = |b: &[u8]| w.write_all(b).map_err(io);
+        put(&(self.keys.len() as u64).to_le_bytes())?;
+        for (k, h) in &self.keys {
+            put(&(k.len() as u64).to_le_bytes())?;
+            put(k)?;
+            put(&(h.len() as u64).to_le_bytes())?;
+            for v in h {
+                put(&v.main.to_le_bytes())?;
+                put(&v.sub.to_le_bytes())?;
+                let Some(d) = &v.data else {
+                    put(&[0])?;
+                    continue;
+                };
+                put(&[1])?;
+                put(&d.create_revision.to_le_bytes())?;
+                put(&d.version.to_le_bytes())?;
+                put(&(d.value.len() as u64).to_le_bytes())?;
+                if values == ValuesIn::Body {
+                    put(&self.values.load(v.main, v.sub, &d.value)?)?;
+                }
+                put(&d.lease.to_le_bytes())?;
+            }
+        }
+        put(&self.revision.to_le_bytes())?;
+        put(&self.compacted.to_le_bytes())
+    }
+
+    /// The length of [`Store::encode`]'s output, counted without reading a value.
+    pub fn encoded_len(&self, values: ValuesIn) -> u64 {
+        let mut n = 8 + 16;
+        for (k, h) in &self.keys {
+            n += 8 + k.len() as u64 + 8;
+            for v in h {
+                n += 17;
+                if let Some(d) = &v.data {
+                    n += 32;
+                    if values == ValuesIn::Body {
+                        n += d.value.len() as u64;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Reads a key space written by [`Store::encode`] from at most `limit` bytes of `r` into
+    /// `into` (an empty store: its values go where `into`'s go). Values on disk are committed as
+    /// they come, in bounded batches.
+    pub fn decode(
+        r: impl Read,
+        limit: u64,
+        values: ValuesIn,
+        mut into: Store,
+    ) -> Result<Store, MvccError> {
+        if values == ValuesIn::Store && into.values.disk().is_none() {
+            return Err(MvccError::Snapshot(
+                "a snapshot whose values are in a database, read without one".into(),
+            ));
+        }
+        let mut r = Bounded { r, left: limit };
+        let keys = r.u64()?;
+        let mut last_key: Option<Vec<u8>> = None;
+        for _ in 0..keys {
+            let len = r.len()?;
+            let key = r.bytes(len)?;
+            if last_key.as_ref().is_some_and(|l| *l >= key) {
+                return Err(MvccError::Snapshot("keys out of order".into()));
+            }
+            let count = r.u64()?;
+            let mut history = Vec::new();
+            for _ in 0..count {
+                let main = r.i64()?;
+                let sub = r.i64()?;
+                let data = match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let create_revision = r.i64()?;
+                        let version = r.i64()?;
+                        let value = match values {
+                            ValuesIn::Body => {
+                                let len = r.len()?;
+                                let bytes = Bytes::from(r.bytes(len)?);
+                                into.values.store(main, sub, bytes)
+                            }
+                            // Only a length: the bytes are in the database, not after it.
+                            ValuesIn::Store => {
+                                let len = r.u64()?;
+                                Value::Stored(u32::try_from(len).map_err(|_| {
+                                    MvccError::Snapshot(format!("value of {len} bytes"))
+                                })?)
+                            }
+                        };
+                        let lease = r.i64()?;
+                        Some(KeyData {
+                            create_revision,
+                            version,
+                            value,
+                            lease,
+                        })
+                    }
+                    t => return Err(MvccError::Snapshot(format!("version tag {t}"))),
+                };
+                history.push(Version { main, sub, data });
+            }
+            into.values.commit_if_large()?;
+            into.keys.insert(key.clone(), history);
+            last_key = Some(key);
+        }
+        into.revision = r.i64()?;
+        into.compacted = r.i64()?;
+        into.values.commit()?;
+        into.recount();
+        Ok(into)
+    }
+}
+
+/// A reader that refuses to read past `left` bytes.
+struct Bounded<R> {
+    r: R,
+    left: u64,
+}
+
+impl<R: Read> Bounded<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), MvccError> {
+        if buf.len() as u64 > self.left {
+            return Err(MvccError::Snapshot(format!(
+                "{} bytes wanted, {} left",
+                buf.len(),
+                self.left
+            )));
+        }
+        self.r.read_exact(buf).map_err(io)?;
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8, MvccError> {
+        let mut b = [0u8; 1];
+        self.fill(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, MvccError> {
+        let mut b = [0u8; 8];
+        self.fill(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn i64(&mut self) -> Result<i64, MvccError> {
+        let mut b = [0u8; 8];
+        self.fill(&mut b)?;
+        Ok(i64::from_le_bytes(b))
+    }
+
+    /// A length, refused when more than what is left could hold.
+    fn len(&mut self) -> Result<usize, MvccError> {
+        let n = self.u64()?;
+        if n > self.left {
+            return Err(MvccError::Snapshot(format!(
+                "length {n} with {} bytes left",
+                self.left
+            )));
+        }
+        usize::try_from(n).map_err(|_| MvccError::Snapshot(format!("length {n}")))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, MvccError> {
+        let mut v = vec![0u8; n];
+        self.fill(&mut v)?;
+        Ok(v)
+    }
+}

@@ -1,0 +1,370 @@
+//! Where the key space keeps its values: inline in the in-memory index (tests, the simulation),
+//! or on disk in a [`redb`] database keyed by revision, like etcd's bbolt `key` bucket, so a
+//! member's memory holds the index and not the data.
+//!
+//! Values on disk are immutable once written (a revision's value never changes), so:
+//! - writes collect in memory and reach the database in one non-durable commit per applied batch
+//!   ([`Values::commit`]); a durable commit ([`DiskValues::sync`]) precedes every local snapshot;
+//! - a copy of the store (a view) pins the database as of the last commit (a redb read
+//!   transaction), so it keeps reading the values it references while the live store goes on;
+//! - values compacted away are deleted only once a snapshot taken after the compaction is durable
+//!   ([`Values::release_deletes`]): the previous snapshot, from which a restart may begin, still
+//!   references them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
+
+use crate::MvccError;
+
+/// A revision as a database key: `main` then `sub`, big-endian, so keys sort in revision order.
+pub(crate) type RevKey = [u8; 16];
+
+/// The database key of revision `main`/`sub`.
+pub(crate) fn rev_key(main: i64, sub: i64) -> RevKey {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&main.to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+const VALUES: TableDefinition<RevKey, &[u8]> = TableDefinition::new("values");
+
+/// Bytes of written values gathered before they are committed to the database when a store is
+/// rebuilt from a snapshot (bounds the memory a restore holds).
+const RESTORE_FLUSH_BYTES: u64 = 4 << 20;
+
+/// A version's value as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// The bytes themselves.
+    Inline(Bytes),
+    /// Stored on disk under the version's revision; its length.
+    Stored(u32),
+}
+
+impl Value {
+    /// Length of the value in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Value::Inline(b) => b.len(),
+            Value::Stored(n) => *n as usize,
+        }
+    }
+}
+
+/// Where a store's values live.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Values {
+    /// In the index.
+    #[default]
+    Memory,
+    /// In a database.
+    Disk(DiskValues),
+}
+
+/// A database of values, shared by the live store and its views.
+pub struct DiskValues {
+    db: Arc<Database>,
+    /// The values table as of the last commit.
+    table: Arc<ReadOnlyTable<RevKey, &'static [u8]>>,
+    /// Written since the last commit.
+    pending: BTreeMap<RevKey, Bytes>,
+    /// Bytes in `pending`.
+    pending_bytes: u64,
+    /// Revisions compacted away, by compaction sequence, not yet deletable.
+    deferred: Vec<(u64, Vec<RevKey>)>,
+    /// Revisions to delete at the next commit.
+    ready: Vec<RevKey>,
+    /// Compactions seen so far (their sequence numbers).
+    compactions: u64,
+}
+
+/// A copy is a read view: it reads what the original reads, but does not carry the deletions the
+/// original owes the database (only the live store commits them).
+impl Clone for DiskValues {
+    fn clone(&self) -> Self {
+        DiskValues {
+            db: self.db.clone(),
+            table: self.table.clone(),
+            pending: self.pending.clone(),
+            pending_bytes: self.pending_bytes,
+            deferred: Vec::new(),
+            ready: Vec::new(),
+            compactions: self.compactions,
+        }
+    }
+}
+
+impl std::fmt::Debug for DiskValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskValues")
+            .field("pending", &self.pending.len())
+            .field("deferred", &self.deferred.len())
+            .field("compactions", &self.compactions)
+            .finish()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> MvccError {
+    MvccError::Storage(e.to_string())
+}
+
+impl DiskValues {
+    /// Opens (or creates) the values database at `path` with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, MvccError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
+        Self::from_database(db)
+    }
+
+    /// A values database in memory (tests).
+    pub fn in_memory() -> Result<Self, MvccError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        Self::from_database(db)
+    }
+
+    fn from_database(db: Database) -> Result<Self, MvccError> {
+        let txn = db.begin_write().map_err(storage)?;
+        txn.open_table(VALUES).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        let db = Arc::new(db);
+        let table = Arc::new(Self::read_table(&db)?);
+        Ok(DiskValues {
+            db,
+            table,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            deferred: Vec::new(),
+            ready: Vec::new(),
+            compactions: 0,
+        })
+    }
+
+    fn read_table(db: &Database) -> Result<ReadOnlyTable<RevKey, &'static [u8]>, MvccError> {
+        db.begin_read()
+            .map_err(storage)?
+            .open_table(VALUES)
+            .map_err(storage)
+    }
+
+    /// The database alone, for a holder that reads only now and then: a `DiskValues` pins the
+    /// database as of its last commit, and a pin held for long keeps every page freed since
+    /// from being reused (the file grows).
+    pub fn database(&self) -> ValuesDatabase {
+        ValuesDatabase(self.db.clone())
+    }
+
+    /// A fresh handle on the same database with nothing pending: the target of a store rebuilt
+    /// from a snapshot.
+    pub fn fresh_handle(&self) -> Result<Self, MvccError> {
+        self.database().handle()
+    }
+}
+
+/// A values database without a pinned view (see [`DiskValues::database`]).
+#[derive(Clone)]
+pub struct ValuesDatabase(Arc<Database>);
+
+impl ValuesDatabase {
+    /// A handle reading the database as it is now, with nothing pending.
+    pub fn handle(&self) -> Result<DiskValues, MvccError> {
+        Ok(DiskValues {
+            db: self.0.clone(),
+            table: Arc::new(DiskValues::read_table(&self.0)?),
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            deferred: Vec::new(),
+            ready: Vec::new(),
+            compactions: 0,
+        })
+    }
+}
+
+impl DiskValues {
+    /// Makes every commit so far durable (an empty commit with immediate durability).
+    pub fn sync(&self) -> Result<(), MvccError> {
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        // Records the allocator state, so opening after a crash does not walk the whole file.
+        txn.set_quick_repair(true);
+        txn.commit().map_err(storage)
+    }
+
+    fn get(&self, key: &RevKey) -> Result<Bytes, MvccError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        match self.table.get(key).map_err(storage)? {
+            Some(g) => Ok(Bytes::copy_from_slice(g.value())),
+            None => Err(MvccError::Storage(format!(
+                "the value of revision {}/{} is missing from the values database",
+                i64::from_be_bytes(key[..8].try_into().unwrap_or_default()),
+                i64::from_be_bytes(key[8..].try_into().unwrap_or_default()),
+            ))),
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), MvccError> {
+        if self.pending.is_empty() && self.ready.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
+        {
+            let mut t = txn.open_table(VALUES).map_err(storage)?;
+            for (k, v) in &self.pending {
+                t.insert(k, v.as_ref()).map_err(storage)?;
+            }
+            for k in &self.ready {
+                t.remove(k).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.ready.clear();
+        self.table = Arc::new(Self::read_table(&self.db)?);
+        Ok(())
+    }
+
+    /// Deletes, in chunks of separate commits, every stored value at or below `up_to` (a main
+    /// revision) that `keep` does not name (sorted): what a crash or a snapshot install left
+    /// behind. Values above `up_to` may belong to entries not yet replayed, and stay.
+    fn sweep(&self, keep: &[RevKey], up_to: i64) -> Result<u64, MvccError> {
+        let limit = rev_key(up_to, i64::MAX);
+        let mut removed = 0u64;
+        let mut from = rev_key(0, 0);
+        loop {
+            // Collect one chunk from a read view, then delete it in one commit.
+            let table = Self::read_table(&self.db)?;
+            let mut doomed = Vec::new();
+            let mut last = None;
+            for item in table.range(from..=limit).map_err(storage)? {
+                let (k, _) = item.map_err(storage)?;
+                let k = k.value();
+                last = Some(k);
+                if keep.binary_search(&k).is_err() {
+                    doomed.push(k);
+                }
+                if doomed.len() >= 10_000 {
+                    break;
+                }
+            }
+            drop(table);
+            if !doomed.is_empty() {
+                let mut txn = self.db.begin_write().map_err(storage)?;
+                txn.set_durability(Durability::None).map_err(storage)?;
+                {
+                    let mut t = txn.open_table(VALUES).map_err(storage)?;
+                    for k in &doomed {
+                        t.remove(k).map_err(storage)?;
+                    }
+                }
+                txn.commit().map_err(storage)?;
+                removed += doomed.len() as u64;
+            }
+            match last {
+                Some(k) if doomed.len() >= 10_000 => {
+                    from = k;
+                }
+                _ => return Ok(removed),
+            }
+        }
+    }
+}
+
+impl Values {
+    /// The bytes of a value.
+    pub(crate) fn load(&self, main: i64, sub: i64, v: &Value) -> Result<Bytes, MvccError> {
+        match (v, self) {
+            (Value::Inline(b), _) => Ok(b.clone()),
+            (Value::Stored(_), Values::Disk(d)) => d.get(&rev_key(main, sub)),
+            (Value::Stored(_), Values::Memory) => Err(MvccError::Storage(
+                "a stored value in a store without a values database".into(),
+            )),
+        }
+    }
+
+    /// Keeps a newly written value; returns what the index holds for it.
+    pub(crate) fn store(&mut self, main: i64, sub: i64, bytes: Bytes) -> Value {
+        match self {
+            Values::Memory => Value::Inline(bytes),
+            Values::Disk(d) => {
+                let len = bytes.len() as u32;
+                d.pending_bytes += bytes.len() as u64;
+                d.pending.insert(rev_key(main, sub), bytes);
+                Value::Stored(len)
+            }
+        }
+    }
+
+    /// Forgets the values of compacted versions, once the snapshots that may still need them
+    /// are superseded (see the module doc).
+    pub(crate) fn compacted(&mut self, revs: Vec<RevKey>) {
+        if let Values::Disk(d) = self {
+            d.compactions += 1;
+            if !revs.is_empty() {
+                let seq = d.compactions;
+                d.deferred.push((seq, revs));
+            }
+        }
+    }
+
+    /// The compaction sequence reached: a snapshot taken now covers compactions up to it.
+    pub(crate) fn compaction_mark(&self) -> u64 {
+        match self {
+            Values::Memory => 0,
+            Values::Disk(d) => d.compactions,
+        }
+    }
+
+    /// A snapshot covering compactions up to `mark` is durable: their values may go.
+    pub(crate) fn release_deletes(&mut self, mark: u64) {
+        if let Values::Disk(d) = self {
+            let (now, later): (Vec<_>, Vec<_>) =
+                d.deferred.drain(..).partition(|(seq, _)| *seq <= mark);
+            d.deferred = later;
+            d.ready.extend(now.into_iter().flat_map(|(_, revs)| revs));
+        }
+    }
+
+    /// Writes pending values and deletions to the database (not durably).
+    pub(crate) fn commit(&mut self) -> Result<(), MvccError> {
+        match self {
+            Values::Memory => Ok(()),
+            Values::Disk(d) => d.commit(),
+        }
+    }
+
+    /// Commits when enough is pending (a restore's bounded memory).
+    pub(crate) fn commit_if_large(&mut self) -> Result<(), MvccError> {
+        match self {
+            Values::Disk(d) if d.pending_bytes >= RESTORE_FLUSH_BYTES => d.commit(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The database, when values are on disk.
+    pub(crate) fn disk(&self) -> Option<&DiskValues> {
+        match self {
+            Values::Memory => None,
+            Values::Disk(d) => Some(d),
+        }
+    }
+
+    /// See [`DiskValues::sweep`].
+    pub(crate) fn sweep(&self, keep: &[RevKey], up_to: i64) -> Result<u64, MvccError> {
+        match self {
+            Values::Memory => Ok(0),
+            Values::Disk(d) => d.sweep(keep, up_to),
+        }
+    }
+}
