@@ -56,6 +56,8 @@ pub struct Store {
     /// Bytes held for every stored version (see `version_bytes`), kept as writes and compactions happen
     /// (the quota check reads it on every write; recounting was O(history)).
     size_bytes: u64,
+    /// Value bytes of every stored version (part of `size_bytes`).
+    value_bytes: u64,
     pub(crate) values: Values,
 }
 
@@ -145,6 +147,7 @@ impl Store {
             revision: 1,
             compacted: 0,
             size_bytes: 0,
+            value_bytes: 0,
             values: Values::Memory,
         }
     }
@@ -191,6 +194,15 @@ impl Store {
     /// Bytes held for every stored version: key, value and [`VERSION_OVERHEAD_BYTES`].
     pub fn approximate_size_bytes(&self) -> u64 {
         self.size_bytes
+    }
+
+    /// Value bytes kept in the values database (0 when values are in memory): what a local
+    /// snapshot, which references them, does not write.
+    pub fn value_bytes_on_disk(&self) -> u64 {
+        match self.values.disk() {
+            Some(_) => self.value_bytes,
+            None => 0,
+        }
     }
 
     /// Counts [`Store::approximate_size_bytes`] from scratch.
@@ -299,6 +311,7 @@ impl Store {
             }),
         };
         self.size_bytes += version_bytes(&req.key, &v);
+        self.value_bytes += kv.value.len() as u64;
         self.keys.entry(req.key.clone()).or_default().push(v);
         Ok(PbEvent {
             r#type: event_type::PUT,
@@ -421,6 +434,7 @@ impl Store {
             .map(|(k, _)| k.clone())
             .collect();
         let mut freed = 0;
+        let mut freed_values = 0;
         let mut gone = Vec::new();
         for k in touched {
             let Some(h) = self.keys.get_mut(&k) else {
@@ -429,6 +443,7 @@ impl Store {
             let n = keep_from(h);
             for v in h.drain(..n) {
                 freed += version_bytes(&k, &v);
+                freed_values += v.data.as_ref().map_or(0, |d| d.value.len() as u64);
                 if matches!(
                     v.data,
                     Some(KeyData {
@@ -445,6 +460,7 @@ impl Store {
         }
         self.values.compacted(gone);
         self.size_bytes = self.size_bytes.saturating_sub(freed);
+        self.value_bytes = self.value_bytes.saturating_sub(freed_values);
         self.compacted = revision;
         Ok(PbCompactionResponse {
             header: header(self.revision),
@@ -546,6 +562,13 @@ impl Store {
     /// Sets the size counter after a decode.
     pub(crate) fn recount(&mut self) {
         self.size_bytes = self.count_size_bytes();
+        self.value_bytes = self
+            .keys
+            .values()
+            .flat_map(|h| h.iter())
+            .filter_map(|v| v.data.as_ref())
+            .map(|d| d.value.len() as u64)
+            .sum();
     }
 }
 
@@ -575,6 +598,10 @@ mod tests {
         }
         s.compact(30).unwrap();
         assert_eq!(s.approximate_size_bytes(), s.count_size_bytes());
+        let mut recounted = s.clone();
+        recounted.recount();
+        assert_eq!(recounted.value_bytes, s.value_bytes);
+        assert!(s.value_bytes > 0);
         let r = Store::from_snapshot(&s.to_snapshot().unwrap()).unwrap();
         assert_eq!(r.approximate_size_bytes(), s.approximate_size_bytes());
         assert!(r.approximate_size_bytes() > 0);

@@ -31,7 +31,8 @@ pub(crate) fn rev_key(main: i64, sub: i64) -> RevKey {
     k
 }
 
-const VALUES: TableDefinition<RevKey, &[u8]> = TableDefinition::new("values");
+// Keys as references: redb compares them with one memcmp (arrays byte by byte).
+const VALUES: TableDefinition<&RevKey, &[u8]> = TableDefinition::new("values");
 
 /// Bytes of written values gathered before they are committed to the database when a store is
 /// rebuilt from a snapshot (bounds the memory a restore holds).
@@ -70,7 +71,7 @@ pub(crate) enum Values {
 pub struct DiskValues {
     db: Arc<Database>,
     /// The values table as of the last commit.
-    table: Arc<ReadOnlyTable<RevKey, &'static [u8]>>,
+    table: Arc<ReadOnlyTable<&'static RevKey, &'static [u8]>>,
     /// Written since the last commit.
     pending: BTreeMap<RevKey, Bytes>,
     /// Bytes in `pending`.
@@ -148,7 +149,9 @@ impl DiskValues {
         })
     }
 
-    fn read_table(db: &Database) -> Result<ReadOnlyTable<RevKey, &'static [u8]>, MvccError> {
+    fn read_table(
+        db: &Database,
+    ) -> Result<ReadOnlyTable<&'static RevKey, &'static [u8]>, MvccError> {
         db.begin_read()
             .map_err(storage)?
             .open_table(VALUES)
@@ -247,9 +250,9 @@ impl DiskValues {
             let table = Self::read_table(&self.db)?;
             let mut doomed = Vec::new();
             let mut last = None;
-            for item in table.range(from..=limit).map_err(storage)? {
+            for item in table.range::<&RevKey>(&from..=&limit).map_err(storage)? {
                 let (k, _) = item.map_err(storage)?;
-                let k = k.value();
+                let k = *k.value();
                 last = Some(k);
                 if keep.binary_search(&k).is_err() {
                     doomed.push(k);

@@ -13,7 +13,8 @@ fn validator() -> jsonschema::Validator {
 }
 
 fn example(file: &str) -> Value {
-    let path = format!("{}/../deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let path = format!("{dir}/../deploy/examples/{file}");
     let text = std::fs::read_to_string(&path).unwrap();
     serde_saphyr::from_str(&text).unwrap()
 }

@@ -89,11 +89,13 @@ impl RaftLoop {
             if self.applied < self.snapshot_index + cfg.snapshot_count {
                 return Ok(());
             }
-            // A snapshot writes the whole state: not before the log has grown by a share of it,
-            // or a large state with small entries would be rewritten every few seconds and keep
-            // the disk (and the log's fsyncs) busy. etcd's snapshots are cheap (bbolt is the
-            // state), ours are not.
-            let state = self.shared.state.read().held_bytes();
+            // A snapshot writes the index (values on disk are referenced, not rewritten): not
+            // before the log has grown by a share of it, or a large index with small entries
+            // would be rewritten every few seconds and keep the disk (and the log's fsyncs) busy.
+            let state = {
+                let sm = self.shared.state.read();
+                sm.held_bytes() - sm.store.value_bytes_on_disk()
+            };
             if state > SNAPSHOT_THROTTLE_FROM
                 && self.applied_bytes_since_snapshot < state / SNAPSHOT_STATE_SHARE
             {
