@@ -26,7 +26,7 @@ start_member() {
     --listen-metrics-urls "http://$NET.$i:2381" --initial-cluster "$ic"
     --initial-cluster-state "$state")
   if [ "$sys" = metastore ]; then
-    "$NODE" --name "m$i" --data-dir "$WORK/m$i" "${urls[@]}" "${COMMON[@]}" --log-level warn \
+    "$NODE" --name "m$i" --data-dir "$WORK/m$i" "${urls[@]}" "${COMMON[@]}" --log-level "${METASTORE_LOG_LEVEL:-warn}" \
       2>>"$WORK/m$i.log" &
   else
     bin=$(etcd_bin "$sys")
@@ -132,6 +132,8 @@ run_system() {
   local catchup; catchup=$(wait_serving 4)
   local maxima; maxima=$(awk '{ if ($1>r) r=$1; if ($2>d) d=$2 } END {print r+0, d+0}' "$samples")
   echo "$sys $maxima $(awk -v a="$changes1" -v b="$changes0" 'BEGIN {print a - b}') $restart $catchup ${pause:-,} $load" >> "$RESULTS"
+  # BENCH_KEEP_LOGS=DIR keeps the members' logs (e.g. with METASTORE_LOG_LEVEL=info).
+  if [ -n "${BENCH_KEEP_LOGS:-}" ]; then mkdir -p "$BENCH_KEEP_LOGS/$sys" && cp "$WORK"/*.log "$BENCH_KEEP_LOGS/$sys/"; fi
   stop_cluster
 }
 

@@ -149,10 +149,11 @@ pub fn values_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("values.redb")
 }
 
-/// The values database's page cache for a quota: an eighth of it, between 16 and 256 MiB (the
-/// operating system's page cache does the rest, outside the member's memory).
+/// The values database's own page cache for a quota: 1/64 of it, between 16 and 64 MiB. Values
+/// are read by revision, one page each; the operating system's page cache, outside the member's
+/// memory, keeps the hot part of the file (as it keeps etcd's bbolt file).
 pub fn values_cache_bytes(quota_backend_bytes: u64) -> usize {
-    (quota_backend_bytes / 8).clamp(16 << 20, 256 << 20) as usize
+    (quota_backend_bytes / 64).clamp(16 << 20, 64 << 20) as usize
 }
 
 /// Where a member keeps its snapshot files, under its data dir.

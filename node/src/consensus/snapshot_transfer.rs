@@ -1,7 +1,7 @@
 //! Snapshots between members, off the Raft thread: one sent is streamed from its file (with
 //! the values a member's own snapshot leaves in its values database put back in); one received
-//! is streamed to a file (bounded memory, bounded size) and decoded into a state machine, so
-//! the Raft loop only swaps the state in when Raft accepts the snapshot.
+//! is decoded as it arrives (bounded memory, bounded size) into a state machine and saved as the
+//! receiver's own snapshot, so the Raft loop only swaps the state in when Raft accepts it.
 
 use std::io::{self, Read, Write};
 
@@ -30,14 +30,16 @@ pub struct ReceivedSnapshot {
     pub state: StateMachine,
 }
 
-/// Writes the body `body` of snapshot `meta` into `files` (refusing more than `limit` bytes),
-/// then decodes the state from the written file into `into` (an empty key space: see
-/// [`metastore_mvcc::Store::empty_like`]). Blocking: call it off the Raft thread and off async
-/// workers.
+/// Decodes the body `body` of snapshot `meta` as it arrives (refusing more than `limit` bytes)
+/// into `into` (an empty key space: see [`metastore_mvcc::Store::empty_like`]; values on disk
+/// are written to the values database as they come), then writes this member's own snapshot
+/// file of the state (values by reference, made durable first) into `files`. Nothing the size of
+/// the body is written twice or held in memory. Blocking: call it off the Raft thread and off
+/// async workers.
 pub fn receive(
     files: &SnapshotFiles,
     meta: &SnapshotMetadata,
-    mut body: impl Read,
+    body: impl Read,
     limit: u64,
     into: metastore_mvcc::Store,
 ) -> Result<ReceivedSnapshot, SnapshotFileError> {
@@ -45,20 +47,60 @@ pub fn receive(
         path: "received snapshot".into(),
         reason,
     };
-    let mut w = files.create(meta, limit)?;
-    if let Err(e) = io::copy(&mut body, &mut w) {
-        return Err(if w.over_limit() {
-            SnapshotFileError::TooLarge { limit }
-        } else {
-            body_err(e.to_string())
-        });
+    let started = std::time::Instant::now();
+    let mut body = Counted { r: body, n: 0 };
+    let mut prefix = [0u8; 8];
+    body.read_exact(&mut prefix)
+        .map_err(|e| body_err(format!("length prefix: {e}")))?;
+    // The key space alone is declared larger than the limit.
+    if StateMachine::key_space_len(prefix).saturating_add(8) > limit {
+        return Err(SnapshotFileError::TooLarge { limit });
     }
+    let whole = io::Cursor::new(prefix).chain(&mut body);
+    let state = match StateMachine::read_snapshot(whole, limit, into) {
+        Ok(s) => s,
+        // Decoding stopped at the limit: the body is larger than this member accepts.
+        Err(_) if body.n >= limit => return Err(SnapshotFileError::TooLarge { limit }),
+        Err(e) => return Err(body_err(e.to_string())),
+    };
+    let mut rest = [0u8; 1];
+    match body.read(&mut rest) {
+        Ok(0) => {}
+        Ok(_) if body.n > limit => return Err(SnapshotFileError::TooLarge { limit }),
+        Ok(_) => return Err(body_err("bytes after the end of the state".into())),
+        Err(e) => return Err(body_err(e.to_string())),
+    }
+    let decoded = started.elapsed();
+    if let Some(values) = state.store.disk_values() {
+        values.sync().map_err(|e| body_err(e.to_string()))?;
+    }
+    let mut w = files.create(meta, u64::MAX)?;
+    state
+        .write_snapshot(&mut w, metastore_mvcc::ValuesIn::Store)
+        .map_err(|e| body_err(e.to_string()))?;
     let file = w.finish()?;
-    let body = file.body()?;
-    let len = body.get_ref().limit();
-    let state =
-        StateMachine::read_snapshot(body, len, into).map_err(|e| body_err(e.to_string()))?;
+    tracing::info!(
+        index = meta.index,
+        bytes = body.n,
+        decoded_ms = decoded.as_millis() as u64,
+        saved_ms = (started.elapsed() - decoded).as_millis() as u64,
+        "received snapshot"
+    );
     Ok(ReceivedSnapshot { file, state })
+}
+
+/// A reader that counts what it reads.
+struct Counted<R> {
+    r: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 /// Writes the body of snapshot `meta` as peers read it, values included, into `w`: the file as

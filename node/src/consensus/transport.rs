@@ -297,6 +297,7 @@ async fn send_snapshot(
         cluster_id,
     };
     // The file is read on a blocking thread, as fast as the network takes the chunks.
+    let started = std::time::Instant::now();
     let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
         let into = match &values {
             Some(v) => metastore_mvcc::Store::on_disk(v.handle().map_err(|e| e.to_string())?),
@@ -325,7 +326,12 @@ async fn send_snapshot(
     let read = reader.await.map_err(|e| e.to_string()).and_then(|r| r);
     let ok = match (result.map_err(|e| e.to_string()), read) {
         (Ok(()), Ok(size)) => {
-            tracing::info!(peer = format_args!("{to:x}"), bytes = size, "sent snapshot");
+            tracing::info!(
+                peer = format_args!("{to:x}"),
+                bytes = size,
+                took_ms = started.elapsed().as_millis() as u64,
+                "sent snapshot"
+            );
             true
         }
         (Err(e), _) | (_, Err(e)) => {

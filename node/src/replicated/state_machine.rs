@@ -402,6 +402,11 @@ impl StateMachine {
         u64::from_le_bytes(prefix) & VALUES_IN_STORE != 0
     }
 
+    /// The key space's length a snapshot body starting with `prefix` declares.
+    pub fn key_space_len(prefix: [u8; 8]) -> u64 {
+        u64::from_le_bytes(prefix) & !VALUES_IN_STORE
+    }
+
     /// What `values` means for this state: values in memory are always in the body.
     fn placement(&self, values: ValuesIn) -> ValuesIn {
         if self.store.disk_values().is_none() {
