@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 
 use crate::store::{KeyData, Store, Version};
-use crate::values::Value;
+use crate::values::{RevKey, Value};
 use crate::MvccError;
 
 /// Where an encoding keeps the values.
@@ -145,6 +145,59 @@ impl Store {
         into.values.commit()?;
         into.recount();
         Ok(into)
+    }
+}
+
+impl Store {
+    /// Writes the values section that follows a [`ValuesIn::Store`] encoding sent to another
+    /// member: the count, then every stored value in revision order (revision, length, bytes),
+    /// read in one ordered scan of the database. Returns the bytes written.
+    pub fn encode_values(&self, mut w: impl Write) -> Result<u64, MvccError> {
+        let revs = self.stored_versions();
+        let keep: Vec<RevKey> = revs.iter().map(|(k, _)| *k).collect();
+        w.write_all(&(keep.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        let mut n = 8u64;
+        self.values.scan(&keep, |k, v| {
+            w.write_all(k).map_err(io)?;
+            w.write_all(&(v.len() as u64).to_le_bytes()).map_err(io)?;
+            w.write_all(v).map_err(io)?;
+            n += 24 + v.len() as u64;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Reads a values section written by [`Store::encode_values`] from at most `limit` bytes of
+    /// `r` into this store's values database: exactly the values its index references, in
+    /// revision order, each of the length the index says; anything else is refused.
+    pub fn decode_values(&mut self, r: impl Read, limit: u64) -> Result<(), MvccError> {
+        let want = self.stored_versions();
+        let mut r = Bounded { r, left: limit };
+        let count = r.u64()?;
+        if count != want.len() as u64 {
+            return Err(MvccError::Snapshot(format!(
+                "{count} values sent for {} stored versions",
+                want.len()
+            )));
+        }
+        for (rev, len) in &want {
+            let mut k = [0u8; 16];
+            r.fill(&mut k)?;
+            if k != *rev {
+                return Err(MvccError::Snapshot("values out of revision order".into()));
+            }
+            let n = r.len()?;
+            if n != *len as usize {
+                return Err(MvccError::Snapshot(format!(
+                    "a value of {n} bytes where the index says {len}"
+                )));
+            }
+            let bytes = Bytes::from(r.bytes(n)?);
+            self.values.store_referenced(k, bytes)?;
+            self.values.commit_if_large()?;
+        }
+        self.values.commit()
     }
 }
 

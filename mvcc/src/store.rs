@@ -237,23 +237,30 @@ impl Store {
         if self.values.disk().is_none() {
             return Ok(0);
         }
-        let mut keep: Vec<RevKey> = self
+        self.values.sweep(&self.stored_revisions(), self.revision)
+    }
+
+    /// The revisions of every version whose value is stored on disk, sorted, with their lengths.
+    pub(crate) fn stored_versions(&self) -> Vec<(RevKey, u32)> {
+        let mut out: Vec<(RevKey, u32)> = self
             .keys
             .values()
             .flat_map(|h| h.iter())
-            .filter(|v| {
-                matches!(
-                    v.data,
-                    Some(KeyData {
-                        value: Value::Stored(_),
-                        ..
-                    })
-                )
+            .filter_map(|v| match &v.data {
+                Some(KeyData {
+                    value: Value::Stored(len),
+                    ..
+                }) => Some((rev_key(v.main, v.sub), *len)),
+                _ => None,
             })
-            .map(|v| rev_key(v.main, v.sub))
             .collect();
-        keep.sort_unstable();
-        self.values.sweep(&keep, self.revision)
+        out.sort_unstable();
+        out
+    }
+
+    /// The revisions of every version whose value is stored on disk, sorted.
+    fn stored_revisions(&self) -> Vec<RevKey> {
+        self.stored_versions().into_iter().map(|(k, _)| k).collect()
     }
 
     /// Live key-value of `key` at the current revision.

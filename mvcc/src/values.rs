@@ -238,6 +238,39 @@ impl DiskValues {
         Ok(())
     }
 
+    /// Feeds `f` the value of every revision in `keep` (sorted), in revision order, from one
+    /// ordered scan of the pinned table (sequential reads, not one lookup per value). Fails when
+    /// one is missing.
+    fn scan(
+        &self,
+        keep: &[RevKey],
+        mut f: impl FnMut(&RevKey, &[u8]) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
+        let (Some(first), Some(last)) = (keep.first(), keep.last()) else {
+            return Ok(());
+        };
+        let mut wanted = keep.iter().peekable();
+        for item in self.table.range::<&RevKey>(first..=last).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let k = k.value();
+            match wanted.peek() {
+                Some(w) if *w == k => {
+                    f(k, v.value())?;
+                    wanted.next();
+                }
+                _ => {}
+            }
+            if wanted.peek().is_none() {
+                break;
+            }
+        }
+        // Values written since the pin (none for a view taken after a commit).
+        for k in wanted {
+            f(k, &self.get(k)?)?;
+        }
+        Ok(())
+    }
+
     /// Deletes, in chunks of separate commits, every stored value at or below `up_to` (a main
     /// revision) that `keep` does not name (sorted): what a crash or a snapshot install left
     /// behind. Values above `up_to` may belong to entries not yet replayed, and stay.
@@ -306,6 +339,33 @@ impl Values {
                 d.pending.insert(rev_key(main, sub), bytes);
                 Value::Stored(len)
             }
+        }
+    }
+
+    /// Keeps the bytes of a value the index already references as stored (a snapshot's values
+    /// section).
+    pub(crate) fn store_referenced(&mut self, key: RevKey, bytes: Bytes) -> Result<(), MvccError> {
+        match self {
+            Values::Memory => Err(MvccError::Snapshot(
+                "a values section for a store without a values database".into(),
+            )),
+            Values::Disk(d) => {
+                d.pending_bytes += bytes.len() as u64;
+                d.pending.insert(key, bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// See [`DiskValues::scan`].
+    pub(crate) fn scan(
+        &self,
+        keep: &[RevKey],
+        f: impl FnMut(&RevKey, &[u8]) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
+        match self {
+            Values::Memory => Ok(()),
+            Values::Disk(d) => d.scan(keep, f),
         }
     }
 

@@ -152,8 +152,8 @@ async fn sustained_writes_keep_the_data_dir_bounded_and_snapshots_restore() {
     largest = largest.max(dir_size(&dir));
     let written = 32 * writes_per_client * (2048 + 8);
     // The bound (docs/operations.md): 2.5 x the purge threshold, the entries not yet compacted
-    // (snapshot count + catch-up entries), two snapshots of the state (here 400 live keys and
-    // 1000-2000 revisions of history: 8 MiB each at most).
+    // (snapshot count + catch-up entries), two snapshots of the index and the values database
+    // (here 400 live keys and 1000-2000 revisions of history: 16 MiB together at most).
     let bound = 25 * (8 << 20) / 10 + 2500 * 2200 + 2 * (8 << 20);
     assert!(
         largest < bound,

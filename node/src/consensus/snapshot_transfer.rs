@@ -57,12 +57,24 @@ pub fn receive(
         return Err(SnapshotFileError::TooLarge { limit });
     }
     let whole = io::Cursor::new(prefix).chain(&mut body);
-    let state = match StateMachine::read_snapshot(whole, limit, into) {
+    let too_large = |n: u64| n >= limit;
+    let mut state = match StateMachine::read_snapshot(whole, limit, into) {
         Ok(s) => s,
         // Decoding stopped at the limit: the body is larger than this member accepts.
-        Err(_) if body.n >= limit => return Err(SnapshotFileError::TooLarge { limit }),
+        Err(_) if too_large(body.n) => return Err(SnapshotFileError::TooLarge { limit }),
         Err(e) => return Err(body_err(e.to_string())),
     };
+    if StateMachine::values_in_store(prefix) {
+        // The index came first; its values follow in revision order.
+        let left = limit.saturating_sub(body.n);
+        if let Err(e) = state.store.decode_values(&mut body, left) {
+            return Err(if too_large(body.n) {
+                SnapshotFileError::TooLarge { limit }
+            } else {
+                body_err(e.to_string())
+            });
+        }
+    }
     let mut rest = [0u8; 1];
     match body.read(&mut rest) {
         Ok(0) => {}
@@ -104,9 +116,9 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// Writes the body of snapshot `meta` as peers read it, values included, into `w`: the file as
-/// it is, or, for a member's own snapshot whose values are in its values database, the state
-/// decoded into `into` (see [`metastore_mvcc::Store::empty_like`]) and encoded again with its
-/// values. `None` when the file is gone (a newer one replaced it); else the bytes written.
+/// it is, or, for a member's own snapshot whose values are in its values database, its index
+/// (decoded into `into`, see [`metastore_mvcc::Store::empty_like`], and encoded again) followed
+/// by a values section ([`metastore_mvcc::Store::encode_values`]). `None` when the file is gone (a newer one replaced it); else the bytes written.
 /// Blocking.
 pub fn write_sendable(
     files: &SnapshotFiles,
@@ -125,12 +137,19 @@ pub fn write_sendable(
         w.flush().map_err(|e| e.to_string())?;
         return Ok(Some(8 + copied));
     }
+    // The index, then its values in revision order: one ordered scan of the values database
+    // here, sequential inserts at the receiver.
     let state = StateMachine::read_snapshot(io::Cursor::new(prefix).chain(body), len, into)
         .map_err(|e| e.to_string())?;
     let mut counted = CountingWriter { w, n: 0 };
     state
-        .write_snapshot(&mut counted, metastore_mvcc::ValuesIn::Body)
+        .write_snapshot(&mut counted, metastore_mvcc::ValuesIn::Store)
         .map_err(|e| e.to_string())?;
+    state
+        .store
+        .encode_values(&mut counted)
+        .map_err(|e| e.to_string())?;
+    counted.flush().map_err(|e| e.to_string())?;
     Ok(Some(counted.n))
 }
 
@@ -224,6 +243,64 @@ mod tests {
         m.index = 9;
         m.term = 3;
         m
+    }
+
+    #[test]
+    fn a_snapshot_whose_values_are_on_disk_travels_as_index_then_values_and_damage_is_refused() {
+        use metastore_mvcc::{DiskValues, Store, ValuesIn};
+        let on_disk = || Store::on_disk(DiskValues::in_memory().unwrap());
+        let mut sm = StateMachine::bootstrap_in(on_disk(), 7, BTreeMap::new());
+        for i in 0..50u32 {
+            let put = etcd_client::proto::PbPutRequest {
+                key: format!("k{}", i % 20).into_bytes(),
+                value: vec![b'a' + (i % 26) as u8; 10 + i as usize],
+                ..Default::default()
+            };
+            sm.store.put(&put).unwrap();
+        }
+        sm.store.compact(30).unwrap();
+        sm.store.commit().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path()).unwrap();
+        files
+            .write(&meta(), |w| {
+                sm.write_snapshot(w, ValuesIn::Store)
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap();
+        let mut sent = Vec::new();
+        let n = write_sendable(&files, &meta(), sm.store.empty_like().unwrap(), &mut sent)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, sent.len() as u64);
+        let dir2 = tempfile::tempdir().unwrap();
+        let theirs = SnapshotFiles::open(dir2.path()).unwrap();
+        let got = receive(&theirs, &meta(), &sent[..], 1 << 20, on_disk()).unwrap();
+        let all = etcd_client::proto::PbRangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(
+            got.state.store.range(&all).unwrap(),
+            sm.store.range(&all).unwrap()
+        );
+        assert_eq!(
+            got.state.store.to_snapshot().unwrap(),
+            sm.store.to_snapshot().unwrap()
+        );
+        // Cut anywhere, or a value's length changed: refused.
+        for cut in (0..sent.len()).step_by(7) {
+            assert!(receive(&theirs, &meta(), &sent[..cut], 1 << 20, on_disk()).is_err());
+        }
+        // The last value (revision order: the last put, 59 bytes) follows its 8-byte length.
+        let mut longer = sent.clone();
+        let at = sent.len() - 59 - 8;
+        longer[at] ^= 1;
+        assert!(receive(&theirs, &meta(), &longer[..], 1 << 20, on_disk()).is_err());
+        let mut extra = sent.clone();
+        extra.push(0);
+        assert!(receive(&theirs, &meta(), &extra[..], 1 << 20, on_disk()).is_err());
     }
 
     #[test]
