@@ -2,7 +2,7 @@
 # Data scale, side by side: 3 members of MetaStore, of etcd 3.5.1 and of the newest etcd (v3.7.3,
 # built from the Go module), the same flags, each loaded with KEYS keys of VALUE bytes (default
 # 1 Mi keys of 1 KiB: 1 GiB) by metastore-bench's `load` workload over all members. Reports the
-# load rate and latency, elections during the load, the largest RSS and data dir seen (sampled
+# load rate and latency (p99 apart for puts during snapshots), elections during the load, the largest RSS and data dir seen (sampled
 # every second), how long a restarted follower takes to serve its data again, and how long a new
 # learner takes to catch up (etcdctl member add --learner, then its own copy of the last key).
 # Usage: scripts/bench-data.sh [keys=1048576] [value bytes=1024] [clients=64]
@@ -74,6 +74,32 @@ metric_sum() { # name: sum over members of a Prometheus counter
   echo "$s"
 }
 
+# snapshot_split SAMPLES PUTS: "p99_steady_ms/p99_during_ms/puts_during" — put latency p99 over
+# the puts that completed in seconds with no snapshot saved, and in seconds during which (or just
+# after which) one was, on any member.
+snapshot_split() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+during, last = set(), None
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 4:
+        continue
+    sec, n = int(f[2]), float(f[3])
+    if last is not None and n > last:
+        during.update((sec - 1, sec))
+    last = n
+steady, busy = [], []
+for line in open(sys.argv[2]):
+    ms, us = line.split()
+    (busy if int(ms) // 1000 in during else steady).append(int(us))
+def p99(xs):
+    xs.sort()
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))] / 1000 if xs else float("nan")
+print(f"{p99(steady):.1f}/{p99(busy):.1f}/{len(busy)}")
+PY
+}
+
 run_system() {
   local sys=$1 ic="" i
   WORK=$(mktemp -d -p "${BENCH_DATA_DIR:-/tmp}")
@@ -87,6 +113,10 @@ run_system() {
   local changes0; changes0=$(metric_sum "$changes_metric")
   # Sample RSS and data dirs every second while loading.
   local samples="$WORK/samples"
+  # Also each second: snapshots saved so far on all members (a second in which the count moved,
+  # and the one before it, count as "during a snapshot" for put latency).
+  local snaps_metric=metastore_snapshots_saved_total
+  [ "$sys" != metastore ] && snaps_metric=etcd_debugging_snap_save_total_duration_seconds_count
   ( while :; do
       local rss=0 disk=0 p r d
       for p in "${PIDS[@]}"; do
@@ -97,13 +127,13 @@ run_system() {
         d=$(du -sm "$WORK/m$i" 2>/dev/null | cut -f1)
         [ "${d:-0}" -gt "$disk" ] && disk=$d
       done
-      echo "$rss $disk" >> "$samples"
+      echo "$rss $disk $(date +%s) $(metric_sum "$snaps_metric")" >> "$samples"
       sleep 1
     done ) &
   local sampler=$!
   local load
   load=$("$BENCH" --endpoints "$(all_endpoints)" --workload load --key-count "$KEYS" \
-    --value-size "$VALUE" --clients "$CLIENTS" --duration 7200 --json)
+    --value-size "$VALUE" --clients "$CLIENTS" --duration 7200 --json --samples "$WORK/puts")
   sleep 3 # a last snapshot or compaction after the load shows in the samples
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
   local changes1; changes1=$(metric_sum "$changes_metric")
@@ -131,7 +161,8 @@ run_system() {
   start_member "$sys" 4 "$ic,m4=http://$NET.4:2380" existing
   local catchup; catchup=$(wait_serving 4)
   local maxima; maxima=$(awk '{ if ($1>r) r=$1; if ($2>d) d=$2 } END {print r+0, d+0}' "$samples")
-  echo "$sys $maxima $(awk -v a="$changes1" -v b="$changes0" 'BEGIN {print a - b}') $restart $catchup ${pause:-,} $load" >> "$RESULTS"
+  local split; split=$(snapshot_split "$samples" "$WORK/puts")
+  echo "$sys $maxima $(awk -v a="$changes1" -v b="$changes0" 'BEGIN {print a - b}') $restart $catchup ${pause:-,} $split $load" >> "$RESULTS"
   # BENCH_KEEP_LOGS=DIR keeps the members' logs (e.g. with METASTORE_LOG_LEVEL=info).
   if [ -n "${BENCH_KEEP_LOGS:-}" ]; then mkdir -p "$BENCH_KEEP_LOGS/$sys" && cp "$WORK"/*.log "$BENCH_KEEP_LOGS/$sys/"; fi
   stop_cluster
@@ -156,18 +187,19 @@ import json, sys
 names = {"metastore": "MetaStore", "etcd": "etcd 3.5.1", "etcd37": "etcd 3.7.3"}
 rows = {}
 for line in open(sys.argv[1]):
-    s, rss, disk, elections, restart, catchup, pause, js = line.split(" ", 7)
+    s, rss, disk, elections, restart, catchup, pause, split, js = line.split(" ", 8)
     rows[s] = dict(rss=int(rss), disk=int(disk), elections=float(elections), restart=float(restart),
-                   catchup=float(catchup), pause=pause.strip(","), load=json.loads(js))
+                   catchup=float(catchup), pause=pause.strip(","), split=split, load=json.loads(js))
 keys, value = int(sys.argv[2]), int(sys.argv[3])
 print(f"{keys} keys of {value} B ({keys*value/2**30:.2f} GiB of values), 3 members each\n")
-print("| system | load keys/s | put p50/p99/max ms | elections during load | largest RSS MiB | largest data dir MiB | restarted follower serves after s | new learner caught up after s | longest Raft loop pause ms |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| system | load keys/s | put p50/p99/max ms | put p99 ms steady / during snapshots (puts) | elections during load | largest RSS MiB | largest data dir MiB | restarted follower serves after s | new learner caught up after s | longest Raft loop pause ms |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for s in ["metastore", "etcd", "etcd37"]:
     if s not in rows:
         continue
     r = rows[s]; l = r["load"]
-    print(f'| {names[s]} | {l["ops_per_sec"]:.0f} | {l["p50_us"]/1000:.1f}/{l["p99_us"]/1000:.1f}/{l["max_us"]/1000:.0f} | {r["elections"]:.0f} | {r["rss"]} | {r["disk"]} | {r["restart"]:.1f} | {r["catchup"]:.1f} | {r["pause"] or "–"} |')
+    st, du, n = r["split"].split("/")
+    print(f'| {names[s]} | {l["ops_per_sec"]:.0f} | {l["p50_us"]/1000:.1f}/{l["p99_us"]/1000:.1f}/{l["max_us"]/1000:.0f} | {st} / {du} ({n}) | {r["elections"]:.0f} | {r["rss"]} | {r["disk"]} | {r["restart"]:.1f} | {r["catchup"]:.1f} | {r["pause"] or "–"} |')
 m = rows.get("metastore")
 for s in ["etcd", "etcd37"]:
     e = rows.get(s)

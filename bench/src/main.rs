@@ -63,6 +63,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write every completed operation to this file, one line each: its completion time
+    /// (Unix ms) and its latency (µs) — to tell latency during snapshots from the rest.
+    #[arg(long)]
+    samples: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,8 +99,9 @@ async fn run_client(
     args: Arc<Args>,
     seed: u64,
     until: Instant,
-) -> (Histogram<u64>, u64) {
+) -> (Histogram<u64>, u64, Vec<(u64, u32)>) {
     let mut hist = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 sig figs is valid"));
+    let mut samples = Vec::new();
     let mut rng = Rng(seed | 1);
     let value = vec![b'x'; args.value_size];
     let mut errors = 0;
@@ -133,12 +138,23 @@ async fn run_client(
             client.get(key, opts).await.is_ok()
         };
         if ok {
-            let _ = hist.record(start.elapsed().as_micros() as u64);
+            let us = start.elapsed().as_micros() as u64;
+            let _ = hist.record(us);
+            if args.samples.is_some() {
+                samples.push((unix_ms(), us.min(u32::MAX as u64) as u32));
+            }
         } else {
             errors += 1;
         }
     }
-    (hist, errors)
+    (hist, errors, samples)
+}
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One watcher: counts events on the key space and records put-to-event latency (the writer puts
@@ -266,13 +282,29 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut hist = Histogram::<u64>::new(3)?;
     let mut errors = 0;
+    let mut samples = Vec::new();
     for t in tasks {
-        let (h, e) = t.await?;
+        let (h, e, s) = t.await?;
         hist.add(h)?;
         errors += e;
+        samples.extend(s);
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.samples {
+        write_samples(path, samples).with_context(|| format!("writing {}", path.display()))?;
+    }
     print_report(&args, &hist, errors, seconds)
+}
+
+/// Writes `--samples`: one line per operation, in completion order.
+fn write_samples(path: &std::path::Path, mut samples: Vec<(u64, u32)>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    samples.sort_unstable();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (ms, us) in samples {
+        writeln!(w, "{ms} {us}")?;
+    }
+    w.flush()
 }
 
 /// Runs the watch fan-out: `clients` watchers and one writer.
