@@ -33,6 +33,9 @@ pub enum MvccError {
     /// A snapshot did not encode or decode.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A Range would build a response larger than this many bytes (etcd's gRPC send limit).
+    #[error("grpc: trying to send message larger than max ({0} bytes)")]
+    ResponseTooLarge(u64),
     /// The values database failed (I/O, damage): not a client's doing.
     #[error("values database: {0}")]
     Storage(String),
@@ -53,6 +56,7 @@ impl MvccError {
             MvccError::NoSpace => "etcdserver: mvcc: database space exceeded",
             MvccError::Snapshot(_) => "etcdserver: corrupt snapshot",
             MvccError::Storage(_) => "etcdserver: storage error",
+            MvccError::ResponseTooLarge(_) => "grpc: trying to send message larger than max",
         }
     }
 }

@@ -13,7 +13,7 @@ mod values;
 
 pub use codec::ValuesIn;
 pub use error::MvccError;
-pub use store::{Applied, Store};
+pub use store::{Applied, Store, MAX_RESPONSE_BYTES};
 pub use txn::validate_txn;
 pub use values::{DiskValues, ValuesDatabase};
 

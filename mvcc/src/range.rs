@@ -3,7 +3,7 @@
 use etcd_client::proto::{PbKeyValue, PbRangeRequest, PbRangeResponse};
 
 use crate::consts::{sort_order, sort_target};
-use crate::store::{bounds, empty_bounds, header, visible_at, Store};
+use crate::store::{bounds, empty_bounds, header, visible_at, Store, KV_OVERHEAD_BYTES};
 use crate::MvccError;
 
 impl Store {
@@ -33,12 +33,51 @@ impl Store {
         if empty_bounds(&b) {
             return Ok(out);
         }
+        let mut bytes = 0u64;
         for (k, h) in self.keys.range::<_, [u8]>(b) {
-            if let Some(v) = visible_at(h, rev) {
-                out.extend(v.to_kv(k, &self.values)?);
-            }
+            let Some(v) = visible_at(h, rev) else {
+                continue;
+            };
+            bytes += k.len() as u64
+                + v.data.as_ref().map_or(0, |d| d.value.len() as u64)
+                + KV_OVERHEAD_BYTES;
+            self.check_response_bytes(bytes, self.max_response_bytes)?;
+            out.extend(v.to_kv(k, &self.values)?);
         }
         Ok(out)
+    }
+
+    /// Refuses a response that has grown past `cap`.
+    fn check_response_bytes(&self, bytes: u64, cap: u64) -> Result<(), MvccError> {
+        if bytes > cap {
+            return Err(MvccError::ResponseTooLarge(self.max_response_bytes));
+        }
+        Ok(())
+    }
+
+    /// Bytes the response to `r` would take at `rev`, from the index alone (no value read).
+    pub(crate) fn range_bytes(&self, r: &PbRangeRequest, rev: i64) -> u64 {
+        if r.count_only {
+            return 0;
+        }
+        let b = bounds(&r.key, &r.range_end);
+        if empty_bounds(&b) {
+            return 0;
+        }
+        let limit = usize::try_from(r.limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        self.keys
+            .range::<_, [u8]>(b)
+            .filter_map(|(k, h)| visible_at(h, rev).and_then(|v| v.data.as_ref().map(|d| (k, d))))
+            .take(limit)
+            .map(|(k, d)| {
+                k.len() as u64
+                    + if r.keys_only { 0 } else { d.value.len() as u64 }
+                    + KV_OVERHEAD_BYTES
+            })
+            .sum()
     }
 
     /// etcd Range at the current revision.
@@ -52,6 +91,17 @@ impl Store {
         r: &PbRangeRequest,
         current: i64,
     ) -> Result<PbRangeResponse, MvccError> {
+        self.range_capped(r, current, self.max_response_bytes)
+    }
+
+    /// [`Store::range_within`] refusing a response past `cap` bytes as it is built (a txn that
+    /// writes checks its ranges before executing and passes no cap).
+    pub(crate) fn range_capped(
+        &self,
+        r: &PbRangeRequest,
+        current: i64,
+        cap: u64,
+    ) -> Result<PbRangeResponse, MvccError> {
         if r.key.is_empty() {
             return Err(MvccError::EmptyKey);
         }
@@ -62,8 +112,9 @@ impl Store {
             || r.max_create_revision != 0
             || r.min_create_revision != 0;
         if !filtered && order == sort_order::NONE {
-            return self.range_in_key_order(r, rev, current);
+            return self.range_in_key_order(r, rev, current, cap);
         }
+        // Sorting and filtering need every key-value of the range first.
         let mut kvs = self.kvs_at(&r.key, &r.range_end, rev)?;
         let count = kvs.len() as i64;
 
@@ -124,6 +175,7 @@ impl Store {
         r: &PbRangeRequest,
         rev: i64,
         current: i64,
+        cap: u64,
     ) -> Result<PbRangeResponse, MvccError> {
         let limit = usize::try_from(r.limit)
             .ok()
@@ -131,6 +183,7 @@ impl Store {
             .unwrap_or(usize::MAX);
         let mut kvs = Vec::new();
         let mut count: usize = 0;
+        let mut bytes = 0u64;
         let b = bounds(&r.key, &r.range_end);
         if !empty_bounds(&b) {
             for (k, h) in self.keys.range::<_, [u8]>(b) {
@@ -142,6 +195,10 @@ impl Store {
                 if r.count_only || kvs.len() >= limit {
                     continue;
                 }
+                bytes += k.len() as u64
+                    + if r.keys_only { 0 } else { d.value.len() as u64 }
+                    + KV_OVERHEAD_BYTES;
+                self.check_response_bytes(bytes, cap)?;
                 kvs.push(PbKeyValue {
                     key: k.clone(),
                     create_revision: d.create_revision,

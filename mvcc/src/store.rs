@@ -59,7 +59,17 @@ pub struct Store {
     /// Value bytes of every stored version (part of `size_bytes`).
     value_bytes: u64,
     pub(crate) values: Values,
+    /// Largest Range (or compared range) a read builds, in bytes.
+    pub(crate) max_response_bytes: u64,
 }
+
+/// The largest response etcd's gRPC server sends (`math.MaxInt32`): a Range that would build a
+/// larger one is refused while it is being built, before it holds that much.
+pub const MAX_RESPONSE_BYTES: u64 = i32::MAX as u64;
+
+/// What one key-value adds to a response beyond its key and value bytes (revisions, version,
+/// lease, framing).
+pub(crate) const KV_OVERHEAD_BYTES: u64 = 40;
 
 /// Two stores are equal when they hold the same versions (values compared as held: bytes in
 /// memory, lengths on disk).
@@ -149,6 +159,7 @@ impl Store {
             size_bytes: 0,
             value_bytes: 0,
             values: Values::Memory,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 
@@ -166,6 +177,11 @@ impl Store {
             Some(d) => Store::on_disk(d.fresh_handle()?),
             None => Store::new(),
         })
+    }
+
+    /// Sets the largest response a Range may build (default [`MAX_RESPONSE_BYTES`]).
+    pub fn set_max_response_bytes(&mut self, bytes: u64) {
+        self.max_response_bytes = bytes;
     }
 
     /// The values database, when values are on disk.

@@ -141,7 +141,12 @@ impl Store {
     /// Which branch each (nested) txn takes, decided before anything is written, and the
     /// failures etcd reports before executing (missing key for ignore_value/ignore_lease, bad
     /// read revisions), so execution itself cannot fail half-way.
-    fn plan(&self, t: &PbTxnRequest, decisions: &mut Vec<bool>) -> Result<(), MvccError> {
+    fn plan(
+        &self,
+        t: &PbTxnRequest,
+        decisions: &mut Vec<bool>,
+        range_bytes: &mut u64,
+    ) -> Result<(), MvccError> {
         let mut ok = true;
         for c in &t.compare {
             if !self.compare(c)? {
@@ -154,7 +159,13 @@ impl Store {
         for op in branch {
             match &op.request {
                 Some(PbTxnOpRequest::RequestRange(r)) => {
-                    self.read_revision(r.revision, self.revision)?;
+                    let rev = self.read_revision(r.revision, self.revision)?;
+                    // Refused before anything is written: ranges in a txn are not capped while
+                    // they run (that would leave the txn half-applied).
+                    *range_bytes += self.range_bytes(r, rev);
+                    if *range_bytes > self.max_response_bytes {
+                        return Err(MvccError::ResponseTooLarge(self.max_response_bytes));
+                    }
                 }
                 Some(PbTxnOpRequest::RequestPut(p)) => {
                     if p.key.is_empty() {
@@ -167,7 +178,9 @@ impl Store {
                 Some(PbTxnOpRequest::RequestDeleteRange(d)) if d.key.is_empty() => {
                     return Err(MvccError::EmptyKey)
                 }
-                Some(PbTxnOpRequest::RequestTxn(inner)) => self.plan(inner, decisions)?,
+                Some(PbTxnOpRequest::RequestTxn(inner)) => {
+                    self.plan(inner, decisions, range_bytes)?
+                }
                 _ => {}
             }
         }
@@ -192,7 +205,7 @@ impl Store {
                     // Sees the writes made earlier in this txn. Planned: only the values
                     // database can fail it.
                     let current = if *sub > 0 { main } else { main - 1 };
-                    let rr = self.range_within(r, current)?;
+                    let rr = self.range_capped(r, current, u64::MAX)?;
                     PbTxnOpResponse::ResponseRange(rr)
                 }
                 Some(PbTxnOpRequest::RequestPut(p)) => {
@@ -234,7 +247,7 @@ impl Store {
     pub fn txn(&mut self, req: &PbTxnRequest) -> Result<Applied<PbTxnResponse>, MvccError> {
         let main = self.revision + 1;
         let mut decisions = Vec::new();
-        self.plan(req, &mut decisions)?;
+        self.plan(req, &mut decisions, &mut 0)?;
         let mut sub = 0;
         let mut events = Vec::new();
         let mut resp =

@@ -736,3 +736,66 @@ fn key_order_ranges_agree_with_the_general_path() {
         }
     }
 }
+
+#[test]
+fn a_range_past_the_response_limit_is_refused_while_it_is_built_and_a_txn_before_it_writes() {
+    let mut s = Store::new();
+    for i in 0..100 {
+        put(&mut s, &format!("k{i:03}"), &"v".repeat(100));
+    }
+    // 100 key-values of ~144 bytes each: 14 KB.
+    s.set_max_response_bytes(5000);
+    let all = range("k", "l");
+    assert!(matches!(
+        s.range(&all),
+        Err(MvccError::ResponseTooLarge(5000))
+    ));
+    // Sorted or filtered ranges too.
+    let sorted = PbRangeRequest {
+        sort_target: sort_target::MOD,
+        sort_order: sort_order::DESCEND,
+        ..range("k", "l")
+    };
+    assert!(matches!(
+        s.range(&sorted),
+        Err(MvccError::ResponseTooLarge(_))
+    ));
+    // What fits is answered: a page, keys only, a count.
+    let page = PbRangeRequest {
+        limit: 10,
+        ..range("k", "l")
+    };
+    assert_eq!(s.range(&page).unwrap().kvs.len(), 10);
+    // A sorted range reads every key-value before it sorts: its limit does not shrink that.
+    assert!(matches!(
+        s.range(&PbRangeRequest {
+            limit: 10,
+            ..sorted
+        }),
+        Err(MvccError::ResponseTooLarge(_))
+    ));
+    let keys_only = PbRangeRequest {
+        keys_only: true,
+        ..range("k", "l")
+    };
+    assert_eq!(s.range(&keys_only).unwrap().kvs.len(), 100);
+    let count = PbRangeRequest {
+        count_only: true,
+        ..range("k", "l")
+    };
+    assert_eq!(s.range(&count).unwrap().count, 100);
+    // A txn that would write and then read too much is refused whole: nothing written.
+    let before = s.current_revision();
+    let txn = PbTxnRequest {
+        success: vec![
+            op_put("new", "x"),
+            PbTxnRequestOp {
+                request: Some(PbTxnOpRequest::RequestRange(range("k", "l"))),
+            },
+        ],
+        ..Default::default()
+    };
+    assert!(matches!(s.txn(&txn), Err(MvccError::ResponseTooLarge(_))));
+    assert_eq!(s.current_revision(), before);
+    assert!(get(&s, "new").is_none());
+}

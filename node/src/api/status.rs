@@ -17,6 +17,9 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
         MvccError::LeaseNotFound => Status::not_found(msg),
         MvccError::NoSpace => Status::resource_exhausted(msg),
+        MvccError::ResponseTooLarge(limit) => Status::resource_exhausted(format!(
+            "{msg} (more than {limit} bytes); narrow the range or set a limit"
+        )),
         MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::Snapshot(_) | MvccError::Storage(_) => Status::internal(msg),
         _ => Status::invalid_argument(msg),

@@ -3,7 +3,7 @@
 //! TimeToLive. Not replicated: a new leader starts every lease afresh with a full TTL (as etcd
 //! does), so no lease ever expires early across a leader change. Pure bookkeeping, no I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::node::{KeyLeaseTtl, NodeError};
@@ -21,6 +21,9 @@ fn ttl_duration(ttl: i64) -> Duration {
 pub struct KeyLeases {
     /// When each lease expires (acted on by the leader only).
     deadlines: HashMap<i64, Instant>,
+    /// The same deadlines in expiry order, so a tick looks only at the expired ones (not at
+    /// every lease).
+    by_deadline: BTreeSet<(Instant, i64)>,
     /// Leases whose revocation this leader proposed, and when.
     revoking: HashMap<i64, Instant>,
     /// This member led at the last check.
@@ -41,17 +44,32 @@ impl KeyLeases {
             .iter()
             .map(|(id, l)| (*id, now + ttl_duration(l.ttl)))
             .collect();
+        self.reindex();
         self.revoking.clear();
+    }
+
+    /// Rebuilds the expiry order from the deadlines.
+    fn reindex(&mut self) {
+        self.by_deadline = self.deadlines.iter().map(|(id, d)| (*d, *id)).collect();
+    }
+
+    fn set_deadline(&mut self, id: i64, at: Instant) {
+        if let Some(old) = self.deadlines.insert(id, at) {
+            self.by_deadline.remove(&(old, id));
+        }
+        self.by_deadline.insert((at, id));
     }
 
     /// A grant was applied.
     pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
-        self.deadlines.insert(id, now + ttl_duration(ttl));
+        self.set_deadline(id, now + ttl_duration(ttl));
     }
 
     /// A revocation was applied (or the lease was already gone): stop tracking it.
     pub fn revoked(&mut self, id: i64) {
-        self.deadlines.remove(&id);
+        if let Some(old) = self.deadlines.remove(&id) {
+            self.by_deadline.remove(&(old, id));
+        }
         self.revoking.remove(&id);
     }
 
@@ -61,6 +79,7 @@ impl KeyLeases {
         for d in self.deadlines.values_mut() {
             *d += gained;
         }
+        self.reindex();
     }
 
     /// Renews `id` (the caller leads): its granted TTL, or `KeyLeaseNotFound`.
@@ -76,7 +95,7 @@ impl KeyLeases {
             self.revoking.contains_key(&id) || self.deadlines.get(&id).is_some_and(|d| *d <= now);
         match record {
             Some(l) if !expired => {
-                self.deadlines.insert(id, now + ttl_duration(l.ttl));
+                self.set_deadline(id, now + ttl_duration(l.ttl));
                 Ok(l.ttl)
             }
             _ => Err(NodeError::KeyLeaseNotFound),
@@ -111,19 +130,19 @@ impl KeyLeases {
         became
     }
 
-    /// The expired leases the leader should propose to revoke now: not already being revoked
-    /// within `retry`, at most [`MAX_REVOKES_PER_TICK`].
+    /// The expired leases the leader should propose to revoke now, longest expired first: not
+    /// already being revoked within `retry`, at most [`MAX_REVOKES_PER_TICK`]. Looks only at
+    /// expired leases.
     pub fn due(&self, now: Instant, retry: Duration) -> Vec<i64> {
-        self.deadlines
+        self.by_deadline
             .iter()
-            .filter(|(id, d)| {
-                **d <= now
-                    && self
-                        .revoking
-                        .get(id)
-                        .is_none_or(|t| now.duration_since(*t) > retry)
+            .take_while(|(d, _)| *d <= now)
+            .filter(|(_, id)| {
+                self.revoking
+                    .get(id)
+                    .is_none_or(|t| now.duration_since(*t) > retry)
             })
-            .map(|(id, _)| *id)
+            .map(|(_, id)| *id)
             .take(MAX_REVOKES_PER_TICK)
             .collect()
     }
@@ -179,5 +198,29 @@ mod tests {
             k.time_to_live(2, all.get(&2), later).map(|t| t.remaining),
             Ok(10)
         );
+    }
+
+    #[test]
+    fn expired_leases_come_longest_expired_first_and_renewals_move_them() {
+        let t0 = Instant::now();
+        let mut k = KeyLeases::default();
+        let retry = Duration::from_secs(1);
+        for (id, ttl) in [(1, 30), (2, 10), (3, 20), (4, 40)] {
+            k.granted(id, ttl, t0);
+        }
+        assert_eq!(k.due(t0 + Duration::from_secs(25), retry), vec![2, 3]);
+        // Renewed at t0+5 s, lease 2 now expires at t0+15 s, still before 3.
+        let all = leases(&[(2, 10)]);
+        assert_eq!(
+            k.keep_alive(2, all.get(&2), t0 + Duration::from_secs(5)),
+            Ok(10)
+        );
+        assert_eq!(k.due(t0 + Duration::from_secs(16), retry), vec![2]);
+        assert_eq!(k.due(t0 + Duration::from_secs(35), retry), vec![2, 3, 1]);
+        // A clock jump pushes every deadline out.
+        k.clock_gained(Duration::from_secs(100));
+        assert!(k.due(t0 + Duration::from_secs(35), retry).is_empty());
+        k.revoked(2);
+        assert_eq!(k.due(t0 + Duration::from_secs(200), retry), vec![3, 1, 4]);
     }
 }
