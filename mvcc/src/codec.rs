@@ -30,6 +30,18 @@ fn io(e: std::io::Error) -> MvccError {
 }
 
 impl Store {
+    /// Serializes the whole key space, values included (tests).
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
+        let mut out = Vec::new();
+        self.encode(&mut out, ValuesIn::Body)?;
+        Ok(out)
+    }
+
+    /// Rebuilds a key space (values in memory) from [`Store::to_snapshot`] output.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
+        Self::decode(bytes, bytes.len() as u64, ValuesIn::Body, Store::new())
+    }
+
     /// Writes the key space to `w` (buffer it: the writes are small).
     pub fn encode(&self, mut w: impl Write, values: ValuesIn) -> Result<(), MvccError> {
         let mut put = |b: &[u8]| w.write_all(b).map_err(io);

@@ -565,23 +565,6 @@ impl Store {
         Ok(())
     }
 
-    /// Serializes the whole key space, values included (tests).
-    pub fn to_snapshot(&self) -> Result<Vec<u8>, MvccError> {
-        let mut out = Vec::new();
-        self.encode(&mut out, crate::codec::ValuesIn::Body)?;
-        Ok(out)
-    }
-
-    /// Rebuilds a key space (values in memory) from [`Store::to_snapshot`] output.
-    pub fn from_snapshot(bytes: &[u8]) -> Result<Store, MvccError> {
-        Self::decode(
-            bytes,
-            bytes.len() as u64,
-            crate::codec::ValuesIn::Body,
-            Store::new(),
-        )
-    }
-
     /// Sets the size counter after a decode.
     pub(crate) fn recount(&mut self) {
         self.size_bytes = self.count_size_bytes();
