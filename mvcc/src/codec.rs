@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 
 use crate::store::{KeyData, Store, Version};
-use crate::values::{RevKey, Value};
+use crate::values::Value;
 use crate::MvccError;
 
 /// Where an encoding keeps the values.
@@ -165,8 +165,7 @@ impl Store {
     /// member: the count, then every stored value in revision order (revision, length, bytes),
     /// read in one ordered scan of the database. Returns the bytes written.
     pub fn encode_values(&self, mut w: impl Write) -> Result<u64, MvccError> {
-        let revs = self.stored_versions();
-        let keep: Vec<RevKey> = revs.iter().map(|(k, _)| *k).collect();
+        let keep = self.stored_revisions();
         w.write_all(&(keep.len() as u64).to_le_bytes())
             .map_err(io)?;
         let mut n = 8u64;

@@ -3,7 +3,7 @@
 use etcd_client::proto::{PbKeyValue, PbRangeRequest, PbRangeResponse};
 
 use crate::consts::{sort_order, sort_target};
-use crate::store::{bounds, empty_bounds, header, visible_at, Store, KV_OVERHEAD_BYTES};
+use crate::store::{bounds, empty_bounds, header, visible_at, KeyData, Store, KV_OVERHEAD_BYTES};
 use crate::MvccError;
 
 impl Store {
@@ -38,9 +38,7 @@ impl Store {
             let Some(v) = visible_at(h, rev) else {
                 continue;
             };
-            bytes += k.len() as u64
-                + v.data.as_ref().map_or(0, |d| d.value.len() as u64)
-                + KV_OVERHEAD_BYTES;
+            bytes += kv_response_bytes(k, v.data.as_ref(), false);
             self.check_response_bytes(bytes, self.max_response_bytes)?;
             out.extend(v.to_kv(k, &self.values)?);
         }
@@ -72,11 +70,7 @@ impl Store {
             .range::<_, [u8]>(b)
             .filter_map(|(k, h)| visible_at(h, rev).and_then(|v| v.data.as_ref().map(|d| (k, d))))
             .take(limit)
-            .map(|(k, d)| {
-                k.len() as u64
-                    + if r.keys_only { 0 } else { d.value.len() as u64 }
-                    + KV_OVERHEAD_BYTES
-            })
+            .map(|(k, d)| kv_response_bytes(k, Some(d), r.keys_only))
             .sum()
     }
 
@@ -195,9 +189,7 @@ impl Store {
                 if r.count_only || kvs.len() >= limit {
                     continue;
                 }
-                bytes += k.len() as u64
-                    + if r.keys_only { 0 } else { d.value.len() as u64 }
-                    + KV_OVERHEAD_BYTES;
+                bytes += kv_response_bytes(k, Some(d), r.keys_only);
                 self.check_response_bytes(bytes, cap)?;
                 kvs.push(PbKeyValue {
                     key: k.clone(),
@@ -220,6 +212,16 @@ impl Store {
             count: count as i64,
         })
     }
+}
+
+/// What one key-value adds to a response: its key, its value (none for `keys_only`, or for a
+/// tombstone) and [`KV_OVERHEAD_BYTES`].
+fn kv_response_bytes(key: &[u8], data: Option<&KeyData>, keys_only: bool) -> u64 {
+    let value = match data {
+        Some(d) if !keys_only => d.value.len() as u64,
+        _ => 0,
+    };
+    key.len() as u64 + value + KV_OVERHEAD_BYTES
 }
 
 /// The sort order etcd applies: a non-key target with no order means ascending, and ascending

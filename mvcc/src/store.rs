@@ -275,7 +275,7 @@ impl Store {
     }
 
     /// The revisions of every version whose value is stored on disk, sorted.
-    fn stored_revisions(&self) -> Vec<RevKey> {
+    pub(crate) fn stored_revisions(&self) -> Vec<RevKey> {
         self.stored_versions().into_iter().map(|(k, _)| k).collect()
     }
 

@@ -136,17 +136,7 @@ impl DiskValues {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(VALUES).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        let db = Arc::new(db);
-        let table = Arc::new(Self::read_table(&db)?);
-        Ok(DiskValues {
-            db,
-            table,
-            pending: BTreeMap::new(),
-            pending_bytes: 0,
-            deferred: Vec::new(),
-            ready: Vec::new(),
-            compactions: 0,
-        })
+        ValuesDatabase(Arc::new(db)).handle()
     }
 
     fn read_table(
@@ -215,22 +205,37 @@ impl DiskValues {
         }
     }
 
+    /// One non-durable commit of `inserts` and `removes` (the log replays them after a crash).
+    fn write(
+        db: &Database,
+        inserts: &BTreeMap<RevKey, Bytes>,
+        removes: &[RevKey],
+    ) -> Result<(), MvccError> {
+        let mut txn = db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
+        {
+            let mut t = txn.open_table(VALUES).map_err(storage)?;
+            for (k, v) in inserts {
+                t.insert(k, v.as_ref()).map_err(storage)?;
+            }
+            for k in removes {
+                t.remove(k).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Keeps `bytes` under `key` until the next commit.
+    fn put(&mut self, key: RevKey, bytes: Bytes) {
+        self.pending_bytes += bytes.len() as u64;
+        self.pending.insert(key, bytes);
+    }
+
     fn commit(&mut self) -> Result<(), MvccError> {
         if self.pending.is_empty() && self.ready.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::None).map_err(storage)?;
-        {
-            let mut t = txn.open_table(VALUES).map_err(storage)?;
-            for (k, v) in &self.pending {
-                t.insert(k, v.as_ref()).map_err(storage)?;
-            }
-            for k in &self.ready {
-                t.remove(k).map_err(storage)?;
-            }
-        }
-        txn.commit().map_err(storage)?;
+        Self::write(&self.db, &self.pending, &self.ready)?;
         self.pending.clear();
         self.pending_bytes = 0;
         self.ready.clear();
@@ -296,15 +301,7 @@ impl DiskValues {
             }
             drop(table);
             if !doomed.is_empty() {
-                let mut txn = self.db.begin_write().map_err(storage)?;
-                txn.set_durability(Durability::None).map_err(storage)?;
-                {
-                    let mut t = txn.open_table(VALUES).map_err(storage)?;
-                    for k in &doomed {
-                        t.remove(k).map_err(storage)?;
-                    }
-                }
-                txn.commit().map_err(storage)?;
+                Self::write(&self.db, &BTreeMap::new(), &doomed)?;
                 removed += doomed.len() as u64;
             }
             match last {
@@ -335,8 +332,7 @@ impl Values {
             Values::Memory => Value::Inline(bytes),
             Values::Disk(d) => {
                 let len = bytes.len() as u32;
-                d.pending_bytes += bytes.len() as u64;
-                d.pending.insert(rev_key(main, sub), bytes);
+                d.put(rev_key(main, sub), bytes);
                 Value::Stored(len)
             }
         }
@@ -350,8 +346,7 @@ impl Values {
                 "a values section for a store without a values database".into(),
             )),
             Values::Disk(d) => {
-                d.pending_bytes += bytes.len() as u64;
-                d.pending.insert(key, bytes);
+                d.put(key, bytes);
                 Ok(())
             }
         }

@@ -223,32 +223,28 @@ fn damaged_encodings_are_refused_in_both_forms() {
     let body = s.to_snapshot().unwrap();
     let mut local = Vec::new();
     s.encode(&mut local, ValuesIn::Store).unwrap();
+    // Decoded into a fresh handle on the same database.
+    let decode = |bytes: &[u8], form| {
+        Store::decode(
+            bytes,
+            bytes.len() as u64,
+            form,
+            Store::on_disk(s_values(&s)),
+        )
+    };
     for (form, bytes) in [(ValuesIn::Body, &body), (ValuesIn::Store, &local)] {
         for cut in 0..bytes.len() {
-            let into = Store::on_disk(s_values(&s));
             assert!(
-                Store::decode(&bytes[..cut], cut as u64, form, into).is_err(),
+                decode(&bytes[..cut], form).is_err(),
                 "{form:?} cut at {cut}"
             );
         }
         // A count or length claiming more than there is: refused, nothing preallocated.
         let mut huge = bytes.clone();
         huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(Store::decode(
-            &huge[..],
-            huge.len() as u64,
-            form,
-            Store::on_disk(s_values(&s))
-        )
-        .is_err());
+        assert!(decode(&huge, form).is_err());
         let mut long_key = bytes.clone();
         long_key[8..16].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
-        assert!(Store::decode(
-            &long_key[..],
-            long_key.len() as u64,
-            form,
-            Store::on_disk(s_values(&s))
-        )
-        .is_err());
+        assert!(decode(&long_key, form).is_err());
     }
 }
