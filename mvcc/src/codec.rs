@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 
 use crate::store::{KeyData, Store, Version};
-use crate::values::Value;
+use crate::values::{write_batches, Value, ValueBatch};
 use crate::MvccError;
 
 /// Where an encoding keeps the values.
@@ -183,33 +183,81 @@ impl Store {
     /// `r` into this store's values database: exactly the values its index references, in
     /// revision order, each of the length the index says; anything else is refused.
     pub fn decode_values(&mut self, r: impl Read, limit: u64) -> Result<(), MvccError> {
+        let Some(db) = self.values.bulk_target() else {
+            return Err(MvccError::Snapshot(
+                "a values section for a store without a values database".into(),
+            ));
+        };
         let want = self.stored_versions();
-        let mut r = Bounded { r, left: limit };
-        let count = r.u64()?;
-        if count != want.len() as u64 {
+        // Decoding here, writing on a second thread; written batches come back for reuse.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<ValueBatch>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<ValueBatch>(BATCHES);
+        let (read, wrote) = std::thread::scope(|s| {
+            let writer = s.spawn(move || write_batches(&db, full_rx, empty_tx));
+            let read = read_values(r, limit, &want, full_tx, empty_rx);
+            let wrote = writer
+                .join()
+                .unwrap_or_else(|_| Err(MvccError::Storage("the values writer panicked".into())));
+            (read, wrote)
+        });
+        // A writer that failed closes its end, which stops the reader: its error says why.
+        wrote?;
+        read?;
+        self.values.refresh()
+    }
+}
+
+/// Value batches a bulk load allocates: one being written, one queued, one being filled.
+const BATCHES: usize = 3;
+
+/// Reads a values section (see [`Store::decode_values`]) from `r`, checking it against `want`,
+/// into batches sent to `full`, reusing those `empty` hands back.
+fn read_values(
+    r: impl Read,
+    limit: u64,
+    want: &[(crate::values::RevKey, u32)],
+    full: std::sync::mpsc::SyncSender<ValueBatch>,
+    empty: std::sync::mpsc::Receiver<ValueBatch>,
+) -> Result<(), MvccError> {
+    let mut r = Bounded { r, left: limit };
+    let count = r.u64()?;
+    if count != want.len() as u64 {
+        return Err(MvccError::Snapshot(format!(
+            "{count} values sent for {} stored versions",
+            want.len()
+        )));
+    }
+    let writer_gone = || MvccError::Storage("the values writer stopped".into());
+    let mut batch = ValueBatch::default();
+    let mut made = 1;
+    for (rev, len) in want {
+        let mut k = [0u8; 16];
+        r.fill(&mut k)?;
+        if k != *rev {
+            return Err(MvccError::Snapshot("values out of revision order".into()));
+        }
+        let n = r.len()?;
+        if n != *len as usize {
             return Err(MvccError::Snapshot(format!(
-                "{count} values sent for {} stored versions",
-                want.len()
+                "a value of {n} bytes where the index says {len}"
             )));
         }
-        for (rev, len) in &want {
-            let mut k = [0u8; 16];
-            r.fill(&mut k)?;
-            if k != *rev {
-                return Err(MvccError::Snapshot("values out of revision order".into()));
-            }
-            let n = r.len()?;
-            if n != *len as usize {
-                return Err(MvccError::Snapshot(format!(
-                    "a value of {n} bytes where the index says {len}"
-                )));
-            }
-            let bytes = Bytes::from(r.bytes(n)?);
-            self.values.store_referenced(k, bytes)?;
-            self.values.commit_if_large()?;
+        batch.push(k, n, |buf| r.fill(buf))?;
+        if batch.is_full() {
+            full.send(batch).map_err(|_| writer_gone())?;
+            // A few batches in all: new ones until then, written ones after.
+            batch = if made < BATCHES {
+                made += 1;
+                ValueBatch::default()
+            } else {
+                empty.recv().map_err(|_| writer_gone())?
+            };
         }
-        self.values.commit()
     }
+    if !batch.is_empty() {
+        full.send(batch).map_err(|_| writer_gone())?;
+    }
+    Ok(())
 }
 
 /// A reader that refuses to read past `left` bytes.

@@ -314,6 +314,82 @@ impl DiskValues {
     }
 }
 
+/// Values gathered for one commit of a bulk load (a received snapshot's values section): their
+/// revisions and their bytes end to end, so a batch is two allocations, reused.
+#[derive(Debug, Default)]
+pub(crate) struct ValueBatch {
+    keys: Vec<RevKey>,
+    ends: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl ValueBatch {
+    /// Appends the value of `key`, whose `len` bytes `fill` writes.
+    pub(crate) fn push(
+        &mut self,
+        key: RevKey,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
+        let start = self.data.len();
+        self.data.resize(start + len, 0);
+        fill(&mut self.data[start..])?;
+        self.keys.push(key);
+        self.ends.push(self.data.len());
+        Ok(())
+    }
+
+    /// True when the batch holds enough for one commit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.data.len() >= BULK_BATCH_BYTES || self.keys.len() >= BULK_BATCH_VALUES
+    }
+
+    /// True when the batch holds nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.ends.clear();
+        self.data.clear();
+    }
+}
+
+/// Bytes of values a bulk load gathers per commit (larger commits measured slower: the
+/// transaction's dirty pages outgrow the cache).
+const BULK_BATCH_BYTES: usize = RESTORE_FLUSH_BYTES as usize;
+
+/// Values a bulk load gathers per commit at most (empty values take no bytes).
+const BULK_BATCH_VALUES: usize = 64 * 1024;
+
+/// Writes the batches `full` delivers, one non-durable commit each, and hands every written batch
+/// back through `empty` for reuse; returns when `full` closes. Runs beside the decoder, so
+/// decoding the next batch overlaps writing this one (the database takes one writer at a time).
+pub(crate) fn write_batches(
+    db: &Database,
+    full: std::sync::mpsc::Receiver<ValueBatch>,
+    empty: std::sync::mpsc::SyncSender<ValueBatch>,
+) -> Result<(), MvccError> {
+    for mut batch in full {
+        let mut txn = db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
+        {
+            let mut t = txn.open_table(VALUES).map_err(storage)?;
+            let mut start = 0;
+            for (k, end) in batch.keys.iter().zip(&batch.ends) {
+                t.insert(k, &batch.data[start..*end]).map_err(storage)?;
+                start = *end;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        batch.clear();
+        // The decoder may be done and gone: the batch is simply dropped.
+        let _ = empty.try_send(batch);
+    }
+    Ok(())
+}
+
 impl Values {
     /// The bytes of a value.
     pub(crate) fn load(&self, main: i64, sub: i64, v: &Value) -> Result<Bytes, MvccError> {
@@ -334,20 +410,6 @@ impl Values {
                 let len = bytes.len() as u32;
                 d.put(rev_key(main, sub), bytes);
                 Value::Stored(len)
-            }
-        }
-    }
-
-    /// Keeps the bytes of a value the index already references as stored (a snapshot's values
-    /// section).
-    pub(crate) fn store_referenced(&mut self, key: RevKey, bytes: Bytes) -> Result<(), MvccError> {
-        match self {
-            Values::Memory => Err(MvccError::Snapshot(
-                "a values section for a store without a values database".into(),
-            )),
-            Values::Disk(d) => {
-                d.put(key, bytes);
-                Ok(())
             }
         }
     }
@@ -416,6 +478,19 @@ impl Values {
             Values::Memory => None,
             Values::Disk(d) => Some(d),
         }
+    }
+
+    /// The database to bulk-load into, when values are on disk.
+    pub(crate) fn bulk_target(&self) -> Option<Arc<Database>> {
+        self.disk().map(|d| d.db.clone())
+    }
+
+    /// Reads the database as it is now (after a bulk load wrote to it directly).
+    pub(crate) fn refresh(&mut self) -> Result<(), MvccError> {
+        if let Values::Disk(d) = self {
+            d.table = Arc::new(DiskValues::read_table(&d.db)?);
+        }
+        Ok(())
     }
 
     /// See [`DiskValues::sweep`].

@@ -248,3 +248,43 @@ fn damaged_encodings_are_refused_in_both_forms() {
         assert!(decode(&long_key, form).is_err());
     }
 }
+
+#[test]
+fn a_values_section_of_many_batches_and_empty_values_arrives_whole() {
+    // More than one batch by bytes (4 MiB) and by count (64 Ki), empty values among them.
+    let mut sent = on_disk();
+    for i in 0..70_000u32 {
+        let value = if i % 2 == 0 {
+            String::new()
+        } else {
+            "v".repeat(i as usize % 300)
+        };
+        put(&mut sent, &format!("k{:06}", i % 50_000), &value);
+    }
+    sent.commit().unwrap();
+    let mut body = Vec::new();
+    sent.encode(&mut body, ValuesIn::Store).unwrap();
+    let index_len = body.len();
+    sent.encode_values(&mut body).unwrap();
+    let mut back = Store::decode(
+        &body[..index_len],
+        index_len as u64,
+        ValuesIn::Store,
+        on_disk(),
+    )
+    .unwrap();
+    let rest = &body[index_len..];
+    back.decode_values(rest, rest.len() as u64).unwrap();
+    assert_eq!(all(&back, 0), all(&sent, 0));
+    assert_eq!(all(&back, 30_000), all(&sent, 30_000));
+    // Cut short in a later batch: refused, with the earlier batches already written.
+    let mut cut = Store::decode(
+        &body[..index_len],
+        index_len as u64,
+        ValuesIn::Store,
+        on_disk(),
+    )
+    .unwrap();
+    let short = &rest[..rest.len() - 10];
+    assert!(cut.decode_values(short, short.len() as u64).is_err());
+}

@@ -362,10 +362,14 @@ pub fn open(
 pub fn sweep_in_background(view: Store) {
     let spawned = std::thread::Builder::new()
         .name("values-sweep".into())
-        .spawn(move || match view.sweep_unreferenced() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed unreferenced stored values"),
-            Err(e) => tracing::warn!("sweeping stored values failed: {e}"),
+        .spawn(move || {
+            // It reads the whole values database: only with CPU the member does not need.
+            crate::consensus::loop_env::lower_this_threads_priority();
+            match view.sweep_unreferenced() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed unreferenced stored values"),
+                Err(e) => tracing::warn!("sweeping stored values failed: {e}"),
+            }
         });
     if let Err(e) = spawned {
         tracing::warn!("could not start the values sweep: {e}");

@@ -82,7 +82,7 @@ pub struct Threads;
 const JOB_NICENESS: libc::c_int = 10;
 
 /// Lowers the calling thread's priority (on Linux, PRIO_PROCESS with id 0 is this thread).
-fn lower_this_threads_priority() {
+pub(crate) fn lower_this_threads_priority() {
     // SAFETY: setpriority has no memory effects; a failure leaves the priority as it was.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, JOB_NICENESS) };
     if rc != 0 {
