@@ -29,6 +29,7 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    metastore_node::server::exit_on_panic();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

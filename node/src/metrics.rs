@@ -37,6 +37,8 @@ pub struct Metrics {
     pub raft_queue_refused: IntCounter,
     /// Peer messages dropped for the same reason (Raft resends them).
     pub peer_messages_dropped: IntCounter,
+    /// Peer messages dropped before raft-rs saw them, by reason (see `consensus::message_guard`).
+    pub peer_messages_rejected: IntCounterVec,
     /// Watch creates refused because the stream had `--max-watchers-per-stream` watchers.
     pub watchers_refused: IntCounter,
     /// Snapshots from peers refused: over the size limit, or one already being received.
@@ -154,6 +156,19 @@ impl Metrics {
                 "metastore_peer_messages_dropped_total",
                 "Peer messages dropped because --max-raft-queue were already waiting for the Raft loop (Raft resends them).",
             )?,
+            peer_messages_rejected: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "metastore_peer_messages_rejected_total",
+                        "Peer messages dropped before Raft saw them, by reason: unknown_sender, \
+                         local_kind, forwarded_conf_change, malformed, not_from_leader, \
+                         inconsistent_with_log.",
+                    ),
+                    &["reason"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             watchers_refused: counter(
                 "metastore_watchers_refused_total",
                 "Watch creates canceled because the stream already had --max-watchers-per-stream watchers.",

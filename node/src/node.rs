@@ -314,6 +314,8 @@ pub enum LoopMsg {
     RemovedByPeer(u64),
     /// A message from a peer.
     Step(Box<raft::eraftpb::Message>),
+    /// A message this member's Raft addressed to itself (see `Transport::send`).
+    StepOwn(Box<raft::eraftpb::Message>),
     /// A snapshot from a peer (the message carries its metadata), already written to disk and
     /// decoded off the Raft thread.
     StepSnapshot(
@@ -341,6 +343,7 @@ impl LoopMsg {
         !matches!(
             self,
             LoopMsg::RemovedByPeer(_)
+                | LoopMsg::StepOwn(_)
                 | LoopMsg::Unreachable(_)
                 | LoopMsg::SnapshotSent(..)
                 | LoopMsg::SnapshotWritten(_)

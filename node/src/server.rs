@@ -93,6 +93,24 @@ async fn publish_attributes(node: NodeHandle) {
     }
 }
 
+/// The exit status of a member that stopped on a panic (EX_SOFTWARE).
+pub const EXIT_PANIC: i32 = 70;
+
+/// Makes every panic, on any thread, end the process with [`EXIT_PANIC`] after one log line
+/// saying where: a panicked task may have left shared state half-changed, and a member that
+/// keeps running without its Raft loop or a server is a zombie nothing restarts. (Go's runtime
+/// does the same for etcd.) Binaries call this once at start.
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        tracing::error!(thread = name, "panic: {info}; stopping the member");
+        default(info);
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
 /// Runs a member until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_listeners = bind_all("clients", &config.client_addrs).await?;
@@ -206,10 +224,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {
-            if let Err(e) = raft_loop.run() {
-                // The log or disk failed: continuing could lose acknowledged writes.
-                tracing::error!("raft loop failed, stopping: {e}");
-                std::process::exit(1);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft_loop.run())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // The log or disk failed: continuing could lose acknowledged writes.
+                    tracing::error!("raft loop failed, stopping: {e}");
+                    std::process::exit(1);
+                }
+                Err(_) => {
+                    // Without the loop nothing commits or applies: a process that stays up
+                    // would only answer "stopped". Exit, so the supervisor restarts the member.
+                    tracing::error!("raft loop panicked, stopping");
+                    std::process::exit(EXIT_PANIC);
+                }
             }
         })
         .context("starting the raft thread")?;

@@ -140,6 +140,14 @@ async fn lease_status_and_membership_hints() {
     // Bad input: a clear error.
     let err = a.set_membership_policy(0, 9).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // A generation pushed far ahead is refused, so the operator's next push still applies.
+    let err = a.set_membership_policy(3, u64::MAX).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("ahead"), "{}", err.message());
+    assert_eq!(
+        a.set_membership_policy(3, 9).await.unwrap().outcome,
+        "applied"
+    );
 
     // A follower reports the same configuration and is never lease-valid itself.
     let f = (leader + 1) % 3;

@@ -10,7 +10,7 @@ use crate::admin_proto::{
 };
 use crate::api::status::node_status;
 use crate::node::{LoopMsg, NodeHandle};
-use crate::read_lease::policy::HintOutcome;
+use crate::read_lease::policy::{HintOutcome, MAX_GENERATION_STEP};
 
 /// The admin service of one member.
 pub struct AdminService {
@@ -49,6 +49,12 @@ impl Admin for AdminService {
             HintOutcome::Applied => "applied",
             HintOutcome::Unchanged => "unchanged",
             HintOutcome::Stale => "stale",
+            HintOutcome::TooFarAhead => {
+                return Err(Status::invalid_argument(format!(
+                "generation {} is more than {MAX_GENERATION_STEP} ahead of the one in force ({})",
+                r.generation, reply.view.generation
+            )))
+            }
         };
         let v = reply.view;
         Ok(Response::new(SetMembershipPolicyResponse {

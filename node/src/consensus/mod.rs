@@ -5,6 +5,7 @@ pub mod key_leases;
 pub mod log;
 pub mod logger;
 pub mod loop_env;
+pub mod message_guard;
 pub mod raft_loop;
 pub mod read_queue;
 pub mod snapshot_files;

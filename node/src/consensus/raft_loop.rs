@@ -26,6 +26,7 @@ use crate::consensus::bootstrap::Opened;
 use crate::consensus::key_leases::KeyLeases;
 use crate::consensus::log::{LogError, PersistBatch, RaftLog};
 use crate::consensus::loop_env::{BackgroundJobs, ElectionJitter, LoopClocks, LoopEnv, PeerOutbox};
+use crate::consensus::message_guard;
 use crate::consensus::read_queue::ReadQueue;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::ReceivedSnapshot;
@@ -378,11 +379,18 @@ impl RaftLoop {
                     "dropped a snapshot outside the snapshot stream"
                 );
             }
-            LoopMsg::Step(msg) => self.on_step(*msg),
+            LoopMsg::Step(msg) | LoopMsg::StepOwn(msg) => {
+                if self.guard(&msg) {
+                    self.on_step(*msg)
+                }
+            }
             LoopMsg::StepSnapshot(msg, received) => {
-                let m = msg.get_snapshot().get_metadata();
-                self.received_snapshots.insert((m.index, m.term), received);
-                self.on_step(*msg);
+                // A refused snapshot's file goes with `received`.
+                if self.guard(&msg) {
+                    let m = msg.get_snapshot().get_metadata();
+                    self.received_snapshots.insert((m.index, m.term), received);
+                    self.on_step(*msg);
+                }
             }
             LoopMsg::SnapshotWritten(result) => {
                 if let Err(e) = self.snapshot_written(result) {
@@ -469,6 +477,23 @@ impl RaftLoop {
     }
 
     /// A message from a peer.
+    /// True when a peer message may be stepped; else it is counted and dropped (see
+    /// [`message_guard::check_against_raft`]).
+    fn guard(&self, msg: &Message) -> bool {
+        match message_guard::check_against_raft(&self.raw.raft, msg) {
+            Ok(()) => true,
+            Err(r) => {
+                self.shared
+                    .metrics
+                    .peer_messages_rejected
+                    .with_label_values(&[r.label()])
+                    .inc();
+                tracing::debug!(from = msg.from, kind = ?msg.get_msg_type(), reason = r.label(), "dropped a peer message");
+                false
+            }
+        }
+    }
+
     fn on_step(&mut self, msg: Message) {
         // Only these messages need the (guarded) clock; the rest of the peer traffic should not
         // pay for sampling it.

@@ -19,6 +19,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::consensus::message_guard;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::{
     self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
@@ -133,6 +134,12 @@ impl Transport {
         let peers = self.peers.lock();
         for m in msgs {
             let to = m.to;
+            if to == self.me {
+                // raft-rs forwards a read index to the leader it knows, which can be this member
+                // by the time the message leaves: hand it back to the loop, not to the network.
+                let _ = self.raft.send(LoopMsg::StepOwn(Box::new(m)));
+                continue;
+            }
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 match peers.get(&to) {
                     Some(p) => {
@@ -450,6 +457,26 @@ impl PeerService {
         Ok(())
     }
 
+    /// True (and counted) when `m` fails [`message_guard::check_sender`].
+    fn refused(&self, m: &Message) -> bool {
+        let verdict = {
+            let sm = self.shared.state.read();
+            message_guard::check_sender(m, self.shared.member_id(), &sm.members)
+        };
+        match verdict {
+            Ok(()) => false,
+            Err(r) => {
+                self.shared
+                    .metrics
+                    .peer_messages_rejected
+                    .with_label_values(&[r.label()])
+                    .inc();
+                tracing::debug!(from = m.from, kind = ?m.get_msg_type(), reason = r.label(), "dropped a peer message");
+                true
+            }
+        }
+    }
+
     fn deliver(&self, m: Message) -> Result<(), Status> {
         if !self.shared.loop_queue.try_enter() {
             // Raft resends what a peer did not acknowledge.
@@ -481,6 +508,9 @@ impl Peer for PeerService {
                     // Meant for an earlier member at this address: not ours to step.
                     continue;
                 }
+                if self.refused(&m) {
+                    continue;
+                }
                 self.deliver(m)?;
             }
         }
@@ -500,6 +530,11 @@ impl Peer for PeerService {
         self.admit(first.cluster_id, msg.from)?;
         if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != self.shared.member_id() {
             return Err(Status::invalid_argument("not a snapshot for this member"));
+        }
+        if self.refused(&msg) {
+            return Err(Status::permission_denied(
+                "snapshot from a non-member refused",
+            ));
         }
         let _one_at_a_time = self.receiving.clone().try_acquire_owned().map_err(|_| {
             self.shared.metrics.snapshots_refused.inc();

@@ -23,7 +23,14 @@ pub enum HintOutcome {
     Unchanged,
     /// Older than (or conflicting with) the hint in force: ignored.
     Stale,
+    /// More than [`MAX_GENERATION_STEP`] ahead of the hint in force (or of 0): refused, so one
+    /// push cannot make every later one stale.
+    TooFarAhead,
 }
+
+/// How far ahead of the hint in force a pushed generation may be. The operator advances the
+/// generation by one per push.
+pub const MAX_GENERATION_STEP: u64 = 1 << 20;
 
 /// Facts from Raft the policy looks at.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +72,10 @@ impl ReadLeasePolicy {
 
     /// Takes a pushed hint: idempotent for the same generation, ignored when older.
     pub fn set_hint(&mut self, expected_voters: u32, generation: u64) -> HintOutcome {
+        let current = self.hint.map_or(0, |h| h.generation);
+        if generation > current.saturating_add(MAX_GENERATION_STEP) {
+            return HintOutcome::TooFarAhead;
+        }
         match self.hint {
             Some(h) if generation < h.generation => HintOutcome::Stale,
             Some(h) if generation == h.generation => {
@@ -184,5 +195,17 @@ mod tests {
         assert!(!p.evaluate(facts(&[1, 2, 3], &[], true)).enabled);
         assert_eq!(p.set_hint(1, 6), HintOutcome::Applied);
         assert!(p.evaluate(facts(&[1], &[], false)).enabled);
+        // A push far ahead cannot make later pushes stale.
+        assert_eq!(p.set_hint(3, u64::MAX), HintOutcome::TooFarAhead);
+        assert_eq!(
+            p.set_hint(3, 6 + MAX_GENERATION_STEP + 1),
+            HintOutcome::TooFarAhead
+        );
+        assert_eq!(p.hint().unwrap().generation, 6);
+        assert_eq!(p.set_hint(3, 7), HintOutcome::Applied);
+        assert_eq!(
+            ReadLeasePolicy::new(true).set_hint(3, MAX_GENERATION_STEP + 1),
+            HintOutcome::TooFarAhead
+        );
     }
 }

@@ -76,6 +76,8 @@ pub struct SimMember {
     pub removed: bool,
     /// Incarnations started.
     pub boots: u64,
+    /// Peer messages the guard dropped in earlier incarnations.
+    pub rejected_before: u64,
     /// A busy member: its ticks often run late (a loaded thread, slow fsyncs).
     pub busy: bool,
 }
@@ -216,6 +218,7 @@ impl SimMember {
             Ok::<_, String>((id, raft, tx, shared))
         })?;
         self.id = id;
+        self.rejected_before = self.rejected_peer_messages();
         self.run = Some(Running { raft, tx, shared });
         self.boots += 1;
         self.outbox.take();
@@ -224,6 +227,7 @@ impl SimMember {
 
     /// Drops the running incarnation as a crash would: no sync, replies dropped.
     pub fn crash(&mut self) {
+        self.rejected_before = self.rejected_peer_messages();
         self.run = None;
         self.outbox.take();
     }
@@ -234,6 +238,23 @@ impl SimMember {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .lease_us(now)
+    }
+
+    /// Peer messages the guard (`consensus::message_guard`) dropped, over all incarnations.
+    pub fn rejected_peer_messages(&self) -> u64 {
+        let now = self.run.as_ref().map_or(0, |r| {
+            let c = &r.shared.metrics.peer_messages_rejected;
+            [
+                "malformed",
+                "not_from_leader",
+                "inconsistent_with_log",
+                "unknown_sender",
+            ]
+            .iter()
+            .map(|l| c.with_label_values(&[*l]).get())
+            .sum()
+        });
+        self.rejected_before + now
     }
 
     /// True while an incarnation runs.

@@ -236,6 +236,7 @@ impl World {
             wake_gen: 0,
             removed: false,
             boots: 0,
+            rejected_before: 0,
             busy: self.rng.gen_bool(0.3),
         };
         let seed = self.rng.gen();
@@ -301,6 +302,37 @@ impl World {
             self.handle(ev);
         }
         let simulated_us = self.now();
+        // Every message here comes from a correct member (delayed, reordered, duplicated or
+        // lost): the guard must have let all of them through.
+        let rejected: u64 = self
+            .members
+            .values()
+            .map(|m| m.rejected_peer_messages())
+            .sum();
+        if rejected > 0 {
+            let by: Vec<String> = self
+                .members
+                .values()
+                .filter_map(|m| m.run.as_ref())
+                .map(|r| {
+                    let c = &r.shared.metrics.peer_messages_rejected;
+                    [
+                        "malformed",
+                        "not_from_leader",
+                        "inconsistent_with_log",
+                        "unknown_sender",
+                    ]
+                    .iter()
+                    .map(|l| format!("{l}={}", c.with_label_values(&[*l]).get()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                })
+                .collect();
+            self.fail(format!(
+                "the peer message guard dropped {rejected} messages of correct members ({})",
+                by.join("; ")
+            ));
+        }
         if self.violation.is_none() {
             self.clients.finish(&mut self.histories, simulated_us);
             if let Err(e) = self.histories.check() {
