@@ -173,6 +173,37 @@ pub struct Flags {
     /// Log filter, e.g. `info` or `metastore_node=debug`.
     #[arg(long, env = "METASTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// PEM certificate for client TLS (https:// client URLs); also this member's identity when
+    /// it forwards a request to the leader.
+    #[arg(long, env = "METASTORE_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM key of `--cert-file`.
+    #[arg(long, env = "METASTORE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to.
+    #[arg(long, env = "METASTORE_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `--trusted-ca-file` on client connections.
+    #[arg(long, env = "METASTORE_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub client_cert_auth: bool,
+    /// PEM certificate for peer TLS (https:// peer URLs), presented when serving and dialing.
+    #[arg(long, env = "METASTORE_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// PEM key of `--peer-cert-file`.
+    #[arg(long, env = "METASTORE_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// PEM CA bundle that peers' certificates must chain to.
+    #[arg(long, env = "METASTORE_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require a peer certificate signed by `--peer-trusted-ca-file` on peer connections.
+    #[arg(long, env = "METASTORE_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub peer_client_cert_auth: bool,
+    /// Lowest TLS version accepted: TLS1.2 or TLS1.3.
+    #[arg(long, env = "METASTORE_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+    /// Comma-separated TLS 1.2 cipher suites by IANA name (TLS 1.3 suites are always on).
+    #[arg(long, env = "METASTORE_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
 }
 
 /// Whether this member starts a new cluster or joins an existing one.
@@ -256,6 +287,10 @@ pub struct Config {
     pub test_clock_offset_file: Option<std::path::PathBuf>,
     /// Log filter.
     pub log_level: String,
+    /// TLS on the client listeners (their URLs are https://).
+    pub client_tls: Option<crate::tls::TlsSettings>,
+    /// TLS on the peer listener and for dialing peers (peer URLs are https://).
+    pub peer_tls: Option<crate::tls::TlsSettings>,
 }
 
 /// A flag value that cannot work; the message names the flag.
@@ -288,10 +323,8 @@ fn url_list(flag: &str, value: &str) -> Result<Vec<String>, ConfigError> {
 pub fn check_url(flag: &str, u: &str) -> Result<(), ConfigError> {
     let parsed =
         url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
-    if parsed.scheme() != "http" {
-        return Err(bad(format!(
-            "--{flag}: URL {u:?} must use http:// (TLS is not supported yet)"
-        )));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(format!("--{flag}: URL {u:?} must use http:// or https://")));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad(format!("--{flag}: URL {u:?} has no host")));
@@ -302,15 +335,52 @@ pub fn check_url(flag: &str, u: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Turns `http://host:port` into a socket address to bind or dial.
-pub fn url_to_addr(flag: &str, u: &str) -> Result<SocketAddr, ConfigError> {
-    let parsed =
-        url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
-    if parsed.scheme() != "http" {
+/// The TLS settings of one kind of listener: `None` for http:// URLs; for https:// ones the
+/// certificate and key flags (`flags`: cert, key, CA, cert-auth names) must be given, and a CA
+/// when client certificates are required. Mixing http:// and https:// is refused.
+fn tls_settings(
+    listen_flag: &str,
+    listen: &str,
+    flags: [&str; 4],
+    (cert, key, ca): (&Option<PathBuf>, &Option<PathBuf>, &Option<PathBuf>),
+    cert_auth: bool,
+    min_version: crate::tls::MinVersion,
+    cipher_suites: &[String],
+) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    let urls = url_list(listen_flag, listen)?;
+    let https = urls.iter().filter(|u| u.starts_with("https://")).count();
+    if https == 0 {
+        return Ok(None);
+    }
+    if https != urls.len() {
         return Err(bad(format!(
-            "--{flag}: URL {u:?} must use http:// (TLS is not supported yet)"
+            "--{listen_flag}: all URLs must use the same scheme (http:// or https://)"
         )));
     }
+    let [cert_flag, key_flag, ca_flag, auth_flag] = flags;
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(bad(format!(
+            "--{listen_flag} uses https:// but --{cert_flag} and --{key_flag} are not both given"
+        )));
+    };
+    if cert_auth && ca.is_none() {
+        return Err(bad(format!("--{auth_flag} needs --{ca_flag}")));
+    }
+    Ok(Some(crate::tls::TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        trusted_ca: ca.clone(),
+        client_cert_auth: cert_auth,
+        min_version,
+        cipher_suites: cipher_suites.to_vec(),
+    }))
+}
+
+/// Turns `http(s)://host:port` into a socket address to bind or dial.
+pub fn url_to_addr(flag: &str, u: &str) -> Result<SocketAddr, ConfigError> {
+    check_url(flag, u)?;
+    let parsed =
+        url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
     let host = parsed
         .host_str()
         .ok_or_else(|| bad(format!("--{flag}: URL {u:?} has no host")))?;
@@ -498,6 +568,56 @@ impl Flags {
             )));
         }
         let member_id = me.id;
+        let min_version =
+            crate::tls::MinVersion::parse(&self.tls_min_version).map_err(|e| bad(e.0))?;
+        let cipher_suites: Vec<String> = self
+            .cipher_suites
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        crate::tls::cipher_suites(&cipher_suites).map_err(|e| bad(e.0))?;
+        let client_tls = tls_settings(
+            "listen-client-urls",
+            &self.listen_client_urls,
+            ["cert-file", "key-file", "trusted-ca-file", "client-cert-auth"],
+            (&self.cert_file, &self.key_file, &self.trusted_ca_file),
+            self.client_cert_auth,
+            min_version,
+            &cipher_suites,
+        )?;
+        let peer_tls = tls_settings(
+            "listen-peer-urls",
+            &self.listen_peer_urls,
+            [
+                "peer-cert-file",
+                "peer-key-file",
+                "peer-trusted-ca-file",
+                "peer-client-cert-auth",
+            ],
+            (
+                &self.peer_cert_file,
+                &self.peer_key_file,
+                &self.peer_trusted_ca_file,
+            ),
+            self.peer_client_cert_auth,
+            min_version,
+            &cipher_suites,
+        )?;
+        // Peers dial each other at the advertised URLs: TLS there needs the peer files.
+        let peer_urls_tls = initial_cluster
+            .iter()
+            .flat_map(|m| m.peer_urls.iter())
+            .any(|u| u.starts_with("https://"));
+        if peer_urls_tls && peer_tls.is_none() {
+            return Err(bad(
+                "https:// peer URLs need --peer-cert-file and --peer-key-file and https:// \
+                 --listen-peer-urls",
+            ));
+        }
         let data_dir = self
             .data_dir
             .clone()
@@ -553,6 +673,8 @@ impl Flags {
             },
             test_clock_offset_file: self.unsafe_test_clock_offset_file,
             log_level: self.log_level,
+            client_tls,
+            peer_tls,
         })
     }
 }
@@ -639,7 +761,31 @@ mod tests {
                 &["--listen-client-urls", "127.0.0.1:2379"],
                 "--listen-client-urls",
             ),
-            (&["--listen-client-urls", "https://127.0.0.1:2379"], "TLS"),
+            (
+                &["--listen-client-urls", "https://127.0.0.1:2379"],
+                "--cert-file and --key-file",
+            ),
+            (
+                &[
+                    "--listen-client-urls",
+                    "https://127.0.0.1:2379",
+                    "--cert-file",
+                    "c",
+                    "--key-file",
+                    "k",
+                    "--client-cert-auth",
+                ],
+                "--client-cert-auth needs --trusted-ca-file",
+            ),
+            (
+                &[
+                    "--listen-client-urls",
+                    "https://127.0.0.1:2379,http://127.0.0.1:2479",
+                ],
+                "same scheme",
+            ),
+            (&["--tls-min-version", "TLS1.1"], "TLS1.2 is the lowest"),
+            (&["--cipher-suites", "TLS_RSA_WITH_RC4"], "unknown or unsupported"),
             (
                 &["--initial-cluster", "x=http://127.0.0.1:2380"],
                 "no member named",

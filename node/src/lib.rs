@@ -6,7 +6,8 @@
 //! quota), `consensus` (the Raft loop, log, snapshots, bootstrap, peer transport), `replicated`
 //! (commands, the state machine, members and membership changes), `read_lease` (when a read may
 //! skip ReadIndex, and the clocks it trusts). `node` is what the wings share at run time, `server`
-//! wires a member together, `config` turns flags into a validated configuration.
+//! wires a member together, `config` turns flags into a validated configuration, `tls` secures
+//! the listeners and the connections a member makes.
 
 // raft-rs's protobuf-2 messages are built field by field; that is how their API is meant to be used.
 #![allow(clippy::field_reassign_with_default)]
@@ -23,6 +24,7 @@ pub mod raft_context;
 pub mod read_lease;
 pub mod replicated;
 pub mod server;
+pub mod tls;
 
 /// Generated code of the operator's admin API (`proto/admin.proto`).
 #[allow(missing_docs, clippy::all)]

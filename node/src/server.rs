@@ -51,6 +51,18 @@ fn incoming(l: TcpListener) -> TcpIncoming {
     TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
+/// A listener kind's TLS, loaded now (`what` names it in the error).
+fn reloading(
+    settings: &Option<crate::tls::TlsSettings>,
+    what: &str,
+) -> anyhow::Result<Option<Arc<crate::tls::ReloadingTls>>> {
+    settings
+        .clone()
+        .map(|s| crate::tls::ReloadingTls::new(s).map(Arc::new))
+        .transpose()
+        .with_context(|| format!("loading the {what} TLS certificate"))
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
     let term = async {
@@ -113,6 +125,9 @@ pub fn exit_on_panic() {
 
 /// Runs a member until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Certificates are loaded before anything listens: a bad file is a start-up error.
+    let client_tls = reloading(&config.client_tls, "client")?;
+    let peer_tls = reloading(&config.peer_tls, "peer")?;
     let client_listeners = bind_all("clients", &config.client_addrs).await?;
     let peer_listeners = bind_all("peers", &config.peer_addrs).await?;
     let metrics_listeners = bind_all("metrics", &config.metrics_addrs).await?;
@@ -160,8 +175,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .chain(config.discovery_peer_urls.iter().cloned())
             .collect();
         let info =
-            crate::consensus::transport::discover(&peers, &config.advertise_peer_urls, local_ip)
-                .await
+            crate::consensus::transport::discover(
+                &peers,
+                &config.advertise_peer_urls,
+                local_ip,
+                config.peer_tls.as_ref(),
+            )
+            .await
                 .context("cannot join the existing cluster")?;
         Some(info)
     } else {
@@ -193,6 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
         opened.snapshots.clone(),
         opened.state.store.disk_values().map(|v| v.database()),
+        config.peer_tls.clone(),
     ));
     transport.set_peers(&peers);
     tracing::info!(
@@ -251,12 +272,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE);
         let stop = stopped(stop_rx.clone());
+        let tls = peer_tls.clone();
         servers.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming(l), stop)
-                .await
-                .context("peer server")
+            let server = tonic::transport::Server::builder().add_service(svc);
+            match tls {
+                Some(tls) => {
+                    server
+                        .serve_with_incoming_shutdown(crate::tls::incoming(l, tls), stop)
+                        .await
+                }
+                None => server.serve_with_incoming_shutdown(incoming(l), stop).await,
+            }
+            .context("peer server")
         });
     }
     for l in client_listeners {
@@ -272,8 +299,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
         let stop = stopped(stop_rx.clone());
         let max_streams = config.max_concurrent_streams;
+        let tls = client_tls.clone();
         servers.spawn(async move {
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(max_streams))
                 .add_service(kv)
                 .add_service(admin)
@@ -281,10 +309,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(maintenance)
                 .add_service(watch)
                 .add_service(lease)
-                .add_service(crate::api::auth::AuthUnimplemented)
-                .serve_with_incoming_shutdown(incoming(l), stop)
-                .await
-                .context("client server")
+                .add_service(crate::api::auth::AuthUnimplemented);
+            match tls {
+                Some(tls) => {
+                    server
+                        .serve_with_incoming_shutdown(crate::tls::incoming(l, tls), stop)
+                        .await
+                }
+                None => server.serve_with_incoming_shutdown(incoming(l), stop).await,
+            }
+            .context("client server")
         });
     }
 

@@ -70,7 +70,7 @@ impl ClusterService {
                 Err(e) => return Err(node_status(&e)),
             }
             if let Some(url) = self.node.shared.leader_client_url() {
-                return forward::unary(&url, method, req).await;
+                return forward::unary(&self.node.shared, &url, method, req).await;
             }
             if Instant::now() + NO_LEADER_PAUSE >= deadline {
                 return Err(node_status(&NodeError::NoLeader));

@@ -33,16 +33,41 @@ pub async fn leader_url(shared: &Shared) -> Result<String, Status> {
     }
 }
 
+/// The TLS a member dials another's client URL with: its own client certificate
+/// (`--cert-file`) and `--trusted-ca-file` as roots, for https:// URLs.
+fn client_tls(
+    shared: &Shared,
+    url: &str,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, Status> {
+    match &shared.config.client_tls {
+        Some(t) if url.starts_with("https://") => crate::tls::client_tls(t)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("client TLS files: {e}"))),
+        _ => Ok(None),
+    }
+}
+
 /// Sends a unary etcd request (`method` is its gRPC path) to the member at `url` and returns
 /// its answer as is.
-pub async fn unary<Req, Resp>(url: &str, method: &'static str, req: Req) -> Result<Resp, Status>
+pub async fn unary<Req, Resp>(
+    shared: &Shared,
+    url: &str,
+    method: &'static str,
+    req: Req,
+) -> Result<Resp, Status>
 where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| unreachable(url, &e))?
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = client_tls(shared, url)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| unreachable(url, &e))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| unreachable(url, &e))?;
@@ -60,9 +85,12 @@ where
 /// (key-lease keep-alives).
 pub async fn leader_client(shared: &Shared) -> Result<etcd_client::Client, Status> {
     let url = leader_url(shared).await?;
-    let opts = etcd_client::ConnectOptions::new()
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(shared.config.request_timeout);
+    if let Some(tls) = client_tls(shared, &url)? {
+        opts = opts.with_tls(tls);
+    }
     etcd_client::Client::connect([url.as_str()], Some(opts))
         .await
         .map_err(|e| unreachable(&url, &e))

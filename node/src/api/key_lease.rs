@@ -229,8 +229,13 @@ impl PbLeaseService for KeyLeaseService {
                 }),
                 Err(NodeError::NotLeader) => {
                     let url = forward::leader_url(&self.node.shared).await?;
-                    let t: PbLeaseTimeToLiveResponse =
-                        forward::unary(&url, "/etcdserverpb.Lease/LeaseTimeToLive", r).await?;
+                    let t: PbLeaseTimeToLiveResponse = forward::unary(
+                        &self.node.shared,
+                        &url,
+                        "/etcdserverpb.Lease/LeaseTimeToLive",
+                        r,
+                    )
+                    .await?;
                     Ok(PbLeaseTimeToLiveResponse { header, ..t })
                 }
                 Err(e) => Err(node_status(&e)),

@@ -20,6 +20,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::consensus::message_guard;
+use crate::tls::TlsSettings;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::{
     self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
@@ -60,11 +61,14 @@ pub struct Transport {
     snapshots: SnapshotFiles,
     /// The member's values database (its own snapshots leave their values there).
     values: Option<ValuesDatabase>,
+    /// Peer TLS files, for https:// peer URLs.
+    tls: Option<Arc<TlsSettings>>,
 }
 
 impl Transport {
-    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given,
-    /// sending snapshots from `snapshots` with the values in `values`; tasks run on `rt`.
+    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given
+    /// (with `tls` for https:// peers), sending snapshots from `snapshots` with the values in
+    /// `values`; tasks run on `rt`.
     pub fn new(
         me: u64,
         cluster_id: u64,
@@ -73,6 +77,7 @@ impl Transport {
         rt: tokio::runtime::Handle,
         snapshots: SnapshotFiles,
         values: Option<ValuesDatabase>,
+        tls: Option<TlsSettings>,
     ) -> Self {
         Transport {
             me,
@@ -83,6 +88,7 @@ impl Transport {
             rt,
             snapshots,
             values,
+            tls: tls.map(Arc::new),
         }
     }
 
@@ -111,7 +117,7 @@ impl Transport {
                 *id,
                 self.cluster_id,
                 url.clone(),
-                self.local,
+                (self.local, self.tls.clone()),
                 rx,
                 self.raft.clone(),
             ));
@@ -146,7 +152,7 @@ impl Transport {
                         self.rt.spawn(send_snapshot(
                             self.cluster_id,
                             p.url.clone(),
-                            self.local,
+                            (self.local, self.tls.clone()),
                             m,
                             self.raft.clone(),
                             self.snapshots.clone(),
@@ -176,13 +182,23 @@ impl Transport {
 
 /// Where to dial a peer; outgoing connections leave from this member's own peer address, so
 /// network rules (and peers' logs) can tell members apart even on one host.
-fn endpoint(url: &str, local: Option<IpAddr>) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
+/// With `tls` (the peer certificate files), https:// URLs are dialed with this member's peer
+/// certificate, read now (a rotated one is used from the next connection on).
+fn endpoint(
+    url: &str,
+    local: Option<IpAddr>,
+    tls: Option<&TlsSettings>,
+) -> Result<Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+    let ep = Endpoint::from_shared(url.to_string())?
         .local_address(local)
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5)))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(match tls {
+        Some(t) if url.starts_with("https://") => ep.tls_config(crate::tls::client_tls(t)?)?,
+        _ => ep,
+    })
 }
 
 /// One peer's sender: connect, stream batches, and on any failure report and reconnect.
@@ -190,13 +206,13 @@ async fn run_peer(
     id: u64,
     cluster_id: u64,
     url: String,
-    local: Option<IpAddr>,
+    (local, tls): (Option<IpAddr>, Option<Arc<TlsSettings>>),
     mut rx: mpsc::Receiver<Message>,
     raft: crossbeam_channel::Sender<LoopMsg>,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let client = match endpoint(&url, local) {
+        let client = match endpoint(&url, local, tls.as_deref()) {
             Ok(ep) => ep
                 .connect()
                 .await
@@ -286,7 +302,7 @@ const SNAPSHOT_READ_AHEAD: usize = 4;
 async fn send_snapshot(
     cluster_id: u64,
     url: String,
-    local: Option<IpAddr>,
+    (local, tls): (Option<IpAddr>, Option<Arc<TlsSettings>>),
     mut msg: Message,
     raft: crossbeam_channel::Sender<LoopMsg>,
     files: SnapshotFiles,
@@ -321,7 +337,7 @@ async fn send_snapshot(
             .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))
     });
     let result = async {
-        let ch = endpoint(&url, local)?.connect().await?;
+        let ch = endpoint(&url, local, tls.as_deref())?.connect().await?;
         let mut client = PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE);
         client
             .snapshot(ReceiverStream::new(rx))
@@ -655,6 +671,7 @@ pub async fn discover(
     peers: &[String],
     my_peer_urls: &[String],
     local: Option<IpAddr>,
+    tls: Option<&TlsSettings>,
 ) -> Result<crate::consensus::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
     let mut not_added = None;
@@ -662,7 +679,7 @@ pub async fn discover(
     for attempt in 0..30 {
         for url in peers {
             let resp = async {
-                let ch = endpoint(url, local)?.connect().await?;
+                let ch = endpoint(url, local, tls)?.connect().await?;
                 let r = PeerClient::new(ch).members(MembersRequest {}).await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r.into_inner())
             }

@@ -1,0 +1,208 @@
+//! TLS on real members, used by the real etcdctl: three members with client and peer mutual TLS
+//! (https:// URLs, `--client-cert-auth`, `--peer-client-cert-auth`) replicate, forward to the
+//! leader and serve etcdctl with a client certificate; plain http, no client certificate and a
+//! certificate of another CA are refused; and a member's certificate rotated on disk (to one of
+//! a new CA) is served to the next connection without a restart.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use metastore_testkit::{etcdctl, Cluster, FAST};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use support::BIN;
+
+/// A CA that signs leaf certificates into PEM files.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// Writes `<name>.crt`, `<name>.key` (for `sans`, IPs or DNS names) and `ca.crt` into `dir`.
+    fn issue(&self, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        // Key first, certificate last: a reader never sees a certificate without its key.
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(dir.join("ca.crt"), self.issuer.pem()).unwrap();
+        (c, k)
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("metastore test CA");
+    let mut c = Cluster::create(BIN, 3, FAST);
+    // Per member: its own directory of certificates for both listeners.
+    for m in &mut c.members {
+        let dir = tmp.path().join(&m.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = ca.issue(&dir, "server", &[&m.ip, "localhost"]);
+        let (pcert, pkey) = ca.issue(&dir, "peer", &[&m.ip]);
+        for a in m.args.iter_mut() {
+            // Clients and peers over TLS; the metrics listener stays plain.
+            if !a.ends_with(":2381") {
+                *a = a.replace("http://", "https://");
+            }
+        }
+        let ca_file = s(&dir.join("ca.crt"));
+        m.args.extend(
+            [
+                "--cert-file",
+                &s(&cert),
+                "--key-file",
+                &s(&key),
+                "--trusted-ca-file",
+                &ca_file,
+                "--client-cert-auth",
+                "--peer-cert-file",
+                &s(&pcert),
+                "--peer-key-file",
+                &s(&pkey),
+                "--peer-trusted-ca-file",
+                &ca_file,
+                "--peer-client-cert-auth",
+            ]
+            .map(String::from),
+        );
+        m.start();
+    }
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let follower = (leader + 1) % 3;
+    let client_dir = tmp.path().join("client");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let (ccert, ckey) = ca.issue(&client_dir, "client", &["client"]);
+    let cacert = s(&client_dir.join("ca.crt"));
+    let tls = |ip: &str, args: &[&str]| {
+        let mut all = vec![
+            "--cacert",
+            &cacert,
+            "--cert",
+            &s(&ccert),
+            "--key",
+            &s(&ckey),
+            "--command-timeout=5s",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        etcdctl(&format!("https://{ip}:2379"), &all)
+    };
+
+    // Writes through the leader replicate to the others over peer TLS.
+    let lip = c.members[leader].ip.clone();
+    let fip = c.members[follower].ip.clone();
+    let (ok, out) = tls(&lip, &["put", "k", "v1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = tls(&fip, &["get", "k", "--print-value-only"]);
+    assert!(ok && out.trim() == "v1", "{out}");
+    // A follower forwards what only the leader serves (member list, a lease's TTL) over
+    // client TLS to the leader.
+    let (ok, out) = tls(&fip, &["member", "list"]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+    let (ok, out) = tls(&lip, &["lease", "grant", "60"]);
+    assert!(ok, "{out}");
+    let lease = out.split_whitespace().nth(1).unwrap().to_string();
+    let (ok, out) = tls(&fip, &["lease", "timetolive", &lease]);
+    assert!(ok && out.contains("remaining"), "{out}");
+
+    // Refused: plain http, no client certificate, a certificate of another CA.
+    let (ok, out) = etcdctl(
+        &format!("http://{lip}:2379"),
+        &["--command-timeout=3s", "get", "k"],
+    );
+    assert!(!ok, "plain http served: {out}");
+    let (ok, out) = etcdctl(
+        &format!("https://{lip}:2379"),
+        &["--cacert", &cacert, "--command-timeout=3s", "get", "k"],
+    );
+    assert!(!ok, "no client certificate served: {out}");
+    let other = Ca::new("another CA");
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let (ocert, okey) = other.issue(&other_dir, "client", &["client"]);
+    let (ok, out) = etcdctl(
+        &format!("https://{lip}:2379"),
+        &[
+            "--cacert",
+            &cacert,
+            "--cert",
+            &s(&ocert),
+            "--key",
+            &s(&okey),
+            "--command-timeout=3s",
+            "get",
+            "k",
+        ],
+    );
+    assert!(!ok, "a certificate of another CA served: {out}");
+
+    // Rotation: the follower's client-facing certificate is replaced by one of the new CA on disk.
+    // A client trusting only the new CA cannot verify it before, and can after, without a
+    // restart (the client CA stays the old one, so the old client certificate still works).
+    let fdir = tmp.path().join(&c.members[follower].name);
+    let new_dir = tmp.path().join("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let only_new = s(&other_dir.join("ca.crt"));
+    let with_new_ca = |ip: &str| {
+        etcdctl(
+            &format!("https://{ip}:2379"),
+            &[
+                "--cacert",
+                &only_new,
+                "--cert",
+                &s(&ccert),
+                "--key",
+                &s(&ckey),
+                "--command-timeout=3s",
+                "get",
+                "k",
+                "--print-value-only",
+            ],
+        )
+    };
+    assert!(!with_new_ca(&fip).0);
+    let (ncert, nkey) = other.issue(&new_dir, "server", &[&fip, "localhost"]);
+    // Key, then certificate, over the files the member was started with.
+    std::fs::copy(&nkey, fdir.join("server.key")).unwrap();
+    std::fs::copy(&ncert, fdir.join("server.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = with_new_ca(&fip);
+        if ok && out.trim() == "v1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rotated certificate not served: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        c.members[follower].child.is_some(),
+        "the member was not restarted"
+    );
+}
