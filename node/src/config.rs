@@ -324,7 +324,9 @@ pub fn check_url(flag: &str, u: &str) -> Result<(), ConfigError> {
     let parsed =
         url::Url::parse(u).map_err(|e| bad(format!("--{flag}: invalid URL {u:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(format!("--{flag}: URL {u:?} must use http:// or https://")));
+        return Err(bad(format!(
+            "--{flag}: URL {u:?} must use http:// or https://"
+        )));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad(format!("--{flag}: URL {u:?} has no host")));
@@ -583,7 +585,12 @@ impl Flags {
         let client_tls = tls_settings(
             "listen-client-urls",
             &self.listen_client_urls,
-            ["cert-file", "key-file", "trusted-ca-file", "client-cert-auth"],
+            [
+                "cert-file",
+                "key-file",
+                "trusted-ca-file",
+                "client-cert-auth",
+            ],
             (&self.cert_file, &self.key_file, &self.trusted_ca_file),
             self.client_cert_auth,
             min_version,
@@ -785,7 +792,10 @@ mod tests {
                 "same scheme",
             ),
             (&["--tls-min-version", "TLS1.1"], "TLS1.2 is the lowest"),
-            (&["--cipher-suites", "TLS_RSA_WITH_RC4"], "unknown or unsupported"),
+            (
+                &["--cipher-suites", "TLS_RSA_WITH_RC4"],
+                "unknown or unsupported",
+            ),
             (
                 &["--initial-cluster", "x=http://127.0.0.1:2380"],
                 "no member named",

@@ -161,8 +161,9 @@ impl Metrics {
                     Opts::new(
                         "metastore_peer_messages_rejected_total",
                         "Peer messages dropped before Raft saw them, by reason: unknown_sender, \
-                         local_kind, forwarded_conf_change, malformed, not_from_leader, \
-                         inconsistent_with_log.",
+                         identity_mismatch, local_kind, forwarded_conf_change, malformed, not_from_leader, \
+                         inconsistent_with_log, removed_leader (a leader removed from the \
+                         configuration, about to stop).",
                     ),
                     &["reason"],
                 )?;

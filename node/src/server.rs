@@ -162,6 +162,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .filter(|ip: &std::net::IpAddr| config.peer_addrs.iter().any(|a| a.ip() == *ip));
 
+    let dialing = crate::consensus::transport::Dialing {
+        local: local_ip,
+        tls: config.peer_tls.clone().map(Arc::new),
+    };
     // A member joining an existing cluster with an empty data dir asks the cluster who it is.
     let join = if config.cluster_state == ClusterState::Existing
         && crate::consensus::bootstrap::is_fresh(&config.data_dir)
@@ -175,13 +179,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .chain(config.discovery_peer_urls.iter().cloned())
             .collect();
         let info =
-            crate::consensus::transport::discover(
-                &peers,
-                &config.advertise_peer_urls,
-                local_ip,
-                config.peer_tls.as_ref(),
-            )
-            .await
+            crate::consensus::transport::discover(&peers, &config.advertise_peer_urls, &dialing)
+                .await
                 .context("cannot join the existing cluster")?;
         Some(info)
     } else {
@@ -208,12 +207,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let transport = Arc::new(Transport::new(
         config.member_id,
         opened.state.cluster_id,
-        local_ip,
+        dialing,
         tx.clone(),
         tokio::runtime::Handle::current(),
         opened.snapshots.clone(),
         opened.state.store.disk_values().map(|v| v.database()),
-        config.peer_tls.clone(),
     ));
     transport.set_peers(&peers);
     tracing::info!(

@@ -175,13 +175,7 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
     };
     let mut cfg = builder
         .with_single_cert(read_certs(&s.cert)?, read_key(&s.key)?)
-        .map_err(|e| {
-            err(format!(
-                "{} and {}: {e}",
-                s.cert.display(),
-                s.key.display()
-            ))
-        })?;
+        .map_err(|e| err(format!("{} and {}: {e}", s.cert.display(), s.key.display())))?;
     // gRPC needs HTTP/2; etcd's listeners also speak HTTP/1.1.
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
@@ -312,13 +306,24 @@ pub fn incoming(
 /// port), read at each connection so a rotated certificate is used from the next one on.
 pub fn client_tls(s: &TlsSettings) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display())));
-    let mut c = tonic::transport::ClientTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(
-            read(&s.cert)?,
-            read(&s.key)?,
-        ));
+    let mut c = tonic::transport::ClientTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(&s.cert)?, read(&s.key)?),
+    );
     if let Some(ca) = &s.trusted_ca {
         c = c.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
     }
     Ok(c)
+}
+
+/// True when the certificate `der` is valid for `host` (a DNS name or an IP address, as in a
+/// peer URL) by its subject alternative names, as a TLS client checks a server's.
+pub fn certificate_names(der: &CertificateDer<'_>, host: &str) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }

@@ -157,7 +157,12 @@ async fn shrink(c: &mut Cluster, ids: &Ids, load: &Load, remove_leader: bool) {
         }
     }
     let code = c.members[target].wait_exit(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "a removed member stops by itself");
+    assert_eq!(
+        code,
+        Some(0),
+        "a removed member stops by itself: {}",
+        metastore_testkit::tail(&c.members[target].log())
+    );
     c.wait_ready(Duration::from_secs(30));
 }
 

@@ -9,7 +9,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use metastore_node::peer_proto::peer_client::PeerClient;
+use metastore_node::peer_proto::{MembersRequest, RaftBatch};
 use metastore_testkit::{etcdctl, Cluster, FAST};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -34,12 +38,14 @@ impl Ca {
     /// Writes `<name>.crt`, `<name>.key` (for `sans`, IPs or DNS names) and `ca.crt` into `dir`.
     fn issue(&self, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
         let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         p.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         // Key first, certificate last: a reader never sees a certificate without its key.
         std::fs::write(&k, key.serialize_pem()).unwrap();
         std::fs::write(&c, cert.pem()).unwrap();
@@ -163,6 +169,85 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
     );
     assert!(!ok, "a certificate of another CA served: {out}");
 
+    // Peer identity: a certificate of the cluster's CA for a host that is no member's, and the
+    // leader's own peer certificate claiming to be another member, are both refused.
+    let fname = c.members[follower].name.clone();
+    let lname = c.members[leader].name.clone();
+    let stranger_dir = tmp.path().join("stranger");
+    std::fs::create_dir_all(&stranger_dir).unwrap();
+    let (scert, skey) = ca.issue(&stranger_dir, "peer", &["127.0.0.99"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let peer_url = format!("https://{fip}:2380");
+        let ca_pem = std::fs::read(&cacert).unwrap();
+        let dial = |cert: PathBuf, key: PathBuf| {
+            let peer_url = peer_url.clone();
+            let ca_pem = ca_pem.clone();
+            async move {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+                    .identity(tonic::transport::Identity::from_pem(
+                        std::fs::read(cert).unwrap(),
+                        std::fs::read(key).unwrap(),
+                    ));
+                let ch = tonic::transport::Endpoint::from_shared(peer_url)
+                    .unwrap()
+                    .tls_config(tls)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                PeerClient::new(ch)
+            }
+        };
+        let mut stranger = dial(scert, skey).await;
+        let info = stranger
+            .members(MembersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let id_of = |name: &str| info.members.iter().find(|m| m.name == name).unwrap().id;
+        let (fid, lid) = (id_of(&fname), id_of(&lname));
+        let third = info
+            .members
+            .iter()
+            .map(|m| m.id)
+            .find(|id| *id != fid && *id != lid)
+            .unwrap();
+        let heartbeat = |from: u64| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgHeartbeat);
+            m.from = from;
+            m.to = fid;
+            m.term = 1;
+            RaftBatch {
+                messages: vec![m.write_to_bytes().unwrap()],
+                cluster_id: info.cluster_id,
+            }
+        };
+        let _ = stranger
+            .stream(futures::stream::iter(vec![heartbeat(lid)]))
+            .await;
+        let ldir = tmp.path().join(&lname);
+        let mut leader_cert = dial(ldir.join("peer.crt"), ldir.join("peer.key")).await;
+        let _ = leader_cert
+            .stream(futures::stream::iter(vec![heartbeat(third)]))
+            .await;
+    });
+    let mismatches = c.members[follower]
+        .metric("metastore_peer_messages_rejected_total{reason=\"identity_mismatch\"}")
+        .unwrap_or(0.0);
+    assert_eq!(mismatches, 2.0, "forged senders not refused");
+    // The members' own traffic was never refused.
+    for m in &c.members {
+        let r = m
+            .metric("metastore_peer_messages_rejected_total{reason=\"identity_mismatch\"}")
+            .unwrap_or(0.0);
+        assert!(m.name == fname || r == 0.0, "{} refused {r}", m.name);
+    }
+    let (ok, out) = tls(&lip, &["put", "k", "v1"]);
+    assert!(ok, "{out}");
+
     // Rotation: the follower's client-facing certificate is replaced by one of the new CA on disk.
     // A client trusting only the new CA cannot verify it before, and can after, without a
     // restart (the client CA stays the old one, so the old client certificate still works).
@@ -198,7 +283,10 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
         if ok && out.trim() == "v1" {
             break;
         }
-        assert!(Instant::now() < deadline, "rotated certificate not served: {out}");
+        assert!(
+            Instant::now() < deadline,
+            "rotated certificate not served: {out}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(

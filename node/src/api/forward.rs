@@ -63,14 +63,9 @@ where
         .map_err(|e| unreachable(url, &e))?
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(tls) = client_tls(shared, url)? {
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| unreachable(url, &e))?;
+        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(url, &e))?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| unreachable(url, &e))?;
+    let channel = endpoint.connect().await.map_err(|e| unreachable(url, &e))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| unreachable(url, &e))?;
     let path = PathAndQuery::from_static(method);

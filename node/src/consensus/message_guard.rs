@@ -19,6 +19,9 @@ use crate::replicated::member::Member;
 pub enum Rejection {
     /// Not from a member of the configuration this member has applied (or from 0, or from itself).
     UnknownSender,
+    /// With peer certificates required: `from` is not a member the connection's certificate is
+    /// valid for (by the host of one of its peer URLs).
+    IdentityMismatch,
     /// A kind of message only a member sends to itself (ticks, local reports).
     LocalKind,
     /// A forwarded proposal carrying a membership change: those are proposed on the leader only.
@@ -30,6 +33,9 @@ pub enum Rejection {
     NotFromLeader,
     /// Contradicts this member's log in a way raft-rs cannot survive (see [`check_against_raft`]).
     InconsistentWithLog,
+    /// This member leads a configuration it was removed from (it stops shortly): raft-rs would
+    /// panic committing without its own progress (raft.rs 943).
+    RemovedLeader,
 }
 
 impl Rejection {
@@ -37,11 +43,13 @@ impl Rejection {
     pub fn label(self) -> &'static str {
         match self {
             Rejection::UnknownSender => "unknown_sender",
+            Rejection::IdentityMismatch => "identity_mismatch",
             Rejection::LocalKind => "local_kind",
             Rejection::ForwardedConfChange => "forwarded_conf_change",
             Rejection::Malformed => "malformed",
             Rejection::NotFromLeader => "not_from_leader",
             Rejection::InconsistentWithLog => "inconsistent_with_log",
+            Rejection::RemovedLeader => "removed_leader",
         }
     }
 }
@@ -68,16 +76,46 @@ fn is_peer_kind(t: MessageType) -> bool {
     )
 }
 
+/// Who the connection a message came on proves it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    /// Peer certificates are not required: anyone who reaches the port.
+    Unproven,
+    /// The leaf certificate the peer presented (peer mutual TLS).
+    Certificate(&'a rustls::pki_types::CertificateDer<'a>),
+    /// Peer certificates are required and none came (cannot happen behind the TLS acceptor).
+    Missing,
+}
+
+/// True when `member`'s peer URLs include a host the identity is valid for.
+fn proves(identity: Identity<'_>, member: &Member) -> bool {
+    match identity {
+        Identity::Unproven => true,
+        Identity::Missing => false,
+        Identity::Certificate(der) => member.peer_urls.iter().any(|u| {
+            url::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| crate::tls::certificate_names(der, h)))
+                .unwrap_or(false)
+        }),
+    }
+}
+
 /// Checks what can be checked without the Raft log, where the message arrives: the sender is a
-/// member (`members`: the applied configuration, learners included) other than `me`, the kind
-/// is one peers send, and a forwarded proposal carries no membership change.
+/// member (`members`: the applied configuration, learners included) other than `me`, proven by
+/// the connection's `identity`, the kind is one peers send, and a forwarded proposal carries no
+/// membership change.
 pub fn check_sender(
     m: &Message,
     me: u64,
     members: &BTreeMap<u64, Member>,
+    identity: Identity<'_>,
 ) -> Result<(), Rejection> {
-    if m.from == 0 || m.from == me || !members.contains_key(&m.from) {
+    let Some(sender) = members.get(&m.from).filter(|_| m.from != 0 && m.from != me) else {
         return Err(Rejection::UnknownSender);
+    };
+    if !proves(identity, sender) {
+        return Err(Rejection::IdentityMismatch);
     }
     if !is_peer_kind(m.get_msg_type()) {
         return Err(Rejection::LocalKind);
@@ -110,6 +148,9 @@ pub fn check_against_raft<S: Storage>(r: &Raft<S>, m: &Message) -> Result<(), Re
     }
     if m.term >= TERM_CEILING {
         return Err(Rejection::Malformed);
+    }
+    if r.state == StateRole::Leader && r.prs().get(r.id).is_none() {
+        return Err(Rejection::RemovedLeader);
     }
     match t {
         // Forwarded by a follower: no term (raft-rs panics forwarding one that has it), and
@@ -343,10 +384,13 @@ mod tests {
     fn senders_must_be_other_members_sending_peer_kinds() {
         let ms = members();
         let ok = msg(MessageType::MsgAppend, 1, 2, 2);
-        assert_eq!(check_sender(&ok, 2, &ms), Ok(()));
+        assert_eq!(check_sender(&ok, 2, &ms, Identity::Unproven), Ok(()));
         for from in [0, 2, 9] {
             let m = msg(MessageType::MsgAppend, from, 2, 2);
-            assert_eq!(check_sender(&m, 2, &ms), Err(Rejection::UnknownSender));
+            assert_eq!(
+                check_sender(&m, 2, &ms, Identity::Unproven),
+                Err(Rejection::UnknownSender)
+            );
         }
         for t in [
             MessageType::MsgHup,
@@ -357,11 +401,15 @@ mod tests {
             MessageType::MsgTransferLeader,
         ] {
             let m = msg(t, 1, 2, 2);
-            assert_eq!(check_sender(&m, 2, &ms), Err(Rejection::LocalKind), "{t:?}");
+            assert_eq!(
+                check_sender(&m, 2, &ms, Identity::Unproven),
+                Err(Rejection::LocalKind),
+                "{t:?}"
+            );
         }
         let mut prop = msg(MessageType::MsgPropose, 1, 2, 0);
         prop.set_entries(vec![entry(0, 0)].into());
-        assert_eq!(check_sender(&prop, 2, &ms), Ok(()));
+        assert_eq!(check_sender(&prop, 2, &ms, Identity::Unproven), Ok(()));
         let mut cc = entry(0, 0);
         cc.set_entry_type(EntryType::EntryConfChange);
         cc.data = protobuf::Message::write_to_bytes(&ConfChange::default())
@@ -369,7 +417,7 @@ mod tests {
             .into();
         prop.set_entries(vec![cc].into());
         assert_eq!(
-            check_sender(&prop, 2, &ms),
+            check_sender(&prop, 2, &ms, Identity::Unproven),
             Err(Rejection::ForwardedConfChange)
         );
     }
@@ -567,7 +615,7 @@ mod tests {
                     }
                     m.set_snapshot(s);
                 }
-                if check_sender(&m, me, &members()).is_err() {
+                if check_sender(&m, me, &members(), Identity::Unproven).is_err() {
                     refused += 1;
                     continue;
                 }

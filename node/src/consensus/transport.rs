@@ -20,7 +20,6 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::consensus::message_guard;
-use crate::tls::TlsSettings;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::{
     self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
@@ -32,6 +31,7 @@ use crate::peer_proto::{
     Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
 };
 use crate::replicated::member::{same_peer_urls, Member};
+use crate::tls::TlsSettings;
 use metastore_mvcc::ValuesDatabase;
 
 /// Messages queued per peer before new ones are dropped.
@@ -53,7 +53,7 @@ struct PeerSender {
 pub struct Transport {
     me: u64,
     cluster_id: u64,
-    local: Option<IpAddr>,
+    dialing: Dialing,
     peers: Mutex<HashMap<u64, PeerSender>>,
     raft: crossbeam_channel::Sender<LoopMsg>,
     rt: tokio::runtime::Handle,
@@ -61,34 +61,38 @@ pub struct Transport {
     snapshots: SnapshotFiles,
     /// The member's values database (its own snapshots leave their values there).
     values: Option<ValuesDatabase>,
+}
+
+/// How this member dials its peers.
+#[derive(Debug, Clone, Default)]
+pub struct Dialing {
+    /// The local address connections leave from (its own peer address, when it is a local IP).
+    pub local: Option<IpAddr>,
     /// Peer TLS files, for https:// peer URLs.
-    tls: Option<Arc<TlsSettings>>,
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 impl Transport {
-    /// Creates a transport for member `me` of `cluster_id`, dialing from `local` when given
-    /// (with `tls` for https:// peers), sending snapshots from `snapshots` with the values in
-    /// `values`; tasks run on `rt`.
+    /// Creates a transport for member `me` of `cluster_id`, dialing as `dialing` says, sending
+    /// snapshots from `snapshots` with the values in `values`; tasks run on `rt`.
     pub fn new(
         me: u64,
         cluster_id: u64,
-        local: Option<IpAddr>,
+        dialing: Dialing,
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
         snapshots: SnapshotFiles,
         values: Option<ValuesDatabase>,
-        tls: Option<TlsSettings>,
     ) -> Self {
         Transport {
             me,
             cluster_id,
-            local,
+            dialing,
             peers: Mutex::new(HashMap::new()),
             raft,
             rt,
             snapshots,
             values,
-            tls: tls.map(Arc::new),
         }
     }
 
@@ -117,7 +121,7 @@ impl Transport {
                 *id,
                 self.cluster_id,
                 url.clone(),
-                (self.local, self.tls.clone()),
+                self.dialing.clone(),
                 rx,
                 self.raft.clone(),
             ));
@@ -152,7 +156,7 @@ impl Transport {
                         self.rt.spawn(send_snapshot(
                             self.cluster_id,
                             p.url.clone(),
-                            (self.local, self.tls.clone()),
+                            self.dialing.clone(),
                             m,
                             self.raft.clone(),
                             self.snapshots.clone(),
@@ -182,20 +186,19 @@ impl Transport {
 
 /// Where to dial a peer; outgoing connections leave from this member's own peer address, so
 /// network rules (and peers' logs) can tell members apart even on one host.
-/// With `tls` (the peer certificate files), https:// URLs are dialed with this member's peer
-/// certificate, read now (a rotated one is used from the next connection on).
+/// With peer TLS files, https:// URLs are dialed with this member's peer certificate, read now
+/// (a rotated one is used from the next connection on).
 fn endpoint(
     url: &str,
-    local: Option<IpAddr>,
-    tls: Option<&TlsSettings>,
+    dialing: &Dialing,
 ) -> Result<Endpoint, Box<dyn std::error::Error + Send + Sync>> {
     let ep = Endpoint::from_shared(url.to_string())?
-        .local_address(local)
+        .local_address(dialing.local)
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(match tls {
+    Ok(match &dialing.tls {
         Some(t) if url.starts_with("https://") => ep.tls_config(crate::tls::client_tls(t)?)?,
         _ => ep,
     })
@@ -206,13 +209,13 @@ async fn run_peer(
     id: u64,
     cluster_id: u64,
     url: String,
-    (local, tls): (Option<IpAddr>, Option<Arc<TlsSettings>>),
+    dialing: Dialing,
     mut rx: mpsc::Receiver<Message>,
     raft: crossbeam_channel::Sender<LoopMsg>,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let client = match endpoint(&url, local, tls.as_deref()) {
+        let client = match endpoint(&url, &dialing) {
             Ok(ep) => ep
                 .connect()
                 .await
@@ -302,7 +305,7 @@ const SNAPSHOT_READ_AHEAD: usize = 4;
 async fn send_snapshot(
     cluster_id: u64,
     url: String,
-    (local, tls): (Option<IpAddr>, Option<Arc<TlsSettings>>),
+    dialing: Dialing,
     mut msg: Message,
     raft: crossbeam_channel::Sender<LoopMsg>,
     files: SnapshotFiles,
@@ -337,7 +340,7 @@ async fn send_snapshot(
             .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))
     });
     let result = async {
-        let ch = endpoint(&url, local, tls.as_deref())?.connect().await?;
+        let ch = endpoint(&url, &dialing)?.connect().await?;
         let mut client = PeerClient::new(ch).max_encoding_message_size(MAX_PEER_MESSAGE);
         client
             .snapshot(ReceiverStream::new(rx))
@@ -473,11 +476,42 @@ impl PeerService {
         Ok(())
     }
 
-    /// True (and counted) when `m` fails [`message_guard::check_sender`].
-    fn refused(&self, m: &Message) -> bool {
+    /// The leaf certificate of a request's connection, when peers must present one
+    /// (`--peer-client-cert-auth`): `Err` when it is required and absent.
+    fn peer_certificate<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Option<rustls::pki_types::CertificateDer<'static>>, ()> {
+        let required = self
+            .shared
+            .config
+            .peer_tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert_auth);
+        if !required {
+            return Ok(None);
+        }
+        match req.peer_certs().and_then(|c| c.first().cloned()) {
+            Some(c) => Ok(Some(c)),
+            None => Err(()),
+        }
+    }
+
+    /// True (and counted) when `m` fails [`message_guard::check_sender`] on a connection that
+    /// presented `cert` (`Err`: required and missing).
+    fn refused(
+        &self,
+        m: &Message,
+        cert: &Result<Option<rustls::pki_types::CertificateDer<'static>>, ()>,
+    ) -> bool {
+        let identity = match cert {
+            Ok(None) => message_guard::Identity::Unproven,
+            Ok(Some(c)) => message_guard::Identity::Certificate(c),
+            Err(()) => message_guard::Identity::Missing,
+        };
         let verdict = {
             let sm = self.shared.state.read();
-            message_guard::check_sender(m, self.shared.member_id(), &sm.members)
+            message_guard::check_sender(m, self.shared.member_id(), &sm.members, identity)
         };
         match verdict {
             Ok(()) => false,
@@ -514,6 +548,7 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn stream(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Ack>, Status> {
+        let cert = self.peer_certificate(&req);
         let mut s = req.into_inner();
         while let Some(batch) = s.next().await {
             let batch = batch?;
@@ -524,7 +559,7 @@ impl Peer for PeerService {
                     // Meant for an earlier member at this address: not ours to step.
                     continue;
                 }
-                if self.refused(&m) {
+                if self.refused(&m, &cert) {
                     continue;
                 }
                 self.deliver(m)?;
@@ -537,6 +572,7 @@ impl Peer for PeerService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Ack>, Status> {
+        let cert = self.peer_certificate(&req);
         let mut s = req.into_inner();
         let first = s
             .next()
@@ -547,9 +583,9 @@ impl Peer for PeerService {
         if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != self.shared.member_id() {
             return Err(Status::invalid_argument("not a snapshot for this member"));
         }
-        if self.refused(&msg) {
+        if self.refused(&msg, &cert) {
             return Err(Status::permission_denied(
-                "snapshot from a non-member refused",
+                "snapshot refused: not from a member this connection's certificate names",
             ));
         }
         let _one_at_a_time = self.receiving.clone().try_acquire_owned().map_err(|_| {
@@ -670,8 +706,7 @@ pub enum JoinError {
 pub async fn discover(
     peers: &[String],
     my_peer_urls: &[String],
-    local: Option<IpAddr>,
-    tls: Option<&TlsSettings>,
+    dialing: &Dialing,
 ) -> Result<crate::consensus::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
     let mut not_added = None;
@@ -679,7 +714,7 @@ pub async fn discover(
     for attempt in 0..30 {
         for url in peers {
             let resp = async {
-                let ch = endpoint(url, local, tls)?.connect().await?;
+                let ch = endpoint(url, dialing)?.connect().await?;
                 let r = PeerClient::new(ch).members(MembersRequest {}).await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r.into_inner())
             }

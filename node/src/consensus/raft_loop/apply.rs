@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::StateRole;
 
 use super::{LoopError, RaftLoop};
 use crate::consensus::log::PersistBatch;
@@ -156,6 +157,15 @@ impl RaftLoop {
     ) -> Result<(), LoopError> {
         let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(raft::Error::CodecError)?;
         let change = MemberChange::decode(&cc.context).ok();
+        let me = self.shared.member_id();
+        if change == Some(MemberChange::Remove(me)) && self.raw.raft.state == StateRole::Leader {
+            // A leader outside its own configuration makes raft-rs panic the next time it
+            // commits (its progress is gone; raft.rs 943, 1055). Step down first, as etcd's raft
+            // does on removal; the others elect a leader among themselves.
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            tracing::info!("stepping down: this leader is being removed from the cluster");
+        }
         let outcome = match self.raw.apply_conf_change(&cc) {
             Ok(after) => {
                 self.conf_changed(after);
