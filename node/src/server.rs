@@ -51,6 +51,23 @@ fn incoming(l: TcpListener) -> TcpIncoming {
     TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
+/// Serves `router` on `l` until `stop`, over TLS when `tls` is given.
+async fn serve(
+    router: tonic::transport::server::Router,
+    l: TcpListener,
+    tls: Option<Arc<crate::tls::ReloadingTls>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(l, tls), stop)
+                .await
+        }
+        None => router.serve_with_incoming_shutdown(incoming(l), stop).await,
+    }
+}
+
 /// A listener kind's TLS, loaded now (`what` names it in the error).
 fn reloading(
     settings: &Option<crate::tls::TlsSettings>,
@@ -272,16 +289,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         let tls = peer_tls.clone();
         servers.spawn(async move {
-            let server = tonic::transport::Server::builder().add_service(svc);
-            match tls {
-                Some(tls) => {
-                    server
-                        .serve_with_incoming_shutdown(crate::tls::incoming(l, tls), stop)
-                        .await
-                }
-                None => server.serve_with_incoming_shutdown(incoming(l), stop).await,
-            }
-            .context("peer server")
+            let router = tonic::transport::Server::builder().add_service(svc);
+            serve(router, l, tls, stop).await.context("peer server")
         });
     }
     for l in client_listeners {
@@ -299,7 +308,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let max_streams = config.max_concurrent_streams;
         let tls = client_tls.clone();
         servers.spawn(async move {
-            let server = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(max_streams))
                 .add_service(kv)
                 .add_service(admin)
@@ -308,15 +317,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(watch)
                 .add_service(lease)
                 .add_service(crate::api::auth::AuthUnimplemented);
-            match tls {
-                Some(tls) => {
-                    server
-                        .serve_with_incoming_shutdown(crate::tls::incoming(l, tls), stop)
-                        .await
-                }
-                None => server.serve_with_incoming_shutdown(incoming(l), stop).await,
-            }
-            .context("client server")
+            serve(router, l, tls, stop).await.context("client server")
         });
     }
 

@@ -364,7 +364,7 @@ pub fn sweep_in_background(view: Store) {
         .name("values-sweep".into())
         .spawn(move || {
             // It reads the whole values database: only with CPU the member does not need.
-            crate::consensus::loop_env::lower_this_threads_priority();
+            crate::consensus::priority::lower_this_threads_priority();
             match view.sweep_unreferenced() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed unreferenced stored values"),

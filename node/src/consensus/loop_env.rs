@@ -78,21 +78,6 @@ pub trait BackgroundJobs: Send + Sync {
 /// the Raft loop, so on a busy machine a job takes the loop's spare CPU, not the loop's turn.
 pub struct Threads;
 
-/// The niceness of background job threads (the loop runs at the process's own).
-const JOB_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's priority (on Linux, PRIO_PROCESS with id 0 is this thread).
-pub(crate) fn lower_this_threads_priority() {
-    // SAFETY: setpriority has no memory effects; a failure leaves the priority as it was.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, JOB_NICENESS) };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower a background thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 impl BackgroundJobs for Threads {
     fn spawn(&self, name: &str, job: Box<dyn FnOnce() + Send>) {
         // The job is moved into the closure only if the thread starts; keep it reachable for
@@ -102,7 +87,7 @@ impl BackgroundJobs for Threads {
         let started = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                lower_this_threads_priority();
+                crate::consensus::priority::lower_this_threads_priority();
                 if let Some(job) = theirs.lock().take() {
                     job()
                 }

@@ -54,6 +54,17 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// Counts the drop of `m` for this reason (and logs it at debug level).
+    pub fn record(self, metrics: &crate::metrics::Metrics, m: &Message) {
+        metrics
+            .peer_messages_rejected
+            .with_label_values(&[self.label()])
+            .inc();
+        tracing::debug!(from = m.from, kind = ?m.get_msg_type(), reason = self.label(), "dropped a peer message");
+    }
+}
+
 /// The kinds of message members send each other (raft-rs's traffic between peers). Leader
 /// transfers are started on the leader itself, so no member forwards a `MsgTransferLeader`.
 fn is_peer_kind(t: MessageType) -> bool {

@@ -6,6 +6,7 @@ pub mod log;
 pub mod logger;
 pub mod loop_env;
 pub mod message_guard;
+pub mod priority;
 pub mod raft_loop;
 pub mod read_queue;
 pub mod snapshot_files;

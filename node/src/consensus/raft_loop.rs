@@ -476,24 +476,19 @@ impl RaftLoop {
         }
     }
 
-    /// A message from a peer.
     /// True when a peer message may be stepped; else it is counted and dropped (see
     /// [`message_guard::check_against_raft`]).
     fn guard(&self, msg: &Message) -> bool {
         match message_guard::check_against_raft(&self.raw.raft, msg) {
             Ok(()) => true,
             Err(r) => {
-                self.shared
-                    .metrics
-                    .peer_messages_rejected
-                    .with_label_values(&[r.label()])
-                    .inc();
-                tracing::debug!(from = msg.from, kind = ?msg.get_msg_type(), reason = r.label(), "dropped a peer message");
+                r.record(&self.shared.metrics, msg);
                 false
             }
         }
     }
 
+    /// A message from a peer.
     fn on_step(&mut self, msg: Message) {
         // Only these messages need the (guarded) clock; the rest of the peer traffic should not
         // pay for sampling it.

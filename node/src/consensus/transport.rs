@@ -516,12 +516,7 @@ impl PeerService {
         match verdict {
             Ok(()) => false,
             Err(r) => {
-                self.shared
-                    .metrics
-                    .peer_messages_rejected
-                    .with_label_values(&[r.label()])
-                    .inc();
-                tracing::debug!(from = m.from, kind = ?m.get_msg_type(), reason = r.label(), "dropped a peer message");
+                r.record(&self.shared.metrics, m);
                 true
             }
         }

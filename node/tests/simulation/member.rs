@@ -52,6 +52,26 @@ pub struct Running {
     pub shared: Arc<Shared>,
 }
 
+/// The guard's reasons a correct member's message must never meet (a removed leader's drops
+/// are expected).
+pub const GUARD_REASONS: [&str; 4] = [
+    "malformed",
+    "not_from_leader",
+    "inconsistent_with_log",
+    "unknown_sender",
+];
+
+impl Running {
+    /// Messages the guard dropped in this incarnation, by reason.
+    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.shared.metrics.peer_messages_rejected;
+        GUARD_REASONS
+            .iter()
+            .map(|l| (*l, c.with_label_values(&[*l]).get()))
+            .collect()
+    }
+}
+
 /// A member of the simulated cluster.
 pub struct SimMember {
     /// Raft id.
@@ -242,18 +262,10 @@ impl SimMember {
 
     /// Peer messages the guard (`consensus::message_guard`) dropped, over all incarnations.
     pub fn rejected_peer_messages(&self) -> u64 {
-        let now = self.run.as_ref().map_or(0, |r| {
-            let c = &r.shared.metrics.peer_messages_rejected;
-            [
-                "malformed",
-                "not_from_leader",
-                "inconsistent_with_log",
-                "unknown_sender",
-            ]
-            .iter()
-            .map(|l| c.with_label_values(&[*l]).get())
-            .sum()
-        });
+        let now = self
+            .run
+            .as_ref()
+            .map_or(0, |r| r.rejected().iter().map(|(_, n)| n).sum());
         self.rejected_before + now
     }
 

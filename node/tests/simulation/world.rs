@@ -315,17 +315,11 @@ impl World {
                 .values()
                 .filter_map(|m| m.run.as_ref())
                 .map(|r| {
-                    let c = &r.shared.metrics.peer_messages_rejected;
-                    [
-                        "malformed",
-                        "not_from_leader",
-                        "inconsistent_with_log",
-                        "unknown_sender",
-                    ]
-                    .iter()
-                    .map(|l| format!("{l}={}", c.with_label_values(&[*l]).get()))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                    r.rejected()
+                        .iter()
+                        .map(|(l, n)| format!("{l}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 })
                 .collect();
             self.fail(format!(
