@@ -225,11 +225,6 @@ impl ReloadingTls {
         })
     }
 
-    /// The settings it was made from.
-    pub fn settings(&self) -> &TlsSettings {
-        &self.settings
-    }
-
     /// The configuration for the next handshake: reloaded first when the files changed.
     pub fn current(&self) -> Arc<ServerConfig> {
         let mut l = self.loaded.lock();
@@ -302,9 +297,20 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The PEM files a member presents and trusts when it dials (peers, or the leader's client
-/// port), read at each connection so a rotated certificate is used from the next one on.
-pub fn client_tls(s: &TlsSettings) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+/// The TLS a member dials `url` with: for an https:// URL with `settings` given, the PEM files
+/// it presents and trusts, read at each connection so a rotated certificate is used from the
+/// next one on; `None` for plain http.
+pub fn client_tls_for(
+    settings: Option<&TlsSettings>,
+    url: &str,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, TlsError> {
+    match settings {
+        Some(s) if url.starts_with("https://") => client_tls(s).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn client_tls(s: &TlsSettings) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display())));
     let mut c = tonic::transport::ClientTlsConfig::new().identity(
         tonic::transport::Identity::from_pem(read(&s.cert)?, read(&s.key)?),

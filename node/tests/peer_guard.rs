@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use metastore_node::admin_proto::admin_client::AdminClient;
-use metastore_node::admin_proto::LeaseStatusRequest;
+use metastore_node::admin_proto::{LeaseStatusRequest, LeaseStatusResponse};
 use metastore_node::peer_proto::peer_client::PeerClient;
 use metastore_node::peer_proto::{MembersRequest, RaftBatch};
 use metastore_testkit::{client, Cluster, FAST};
@@ -38,6 +38,17 @@ fn msg(t: MessageType, from: u64, to: u64, term: u64) -> Message {
     m
 }
 
+/// The admin API's LeaseStatus of the member at `url` (its id, the leader, the term).
+async fn lease_status(url: &str) -> LeaseStatusResponse {
+    AdminClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .lease_status(LeaseStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn rejected(c: &Cluster, i: usize, reason: &str) -> f64 {
     c.members[i]
         .metric(&format!(
@@ -59,22 +70,11 @@ async fn forged_peer_messages_are_dropped_and_counted_and_the_member_keeps_servi
         .await
         .unwrap();
     let info = peer.members(MembersRequest {}).await.unwrap().into_inner();
-    let status = AdminClient::connect(c.members[leader].client_url())
-        .await
-        .unwrap()
-        .lease_status(LeaseStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = lease_status(&c.members[leader].client_url()).await;
     let (leader_id, term) = (status.leader, status.term);
     // The follower's own id: the one its admin API reports.
-    let follower_id = AdminClient::connect(c.members[follower].client_url())
+    let follower_id = lease_status(&c.members[follower].client_url())
         .await
-        .unwrap()
-        .lease_status(LeaseStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
         .member_id;
 
     // 1. A heartbeat "from the leader" committing far past the follower's log.

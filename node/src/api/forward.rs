@@ -39,12 +39,8 @@ fn client_tls(
     shared: &Shared,
     url: &str,
 ) -> Result<Option<tonic::transport::ClientTlsConfig>, Status> {
-    match &shared.config.client_tls {
-        Some(t) if url.starts_with("https://") => crate::tls::client_tls(t)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("client TLS files: {e}"))),
-        _ => Ok(None),
-    }
+    crate::tls::client_tls_for(shared.config.client_tls.as_ref(), url)
+        .map_err(|e| Status::internal(format!("client TLS files: {e}")))
 }
 
 /// Sends a unary etcd request (`method` is its gRPC path) to the member at `url` and returns

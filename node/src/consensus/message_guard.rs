@@ -88,18 +88,18 @@ fn is_peer_kind(t: MessageType) -> bool {
 }
 
 /// Who the connection a message came on proves it is.
-#[derive(Debug, Clone, Copy)]
-pub enum Identity<'a> {
+#[derive(Debug, Clone)]
+pub enum Identity {
     /// Peer certificates are not required: anyone who reaches the port.
     Unproven,
     /// The leaf certificate the peer presented (peer mutual TLS).
-    Certificate(&'a rustls::pki_types::CertificateDer<'a>),
+    Certificate(rustls::pki_types::CertificateDer<'static>),
     /// Peer certificates are required and none came (cannot happen behind the TLS acceptor).
     Missing,
 }
 
 /// True when `member`'s peer URLs include a host the identity is valid for.
-fn proves(identity: Identity<'_>, member: &Member) -> bool {
+fn proves(identity: &Identity, member: &Member) -> bool {
     match identity {
         Identity::Unproven => true,
         Identity::Missing => false,
@@ -120,7 +120,7 @@ pub fn check_sender(
     m: &Message,
     me: u64,
     members: &BTreeMap<u64, Member>,
-    identity: Identity<'_>,
+    identity: &Identity,
 ) -> Result<(), Rejection> {
     let Some(sender) = members.get(&m.from).filter(|_| m.from != 0 && m.from != me) else {
         return Err(Rejection::UnknownSender);
@@ -395,11 +395,11 @@ mod tests {
     fn senders_must_be_other_members_sending_peer_kinds() {
         let ms = members();
         let ok = msg(MessageType::MsgAppend, 1, 2, 2);
-        assert_eq!(check_sender(&ok, 2, &ms, Identity::Unproven), Ok(()));
+        assert_eq!(check_sender(&ok, 2, &ms, &Identity::Unproven), Ok(()));
         for from in [0, 2, 9] {
             let m = msg(MessageType::MsgAppend, from, 2, 2);
             assert_eq!(
-                check_sender(&m, 2, &ms, Identity::Unproven),
+                check_sender(&m, 2, &ms, &Identity::Unproven),
                 Err(Rejection::UnknownSender)
             );
         }
@@ -413,14 +413,14 @@ mod tests {
         ] {
             let m = msg(t, 1, 2, 2);
             assert_eq!(
-                check_sender(&m, 2, &ms, Identity::Unproven),
+                check_sender(&m, 2, &ms, &Identity::Unproven),
                 Err(Rejection::LocalKind),
                 "{t:?}"
             );
         }
         let mut prop = msg(MessageType::MsgPropose, 1, 2, 0);
         prop.set_entries(vec![entry(0, 0)].into());
-        assert_eq!(check_sender(&prop, 2, &ms, Identity::Unproven), Ok(()));
+        assert_eq!(check_sender(&prop, 2, &ms, &Identity::Unproven), Ok(()));
         let mut cc = entry(0, 0);
         cc.set_entry_type(EntryType::EntryConfChange);
         cc.data = protobuf::Message::write_to_bytes(&ConfChange::default())
@@ -428,7 +428,7 @@ mod tests {
             .into();
         prop.set_entries(vec![cc].into());
         assert_eq!(
-            check_sender(&prop, 2, &ms, Identity::Unproven),
+            check_sender(&prop, 2, &ms, &Identity::Unproven),
             Err(Rejection::ForwardedConfChange)
         );
     }
@@ -626,7 +626,7 @@ mod tests {
                     }
                     m.set_snapshot(s);
                 }
-                if check_sender(&m, me, &members(), Identity::Unproven).is_err() {
+                if check_sender(&m, me, &members(), &Identity::Unproven).is_err() {
                     refused += 1;
                     continue;
                 }

@@ -31,6 +31,7 @@ use crate::peer_proto::{
     Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
 };
 use crate::replicated::member::{same_peer_urls, Member};
+use crate::replicated::state_machine::StateMachine;
 use crate::tls::TlsSettings;
 use metastore_mvcc::ValuesDatabase;
 
@@ -198,10 +199,12 @@ fn endpoint(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(match &dialing.tls {
-        Some(t) if url.starts_with("https://") => ep.tls_config(crate::tls::client_tls(t)?)?,
-        _ => ep,
-    })
+    Ok(
+        match crate::tls::client_tls_for(dialing.tls.as_deref(), url)? {
+            Some(tls) => ep.tls_config(tls)?,
+            None => ep,
+        },
+    )
 }
 
 /// One peer's sender: connect, stream batches, and on any failure report and reconnect.
@@ -458,9 +461,32 @@ impl PeerService {
         }
     }
 
-    /// Refuses peers of another cluster and members removed from this one.
-    fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
+    /// Screens one message under one look at the state: `Err` ends the stream (a peer of
+    /// another cluster, or a member removed from this one); `Ok(false)` drops the message (meant
+    /// for an earlier member at this address, or refused by [`message_guard::check_sender`],
+    /// counted); `Ok(true)` delivers it.
+    fn screen(
+        &self,
+        cluster_id: u64,
+        m: &Message,
+        identity: &message_guard::Identity,
+    ) -> Result<bool, Status> {
         let sm = self.shared.state.read();
+        Self::admit(&sm, cluster_id, m.from)?;
+        if m.to != self.shared.member_id() {
+            return Ok(false);
+        }
+        match message_guard::check_sender(m, self.shared.member_id(), &sm.members, identity) {
+            Ok(()) => Ok(true),
+            Err(r) => {
+                r.record(&self.shared.metrics, m);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Refuses peers of another cluster and members removed from this one.
+    fn admit(sm: &StateMachine, cluster_id: u64, from: u64) -> Result<(), Status> {
         if cluster_id != 0 && sm.cluster_id != 0 && cluster_id != sm.cluster_id {
             return Err(Status::failed_precondition(format!(
                 "{ERR_CLUSTER_ID_MISMATCH}: ours is {:x}, the sender's is {cluster_id:x}",
@@ -476,12 +502,9 @@ impl PeerService {
         Ok(())
     }
 
-    /// The leaf certificate of a request's connection, when peers must present one
-    /// (`--peer-client-cert-auth`): `Err` when it is required and absent.
-    fn peer_certificate<T>(
-        &self,
-        req: &Request<T>,
-    ) -> Result<Option<rustls::pki_types::CertificateDer<'static>>, ()> {
+    /// What a request's connection proves about its sender: with `--peer-client-cert-auth`,
+    /// the leaf certificate it presented.
+    fn identity<T>(&self, req: &Request<T>) -> message_guard::Identity {
         let required = self
             .shared
             .config
@@ -489,36 +512,11 @@ impl PeerService {
             .as_ref()
             .is_some_and(|t| t.client_cert_auth);
         if !required {
-            return Ok(None);
+            return message_guard::Identity::Unproven;
         }
         match req.peer_certs().and_then(|c| c.first().cloned()) {
-            Some(c) => Ok(Some(c)),
-            None => Err(()),
-        }
-    }
-
-    /// True (and counted) when `m` fails [`message_guard::check_sender`] on a connection that
-    /// presented `cert` (`Err`: required and missing).
-    fn refused(
-        &self,
-        m: &Message,
-        cert: &Result<Option<rustls::pki_types::CertificateDer<'static>>, ()>,
-    ) -> bool {
-        let identity = match cert {
-            Ok(None) => message_guard::Identity::Unproven,
-            Ok(Some(c)) => message_guard::Identity::Certificate(c),
-            Err(()) => message_guard::Identity::Missing,
-        };
-        let verdict = {
-            let sm = self.shared.state.read();
-            message_guard::check_sender(m, self.shared.member_id(), &sm.members, identity)
-        };
-        match verdict {
-            Ok(()) => false,
-            Err(r) => {
-                r.record(&self.shared.metrics, m);
-                true
-            }
+            Some(c) => message_guard::Identity::Certificate(c),
+            None => message_guard::Identity::Missing,
         }
     }
 
@@ -543,21 +541,15 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn stream(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Ack>, Status> {
-        let cert = self.peer_certificate(&req);
+        let identity = self.identity(&req);
         let mut s = req.into_inner();
         while let Some(batch) = s.next().await {
             let batch = batch?;
             for bytes in batch.messages {
                 let m = decode(&bytes)?;
-                self.admit(batch.cluster_id, m.from)?;
-                if m.to != self.shared.member_id() {
-                    // Meant for an earlier member at this address: not ours to step.
-                    continue;
+                if self.screen(batch.cluster_id, &m, &identity)? {
+                    self.deliver(m)?;
                 }
-                if self.refused(&m, &cert) {
-                    continue;
-                }
-                self.deliver(m)?;
             }
         }
         Ok(Response::new(Ack {}))
@@ -567,18 +559,18 @@ impl Peer for PeerService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Ack>, Status> {
-        let cert = self.peer_certificate(&req);
+        let identity = self.identity(&req);
         let mut s = req.into_inner();
         let first = s
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let mut msg = decode(&first.message)?;
-        self.admit(first.cluster_id, msg.from)?;
         if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != self.shared.member_id() {
+            Self::admit(&self.shared.state.read(), first.cluster_id, msg.from)?;
             return Err(Status::invalid_argument("not a snapshot for this member"));
         }
-        if self.refused(&msg, &cert) {
+        if !self.screen(first.cluster_id, &msg, &identity)? {
             return Err(Status::permission_denied(
                 "snapshot refused: not from a member this connection's certificate names",
             ));
