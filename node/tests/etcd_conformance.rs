@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metastore_testkit::{etcdctl_output, loopback_net, Cluster};
+use metastore_testkit::certs::Ca;
+use metastore_testkit::{loopback_net, Cluster};
 use support::BIN;
 
 struct Etcd {
@@ -37,8 +38,13 @@ fn start_etcd(ip: &str) -> Etcd {
 }
 
 fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
+    start_etcd_as(ip, "http", extra, &[])
+}
+
+/// etcd with client URLs of `scheme`, `extra` flags, checked healthy with `env` for etcdctl.
+fn start_etcd_as(ip: &str, scheme: &str, extra: &[&str], env: &[(&str, String)]) -> Etcd {
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = format!("http://{ip}:2379");
+    let endpoint = format!("{scheme}://{ip}:2379");
     let child = Command::new(etcd_bin())
         .args([
             "--name=etcd",
@@ -63,7 +69,7 @@ fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
         endpoint,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !etcdctl(&e.endpoint, &["endpoint", "health"]).0 {
+    while !etcdctl_env(&e.endpoint, &["endpoint", "health"], env).0 {
         assert!(Instant::now() < deadline, "etcd did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -71,7 +77,23 @@ fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
 }
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = etcdctl_output(endpoint, args);
+    etcdctl_env(endpoint, args, &[])
+}
+
+/// Like [`etcdctl`], with `env` set for etcdctl (e.g. `ETCDCTL_CACERT`).
+fn etcdctl_env(endpoint: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg(format!("--endpoints={endpoint}"))
+        // Bounded: a step that cannot connect fails instead of hanging the test.
+        .args(
+            (!args.iter().any(|a| a.starts_with("--command-timeout")))
+                .then_some("--command-timeout=10s"),
+        )
+        .args(args)
+        .output()
+        .expect("etcdctl");
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     // Errors, without etcdctl's own retry logging (which names endpoints and times).
     for l in String::from_utf8_lossy(&out.stderr).lines() {
@@ -125,13 +147,13 @@ fn normalize_json(s: &str) -> serde_json::Value {
 }
 
 /// Runs the session against `ep`; returns one normalized line per step.
-fn session(ep: &str) -> Vec<String> {
+fn session(ep: &str, env: &[(&str, String)]) -> Vec<String> {
     let mut out = Vec::new();
-    fn step(out: &mut Vec<String>, ep: &str, label: &str, args: &[&str]) -> String {
-        let (ok, text) = etcdctl(ep, args);
+    let step = |out: &mut Vec<String>, ep: &str, label: &str, args: &[&str]| -> String {
+        let (ok, text) = etcdctl_env(ep, args, env);
         out.push(format!("{label} ok={ok}\n{}", mask_ids(&text)));
         text
-    }
+    };
     step(&mut out, ep, "put a", &["put", "a", "1"]);
     step(&mut out, ep, "put b", &["put", "b", "2"]);
     step(&mut out, ep, "put a prev", &["put", "a", "3", "--prev-kv"]);
@@ -169,6 +191,7 @@ fn session(ep: &str) -> Vec<String> {
     let (ok, text) = {
         let mut c = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(format!("--endpoints={ep}"))
             .arg("txn")
             .stdin(Stdio::piped())
@@ -199,6 +222,7 @@ fn session(ep: &str) -> Vec<String> {
                 "--prev-kv",
             ])
             .env("ETCDCTL_API", "3")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
         (true, String::from_utf8_lossy(&c.stdout).to_string())
@@ -239,7 +263,7 @@ fn session(ep: &str) -> Vec<String> {
         &["put", "x", "v", "--lease=1234abcd"],
     );
     // Shapes of the cluster views.
-    let (_, status) = etcdctl(ep, &["endpoint", "status", "-w", "json"]);
+    let (_, status) = etcdctl_env(ep, &["endpoint", "status", "-w", "json"], env);
     let mut st = normalize_json(&status);
     // Sizes, indexes and versions differ by implementation; the fields must be there.
     st[0]["Endpoint"] = serde_json::json!("<addr>");
@@ -255,7 +279,7 @@ fn session(ep: &str) -> Vec<String> {
         s[k] = serde_json::json!("<impl>");
     }
     out.push(format!("status {st}"));
-    let (_, members) = etcdctl(ep, &["member", "list", "-w", "json"]);
+    let (_, members) = etcdctl_env(ep, &["member", "list", "-w", "json"], env);
     let mut ml = normalize_json(&members);
     for m in ml["members"].as_array_mut().unwrap() {
         for k in ["name", "peerURLs", "clientURLs"] {
@@ -265,9 +289,9 @@ fn session(ep: &str) -> Vec<String> {
     }
     out.push(format!("members {ml}"));
     // etcdctl 3.4 sends a full URL as :authority here; etcd accepts it, so must we.
-    let (ok, _) = etcdctl(ep, &["endpoint", "status", "--cluster"]);
+    let (ok, _) = etcdctl_env(ep, &["endpoint", "status", "--cluster"], env);
     out.push(format!("status --cluster ok={ok}"));
-    let (ok, _) = etcdctl(ep, &["endpoint", "health", "--cluster"]);
+    let (ok, _) = etcdctl_env(ep, &["endpoint", "health", "--cluster"], env);
     out.push(format!("health --cluster ok={ok}"));
     out
 }
@@ -278,8 +302,8 @@ fn etcdctl_session_matches_real_etcd() {
     let etcd = start_etcd(&format!("{net}.200"));
     let ms = Cluster::start(BIN, 1, &[]);
     ms.wait_ready(Duration::from_secs(30));
-    let want = session(&etcd.endpoint);
-    let got = session(&ms.members[0].client_url());
+    let want = session(&etcd.endpoint, &[]);
+    let got = session(&ms.members[0].client_url(), &[]);
     let mut diffs = Vec::new();
     for (w, g) in want.iter().zip(&got) {
         if w != g {
@@ -293,6 +317,89 @@ fn etcdctl_session_matches_real_etcd() {
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+/// The session again over TLS with client certificates (`--client-cert-auth`), against etcd
+/// 3.5.1 started with the same certificates; plain http, no certificate and a certificate of
+/// another CA are refused by both.
+#[test]
+fn etcdctl_session_over_tls_matches_real_etcd() {
+    let net = loopback_net();
+    let etcd_ip = format!("{net}.200");
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("conformance CA");
+    let dir = tmp.path();
+    // Paths first: the member's address is known only once the cluster is laid out.
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let (ccert, ckey) = ca.issue(dir, "client", &["client"]);
+    let ca_file = dir.join("ca.crt").display().to_string();
+    let (cert_path, key_path) = (cert.clone(), key.clone());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let tls_flags = [
+        format!("--cert-file={cert}"),
+        format!("--key-file={key}"),
+        format!("--trusted-ca-file={ca_file}"),
+        "--client-cert-auth".to_string(),
+    ];
+    let flags: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
+    let env = [
+        ("ETCDCTL_CACERT", ca_file.clone()),
+        ("ETCDCTL_CERT", ccert.display().to_string()),
+        ("ETCDCTL_KEY", ckey.display().to_string()),
+    ];
+    let mut ms = Cluster::create(BIN, 1, &flags);
+    let ms_ip = ms.members[0].ip.clone();
+    let (c, k) = ca.issue(dir, "server", &[&etcd_ip, &ms_ip]);
+    assert_eq!((c, k), (cert_path, key_path));
+    let etcd = start_etcd_as(&etcd_ip, "https", &flags, &env);
+    for a in ms.members[0].args.iter_mut() {
+        if a.ends_with(":2379") {
+            *a = a.replace("http://", "https://");
+        }
+    }
+    ms.members[0].start();
+    ms.wait_ready(Duration::from_secs(30));
+    let ms_ep = format!("https://{ms_ip}:2379");
+    let want = session(&etcd.endpoint, &env);
+    let got = session(&ms_ep, &env);
+    // The session really ran over TLS (not two identical lists of refusals).
+    assert!(want[0].starts_with("put a ok=true"), "{}", want[0]);
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- etcd:\n{w}\n+++ metastore:\n{g}"))
+        .collect();
+    assert_eq!(want.len(), got.len());
+    assert!(
+        diffs.is_empty(),
+        "{} step(s) differ over TLS:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    // Refused alike: plain http to the TLS port, no client certificate, another CA's.
+    let other = Ca::new("another CA");
+    let odir = tmp.path().join("other");
+    let (ocert, okey) = other.issue(&odir, "client", &["client"]);
+    let refusals = |ep: &str| -> Vec<bool> {
+        let plain = ep.replace("https://", "http://");
+        let no_cert = [("ETCDCTL_CACERT", ca_file.clone())];
+        let wrong = [
+            ("ETCDCTL_CACERT", ca_file.clone()),
+            ("ETCDCTL_CERT", ocert.display().to_string()),
+            ("ETCDCTL_KEY", okey.display().to_string()),
+        ];
+        let get = ["--command-timeout=3s", "get", "a"];
+        vec![
+            etcdctl_env(&plain, &get, &[]).0,
+            etcdctl_env(ep, &get, &no_cert).0,
+            etcdctl_env(ep, &get, &wrong).0,
+            etcdctl_env(ep, &get, &env).0,
+        ]
+    };
+    let (e, m) = (refusals(&etcd.endpoint), refusals(&ms_ep));
+    assert_eq!(e, vec![false, false, false, true], "etcd");
+    assert_eq!(m, e, "MetaStore refuses unlike etcd");
 }
 
 /// The same scripted session with the Python `etcd3` client (`tests/python/etcd3_session.py`,

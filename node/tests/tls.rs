@@ -11,48 +11,11 @@ use std::time::{Duration, Instant};
 
 use metastore_node::peer_proto::peer_client::PeerClient;
 use metastore_node::peer_proto::{MembersRequest, RaftBatch};
+use metastore_testkit::certs::Ca;
 use metastore_testkit::{etcdctl, Cluster, FAST};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use support::BIN;
-
-/// A CA that signs leaf certificates into PEM files.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Ca {
-            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// Writes `<name>.crt`, `<name>.key` (for `sans`, IPs or DNS names) and `ca.crt` into `dir`.
-    fn issue(&self, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
-        let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        // Key first, certificate last: a reader never sees a certificate without its key.
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(dir.join("ca.crt"), self.issuer.pem()).unwrap();
-        (c, k)
-    }
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()

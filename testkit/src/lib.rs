@@ -1,5 +1,6 @@
 //! Shared support for MetaStore's tests (node integration tests, the end-to-end suite):
 //!
+//! - [`certs`]: test certificates (a CA issuing leaf certificates);
 //! - [`process`]: one real `metastore-node` process ([`Member`]) and plain HTTP probes;
 //! - [`cluster`]: a cluster of members on a loopback network of its own ([`Cluster`]);
 //! - [`client`](mod@client): etcd-client connections with the tests' timeouts;
@@ -15,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod checkers;
 pub mod client;
 pub mod cluster;
