@@ -204,6 +204,15 @@ pub struct Flags {
     /// Comma-separated TLS 1.2 cipher suites by IANA name (TLS 1.3 suites are always on).
     #[arg(long, env = "METASTORE_CIPHER_SUITES")]
     pub cipher_suites: Option<String>,
+    /// With `--peer-client-cert-auth`: a peer certificate must also carry this common name
+    /// (etcd's flag; the certificate must still be valid for the sender's peer URL host).
+    #[arg(long, env = "METASTORE_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// With `--client-cert-auth`: common names (comma-separated) whose client certificates may
+    /// make admin and membership calls (Cluster changes, Maintenance except Status and alarm
+    /// lists, the operator's admin service). Empty: any trusted client certificate may.
+    #[arg(long, env = "METASTORE_ADMIN_CERT_ALLOWED_CN", value_delimiter = ',')]
+    pub admin_cert_allowed_cn: Vec<String>,
 }
 
 /// Whether this member starts a new cluster or joins an existing one.
@@ -291,6 +300,10 @@ pub struct Config {
     pub client_tls: Option<crate::tls::TlsSettings>,
     /// TLS on the peer listener and for dialing peers (peer URLs are https://).
     pub peer_tls: Option<crate::tls::TlsSettings>,
+    /// Common name every peer certificate must carry (`--peer-cert-allowed-cn`).
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Common names allowed to make admin calls (`--admin-cert-allowed-cn`); empty: any.
+    pub admin_cert_allowed_cn: Vec<String>,
 }
 
 /// A flag value that cannot work; the message names the flag.
@@ -625,6 +638,19 @@ impl Flags {
                  --listen-peer-urls",
             ));
         }
+        // An allow-list with nothing to check it against would protect nothing, silently.
+        if self.peer_cert_allowed_cn.is_some() && !self.peer_client_cert_auth {
+            return Err(bad("--peer-cert-allowed-cn needs --peer-client-cert-auth"));
+        }
+        let admin_cert_allowed_cn: Vec<String> = self
+            .admin_cert_allowed_cn
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !admin_cert_allowed_cn.is_empty() && !self.client_cert_auth {
+            return Err(bad("--admin-cert-allowed-cn needs --client-cert-auth"));
+        }
         let data_dir = self
             .data_dir
             .clone()
@@ -682,6 +708,8 @@ impl Flags {
             log_level: self.log_level,
             client_tls,
             peer_tls,
+            peer_cert_allowed_cn: self.peer_cert_allowed_cn,
+            admin_cert_allowed_cn,
         })
     }
 }
@@ -790,6 +818,14 @@ mod tests {
                     "https://127.0.0.1:2379,http://127.0.0.1:2479",
                 ],
                 "same scheme",
+            ),
+            (
+                &["--admin-cert-allowed-cn", "admin"],
+                "--admin-cert-allowed-cn needs --client-cert-auth",
+            ),
+            (
+                &["--peer-cert-allowed-cn", "peer"],
+                "--peer-cert-allowed-cn needs --peer-client-cert-auth",
             ),
             (&["--tls-min-version", "TLS1.1"], "TLS1.2 is the lowest"),
             (

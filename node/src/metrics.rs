@@ -39,6 +39,8 @@ pub struct Metrics {
     pub peer_messages_dropped: IntCounter,
     /// Peer messages dropped before raft-rs saw them, by reason (see `consensus::message_guard`).
     pub peer_messages_rejected: IntCounterVec,
+    /// Admin and membership calls refused for a client certificate not allowed to make them.
+    pub admin_calls_denied: IntCounter,
     /// Watch creates refused because the stream had `--max-watchers-per-stream` watchers.
     pub watchers_refused: IntCounter,
     /// Snapshots from peers refused: over the size limit, or one already being received.
@@ -170,6 +172,10 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            admin_calls_denied: counter(
+                "metastore_admin_calls_denied_total",
+                "Admin and membership calls refused: the client certificate's common name is not in --admin-cert-allowed-cn.",
+            )?,
             watchers_refused: counter(
                 "metastore_watchers_refused_total",
                 "Watch creates canceled because the stream already had --max-watchers-per-stream watchers.",

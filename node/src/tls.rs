@@ -333,3 +333,10 @@ pub fn certificate_names(der: &CertificateDer<'_>, host: &str) -> bool {
     };
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
+
+/// The subject common name of the certificate `der`, when it has one in UTF-8.
+pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(String::from)
+}

@@ -55,6 +55,8 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
                 "--peer-trusted-ca-file",
                 &ca_file,
                 "--peer-client-cert-auth",
+                "--peer-cert-allowed-cn=peer",
+                "--admin-cert-allowed-cn=admin,ops",
             ]
             .map(String::from),
         );
@@ -66,14 +68,15 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
     std::fs::create_dir_all(&client_dir).unwrap();
     let (ccert, ckey) = ca.issue(&client_dir, "client", &["client"]);
     let cacert = s(&client_dir.join("ca.crt"));
-    let tls = |ip: &str, args: &[&str]| {
+    let (acert, akey) = ca.issue(&client_dir, "admin", &["admin"]);
+    let tls_as = |ip: &str, (cert, key): (&PathBuf, &PathBuf), args: &[&str]| {
         let mut all = vec![
             "--cacert",
             &cacert,
             "--cert",
-            &s(&ccert),
+            &s(cert),
             "--key",
-            &s(&ckey),
+            &s(key),
             "--command-timeout=5s",
         ]
         .into_iter()
@@ -83,6 +86,7 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         etcdctl(&format!("https://{ip}:2379"), &all)
     };
+    let tls = |ip: &str, args: &[&str]| tls_as(ip, (&ccert, &ckey), args);
 
     // Writes through the leader replicate to the others over peer TLS.
     let lip = c.members[leader].ip.clone();
@@ -100,6 +104,35 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
     let lease = out.split_whitespace().nth(1).unwrap().to_string();
     let (ok, out) = tls(&fip, &["lease", "timetolive", &lease]);
     assert!(ok && out.contains("remaining"), "{out}");
+
+    // Admin calls: only certificates named in --admin-cert-allowed-cn, and a member forwarding
+    // one to the leader with its own certificate; reads of the membership stay open.
+    let admin = (&acert, &akey);
+    let (ok, out) = tls(&lip, &["endpoint", "hashkv"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = tls(&fip, &["defrag"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = tls_as(&lip, admin, &["endpoint", "hashkv"]);
+    assert!(ok, "{out}");
+    let spare = format!("https://{}.250:2380", lip.rsplit_once('.').unwrap().0);
+    let add = ["member", "add", "spare", "--learner", "--peer-urls", &spare];
+    let (ok, out) = tls(&fip, &add);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = tls_as(&fip, admin, &add);
+    assert!(ok, "forwarded admin call refused: {out}");
+    let spare_id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let (ok, out) = tls_as(&fip, admin, &["member", "remove", &spare_id]);
+    assert!(ok, "{out}");
+    let denied: f64 = c
+        .members
+        .iter()
+        .filter_map(|m| m.metric("metastore_admin_calls_denied_total"))
+        .sum();
+    assert_eq!(denied, 3.0);
 
     // Refused: plain http, no client certificate, a certificate of another CA.
     let (ok, out) = etcdctl(
@@ -196,11 +229,17 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
         let _ = leader_cert
             .stream(futures::stream::iter(vec![heartbeat(third)]))
             .await;
+        // The leader's host but not the --peer-cert-allowed-cn name.
+        let (ncert, nkey) = ca.issue(&stranger_dir, "not-peer", &[&lip]);
+        let mut misnamed = dial(ncert, nkey).await;
+        let _ = misnamed
+            .stream(futures::stream::iter(vec![heartbeat(lid)]))
+            .await;
     });
     let mismatches = c.members[follower]
         .metric("metastore_peer_messages_rejected_total{reason=\"identity_mismatch\"}")
         .unwrap_or(0.0);
-    assert_eq!(mismatches, 2.0, "forged senders not refused");
+    assert_eq!(mismatches, 3.0, "forged senders not refused");
     // The members' own traffic was never refused.
     for m in &c.members {
         let r = m

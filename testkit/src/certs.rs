@@ -24,6 +24,19 @@ impl Ca {
         }
     }
 
+    /// A leaf certificate (common name `name`, subject alternative names `sans`) in DER, for
+    /// tests that inspect certificates without files.
+    pub fn leaf_der(&self, name: &str, sans: &[&str]) -> Vec<u8> {
+        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("leaf key");
+        p.signed_by(&key, &self.issuer)
+            .expect("leaf certificate")
+            .der()
+            .to_vec()
+    }
+
     /// Writes `<name>.crt` and `<name>.key` (common name `name`, subject alternative names
     /// `sans`: IP addresses or DNS names) and this CA as `ca.crt` into `dir`; returns the
     /// certificate and key paths. The key is written first, so a reader never sees a new

@@ -30,6 +30,7 @@ impl Admin for AdminService {
         &self,
         req: Request<SetMembershipPolicyRequest>,
     ) -> Result<Response<SetMembershipPolicyResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let r = req.into_inner();
         if r.expected_voters == 0 {
             return Err(Status::invalid_argument(

@@ -97,6 +97,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberAdd", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
@@ -137,6 +138,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberRemove", async {
             self.on_leader(
@@ -154,6 +156,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberUpdate", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
@@ -207,6 +210,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberPromote", async {
             self.on_leader(

@@ -207,6 +207,9 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
+        if req.get_ref().action != 0 {
+            crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        }
         let r = req.into_inner();
         observed(&self.node.shared.metrics, "Alarm", async {
             if r.action == 0 {
@@ -289,15 +292,17 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<PbDefragmentRequest>,
+        req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let r = Ok(PbDefragmentResponse {
             header: self.header(),
         });
         observed(&self.node.shared.metrics, "Defragment", async { r }).await
     }
 
-    async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+    async fn hash(&self, req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let (hash, _, _) = self.hash_kv_now(0).await;
         let r = hash.map(|hash| PbHashResponse {
             header: self.header(),
@@ -310,6 +315,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let (hash, compacted, revision) = self.hash_kv_now(req.into_inner().revision).await;
         let r = hash.map(|hash| PbHashKvResponse {
             header: self.header(),
@@ -324,8 +330,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<PbSnapshotRequest>,
+        req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         // A view of the state now (O(1)), measured (the framing starts with its length) and then
         // serialized into the stream on a blocking thread.
         let view = self.node.shared.state.read().clone();
@@ -367,6 +374,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         let target = req.into_inner().target_id;
         observed(&self.node.shared.metrics, "MoveLeader", async {
             self.node
@@ -396,8 +404,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _req: Request<PbDowngradeRequest>,
+        req: Request<PbDowngradeRequest>,
     ) -> Result<Response<PbDowngradeResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         Err(unimplemented("Downgrade"))
     }
 }

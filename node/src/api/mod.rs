@@ -1,6 +1,7 @@
 //! The etcd v3 gRPC services and the operator's admin service: requests in, etcd-shaped answers out.
 
 pub mod admin;
+pub mod admin_access;
 pub mod auth;
 pub mod cluster;
 pub mod forward;

@@ -514,7 +514,15 @@ impl PeerService {
         if !required {
             return message_guard::Identity::Unproven;
         }
+        let allowed_cn = self.shared.config.peer_cert_allowed_cn.as_deref();
         match req.peer_certs().and_then(|c| c.first().cloned()) {
+            // `--peer-cert-allowed-cn`: a certificate of another name proves nobody.
+            Some(c)
+                if allowed_cn
+                    .is_some_and(|cn| crate::tls::common_name(&c).as_deref() != Some(cn)) =>
+            {
+                message_guard::Identity::Missing
+            }
             Some(c) => message_guard::Identity::Certificate(c),
             None => message_guard::Identity::Missing,
         }
