@@ -300,6 +300,8 @@ pub struct Config {
     pub client_tls: Option<crate::tls::TlsSettings>,
     /// TLS on the peer listener and for dialing peers (peer URLs are https://).
     pub peer_tls: Option<crate::tls::TlsSettings>,
+    /// TLS on the metrics listeners (their URLs are https://), with the client settings.
+    pub metrics_tls: Option<crate::tls::TlsSettings>,
     /// Common name every peer certificate must carry (`--peer-cert-allowed-cn`).
     pub peer_cert_allowed_cn: Option<String>,
     /// Common names allowed to make admin calls (`--admin-cert-allowed-cn`); empty: any.
@@ -609,6 +611,21 @@ impl Flags {
             min_version,
             &cipher_suites,
         )?;
+        // etcd serves https metrics with the client certificate settings.
+        let metrics_tls = tls_settings(
+            "listen-metrics-urls",
+            &self.listen_metrics_urls,
+            [
+                "cert-file",
+                "key-file",
+                "trusted-ca-file",
+                "client-cert-auth",
+            ],
+            (&self.cert_file, &self.key_file, &self.trusted_ca_file),
+            self.client_cert_auth,
+            min_version,
+            &cipher_suites,
+        )?;
         let peer_tls = tls_settings(
             "listen-peer-urls",
             &self.listen_peer_urls,
@@ -708,6 +725,7 @@ impl Flags {
             log_level: self.log_level,
             client_tls,
             peer_tls,
+            metrics_tls,
             peer_cert_allowed_cn: self.peer_cert_allowed_cn,
             admin_cert_allowed_cn,
         })

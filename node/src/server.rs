@@ -145,6 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Certificates are loaded before anything listens: a bad file is a start-up error.
     let client_tls = reloading(&config.client_tls, "client")?;
     let peer_tls = reloading(&config.peer_tls, "peer")?;
+    let metrics_tls = reloading(&config.metrics_tls, "metrics")?;
     let client_listeners = bind_all("clients", &config.client_addrs).await?;
     let peer_listeners = bind_all("peers", &config.peer_addrs).await?;
     let metrics_listeners = bind_all("metrics", &config.metrics_addrs).await?;
@@ -159,11 +160,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for l in metrics_listeners {
         let app = crate::http::router(member.clone());
         let stop = stopped(stop_rx.clone());
+        let tls = metrics_tls.clone();
         servers.spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .context("metrics server")
+            match tls {
+                Some(tls) => axum::serve(crate::tls::TlsListener::new(l, tls)?, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .context("metrics server"),
+                None => axum::serve(l, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .context("metrics server"),
+            }
         });
     }
 

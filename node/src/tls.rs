@@ -297,6 +297,49 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A TLS listener for `axum::serve` (the metrics and health endpoints over https): connections
+/// come from [`incoming`], so handshakes are bounded and certificates reload the same way.
+pub struct TlsListener {
+    local: SocketAddr,
+    accepted: std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = io::Result<TlsStream<TcpStream>>> + Send>,
+    >,
+}
+
+impl TlsListener {
+    /// Serves TLS with `tls` on `l`.
+    pub fn new(l: TcpListener, tls: Arc<ReloadingTls>) -> io::Result<Self> {
+        Ok(TlsListener {
+            local: l.local_addr()?,
+            accepted: Box::pin(incoming(l, tls)),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use tokio_stream::StreamExt;
+        loop {
+            match self.accepted.next().await {
+                Some(Ok(s)) => {
+                    let peer = s.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (s, peer);
+                }
+                Some(Err(_)) => continue,
+                // The acceptor stopped (its listener failed): serve nothing more.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 /// The TLS a member dials `url` with: for an https:// URL with `settings` given, the PEM files
 /// it presents and trusts, read at each connection so a rotated certificate is used from the
 /// next one on; `None` for plain http.
