@@ -3,7 +3,7 @@
 //! readers issue linearizable gets of the register, round-robin over every endpoint.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +15,20 @@ pub const REGISTER: &str = "register";
 pub const LOG_PREFIX: &str = "log/";
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How the load connects.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// TLS for https:// endpoints (CA, client certificate).
+    pub tls: Option<etcd_client::TlsOptions>,
+    /// Each task drops its connections and dials again every this many operations (0: never),
+    /// so TLS handshakes keep happening (certificate rotation tests).
+    pub reconnect_every: usize,
+}
+
 /// A running load.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
     endpoints: Arc<Mutex<Vec<String>>>,
     history: History,
     acked_logs: Arc<Mutex<Vec<String>>>,
@@ -30,6 +41,8 @@ pub struct Recorded {
     pub history: Vec<Op>,
     /// Log keys whose put was acknowledged.
     pub acked_logs: Vec<String>,
+    /// Operations that failed or timed out, and connections that could not be made.
+    pub failed: usize,
 }
 
 impl Recorded {
@@ -48,6 +61,11 @@ impl Recorded {
         let mut c = etcd_client::Client::connect([endpoint], None)
             .await
             .expect("connect");
+        self.lost_writes_via(&mut c).await
+    }
+
+    /// Acknowledged log writes missing from the cluster, read linearizably through `c`.
+    pub async fn lost_writes_via(&self, c: &mut etcd_client::Client) -> Vec<String> {
         let got = c
             .get(
                 LOG_PREFIX,
@@ -74,14 +92,32 @@ impl Recorded {
 
 struct Clients {
     by_endpoint: HashMap<String, etcd_client::Client>,
+    options: LoadOptions,
+    ops: usize,
 }
 
 impl Clients {
+    fn new(options: LoadOptions) -> Self {
+        Clients {
+            by_endpoint: HashMap::new(),
+            options,
+            ops: 0,
+        }
+    }
+
     async fn get(&mut self, ep: &str) -> Option<&mut etcd_client::Client> {
+        self.ops += 1;
+        let every = self.options.reconnect_every;
+        if every > 0 && self.ops.is_multiple_of(every) {
+            self.by_endpoint.clear();
+        }
         if !self.by_endpoint.contains_key(ep) {
-            let opts = etcd_client::ConnectOptions::new()
+            let mut opts = etcd_client::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(OP_TIMEOUT);
+            if let Some(tls) = &self.options.tls {
+                opts = opts.with_tls(tls.clone());
+            }
             let c = tokio::time::timeout(
                 Duration::from_secs(1),
                 etcd_client::Client::connect([ep], Some(opts)),
@@ -103,24 +139,34 @@ impl Load {
     /// Starts `writers` writer tasks and `readers` reader tasks over `endpoints`. [`REGISTER`]
     /// must already hold a value (the one the history is checked from).
     pub fn start(endpoints: Vec<String>, writers: usize, readers: usize) -> Load {
+        Self::start_with(endpoints, writers, readers, LoadOptions::default())
+    }
+
+    /// [`Load::start`], connecting as `options` say.
+    pub fn start_with(
+        endpoints: Vec<String>,
+        writers: usize,
+        readers: usize,
+        options: LoadOptions,
+    ) -> Load {
         let mut l = Load {
             stop: Arc::default(),
+            failed: Arc::default(),
             endpoints: Arc::new(Mutex::new(endpoints)),
             history: History::new(),
             acked_logs: Arc::default(),
             tasks: Vec::new(),
         };
         for w in 0..writers {
-            let (stop, eps, h, logs) = (
+            let (stop, eps, h, logs, failed) = (
                 l.stop.clone(),
                 l.endpoints.clone(),
                 l.history.clone(),
                 l.acked_logs.clone(),
+                l.failed.clone(),
             );
+            let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
-                let mut clients = Clients {
-                    by_endpoint: HashMap::new(),
-                };
                 let mut seq: usize = 0;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
@@ -143,6 +189,7 @@ impl Load {
                         .await
                         .is_ok_and(|r| r.is_ok()),
                         None => {
+                            failed.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
@@ -153,6 +200,7 @@ impl Load {
                         logs.lock().unwrap().push(key);
                     }
                     if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
                         clients.by_endpoint.remove(&ep);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -160,11 +208,14 @@ impl Load {
             }));
         }
         for r in 0..readers {
-            let (stop, eps, h) = (l.stop.clone(), l.endpoints.clone(), l.history.clone());
+            let (stop, eps, h, failed) = (
+                l.stop.clone(),
+                l.endpoints.clone(),
+                l.history.clone(),
+                l.failed.clone(),
+            );
+            let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
-                let mut clients = Clients {
-                    by_endpoint: HashMap::new(),
-                };
                 let mut seq: usize = r;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
@@ -173,6 +224,7 @@ impl Load {
                         e[seq % e.len()].clone()
                     };
                     let Some(c) = clients.get(&ep).await else {
+                        failed.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     };
@@ -184,6 +236,7 @@ impl Load {
                             }
                         }
                         _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
                             clients.by_endpoint.remove(&ep);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
@@ -216,6 +269,7 @@ impl Load {
         Recorded {
             history,
             acked_logs,
+            failed: self.failed.load(Ordering::Relaxed),
         }
     }
 }
