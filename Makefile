@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test soak sim sim-replay faults unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
+.PHONY: all deps build release run test soak sim sim-replay faults fuzz unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -85,6 +85,15 @@ soak: deps
 	METASTORE_SOAK_MINUTES=$(SOAK_MINUTES) METASTORE_FAULTS_SEED=$(SEED) \
 	METASTORE_NS_TEST_LIMIT_SECS=$$(( $(SOAK_MINUTES) * 60 + 600 )) \
 	  $(CARGO) test --release -p metastore-node --test faults -- soak --ignored --nocapture
+
+## The network-facing decoders and apply under longer random runs than `make test` gives them
+## (node/src/replicated/fuzz_tests.rs and the message guard's): CASES property cases, GUARD
+## seeds of 20 000 peer messages each, release build.
+CASES ?= 50000
+GUARD ?= 300
+fuzz: deps
+	PROPTEST_CASES=$(CASES) GUARD_FUZZ_SEEDS=$(GUARD) \
+	  $(CARGO) test --release -p metastore-node --lib -- fuzz_tests message_guard
 
 ## Unit tests only (fast, no processes).
 unit: deps

@@ -4,3 +4,6 @@ pub mod command;
 pub mod member;
 pub mod membership;
 pub mod state_machine;
+
+#[cfg(test)]
+mod fuzz_tests;
