@@ -28,50 +28,25 @@ use crate::constants::{
 use crate::crd::{
     CompactionMode, MetaStore, MetaStoreSpec, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION,
 };
+pub use crate::names::{
+    client_service_name, data_claim_name, peer_service_name, pod_host, pod_name,
+};
+use crate::tls_layout;
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/metastore";
 /// Unprivileged user of the node image.
 pub const RUN_AS_USER: i64 = 65532;
 
-/// Name of the headless Service that gives members stable DNS names.
-pub fn peer_service_name(ms: &MetaStore) -> String {
-    format!("{}-peer", ms.name_any())
-}
-
-/// Name of the Service clients use.
-pub fn client_service_name(ms: &MetaStore) -> String {
-    format!("{}-client", ms.name_any())
-}
-
-/// Name of the pod (and Raft member) with `ordinal`.
-pub fn pod_name(ms: &MetaStore, ordinal: i32) -> String {
-    format!("{}-{ordinal}", ms.name_any())
-}
-
-/// DNS name of a member pod inside the cluster.
-pub fn pod_host(ms: &MetaStore, ordinal: i32) -> String {
-    format!(
-        "{}.{}.{}.svc",
-        pod_name(ms, ordinal),
-        peer_service_name(ms),
-        ms.namespace().unwrap_or_default()
-    )
-}
-
-/// Name of the data volume claim of the pod with `ordinal` (made by the StatefulSet controller
-/// from the claim template).
-pub fn data_claim_name(ms: &MetaStore, ordinal: i32) -> String {
-    format!("{DATA_VOLUME}-{}", pod_name(ms, ordinal))
-}
-
 /// Peer URL of the member with `ordinal` (what MemberAdd is given).
 pub fn peer_url(ms: &MetaStore, ordinal: i32) -> String {
-    format!("http://{}:{PEER_PORT}", pod_host(ms, ordinal))
+    let scheme = tls_layout::scheme(tls_layout::peer_tls(ms));
+    format!("{scheme}://{}:{PEER_PORT}", pod_host(ms, ordinal))
 }
 
 /// Client URL of the member with `ordinal`.
 pub fn client_url(ms: &MetaStore, ordinal: i32) -> String {
-    format!("http://{}:{CLIENT_PORT}", pod_host(ms, ordinal))
+    let scheme = tls_layout::scheme(tls_layout::client_tls(ms));
+    format!("{scheme}://{}:{CLIENT_PORT}", pod_host(ms, ordinal))
 }
 
 /// Labels that select a cluster's pods.
@@ -101,7 +76,8 @@ fn owner(ms: &MetaStore) -> Vec<OwnerReference> {
     ms.controller_owner_ref(&()).into_iter().collect()
 }
 
-fn meta(ms: &MetaStore, name: String) -> ObjectMeta {
+/// Metadata of an object the operator owns for `ms`: its name, namespace, labels and owner.
+pub fn meta(ms: &MetaStore, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: ms.namespace(),
@@ -189,20 +165,24 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
 
 /// The member's flags. Pod-specific values come from the downward API (`$(POD_NAME)`,
 /// `$(POD_NAMESPACE)`, `$(POD_IP)`, expanded by the kubelet). `bootstrapped` switches new pods
-/// from bootstrapping a cluster to joining it.
-pub fn member_args(ms: &MetaStore, bootstrapped: bool) -> Vec<String> {
+/// from bootstrapping a cluster to joining it; `admin_cn` is the certificate common name allowed
+/// to make admin calls under client TLS (the operator's).
+pub fn member_args(ms: &MetaStore, bootstrapped: bool, admin_cn: Option<&str>) -> Vec<String> {
     let peer_svc = peer_service_name(ms);
     let host = format!("$(POD_NAME).{peer_svc}.$(POD_NAMESPACE).svc");
     let spec = &ms.spec;
+    let c = tls_layout::scheme(tls_layout::client_tls(ms));
+    let p = tls_layout::scheme(tls_layout::peer_tls(ms));
+    // Metrics stay plain http: kubelet probes and Prometheus scrape them without certificates.
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_MOUNT}/data"),
-        format!("--listen-client-urls=http://$(POD_IP):{CLIENT_PORT}"),
-        format!("--advertise-client-urls=http://{host}:{CLIENT_PORT}"),
-        format!("--listen-peer-urls=http://$(POD_IP):{PEER_PORT}"),
-        format!("--initial-advertise-peer-urls=http://{host}:{PEER_PORT}"),
+        format!("--listen-client-urls={c}://$(POD_IP):{CLIENT_PORT}"),
+        format!("--advertise-client-urls={c}://{host}:{CLIENT_PORT}"),
+        format!("--listen-peer-urls={p}://$(POD_IP):{PEER_PORT}"),
+        format!("--initial-advertise-peer-urls={p}://{host}:{PEER_PORT}"),
         format!("--listen-metrics-urls=http://$(POD_IP):{METRICS_PORT}"),
-        format!("--initial-cluster=$(POD_NAME)=http://{host}:{PEER_PORT}"),
+        format!("--initial-cluster=$(POD_NAME)={p}://{host}:{PEER_PORT}"),
         format!(
             "--initial-cluster-state={}",
             if bootstrapped { "existing" } else { "new" }
@@ -211,7 +191,7 @@ pub fn member_args(ms: &MetaStore, bootstrapped: bool) -> Vec<String> {
             "--initial-cluster-token={}",
             ms.uid().unwrap_or_else(|| ms.name_any())
         ),
-        format!("--discovery-peer-urls=http://{peer_svc}.$(POD_NAMESPACE).svc:{PEER_PORT}"),
+        format!("--discovery-peer-urls={p}://{peer_svc}.$(POD_NAMESPACE).svc:{PEER_PORT}"),
         format!("--lease-read={}", spec.lease_read.enabled),
     ];
     if let Some(hb) = spec.heartbeat_interval_ms {
@@ -235,6 +215,7 @@ pub fn member_args(ms: &MetaStore, bootstrapped: bool) -> Vec<String> {
     if let Some(quota) = quantity_bytes(&volume_size(spec)).map(quota_for_volume) {
         args.push(format!("--quota-backend-bytes={quota}"));
     }
+    args.extend(tls_layout::member_flags(ms, admin_cn));
     args
 }
 
@@ -325,19 +306,25 @@ fn retention(r: PvcRetention) -> String {
 }
 
 /// The StatefulSet running `replicas` member pods (the planner decides how many).
-pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> StatefulSet {
+pub fn stateful_set(
+    ms: &MetaStore,
+    replicas: i32,
+    bootstrapped: bool,
+    admin_cn: Option<&str>,
+) -> StatefulSet {
     let spec = &ms.spec;
     let image = format!(
         "{}:{}",
         spec.image.as_deref().unwrap_or(DEFAULT_IMAGE),
         spec.version.as_deref().unwrap_or(DEFAULT_VERSION)
     );
+    let (tls_volumes, tls_mounts) = tls_layout::volumes(ms);
     let mut pod_labels = spec.pod_template.labels.clone();
     pod_labels.extend(labels(ms));
     let container = Container {
         name: "metastore".into(),
         image: Some(image),
-        args: Some(member_args(ms, bootstrapped)),
+        args: Some(member_args(ms, bootstrapped, admin_cn)),
         env: Some(vec![
             env_from_field("POD_NAME", "metadata.name"),
             env_from_field("POD_NAMESPACE", "metadata.namespace"),
@@ -364,11 +351,15 @@ pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> Statef
         liveness_probe: Some(http_probe("/livez", 10, 3)),
         startup_probe: Some(http_probe("/livez", 2, 60)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.into(),
-            mount_path: DATA_MOUNT.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_MOUNT.into(),
+                ..Default::default()
+            })
+            .chain(tls_mounts)
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS_USER),
@@ -433,6 +424,7 @@ pub fn stateful_set(ms: &MetaStore, replicas: i32, bootstrapped: bool) -> Statef
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: (!tls_volumes.is_empty()).then_some(tls_volumes),
                     affinity: Some(
                         spec.pod_template
                             .affinity
@@ -483,7 +475,7 @@ mod tests {
             serde_json::json!({"replicas": 3, "heartbeatIntervalMs": 50, "electionTimeoutMs": 500,
             "leaseRead": {"enabled": false, "maxClockDrift": 0.2}}),
         );
-        let args = member_args(&m, false);
+        let args = member_args(&m, false, None);
         for want in [
             "--name=$(POD_NAME)",
             "--data-dir=/var/lib/metastore/data",
@@ -509,7 +501,7 @@ mod tests {
             serde_json::json!({"replicas": 1, "storage": {"size": "8Gi"},
             "autoCompaction": {"mode": "Revision", "retention": "10000"}}),
         );
-        let args = member_args(&m, false);
+        let args = member_args(&m, false, None);
         for want in [
             "--auto-compaction-mode=revision",
             "--auto-compaction-retention=10000",
@@ -517,7 +509,7 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
-        assert!(member_args(&m, true)
+        assert!(member_args(&m, true, None)
             .iter()
             .any(|a| a == "--initial-cluster-state=existing"));
         assert_eq!(peer_url(&m, 2), "http://demo-2.demo-peer.prod.svc:2380");
@@ -549,7 +541,7 @@ mod tests {
             "retentionOnScaleDown": "Delete"}, "podTemplate": {"labels": {"team": "a"},
             "nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"}}),
         );
-        let s = stateful_set(&m, 2, true);
+        let s = stateful_set(&m, 2, true, None);
         let spec = &s.spec;
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));

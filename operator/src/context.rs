@@ -18,6 +18,9 @@ pub enum Error {
     /// The resource has no namespace.
     #[error("MetaStore {0} has no namespace")]
     NoNamespace(String),
+    /// TLS material is missing or cannot be made.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -26,6 +29,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube_api",
             Error::NoNamespace(_) => "no_namespace",
+            Error::Tls(_) => "tls",
         }
     }
 }

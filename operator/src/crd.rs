@@ -82,6 +82,66 @@ pub struct MetaStoreSpec {
     /// Stop reconciling (membership and objects stay as they are).
     #[serde(default)]
     pub paused: bool,
+    /// TLS on the client and peer ports (default: none). Set when the cluster is created; it
+    /// cannot be added, removed or changed later (the members' URLs would change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.tls is set when the cluster is created and cannot change"
+    }]))]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Where certificates come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    /// The operator makes a CA per cluster and the certificates (Secrets `<name>-tls-ca`,
+    /// `-tls-server`, `-tls-peer`, `-tls-operator`, `-tls-client`) and renews them before they
+    /// expire.
+    Managed,
+    /// Secrets you name, in cert-manager's layout (`tls.crt`, `tls.key`, `ca.crt`).
+    Provided,
+}
+
+/// TLS settings of a cluster. Under client TLS, admin and membership calls are limited to the
+/// operator's certificate (`--admin-cert-allowed-cn`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.mode != 'Provided' || !self.client || (has(self.serverSecret) && has(self.operatorSecret))",
+        "message": "Provided client TLS needs spec.tls.serverSecret and spec.tls.operatorSecret"
+    },
+    {
+        "rule": "self.mode != 'Provided' || !self.peer || has(self.peerSecret)",
+        "message": "Provided peer TLS needs spec.tls.peerSecret"
+    },
+    {
+        "rule": "self.client || self.peer",
+        "message": "spec.tls needs client or peer TLS (omit spec.tls for neither)"
+    }
+]))]
+pub struct TlsSpec {
+    /// `Managed` (the operator makes and renews certificates) or `Provided`.
+    pub mode: TlsMode,
+    /// TLS with client certificates on the client port (default true).
+    #[serde(default = "yes")]
+    pub client: bool,
+    /// TLS with peer certificates between members (default true).
+    #[serde(default = "yes")]
+    pub peer: bool,
+    /// Provided: Secret served on the client port; its `ca.crt` is what client certificates must
+    /// chain to. It must be valid for `*.<name>-peer.<namespace>.svc` and the client Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_secret: Option<String>,
+    /// Provided: Secret members present to each other; valid for `*.<name>-peer.<namespace>.svc`
+    /// and `<name>-peer.<namespace>.svc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret: Option<String>,
+    /// Provided: the operator's client certificate; its common name is the one allowed to make
+    /// admin and membership calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_secret: Option<String>,
 }
 
 /// What happens to a member's volume.
@@ -302,6 +362,23 @@ impl MetaStoreSpec {
                 "spec.electionTimeoutMs ({et}) must be at least {MIN_HEARTBEATS_PER_ELECTION} times spec.heartbeatIntervalMs ({hb})"
             ));
         }
+        if let Some(t) = &self.tls {
+            if t.mode == TlsMode::Provided
+                && t.client
+                && (t.server_secret.is_none() || t.operator_secret.is_none())
+            {
+                return Err(
+                    "Provided client TLS needs spec.tls.serverSecret and spec.tls.operatorSecret"
+                        .into(),
+                );
+            }
+            if t.mode == TlsMode::Provided && t.peer && t.peer_secret.is_none() {
+                return Err("Provided peer TLS needs spec.tls.peerSecret".into());
+            }
+            if !t.client && !t.peer {
+                return Err("spec.tls needs client or peer TLS (omit spec.tls for neither)".into());
+            }
+        }
         if let Some(d) = self.lease_read.max_clock_drift {
             if !(0.0..=0.5).contains(&d) || d.is_nan() {
                 return Err(format!(
@@ -344,6 +421,25 @@ mod tests {
         s.lease_read.max_clock_drift = Some(0.9);
         assert!(s.validate().unwrap_err().contains("maxClockDrift"));
         assert!(serde_json::from_value::<MetaStoreSpec>(serde_json::json!({})).is_err());
+        let tls = |t: serde_json::Value| {
+            serde_json::from_value::<MetaStoreSpec>(serde_json::json!({"replicas": 3, "tls": t}))
+                .unwrap()
+                .validate()
+        };
+        assert_eq!(tls(serde_json::json!({"mode": "Managed"})), Ok(()));
+        assert!(tls(serde_json::json!({"mode": "Provided", "peer": false}))
+            .unwrap_err()
+            .contains("serverSecret"));
+        assert!(
+            tls(serde_json::json!({"mode": "Provided", "client": false}))
+                .unwrap_err()
+                .contains("peerSecret")
+        );
+        assert!(
+            tls(serde_json::json!({"mode": "Managed", "client": false, "peer": false}))
+                .unwrap_err()
+                .contains("client or peer")
+        );
     }
 
     #[test]

@@ -95,11 +95,49 @@ async fn timed<T>(
         .map_err(|_| ExecError::Timeout(what))?
 }
 
+/// How the operator reaches a cluster's members: plain http, or TLS trusting the cluster's CA
+/// and presenting the operator's client certificate (PEM).
+#[derive(Clone, Default)]
+pub struct Dial {
+    /// `(CA bundle, certificate, key)` under client TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
+impl Dial {
+    fn etcd_tls(&self) -> Option<etcd_client::TlsOptions> {
+        let (ca, cert, key) = self.tls.as_ref()?;
+        Some(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )
+    }
+
+    /// An admin-API client of the member at `url`.
+    async fn admin(&self, url: &str) -> Result<AdminClient<tonic::transport::Channel>, ExecError> {
+        let fail = |e: &dyn std::fmt::Display| ExecError::Admin(url.into(), e.to_string());
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| fail(&e))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some((ca, cert, key)) = &self.tls {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            endpoint = endpoint.tls_config(tls).map_err(|e| fail(&e))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| fail(&e))?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
 /// Connects an etcd client to `endpoints`.
-pub async fn connect(endpoints: &[String]) -> Result<Client, ExecError> {
-    let opts = ConnectOptions::new()
+pub async fn connect(dial: &Dial, endpoints: &[String]) -> Result<Client, ExecError> {
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(CALL_TIMEOUT);
+    if let Some(tls) = dial.etcd_tls() {
+        opts = opts.with_tls(tls);
+    }
     timed("connect", async {
         Client::connect(endpoints, Some(opts))
             .await
@@ -111,10 +149,11 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, ExecError> {
 /// Observes the cluster through any of `endpoints`; `ordinal_of` maps a peer URL to a pod
 /// ordinal.
 pub async fn observe(
+    dial: &Dial,
     endpoints: &[String],
     ordinal_of: impl Fn(&str) -> Option<i32>,
 ) -> ClusterView {
-    let Ok(mut c) = connect(endpoints).await else {
+    let Ok(mut c) = connect(dial, endpoints).await else {
         return ClusterView::default();
     };
     let Ok(list) = timed("member list", async { Ok(c.member_list().await?) }).await else {
@@ -128,7 +167,7 @@ pub async fn observe(
         let mut healthy = false;
         let (mut applied, mut leader) = (0, 0);
         if let Some(u) = &url {
-            if let Ok(mut mc) = connect(std::slice::from_ref(u)).await {
+            if let Ok(mut mc) = connect(dial, std::slice::from_ref(u)).await {
                 if let Ok(s) = timed("status", async { Ok(mc.status().await?) }).await {
                     healthy = s.leader() != 0;
                     applied = s.raft_applied_index();
@@ -175,13 +214,16 @@ fn most_common(sorted: &[u64]) -> Option<u64> {
 }
 
 /// Pushes the expected voter count to every member that answers; returns how many took it.
-pub async fn push_policy(urls: &[String], expected_voters: u32, generation: u64) -> usize {
+pub async fn push_policy(
+    dial: &Dial,
+    urls: &[String],
+    expected_voters: u32,
+    generation: u64,
+) -> usize {
     let mut ok = 0;
     for u in urls {
         let r = timed("policy push", async {
-            let mut a = AdminClient::connect(u.clone())
-                .await
-                .map_err(|e| ExecError::Admin(u.clone(), e.to_string()))?;
+            let mut a = dial.admin(u).await?;
             a.set_membership_policy(SetMembershipPolicyRequest {
                 expected_voters,
                 generation,
@@ -199,11 +241,9 @@ pub async fn push_policy(urls: &[String], expected_voters: u32, generation: u64)
 }
 
 /// A member's lease status.
-pub async fn lease_status(url: &str) -> Result<LeaseStatusResponse, ExecError> {
+pub async fn lease_status(dial: &Dial, url: &str) -> Result<LeaseStatusResponse, ExecError> {
     timed("lease status", async {
-        let mut a = AdminClient::connect(url.to_string())
-            .await
-            .map_err(|e| ExecError::Admin(url.into(), e.to_string()))?;
+        let mut a = dial.admin(url).await?;
         Ok(a.lease_status(LeaseStatusRequest {})
             .await
             .map_err(|e| ExecError::Admin(url.into(), e.message().to_string()))?
@@ -214,6 +254,8 @@ pub async fn lease_status(url: &str) -> Result<LeaseStatusResponse, ExecError> {
 
 /// Where and how to carry out steps for one cluster.
 pub struct Target<'a> {
+    /// How to reach the members.
+    pub dial: &'a Dial,
     /// Client URLs of the members (any may be used for Cluster calls).
     pub endpoints: &'a [String],
     /// The observed cluster.
@@ -252,7 +294,7 @@ pub async fn execute(
     match step {
         Step::AddLearner { ordinal } => {
             let url = (t.peer_url)(*ordinal);
-            let mut c = connect(t.endpoints).await?;
+            let mut c = connect(t.dial, t.endpoints).await?;
             let r = timed("member add", async {
                 Ok(c.member_add(
                     [url.as_str()],
@@ -284,19 +326,19 @@ pub async fn execute(
                 )));
             }
             *generation += 1;
-            push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
-            let mut c = connect(t.endpoints).await?;
+            push_policy(t.dial, &t.member_urls(), *voters_after as u32, *generation).await;
+            let mut c = connect(t.dial, t.endpoints).await?;
             match timed("member promote", async { Ok(c.member_promote(*id).await?) }).await {
                 Ok(_) => {
                     *generation += 1;
-                    push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
+                    push_policy(t.dial, &t.member_urls(), *voters_after as u32, *generation).await;
                     Ok(Outcome::Done(format!("promoted {id:x}")))
                 }
                 Err(e) if e.is_learner_not_ready() => {
                     // Not yet: lease reads may resume at the current size meanwhile.
                     *generation += 1;
                     let now = (*voters_after - 1) as u32;
-                    push_policy(&t.member_urls(), now, *generation).await;
+                    push_policy(t.dial, &t.member_urls(), now, *generation).await;
                     Ok(Outcome::NotYet(format!("learner {id:x} is catching up")))
                 }
                 Err(e) => Err(e),
@@ -306,7 +348,7 @@ pub async fn execute(
             let url = t
                 .url_of(*from)
                 .ok_or_else(|| ExecError::Unreachable(vec![format!("{from:x}")]))?;
-            let mut c = connect(&[url]).await?;
+            let mut c = connect(t.dial, &[url]).await?;
             timed("move leader", async { Ok(c.move_leader(*to).await?) }).await?;
             Ok(Outcome::Done(format!(
                 "moved leadership from {from:x} to {to:x}"
@@ -329,14 +371,14 @@ pub async fn execute(
                 .collect();
             if is_voter {
                 *generation += 1;
-                push_policy(&t.member_urls(), *voters_after as u32, *generation).await;
+                push_policy(t.dial, &t.member_urls(), *voters_after as u32, *generation).await;
             }
             let eps = if others.is_empty() {
                 t.endpoints.to_vec()
             } else {
                 others.clone()
             };
-            let mut c = connect(&eps).await?;
+            let mut c = connect(t.dial, &eps).await?;
             match timed("member remove", async { Ok(c.member_remove(*id).await?) }).await {
                 Ok(_) => {}
                 // Removed already (e.g. the operator restarted mid-step).
@@ -345,7 +387,7 @@ pub async fn execute(
             }
             if is_voter {
                 *generation += 1;
-                push_policy(&others, *voters_after as u32, *generation).await;
+                push_policy(t.dial, &others, *voters_after as u32, *generation).await;
             }
             Ok(Outcome::Done(format!("removed {id:x}")))
         }
@@ -353,7 +395,7 @@ pub async fn execute(
             // Keep every member's hint in line (new members, restarted ones).
             let mut stale = false;
             for u in t.member_urls() {
-                match lease_status(&u).await {
+                match lease_status(t.dial, &u).await {
                     Ok(s) if s.expected_voters == *voters as u32 && s.generation == *generation => {
                     }
                     Ok(_) => stale = true,
@@ -362,7 +404,7 @@ pub async fn execute(
             }
             if stale {
                 *generation += 1;
-                push_policy(&t.member_urls(), *voters as u32, *generation).await;
+                push_policy(t.dial, &t.member_urls(), *voters as u32, *generation).await;
                 return Ok(Outcome::Done(format!(
                     "pushed expected voters {voters} (generation {generation})"
                 )));

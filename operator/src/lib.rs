@@ -11,17 +11,21 @@ pub mod admin_proto {
 }
 
 pub mod builders;
+pub mod certs;
 pub mod constants;
 pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod metrics;
+pub mod names;
 pub mod planner;
 mod reconcile;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod tls_layout;
+pub mod tls_secrets;
 
 /// The MetaStore CRD as YAML, exactly as `crds/metastore.io_metastores.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {

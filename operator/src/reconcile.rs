@@ -26,14 +26,31 @@ use crate::executor::{self, ClusterView, Outcome, Target};
 use crate::metrics::OperationResult;
 use crate::planner::{plan, Observed, Step};
 use crate::status::build_status;
+use crate::tls_secrets::{self, TlsReady};
 
 /// One reconcile, phase after phase; each returns what the next one needs.
 pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> {
-    let r = Reconcile::new(ms, ctx)?;
+    let mut r = Reconcile::new(ms, ctx)?;
     if let Some(hold) = Hold::of(ms) {
         return r.report_hold(hold).await;
     }
     r.apply_services().await?;
+    r.tls = match tls_secrets::ensure(ms, &ctx.client).await {
+        Ok(t) => t,
+        Err(e) => {
+            r.event(EventType::Warning, "TLSNotReady", e.to_string())
+                .await;
+            return Err(e);
+        }
+    };
+    for name in &r.tls.issued {
+        r.event(
+            EventType::Normal,
+            "CertificateIssued",
+            format!("issued the certificate in Secret {name}"),
+        )
+        .await;
+    }
     let seen = r.observe().await?;
     let step = plan_step(ms, &seen);
     let acted = r.act(&seen, step).await?;
@@ -113,6 +130,8 @@ struct Reconcile<'a> {
     ns: String,
     /// Policy generation the last reconcile reported.
     policy_generation: u64,
+    /// How to reach the members, from the TLS Secrets.
+    tls: TlsReady,
 }
 
 impl<'a> Reconcile<'a> {
@@ -127,6 +146,7 @@ impl<'a> Reconcile<'a> {
             name,
             ns,
             policy_generation: ms.status.as_ref().map_or(0, |s| s.policy_generation),
+            tls: TlsReady::default(),
         })
     }
 
@@ -227,7 +247,7 @@ impl<'a> Reconcile<'a> {
             .map(|k| builders::client_url(ms, k))
             .collect();
         let view = if sts_replicas > 0 {
-            executor::observe(&endpoints, |u| ordinal_of(ms, u)).await
+            executor::observe(&self.tls.dial, &endpoints, |u| ordinal_of(ms, u)).await
         } else {
             ClusterView::default()
         };
@@ -308,7 +328,12 @@ impl<'a> Reconcile<'a> {
         Ok(self
             .apply(
                 &self.name,
-                &builders::stateful_set(ms, sts_target, seen.bootstrapped),
+                &builders::stateful_set(
+                    ms,
+                    sts_target,
+                    seen.bootstrapped,
+                    self.tls.admin_cn.as_deref(),
+                ),
             )
             .await?)
     }
@@ -323,6 +348,7 @@ impl<'a> Reconcile<'a> {
         }
         let peer = |k: i32| builders::peer_url(ms, k);
         let target = Target {
+            dial: &self.tls.dial,
             endpoints: &seen.endpoints,
             view: &seen.view,
             peer_url: &peer,

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metastore_operator::executor::{self, ClusterView, ExecError, Outcome, Target};
+use metastore_operator::executor::{self, ClusterView, Dial, ExecError, Outcome, Target};
 use metastore_operator::planner::{plan, Observed, Step};
+
+/// These members serve plain http.
+static PLAIN: Dial = Dial { tls: None };
 
 fn node_bin() -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/metastore-node
@@ -117,6 +120,7 @@ impl Pods {
     ) -> Result<Outcome, ExecError> {
         let eps = self.endpoints();
         let t = Target {
+            dial: &PLAIN,
             endpoints: &eps,
             view: v,
             peer_url: &|o| self.peer_url(o),
@@ -165,7 +169,7 @@ fn ordinal_of(net: &str, url: &str) -> Option<i32> {
 
 async fn view(pods: &Pods) -> ClusterView {
     let net = pods.net.clone();
-    executor::observe(&pods.endpoints(), move |u| ordinal_of(&net, u)).await
+    executor::observe(&PLAIN, &pods.endpoints(), move |u| ordinal_of(&net, u)).await
 }
 
 /// After a step: every member agrees on the applied voters, and the hint never claims more
@@ -174,7 +178,7 @@ async fn check_lease_status(pods: &Pods, v: &ClusterView) {
     let mut voter_counts = Vec::new();
     for m in v.members.iter().flatten() {
         let Some(u) = &m.client_url else { continue };
-        if let Ok(s) = executor::lease_status(u).await {
+        if let Ok(s) = executor::lease_status(&PLAIN, u).await {
             voter_counts.push(s.voters.len());
             if m.member.is_learner {
                 assert!(!s.valid, "a learner never holds a lease");
@@ -206,7 +210,7 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
                     pods.execute(&step, &v, &mut generation).await.unwrap();
                     // Every member: the applied voters, the pushed hint, lease reads allowed.
                     for m in v.members.iter().flatten() {
-                        let s = executor::lease_status(m.client_url.as_ref().unwrap())
+                        let s = executor::lease_status(&PLAIN, m.client_url.as_ref().unwrap())
                             .await
                             .unwrap();
                         assert_eq!(s.voters.len(), *voters, "{s:?}");
@@ -298,18 +302,106 @@ async fn move_leader_and_policy_pushes_on_real_members() {
 
     // A push of a different count pauses lease reads everywhere; an older generation is ignored.
     let urls = pods.endpoints();
-    assert_eq!(executor::push_policy(&urls, 5, generation + 10).await, 3);
+    assert_eq!(
+        executor::push_policy(&PLAIN, &urls, 5, generation + 10).await,
+        3
+    );
     for u in &urls {
-        let s = executor::lease_status(u).await.unwrap();
+        let s = executor::lease_status(&PLAIN, u).await.unwrap();
         assert!(!s.enabled && !s.valid, "{}", s.reason);
         assert_eq!((s.expected_voters, s.generation), (5, generation + 10));
     }
-    assert_eq!(executor::push_policy(&urls, 3, generation + 9).await, 3);
-    let s = executor::lease_status(&urls[0]).await.unwrap();
+    assert_eq!(
+        executor::push_policy(&PLAIN, &urls, 3, generation + 9).await,
+        3
+    );
+    let s = executor::lease_status(&PLAIN, &urls[0]).await.unwrap();
     assert_eq!(s.expected_voters, 5, "older generation ignored");
-    executor::push_policy(&urls, 3, generation + 11).await;
+    executor::push_policy(&PLAIN, &urls, 3, generation + 11).await;
     for u in &urls {
-        let s = executor::lease_status(u).await.unwrap();
+        let s = executor::lease_status(&PLAIN, u).await.unwrap();
         assert!(s.enabled, "{}", s.reason);
     }
+}
+
+/// The operator's TLS path for real: one member serving client mTLS with certificates made by
+/// the operator's own `certs` module (as in Managed mode), admin calls limited to the operator's
+/// common name. The operator observes it and pushes the policy with its certificate; the
+/// application certificate may not push; plain http sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_certificates_reach_a_member_over_mutual_tls() {
+    use metastore_operator::certs::{self, Usage, OPERATOR_COMMON_NAME};
+    let pods = Pods::new(40);
+    let ip = pods.ip(0);
+    let now = time::OffsetDateTime::now_utc();
+    let ca = certs::new_ca("test/tls", now).unwrap();
+    let server = certs::issue(
+        &ca,
+        "tls",
+        std::slice::from_ref(&ip),
+        Usage::ServerAndClient,
+        now,
+    )
+    .unwrap();
+    let operator = certs::issue(&ca, OPERATOR_COMMON_NAME, &[], Usage::Client, now).unwrap();
+    let app = certs::issue(&ca, "tls-client", &[], Usage::Client, now).unwrap();
+    let d = pods.dir.path();
+    for (f, text) in [
+        ("ca.crt", &ca.cert),
+        ("tls.crt", &server.cert),
+        ("tls.key", &server.key),
+    ] {
+        std::fs::write(d.join(f), text).unwrap();
+    }
+    let url = format!("https://{ip}:2379");
+    let mut child = Command::new(node_bin())
+        .args([
+            "--name=m0",
+            &format!("--data-dir={}", d.join("m0").display()),
+            &format!("--listen-client-urls={url}"),
+            &format!("--advertise-client-urls={url}"),
+            &format!("--listen-peer-urls=http://{ip}:2380"),
+            &format!("--initial-advertise-peer-urls=http://{ip}:2380"),
+            &format!("--initial-cluster=m0=http://{ip}:2380"),
+            &format!("--listen-metrics-urls=http://{ip}:2381"),
+            &format!("--cert-file={}", d.join("tls.crt").display()),
+            &format!("--key-file={}", d.join("tls.key").display()),
+            &format!("--trusted-ca-file={}", d.join("ca.crt").display()),
+            "--client-cert-auth",
+            &format!("--admin-cert-allowed-cn={OPERATOR_COMMON_NAME}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dial = |leaf: &certs::Pem| Dial {
+        tls: Some((
+            ca.cert.clone().into_bytes(),
+            leaf.cert.clone().into_bytes(),
+            leaf.key.clone().into_bytes(),
+        )),
+    };
+    let (op, application) = (dial(&operator), dial(&app));
+    let urls = vec![url.clone()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let v = executor::observe(&op, &urls, |_| Some(0)).await;
+        if v.leader.is_some() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "member not seen over TLS");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(view.members.as_ref().unwrap()[0].member.healthy);
+    assert_eq!(executor::push_policy(&op, &urls, 1, 7).await, 1);
+    assert_eq!(
+        executor::lease_status(&op, &url).await.unwrap().generation,
+        7
+    );
+    assert_eq!(executor::push_policy(&application, &urls, 1, 8).await, 0);
+    assert!(executor::observe(&PLAIN, &urls, |_| Some(0))
+        .await
+        .members
+        .is_none());
+    let _ = child.kill();
+    let _ = child.wait();
 }
