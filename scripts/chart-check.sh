@@ -14,6 +14,15 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$T/kubernetes-validate" --strict --quiet "$tmp/render.yaml"
 "$T/helm" template metastore-operator "$CHART" --namespace team-a --set watchNamespace=team-a > "$tmp/ns.yaml"
 "$T/kubernetes-validate" --strict --quiet "$tmp/ns.yaml"
+"$T/helm" template metastore-operator "$CHART" --namespace ops --set rbac.clusterWide=true > "$tmp/wide.yaml"
+"$T/kubernetes-validate" --strict --quiet "$tmp/wide.yaml"
+# Namespaced by default: a Role (no ClusterRole), the operator told its namespace, and
+# NetworkPolicies for members and the operator; cluster-wide only when asked.
+grep -q '^kind: ClusterRole' "$tmp/render.yaml" && { echo "chart-check: ClusterRole by default" >&2; exit 1; }
+grep -q -- '- --namespace=metastore-system' "$tmp/render.yaml" || { echo "chart-check: operator not namespaced" >&2; exit 1; }
+[ "$(grep -c '^kind: NetworkPolicy' "$tmp/render.yaml")" = 2 ] || { echo "chart-check: NetworkPolicies missing" >&2; exit 1; }
+grep -q '^kind: ClusterRole$' "$tmp/wide.yaml" || { echo "chart-check: rbac.clusterWide made no ClusterRole" >&2; exit 1; }
+grep -q -- '--namespace=' "$tmp/wide.yaml" && { echo "chart-check: clusterWide still namespaced" >&2; exit 1; }
 # The chart rejects bad values through values.schema.json.
 if "$T/helm" template x "$CHART" --set replicas=-1 >/dev/null 2>&1; then
   echo "chart-check: replicas=-1 was accepted" >&2; exit 1

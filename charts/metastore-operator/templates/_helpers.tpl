@@ -14,3 +14,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: metastore-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* The namespace whose MetaStores the operator manages; empty: all namespaces (clusterWide). */}}
+{{- define "metastore-operator.watchNamespace" -}}
+{{- if .Values.watchNamespace -}}
+{{- .Values.watchNamespace -}}
+{{- else if not .Values.rbac.clusterWide -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}

@@ -1,7 +1,7 @@
 //! A test kubelet: registers one Node, binds pending pods to it, and runs each pod whose image it
 //! knows as a local process on its own loopback address. Container args and env are expanded as
 //! a kubelet would (downward API: pod name, namespace, pod IP); PVC mounts map to directories that
-//! outlive the pod and are removed with the PVC. Pod phase, podIP and Ready (from the readiness
+//! outlive the pod and are removed with the PVC; Secret volumes are projected into files and kept current. Pod phase, podIP and Ready (from the readiness
 //! probe's HTTP endpoint) are reported back; deleted pods get SIGTERM, then SIGKILL after the
 //! grace period. Stable DNS names (`<pod>.<service>.<ns>.svc`) are written to a hosts file, which
 //! `make e2e` bind-mounts over /etc/hosts in a private mount namespace, so members and the
@@ -161,6 +161,47 @@ fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
     root.join("pvc").join(ns).join(claim)
 }
 
+/// Where a pod's Secret volume is projected.
+fn secret_dir(root: &Path, ns: &str, pod: &str, volume: &str) -> PathBuf {
+    root.join("secrets").join(ns).join(pod).join(volume)
+}
+
+/// Projects the Secret volumes of pods bound here into files, as the kubelet does, and keeps
+/// them current when a Secret changes (each file replaced by a rename, so a reader sees the old
+/// or the new content). A missing Secret leaves its volume absent: the pod waits to start.
+async fn project_secrets(client: &kube::Client, cfg: &KubeletConfig, items: &[Pod]) {
+    for pod in items {
+        let Some(spec) = &pod.spec else { continue };
+        if spec.node_name.as_deref() != Some(NODE) || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        for v in spec.volumes.iter().flatten() {
+            let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
+                continue;
+            };
+            let Ok(Some(secret)) = secrets.get_opt(&name).await else {
+                continue;
+            };
+            let dir = secret_dir(&cfg.root, &ns, &pod.name_any(), &v.name);
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
+            }
+            for (k, value) in secret.data.iter().flatten() {
+                let path = dir.join(k);
+                if std::fs::read(&path).ok().as_deref() == Some(value.0.as_slice()) {
+                    continue;
+                }
+                let tmp = dir.join(format!(".{k}.tmp"));
+                if std::fs::write(&tmp, &value.0).is_ok() {
+                    let _ = std::fs::rename(&tmp, &path);
+                }
+            }
+        }
+    }
+}
+
 /// Expands `$(VAR)` references as the kubelet does.
 pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = s.to_string();
@@ -221,6 +262,21 @@ fn command_for(
         if let Some(claim) = claim {
             let dir = pvc_dir(&cfg.root, &ns, &claim);
             let _ = std::fs::create_dir_all(&dir);
+            for a in &mut args {
+                *a = a.replace(&m.mount_path, &dir.display().to_string());
+            }
+        }
+        let secret = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name && v.secret.is_some());
+        if secret.is_some() {
+            let dir = secret_dir(&cfg.root, &ns, &pod.name_any(), &m.name);
+            // Not projected yet (its Secret is missing): the container cannot start.
+            if !dir.exists() {
+                return None;
+            }
             for a in &mut args {
                 *a = a.replace(&m.mount_path, &dir.display().to_string());
             }
@@ -358,6 +414,7 @@ async fn sync(
     let all: Api<Pod> = Api::all(client.clone());
     let list = all.list(&ListParams::default()).await?;
     let kubeconfigs = issue_kubeconfigs(client, cfg, state, &list.items).await;
+    project_secrets(client, cfg, &list.items).await;
     let updates = reconcile(cfg, state, &list.items, &kubeconfigs, addresses);
     send_updates(client, state, updates).await;
     remove_deleted_volumes(client, cfg).await

@@ -2,7 +2,10 @@
 //! MetaStore, wait until it is Available, use it with etcdctl, then — under continuous client
 //! load — `kubectl patch` it 1→3→5→3→1 and `kubectl scale` it once. After every step the resource
 //! must report Available with the right members and the members must serve lease reads; the whole
-//! history is checked for linearizability and every acknowledged write must survive.
+//! history is checked for linearizability and every acknowledged write must survive. The
+//! MetaStore runs with operator-managed TLS (`tls: {mode: Managed}`): clients use the
+//! application certificate Secret the operator makes, plain http is refused, and admin calls
+//! are the operator's alone.
 //!
 //! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
 
@@ -51,7 +54,27 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 }
 
 fn client_url(ordinal: i32) -> String {
-    format!("http://{NAME}-{ordinal}.{NAME}-peer.{NS}.svc:2379")
+    format!("https://{NAME}-{ordinal}.{NAME}-peer.{NS}.svc:2379")
+}
+
+/// The application certificate the operator made (`<name>-tls-client`), written to `dir` as
+/// `ca.crt`, `tls.crt` and `tls.key`; returns etcd-client TLS options for it.
+async fn client_certificate(client: &kube::Client, dir: &Path) -> etcd_client::TlsOptions {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let s = secrets
+        .get(&format!("{NAME}-tls-client"))
+        .await
+        .expect("the application certificate Secret");
+    let data = s.data.expect("Secret data");
+    for k in ["ca.crt", "tls.crt", "tls.key"] {
+        std::fs::write(dir.join(k), &data[k].0).unwrap();
+    }
+    etcd_client::TlsOptions::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&data["ca.crt"].0))
+        .identity(tonic::transport::Identity::from_pem(
+            &data["tls.crt"].0,
+            &data["tls.key"].0,
+        ))
 }
 
 /// Waits until the resource is Running with `n` voters, all healthy, and Available.
@@ -306,6 +329,8 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
             "--create-namespace",
             "--set",
             "logLevel=info\\,metastore_operator=debug",
+            "--set",
+            &format!("watchNamespace={NS}"),
             "--wait",
             "--timeout",
             "180s",
@@ -350,17 +375,40 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     // A 1-member MetaStore with fast timers.
     let manifest = format!(
         "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
-         spec: {{replicas: 1, heartbeatIntervalMs: 50, electionTimeoutMs: 500}}\n"
+         spec: {{replicas: 1, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}}}}\n"
     );
     let (ok, out) = kubectl(&cp, &["apply", "-f", "-"], Some(&manifest));
     assert!(ok, "{out}");
     let api: Api<MetaStore> = Api::namespaced(client.clone(), NS);
     wait_running(&api, 1, &cp, &op_log).await;
 
-    // etcdctl through the member's DNS name.
-    let etcdctl = |args: &[&str]| metastore_testkit::etcdctl(&client_url(0), args);
+    // etcdctl through the member's DNS name, with the application certificate.
+    let certs = tempfile::tempdir().unwrap();
+    let tls = client_certificate(&client, certs.path()).await;
+    let cert_flags: Vec<String> = ["cacert", "cert", "key"]
+        .iter()
+        .zip(["ca.crt", "tls.crt", "tls.key"])
+        .map(|(flag, f)| format!("--{flag}={}", certs.path().join(f).display()))
+        .collect();
+    let etcdctl = |args: &[&str]| {
+        let mut all: Vec<&str> = cert_flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        metastore_testkit::etcdctl(&client_url(0), &all)
+    };
     let (ok, out) = etcdctl(&["put", "greeting", "hello"]);
     assert!(ok, "{out}");
+    // Plain http and no certificate are refused; admin calls are the operator's.
+    let plain = client_url(0).replace("https://", "http://");
+    let (ok, out) =
+        metastore_testkit::etcdctl(&plain, &["--command-timeout=3s", "get", "greeting"]);
+    assert!(!ok, "plain http served: {out}");
+    let (ok, out) = metastore_testkit::etcdctl(
+        &client_url(0),
+        &[&cert_flags[0], "--command-timeout=3s", "get", "greeting"],
+    );
+    assert!(!ok, "served without a client certificate: {out}");
+    let (ok, out) = etcdctl(&["endpoint", "hashkv"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
     assert_eq!(
         etcdctl(&["get", "greeting", "--print-value-only"]).1.trim(),
         "hello"
@@ -369,11 +417,20 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     assert!(ok && out.contains("Running"), "{out}");
 
     // Continuous load while the membership changes.
-    let mut c0 = etcd_client::Client::connect([client_url(0)], None)
+    let with_tls = etcd_client::ConnectOptions::new().with_tls(tls.clone());
+    let mut c0 = etcd_client::Client::connect([client_url(0)], Some(with_tls.clone()))
         .await
         .unwrap();
     c0.put(load::REGISTER, "init", None).await.unwrap();
-    let load = load::Load::start(endpoints(1), 2, 2);
+    let load = load::Load::start_with(
+        endpoints(1),
+        2,
+        2,
+        load::LoadOptions {
+            tls: Some(tls.clone()),
+            reconnect_every: 0,
+        },
+    );
     assert_lease_reads(&api, &kubelet).await;
 
     // Prometheus finds the members through the API server and sees lease reads.
@@ -447,7 +504,10 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     );
     assert!(acked > 20, "the load ran");
     register::assert_linearizable(&rec.history, "init");
-    let lost = rec.lost_writes(&client_url(0)).await;
+    let mut c0 = etcd_client::Client::connect([client_url(0)], Some(with_tls))
+        .await
+        .unwrap();
+    let lost = rec.lost_writes_via(&mut c0).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     // The removed members' volumes went with them (retentionOnScaleDown: Delete).
     let (ok, out) = kubectl(&cp, &["get", "pvc", "-o", "name"], None);
