@@ -1,8 +1,12 @@
 //! TLS on real members, used by the real etcdctl: three members with client and peer mutual TLS
 //! (https:// URLs, `--client-cert-auth`, `--peer-client-cert-auth`) replicate, forward to the
 //! leader and serve etcdctl with a client certificate; plain http, no client certificate and a
-//! certificate of another CA are refused; and a member's certificate rotated on disk (to one of
-//! a new CA) is served to the next connection without a restart.
+//! certificate of another CA are refused; forged peer messages under a member's id (a heartbeat,
+//! and issue 17's attacks: an append that would write a key, a snapshot that would replace the
+//! state, both fitting the log) from a certificate of the right CA for another host are dropped
+//! and nothing is written; admin calls are limited to allowed common names; and a member's
+//! certificate rotated on disk (to one of a new CA) is served to the next connection without a
+//! restart. Also: metrics over https, and rotation to a new CA under linearizable load.
 
 mod support;
 
@@ -188,6 +192,11 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
     let stranger_dir = tmp.path().join("stranger");
     std::fs::create_dir_all(&stranger_dir).unwrap();
     let (scert, skey) = ca.issue(&stranger_dir, "peer", &["127.0.0.99"]);
+    // Where the follower's log ends (at rest, after the put above: commit = last index).
+    let f_last = c.members[follower]
+        .metric("metastore_raft_commit_index")
+        .unwrap() as u64;
+    let f_term = c.members[follower].metric("metastore_raft_term").unwrap() as u64;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let peer_url = format!("https://{fip}:2380");
@@ -240,6 +249,36 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
         let _ = stranger
             .stream(futures::stream::iter(vec![heartbeat(lid)]))
             .await;
+        // The attacks of issue 17 under the leader's id, fitting the follower's log: an append
+        // that would write a key, and a snapshot that would replace the whole state.
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        (append.from, append.to, append.term) = (lid, fid, f_term);
+        (append.index, append.log_term, append.commit) = (f_last, f_term, f_last + 1);
+        let mut e = raft::eraftpb::Entry::default();
+        (e.term, e.index) = (f_term, f_last + 1);
+        e.data =
+            metastore_node::replicated::command::Command::Put(etcd_client::proto::PbPutRequest {
+                key: b"forged".to_vec(),
+                value: b"x".to_vec(),
+                ..Default::default()
+            })
+            .encode()
+            .into();
+        append.mut_entries().push(e);
+        let mut snap = Message::default();
+        snap.set_msg_type(MessageType::MsgSnapshot);
+        (snap.from, snap.to, snap.term) = (lid, fid, f_term);
+        let meta = snap.mut_snapshot().mut_metadata();
+        (meta.index, meta.term) = (f_last + 100, f_term);
+        meta.mut_conf_state().voters = vec![lid];
+        let batch = |m: Message| RaftBatch {
+            messages: vec![m.write_to_bytes().unwrap()],
+            cluster_id: info.cluster_id,
+        };
+        let _ = stranger
+            .stream(futures::stream::iter(vec![batch(append), batch(snap)]))
+            .await;
         let ldir = tmp.path().join(&lname);
         let mut leader_cert = dial(ldir.join("peer.crt"), ldir.join("peer.key")).await;
         let _ = leader_cert
@@ -255,7 +294,16 @@ fn mutual_tls_on_clients_and_peers_with_etcdctl_and_rotation() {
     let mismatches = c.members[follower]
         .metric("metastore_peer_messages_rejected_total{reason=\"identity_mismatch\"}")
         .unwrap_or(0.0);
-    assert_eq!(mismatches, 3.0, "forged senders not refused");
+    assert_eq!(mismatches, 5.0, "forged senders not refused");
+    // Nothing was written: the forged key is nowhere, and the follower's log did not move.
+    for m in &c.members {
+        let (ok, out) = tls(&m.ip, &["get", "forged", "--consistency=s"]);
+        assert!(ok && out.trim().is_empty(), "{}: {out}", m.name);
+    }
+    assert_eq!(
+        c.members[follower].metric("metastore_raft_commit_index"),
+        Some(f_last as f64)
+    );
     // The members' own traffic was never refused.
     for m in &c.members {
         let r = m
