@@ -204,6 +204,11 @@ pub struct Flags {
     /// Comma-separated TLS 1.2 cipher suites by IANA name (TLS 1.3 suites are always on).
     #[arg(long, env = "METASTORE_CIPHER_SUITES")]
     pub cipher_suites: Option<String>,
+    /// Restart this member, from its data dir, as the only voter of its cluster, with every
+    /// entry it committed (etcd's flag, for disaster recovery after losing a quorum); the other
+    /// members are removed. Start it once with the flag, then without.
+    #[arg(long, env = "METASTORE_FORCE_NEW_CLUSTER", default_value_t = false)]
+    pub force_new_cluster: bool,
     /// With `--peer-client-cert-auth`: a peer certificate must also carry this common name
     /// (etcd's flag; the certificate must still be valid for the sender's peer URL host).
     #[arg(long, env = "METASTORE_PEER_CERT_ALLOWED_CN")]
@@ -302,6 +307,8 @@ pub struct Config {
     pub peer_tls: Option<crate::tls::TlsSettings>,
     /// TLS on the metrics listeners (their URLs are https://), with the client settings.
     pub metrics_tls: Option<crate::tls::TlsSettings>,
+    /// Restart as the only voter (`--force-new-cluster`).
+    pub force_new_cluster: bool,
     /// Common name every peer certificate must carry (`--peer-cert-allowed-cn`).
     pub peer_cert_allowed_cn: Option<String>,
     /// Common names allowed to make admin calls (`--admin-cert-allowed-cn`); empty: any.
@@ -726,6 +733,7 @@ impl Flags {
             client_tls,
             peer_tls,
             metrics_tls,
+            force_new_cluster: self.force_new_cluster,
             peer_cert_allowed_cn: self.peer_cert_allowed_cn,
             admin_cert_allowed_cn,
         })

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auto_compaction;
+pub mod backup;
 pub mod compactor;
 pub mod config;
 pub mod consensus;

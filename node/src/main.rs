@@ -1,9 +1,15 @@
-//! `metastore-node`: runs one MetaStore member.
+//! `metastore-node`: runs one MetaStore member; `metastore-node snapshot status|restore` checks
+//! and restores snapshot files.
 
 use clap::Parser;
 use metastore_node::config::Flags;
 
 fn main() {
+    // `metastore-node snapshot status|restore …`, like etcdutl.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        std::process::exit(metastore_node::backup::cli::run(&args[2..]));
+    }
     let flags = match Flags::try_parse() {
         Ok(f) => f,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

@@ -496,3 +496,59 @@ fn quota_alarm_matches_real_etcd() {
     let got = session(&ms.members[0].client_url());
     assert_eq!(want, got);
 }
+
+/// Migration from etcd: `etcdctl make-mirror` from a live etcd 3.5.1 into MetaStore copies what
+/// etcd holds and then follows its writes, puts and deletes alike (docs/operations.md).
+#[test]
+fn make_mirror_from_etcd_into_metastore() {
+    let net = loopback_net();
+    let etcd = start_etcd(&format!("{net}.200"));
+    let ms = Cluster::start(BIN, 1, &[]);
+    ms.wait_ready(Duration::from_secs(30));
+    let dest = ms.members[0].client_url();
+    for i in 0..50 {
+        assert!(
+            etcdctl(
+                &etcd.endpoint,
+                &["put", &format!("app/k{i:02}"), &format!("v{i}")]
+            )
+            .0
+        );
+    }
+    assert!(etcdctl(&etcd.endpoint, &["put", "other/x", "1"]).0);
+    let mut mirror = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", etcd.endpoint))
+        .args(["make-mirror", &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Writes while it mirrors: new keys, overwrites, a delete.
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 50..60 {
+        assert!(
+            etcdctl(
+                &etcd.endpoint,
+                &["put", &format!("app/k{i:02}"), &format!("v{i}")]
+            )
+            .0
+        );
+    }
+    assert!(etcdctl(&etcd.endpoint, &["put", "app/k00", "changed"]).0);
+    assert!(etcdctl(&etcd.endpoint, &["del", "app/k01"]).0);
+    let listing = |ep: &str| etcdctl(ep, &["get", "", "--prefix"]).1;
+    let want = listing(&etcd.endpoint);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listing(&dest) != want {
+        assert!(
+            Instant::now() < deadline,
+            "mirror incomplete:\n{}",
+            listing(&dest)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = mirror.kill();
+    let _ = mirror.wait();
+    assert!(want.contains("changed") && !want.contains("app/k01\n"));
+}

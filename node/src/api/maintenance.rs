@@ -4,7 +4,7 @@
 //! to defragment), Alarm (NOSPACE raised when `--quota-backend-bytes` is exhausted; GET, ACTIVATE,
 //! DEACTIVATE). Downgrade answers Unimplemented with a clear message.
 
-use std::io::{self, Write};
+use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::observe::observed;
 use crate::api::status::{mvcc_status, node_status, propose_status, unexpected_response};
+use crate::backup::format::{framed_len, SnapshotFramer};
 use crate::node::{LoopMsg, NodeError, NodeHandle};
 use crate::replicated::command::{Command, CommandResponse};
 
@@ -48,94 +49,8 @@ impl MaintenanceService {
 /// Bytes per Snapshot message.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
-/// Magic at the start of a snapshot stream.
-const SNAPSHOT_MAGIC: &[u8; 24] = b"METASTORE-SNAPSHOT-1\0\0\0\0";
-
-/// Length of the whole Snapshot stream for a state of `state_len` bytes.
-pub fn framed_len(state_len: u64) -> u64 {
-    (SNAPSHOT_MAGIC.len() as u64 + 8 + state_len).div_ceil(512) * 512 + 32
-}
-
-/// The snapshot as etcdctl expects a database stream: length-prefixed state, zero padding to a
-/// multiple of 512 bytes, then the SHA-256 of all that (etcdctl checks `size % 512 == 32`).
-/// The state is written into it as a stream and leaves as chunks (hashed as they go), so no copy
-/// of the state is ever whole in memory.
-pub struct SnapshotFramer<F> {
-    emit: F,
-    chunk: usize,
-    buf: Vec<u8>,
-    hasher: sha2::Sha256,
-    declared: u64,
-    written: u64,
-}
-
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> SnapshotFramer<F> {
-    /// A framer for a state of `state_len` bytes, handing `chunk`-byte pieces to `emit`.
-    pub fn new(state_len: u64, chunk: usize, emit: F) -> io::Result<Self> {
-        use sha2::Digest;
-        let mut f = SnapshotFramer {
-            emit,
-            chunk: chunk.max(1),
-            buf: Vec::new(),
-            hasher: sha2::Sha256::new(),
-            declared: state_len,
-            written: 0,
-        };
-        f.push(SNAPSHOT_MAGIC, true)?;
-        f.push(&state_len.to_be_bytes(), true)?;
-        Ok(f)
-    }
-
-    fn push(&mut self, data: &[u8], hashed: bool) -> io::Result<()> {
-        use sha2::Digest;
-        if hashed {
-            self.hasher.update(data);
-        }
-        self.buf.extend_from_slice(data);
-        while self.buf.len() >= self.chunk {
-            let rest = self.buf.split_off(self.chunk);
-            (self.emit)(std::mem::replace(&mut self.buf, rest))?;
-        }
-        Ok(())
-    }
-
-    /// Pads, appends the digest and sends the last piece; fails if the state written was not
-    /// the length declared.
-    pub fn finish(mut self) -> io::Result<()> {
-        use sha2::Digest;
-        if self.written != self.declared {
-            return Err(io::Error::other(format!(
-                "state was {} bytes, {} declared",
-                self.written, self.declared
-            )));
-        }
-        let body = SNAPSHOT_MAGIC.len() as u64 + 8 + self.declared;
-        let pad = (body.div_ceil(512) * 512 - body) as usize;
-        self.push(&vec![0u8; pad], true)?;
-        let digest = std::mem::take(&mut self.hasher).finalize();
-        self.push(&digest, false)?;
-        if !self.buf.is_empty() {
-            (self.emit)(std::mem::take(&mut self.buf))?;
-        }
-        Ok(())
-    }
-}
-
-impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for SnapshotFramer<F> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.push(data, true)?;
-        self.written += data.len() as u64;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Hash of the key space `store` at `revision` (0 = current): (hash, compact revision, revision).
 fn hash_kv_at(store: &metastore_mvcc::Store, revision: i64) -> (Result<u32, Status>, i64, i64) {
-    use sha1::{Digest, Sha1};
     let rev = if revision > 0 {
         revision
     } else {
@@ -156,27 +71,8 @@ fn hash_kv_at(store: &metastore_mvcc::Store, revision: i64) -> (Result<u32, Stat
             rev,
         );
     }
-    let mut h = Sha1::new();
-    let visited = store.visit_versions(rev, |k, main, sub, v| {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k);
-        h.update(main.to_be_bytes());
-        h.update(sub.to_be_bytes());
-        match v {
-            Some(v) => {
-                h.update([1]);
-                h.update((v.len() as u64).to_be_bytes());
-                h.update(v);
-            }
-            None => h.update([0]),
-        }
-    });
-    if let Err(e) = visited {
-        return (Err(mvcc_status(&e)), compacted, rev);
-    }
-    let d = h.finalize();
     (
-        Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+        crate::replicated::kv_hash::kv_hash(store, rev).map_err(|e| mvcc_status(&e)),
         compacted,
         rev,
     )
@@ -408,51 +304,5 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbDowngradeResponse>, Status> {
         crate::api::admin_access::require_admin(&self.node.shared, &req)?;
         Err(unimplemented("Downgrade"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The whole stream built in one piece, as etcdctl reads it.
-    fn framed(state: &[u8]) -> Vec<u8> {
-        use sha2::{Digest, Sha256};
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend_from_slice(&(state.len() as u64).to_be_bytes());
-        out.extend_from_slice(state);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
-        out
-    }
-
-    #[test]
-    fn frames_are_the_framed_stream_cut_into_chunks() {
-        for len in [0usize, 1, 479, 480, 481, 1000, 70_000] {
-            let state: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-            for chunk in [1usize, 7, 32, 512, 1000, 32 * 1024] {
-                let mut parts: Vec<Vec<u8>> = Vec::new();
-                let mut f = SnapshotFramer::new(len as u64, chunk, |b| {
-                    parts.push(b);
-                    Ok(())
-                })
-                .unwrap();
-                // Written in uneven pieces, as a serializer would.
-                for piece in state.chunks(13) {
-                    f.write_all(piece).unwrap();
-                }
-                f.finish().unwrap();
-                let total = framed_len(len as u64);
-                assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= chunk));
-                let joined = parts.concat();
-                assert_eq!(joined.len() as u64, total);
-                assert_eq!(total % 512, 32, "etcdctl's size check");
-                assert_eq!(joined, framed(&state), "len {len}, chunk {chunk}");
-            }
-        }
-        // A state shorter than declared is an error, not a wrong stream.
-        let f = SnapshotFramer::new(10, 4, |_| Ok(())).unwrap();
-        assert!(f.finish().is_err());
     }
 }

@@ -76,6 +76,9 @@ pub enum BootstrapError {
     /// `--initial-cluster-state existing` with an empty data dir, but the cluster was not asked.
     #[error("joining an existing cluster needs the member list from a peer")]
     NotJoined,
+    /// `--force-new-cluster` cannot be used on this data dir.
+    #[error("--force-new-cluster: {0}")]
+    ForceNewCluster(String),
     /// raft-rs refused the configuration or state.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
@@ -187,6 +190,70 @@ pub fn is_fresh(data_dir: &Path) -> bool {
     !data_dir.join("member").join("identity").exists()
 }
 
+/// The members `--initial-cluster` names, as a new cluster's state holds them.
+pub fn initial_members(cfg: &Config) -> BTreeMap<u64, Member> {
+    cfg.initial_cluster
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                Member {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: vec![],
+                    is_learner: false,
+                },
+            )
+        })
+        .collect()
+}
+
+/// What every founding member of a new cluster writes: `sm` as the snapshot at
+/// [`BOOTSTRAP_INDEX`], its members the voters, and the log starting after it.
+fn write_founding_snapshot(
+    log: &mut RaftLog,
+    snapshots: &SnapshotFiles,
+    sm: &StateMachine,
+) -> Result<(), BootstrapError> {
+    let mut meta = SnapshotMetadata::default();
+    meta.index = BOOTSTRAP_INDEX;
+    meta.term = BOOTSTRAP_INDEX;
+    meta.mut_conf_state().voters = sm.members.keys().copied().collect();
+    snapshots.write(&meta, |w| {
+        sm.write_snapshot(w, ValuesIn::Body)
+            .map_err(|e| e.to_string())
+    })?;
+    log.persist(PersistBatch {
+        snapshot: Some(meta),
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// Creates the data directory of a founding member of a new cluster whose state is `sm`
+/// (`snapshot restore`): `sm` must already carry the new cluster's id and members. The member
+/// then starts from it with the same flags, as from any new data directory.
+pub fn create_restored(cfg: &Config, sm: &StateMachine) -> Result<Identity, BootstrapError> {
+    let member_dir = cfg.data_dir.join("member");
+    fs::create_dir_all(&member_dir).map_err(io(&member_dir))?;
+    let mut log = RaftLog::open_with(
+        &member_dir.join("wal"),
+        LogLimits::for_quota(cfg.quota_backend_bytes),
+    )?;
+    let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
+    write_founding_snapshot(&mut log, &snapshots, sm)?;
+    log.sync()?;
+    let id = Identity {
+        member_id: cfg.member_id,
+        name: cfg.name.clone(),
+        cluster_id: sm.cluster_id,
+        bootstrap_members: sm.members.clone(),
+    };
+    write_identity(&member_dir.join("identity"), &id)?;
+    Ok(id)
+}
+
 /// Opens or creates the member's data directory. A joining member passes what it learned from
 /// the cluster; a new cluster's members bootstrap from `--initial-cluster`.
 pub fn open(
@@ -250,44 +317,16 @@ pub fn open(
             id
         }
         None => {
-            let members: BTreeMap<u64, Member> = cfg
-                .initial_cluster
-                .iter()
-                .map(|m| {
-                    (
-                        m.id,
-                        Member {
-                            id: m.id,
-                            name: m.name.clone(),
-                            peer_urls: m.peer_urls.clone(),
-                            client_urls: vec![],
-                            is_learner: false,
-                        },
-                    )
-                })
-                .collect();
-            let ids: Vec<u64> = members.keys().copied().collect();
+            let members = initial_members(cfg);
             let id = Identity {
                 member_id: cfg.member_id,
                 name: cfg.name.clone(),
-                cluster_id: cluster_id(&ids),
+                cluster_id: cluster_id(&members.keys().copied().collect::<Vec<_>>()),
                 bootstrap_members: members.clone(),
             };
             if log.is_blank() {
-                // Every founding member writes the same snapshot at index 1.
                 let sm = StateMachine::bootstrap(id.cluster_id, members);
-                let mut meta = SnapshotMetadata::default();
-                meta.index = BOOTSTRAP_INDEX;
-                meta.term = BOOTSTRAP_INDEX;
-                meta.mut_conf_state().voters = ids;
-                snapshots.write(&meta, |w| {
-                    sm.write_snapshot(w, ValuesIn::Body)
-                        .map_err(|e| e.to_string())
-                })?;
-                log.persist(PersistBatch {
-                    snapshot: Some(meta),
-                    ..Default::default()
-                })?;
+                write_founding_snapshot(&mut log, &snapshots, &sm)?;
             }
             write_identity(&identity_path, &id)?;
             tracing::info!(
@@ -344,6 +383,9 @@ pub fn open(
         }
     };
 
+    if cfg.force_new_cluster {
+        force_new_cluster(&mut log, &state, identity.member_id)?;
+    }
     sweep_in_background(state.store.clone());
     let rc = raft_config(cfg, identity.member_id, applied);
     rc.validate()?;
@@ -355,6 +397,67 @@ pub fn open(
         snapshots,
         identity,
     })
+}
+
+/// `--force-new-cluster`: removals of every other member are appended to the log and committed
+/// with everything before them, so the member replays its log, then the removals, and runs as
+/// the only voter. Unlike etcd, entries after the persisted commit index are kept, not dropped:
+/// the commit index is persisted lazily here, so it may lag entries this member acknowledged
+/// (an entry that was never committed had no acknowledged client: applying it is allowed).
+/// Refused for a learner (it may lack committed entries).
+fn force_new_cluster(
+    log: &mut RaftLog,
+    state: &StateMachine,
+    me: u64,
+) -> Result<(), BootstrapError> {
+    let cs = log.conf_state().clone();
+    if !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+        return Err(BootstrapError::ForceNewCluster(
+            "this member is not a voter; recover from a voter's data dir".into(),
+        ));
+    }
+    let others: std::collections::BTreeSet<u64> = cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .copied()
+        .chain(state.members.keys().copied())
+        .filter(|id| *id != me)
+        .collect();
+    let mut hs = log.hard_state().clone();
+    hs.commit = raft::Storage::last_index(log)?.max(hs.commit);
+    let entries: Vec<raft::eraftpb::Entry> = others
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let cc = crate::replicated::membership::conf_change(
+                &crate::replicated::membership::MemberChange::Remove(*id),
+            )?;
+            let mut e = raft::eraftpb::Entry::default();
+            e.set_entry_type(raft::eraftpb::EntryType::EntryConfChangeV2);
+            e.term = hs.term;
+            e.index = hs.commit + 1 + i as u64;
+            e.data = protobuf::Message::write_to_bytes(&cc)
+                .map_err(|e| tracing::error!("encoding a removal: {e}"))
+                .ok()?
+                .into();
+            Some(e)
+        })
+        .collect();
+    hs.commit += entries.len() as u64;
+    tracing::warn!(
+        removed = ?others.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+        commit = hs.commit,
+        "--force-new-cluster: restarting as the only voter with every committed entry"
+    );
+    log.persist(PersistBatch {
+        entries,
+        hard_state: Some(hs),
+        ..Default::default()
+    })?;
+    Ok(())
 }
 
 /// Deletes, off the Raft thread, stored values that `view` does not reference (left by a crash
