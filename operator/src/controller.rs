@@ -1,5 +1,6 @@
 //! The controller: watches MetaStores and what they own, runs one reconcile (`reconcile.rs`, in
-//! phases) per change or requeue, counts them in the metrics and backs off after failures.
+//! phases) per change or requeue, counts them in the metrics and backs off after failures; the
+//! MetaStoreBackup controller (`backup_controller.rs`) runs beside it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,16 +52,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             Api::all(client.clone()),
         ),
     };
-    Controller::new(mss, watcher::Config::default())
+    let metastores = Controller::new(mss, watcher::Config::default())
         .owns(sets, watcher::Config::default())
         .owns(svcs, watcher::Config::default())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             match r {
                 Ok((obj, _)) => tracing::debug!(name = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!("controller: {e}"),
             }
-        })
-        .await;
+        });
+    futures::join!(metastores, crate::backup_controller::run(ctx, namespace));
 }

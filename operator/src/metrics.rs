@@ -1,7 +1,8 @@
 //! The operator's Prometheus metrics.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// How a membership operation ended (the `result` label).
@@ -40,6 +41,10 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Membership operations by kind and result.
     pub operations: IntCounterVec,
+    /// Unix time of each MetaStore's last successful backup.
+    pub backup_last_success: GaugeVec,
+    /// Backups finished, by result (`succeeded`, `failed`).
+    pub backups: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,13 +76,31 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let backup_last_success = GaugeVec::new(
+            Opts::new(
+                "metastore_backup_last_success_timestamp_seconds",
+                "Unix time of the last successful backup of a MetaStore.",
+            ),
+            &["metastore_namespace", "metastore"],
+        )?;
+        let backups = IntCounterVec::new(
+            Opts::new(
+                "metastore_operator_backups_total",
+                "Backups finished, by result.",
+            ),
+            &["result"],
+        )?;
         registry.register(Box::new(operations.clone()))?;
+        registry.register(Box::new(backup_last_success.clone()))?;
+        registry.register(Box::new(backups.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
             failures,
             duration,
             operations,
+            backup_last_success,
+            backups,
         })
     }
 
