@@ -53,6 +53,7 @@ images:
 test: deps fmt-check clippy
 	METASTORE_ETCD=$$(bash scripts/etcd-server.sh | tail -1) \
 	METASTORE_PY=$$(bash scripts/python-etcd3.sh | tail -1) \
+	METASTORE_WEED=$$(bash scripts/seaweedfs.sh | tail -1) \
 	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## The fault-injection suite's short profile alone (also part of `make test`), with its table.

@@ -12,6 +12,8 @@ BIN=$(bash scripts/k8s-binaries.sh | tail -1)
 export METASTORE_K8S_TOOLS=$(bash scripts/k8s-tools.sh | tail -1)
 export PATH="$METASTORE_K8S_TOOLS:$PATH"
 export METASTORE_K8S_BIN="$BIN"
+# SeaweedFS, the S3-compatible store backups go to (built once, cached by version).
+export METASTORE_WEED=$(bash scripts/seaweedfs.sh | tail -1)
 CARGO="${CARGO:-cargo}"
 # Build first, outside the namespace, so the test run below only runs.
 $CARGO build -p metastore-node -p metastore-operator

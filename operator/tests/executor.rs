@@ -4,31 +4,15 @@
 //! step by step and checks the members' lease status after every step.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use metastore_operator::executor::{self, ClusterView, Dial, ExecError, Outcome, Target};
 use metastore_operator::planner::{plan, Observed, Step};
+use metastore_testkit::node_bin;
 
 /// These members serve plain http.
 static PLAIN: Dial = Dial { tls: None };
-
-fn node_bin() -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/metastore-node
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("metastore-node"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p metastore-node)",
-        bin.display()
-    );
-    bin
-}
 
 struct Pods {
     net: String,

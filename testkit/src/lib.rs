@@ -25,9 +25,28 @@ pub mod faults;
 pub mod load;
 pub mod namespace;
 pub mod process;
+pub mod s3;
 
 pub use client::{add_learner, client, current_revision, try_client};
 pub use cluster::{loopback_net, Cluster, FAST};
 pub use etcd_cli::{etcdctl, etcdctl_output};
 pub use namespace::in_namespace;
 pub use process::{http_get, tail, Member};
+
+/// The `metastore-node` binary next to the running test binary (`target/<profile>/`), for tests
+/// of other packages (the operator's); panics with a hint when it was not built.
+pub fn node_bin() -> std::path::PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/metastore-node
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("metastore-node"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p metastore-node)",
+        bin.display()
+    );
+    bin
+}

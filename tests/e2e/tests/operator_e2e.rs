@@ -494,6 +494,53 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         |v| v == 1.0,
     )
     .await;
+    // An on-demand backup under the write load, into a real S3-compatible store.
+    let s3 = metastore_testkit::s3::SeaweedFs::start(base_port + 20);
+    s3.create_bucket("backups");
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3-creds}}\n\
+             stringData: {{accessKeyId: {}, secretAccessKey: {}}}\n---\n\
+             apiVersion: metastore.io/v1alpha1\nkind: MetaStoreBackup\nmetadata: {{name: first}}\n\
+             spec: {{metaStore: {NAME}, s3: {{bucket: backups, prefix: e2e/, endpoint: '{}', credentialsSecret: s3-creds}}}}\n",
+            metastore_testkit::s3::ACCESS_KEY,
+            metastore_testkit::s3::SECRET_KEY,
+            s3.endpoint
+        )),
+    );
+    assert!(ok, "{out}");
+    let backups: Api<metastore_operator::backup_crd::MetaStoreBackup> =
+        Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let b = backups.get("first").await.unwrap();
+        let st = b.status.unwrap_or_default();
+        use metastore_operator::backup_crd::BackupPhase;
+        match st.phase {
+            Some(BackupPhase::Succeeded) => break st,
+            Some(BackupPhase::Failed) => panic!("backup failed: {:?}", st.message),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup not done: {st:?}\n{}",
+            tail(&op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let key = format!("e2e/{NS}/{NAME}/first.db");
+    assert_eq!(
+        status.object_url.as_deref(),
+        Some(&*format!("s3://backups/{key}"))
+    );
+    assert!(status.revision.unwrap_or(0) > 0 && status.size.unwrap_or(0) > 0);
+    assert_eq!(s3.keys("backups"), vec![key]);
+    let (ok, out) = kubectl(&cp, &["get", "msb", "first"], None);
+    assert!(ok && out.contains("Succeeded"), "{out}");
+    eprintln!("backup: {status:?}");
+
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = load.stop().await;
     let acked = rec.acked_writes();

@@ -1,0 +1,183 @@
+//! A real S3-compatible server for tests: SeaweedFS (`weed server` with S3) on loopback, from the
+//! binary `scripts/seaweedfs.sh` builds (its path in `METASTORE_WEED`, set by the Makefile), with
+//! static credentials; buckets and objects reached with curl's own SigV4 signing. Stopped (and
+//! its files removed) when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The access key the server accepts.
+pub const ACCESS_KEY: &str = "metastore-test";
+/// Its secret key.
+pub const SECRET_KEY: &str = "metastore-test-secret";
+
+/// A running SeaweedFS.
+pub struct SeaweedFs {
+    child: Child,
+    dir: tempfile::TempDir,
+    ports: [u16; 4],
+    /// The S3 endpoint, `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+/// The `weed` binary: `METASTORE_WEED`, else what `scripts/seaweedfs.sh` prints (building it
+/// once if needed).
+pub fn weed_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("METASTORE_WEED") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/seaweedfs.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/seaweedfs.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("weed path").trim())
+}
+
+impl SeaweedFs {
+    /// Starts master, volume, filer and S3 on 127.0.0.1 at `base`, `base+1`, `base+2` and
+    /// `base+3` (each also takes port+10000 for gRPC); waits until S3 answers.
+    pub fn start(base: u16) -> SeaweedFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("conf");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("s3.json"),
+            format!(
+                r#"{{"identities":[{{"name":"metastore","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        // A throwaway single-node cluster has no veteran volume servers to wait for.
+        std::fs::write(
+            conf.join("master.toml"),
+            "[master.volume_growth]\nallocation_deferral = \"0s\"\n",
+        )
+        .unwrap();
+        let ports = [base, base + 1, base + 2, base + 3];
+        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+        let p = |d: &Path| d.display().to_string();
+        let child = Command::new(weed_bin())
+            .args([
+                "-logtostderr".to_string(),
+                format!("-config_dir={}", p(&conf)),
+                "server".into(),
+                format!("-dir={}", p(&dir.path().join("data"))),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-master.port={}", ports[0]),
+                format!("-volume.port={}", ports[1]),
+                "-filer".into(),
+                format!("-filer.port={}", ports[2]),
+                "-s3".into(),
+                format!("-s3.port={}", ports[3]),
+                format!("-s3.config={}", p(&conf.join("s3.json"))),
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
+                "-master.telemetry=false".into(),
+                "-master.volumeSizeLimitMB=64".into(),
+                "-volume.max=100".into(),
+                "-volume.preStopSeconds=0".into(),
+                format!("-filer.localSocket={}", p(&dir.path().join("filer.sock"))),
+                format!("-s3.localSocket={}", p(&dir.path().join("s3.sock"))),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start weed");
+        let endpoint = format!("http://127.0.0.1:{}", ports[3]);
+        let mut s = SeaweedFs {
+            child,
+            dir,
+            ports,
+            endpoint,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // An anonymous request is answered 403 once S3 is up.
+            let code = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &s.endpoint])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            if code == "403" {
+                break;
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("weed exited ({st}):\n{}", s.log());
+            }
+            assert!(Instant::now() < deadline, "S3 did not answer:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        let t = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        crate::tail(&t)
+    }
+
+    /// A signed S3 request with curl: `method` on `path` (`/bucket/key?query`); returns
+    /// (success, body).
+    pub fn request(&self, method: &str, path: &str, out: Option<&Path>) -> (bool, Vec<u8>) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-fsS",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            &format!("{ACCESS_KEY}:{SECRET_KEY}"),
+            "-X",
+            method,
+            &format!("{}{path}", self.endpoint),
+        ]);
+        if let Some(o) = out {
+            c.arg("-o").arg(o);
+        }
+        let o = c.output().expect("curl");
+        (o.status.success(), o.stdout)
+    }
+
+    /// Creates `bucket`.
+    pub fn create_bucket(&self, bucket: &str) {
+        let (ok, body) = self.request("PUT", &format!("/{bucket}"), None);
+        assert!(ok, "create bucket: {}", String::from_utf8_lossy(&body));
+    }
+
+    /// The keys in `bucket` (ListObjectsV2).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let (ok, body) = self.request("GET", &format!("/{bucket}?list-type=2"), None);
+        assert!(ok, "list: {}", String::from_utf8_lossy(&body));
+        let text = String::from_utf8_lossy(&body);
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        // A graceful stop takes ~15 s (the filer waits on a stopped volume server); a test's
+        // data is thrown away, so kill it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // gRPC sockets at fixed paths, keyed by port.
+        for p in self.ports {
+            let port = p as u32 + 10000;
+            if let Ok(rd) = std::fs::read_dir("/tmp") {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    if n.starts_with("seaweedfs-") && n.ends_with(&format!("-grpc-{port}.sock")) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
