@@ -54,7 +54,7 @@ async fn a_snapshot_streams_into_seaweedfs_and_restores_from_there() {
         .unwrap()
         .revision();
 
-    let s3 = SeaweedFs::start(20000 + (pid % 400) as u16 * 10);
+    let s3 = SeaweedFs::start(14000 + (pid % 300) as u16 * 10);
     s3.create_bucket("backups");
     let target = S3Target {
         bucket: "backups".into(),

@@ -16,7 +16,7 @@ pub const SECRET_KEY: &str = "metastore-test-secret";
 pub struct SeaweedFs {
     child: Child,
     dir: tempfile::TempDir,
-    ports: [u16; 4],
+    ports: [u16; 5],
     /// The S3 endpoint, `http://127.0.0.1:<port>`.
     pub endpoint: String,
 }
@@ -38,9 +38,15 @@ pub fn weed_bin() -> PathBuf {
 }
 
 impl SeaweedFs {
-    /// Starts master, volume, filer and S3 on 127.0.0.1 at `base`, `base+1`, `base+2` and
-    /// `base+3` (each also takes port+10000 for gRPC); waits until S3 answers.
+    /// Starts `weed mini` (master, volume, filer, S3, admin in one process) on 127.0.0.1 at
+    /// `base` … `base + 4`; each also takes port + 10000 for gRPC, which must stay below the
+    /// ephemeral range (32768), so `base` must be below 22760. Waits until a signed request is
+    /// answered (an anonymous 403 comes before the credentials are loaded).
     pub fn start(base: u16) -> SeaweedFs {
+        assert!(
+            base < 22760,
+            "SeaweedFS gRPC ports would reach the ephemeral range"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("conf");
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -52,36 +58,31 @@ impl SeaweedFs {
             ),
         )
         .unwrap();
-        // A throwaway single-node cluster has no veteran volume servers to wait for.
-        std::fs::write(
-            conf.join("master.toml"),
-            "[master.volume_growth]\nallocation_deferral = \"0s\"\n",
-        )
-        .unwrap();
-        let ports = [base, base + 1, base + 2, base + 3];
+        let ports = [base, base + 1, base + 2, base + 3, base + 4];
         let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
         let p = |d: &Path| d.display().to_string();
         let child = Command::new(weed_bin())
             .args([
                 "-logtostderr".to_string(),
                 format!("-config_dir={}", p(&conf)),
-                "server".into(),
+                "mini".into(),
                 format!("-dir={}", p(&dir.path().join("data"))),
                 "-ip=127.0.0.1".into(),
                 "-ip.bind=127.0.0.1".into(),
                 format!("-master.port={}", ports[0]),
                 format!("-volume.port={}", ports[1]),
-                "-filer".into(),
                 format!("-filer.port={}", ports[2]),
-                "-s3".into(),
                 format!("-s3.port={}", ports[3]),
-                format!("-s3.config={}", p(&conf.join("s3.json"))),
+                format!("-admin.port={}", ports[4]),
+                "-admin.port.legacy=0".into(),
+                "-admin.ui=false".into(),
+                "-webdav=false".into(),
                 "-s3.port.iceberg=0".into(),
                 "-s3.port.lance=0".into(),
+                format!("-s3.config={}", p(&conf.join("s3.json"))),
                 "-master.telemetry=false".into(),
                 "-master.volumeSizeLimitMB=64".into(),
                 "-volume.max=100".into(),
-                "-volume.preStopSeconds=0".into(),
                 format!("-filer.localSocket={}", p(&dir.path().join("filer.sock"))),
                 format!("-s3.localSocket={}", p(&dir.path().join("s3.sock"))),
             ])
@@ -97,16 +98,7 @@ impl SeaweedFs {
             endpoint,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            // An anonymous request is answered 403 once S3 is up.
-            let code = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &s.endpoint])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default();
-            if code == "403" {
-                break;
-            }
+        while !s.request("GET", "/", None).0 {
             if let Ok(Some(st)) = s.child.try_wait() {
                 panic!("weed exited ({st}):\n{}", s.log());
             }

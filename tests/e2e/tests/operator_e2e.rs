@@ -5,7 +5,8 @@
 //! history is checked for linearizability and every acknowledged write must survive. The
 //! MetaStore runs with operator-managed TLS (`tls: {mode: Managed}`): clients use the
 //! application certificate Secret the operator makes, plain http is refused, and admin calls
-//! are the operator's alone.
+//! are the operator's alone. Under the load, an on-demand `MetaStoreBackup` streams a snapshot
+//! into a real SeaweedFS and reaches Succeeded.
 //!
 //! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
 
@@ -495,7 +496,8 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     )
     .await;
     // An on-demand backup under the write load, into a real S3-compatible store.
-    let s3 = metastore_testkit::s3::SeaweedFs::start(base_port + 20);
+    let s3 =
+        metastore_testkit::s3::SeaweedFs::start(17000 + (std::process::id() % 400) as u16 * 10);
     s3.create_bucket("backups");
     let (ok, out) = kubectl(
         &cp,
