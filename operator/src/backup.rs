@@ -174,6 +174,14 @@ pub async fn upload_snapshot(
     }
 }
 
+/// Deletes the object at `key` (a pruned scheduled backup).
+pub async fn delete_object(store: &dyn ObjectStore, key: &str) -> Result<(), BackupError> {
+    match store.delete(&ObjectPath::from(key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,21 +77,25 @@ async fn prepare(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("MetaStore {ns}/{} not found", b.spec.meta_store))?;
+    Ok((
+        ms,
+        credentials(ctx, ns, &b.spec.s3.credentials_secret).await?,
+    ))
+}
+
+/// The bucket credentials in Secret `ns/name` (keys `accessKeyId`, `secretAccessKey`).
+pub async fn credentials(ctx: &Context, ns: &str, name: &str) -> Result<S3Credentials, String> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = &b.spec.s3.credentials_secret;
     let s = secrets
         .get_opt(name)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("credentials Secret {ns}/{name} not found"))?;
     match (field(&s, "accessKeyId"), field(&s, "secretAccessKey")) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok((
-            ms,
-            S3Credentials {
-                access_key_id,
-                secret_access_key,
-            },
-        )),
+        (Some(access_key_id), Some(secret_access_key)) => Ok(S3Credentials {
+            access_key_id,
+            secret_access_key,
+        }),
         _ => Err(format!(
             "credentials Secret {ns}/{name} needs accessKeyId and secretAccessKey"
         )),

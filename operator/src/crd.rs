@@ -82,6 +82,9 @@ pub struct MetaStoreSpec {
     /// Stop reconciling (membership and objects stay as they are).
     #[serde(default)]
     pub paused: bool,
+    /// Scheduled backups to an S3-compatible bucket (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ScheduledBackups>,
     /// TLS on the client and peer ports (default: none). Set when the cluster is created; it
     /// cannot be added, removed or changed later (the members' URLs would change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +93,27 @@ pub struct MetaStoreSpec {
         "message": "spec.tls is set when the cluster is created and cannot change"
     }]))]
     pub tls: Option<TlsSpec>,
+}
+
+/// Backups taken on a schedule: each is a `MetaStoreBackup` named `<name>-<unix time>`, owned
+/// by the MetaStore; the newest `retention` successful ones are kept, older ones are deleted
+/// with their objects.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledBackups {
+    /// Cron schedule in UTC: five fields (`0 3 * * *`: daily at 03:00) or six with seconds first.
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// Successful backups to keep (default 7).
+    #[serde(default = "seven")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: u32,
+    /// Where they go.
+    pub s3: crate::backup_crd::S3Target,
+}
+
+fn seven() -> u32 {
+    7
 }
 
 /// Where certificates come from.
@@ -379,6 +403,13 @@ impl MetaStoreSpec {
                 return Err("spec.tls needs client or peer TLS (omit spec.tls for neither)".into());
             }
         }
+        if let Some(b) = &self.backup {
+            crate::backup_schedule::parse(&b.schedule)
+                .map_err(|e| format!("spec.backup.schedule {:?}: {e}", b.schedule))?;
+            if b.retention == 0 {
+                return Err("spec.backup.retention must be at least 1".into());
+            }
+        }
         if let Some(d) = self.lease_read.max_clock_drift {
             if !(0.0..=0.5).contains(&d) || d.is_nan() {
                 return Err(format!(
@@ -427,6 +458,17 @@ mod tests {
                 .validate()
         };
         assert_eq!(tls(serde_json::json!({"mode": "Managed"})), Ok(()));
+        let backup = |schedule: &str| {
+            serde_json::from_value::<MetaStoreSpec>(serde_json::json!({"replicas": 1, "backup": {
+                "schedule": schedule, "s3": {"bucket": "b", "credentialsSecret": "c"}}}))
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(backup("0 3 * * *"), Ok(()));
+        assert_eq!(backup("*/5 * * * * *"), Ok(()));
+        assert!(backup("every day")
+            .unwrap_err()
+            .contains("spec.backup.schedule"));
         assert!(tls(serde_json::json!({"mode": "Provided", "peer": false}))
             .unwrap_err()
             .contains("serverSecret"));

@@ -13,6 +13,7 @@ pub mod admin_proto {
 pub mod backup;
 pub mod backup_controller;
 pub mod backup_crd;
+pub mod backup_schedule;
 pub mod builders;
 pub mod certs;
 pub mod constants;

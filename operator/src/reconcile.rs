@@ -53,7 +53,10 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
     }
     let seen = r.observe().await?;
     let step = plan_step(ms, &seen);
-    let acted = r.act(&seen, step).await?;
+    let mut acted = r.act(&seen, step).await?;
+    if let Some(due) = crate::backup_schedule::run(ms, ctx).await? {
+        acted.requeue = acted.requeue.min(due);
+    }
     r.report(&seen, acted).await
 }
 

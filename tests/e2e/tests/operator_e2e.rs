@@ -542,6 +542,54 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     let (ok, out) = kubectl(&cp, &["get", "msb", "first"], None);
     assert!(ok && out.contains("Succeeded"), "{out}");
     eprintln!("backup: {status:?}");
+    // A schedule (every 5 s here) keeps exactly the newest 2 successful backups in the bucket.
+    let p = format!(
+        "{{\"spec\":{{\"backup\":{{\"schedule\":\"*/5 * * * * *\",\"retention\":2,\"s3\":{{\"bucket\":\"backups\",\"prefix\":\"e2e/\",\"endpoint\":\"{}\",\"credentialsSecret\":\"s3-creds\"}}}}}}}}",
+        s3.endpoint
+    );
+    let (ok, out) = kubectl(&cp, &["patch", "ms", NAME, "--type=merge", "-p", &p], None);
+    assert!(ok, "{out}");
+    let scheduled_prefix = format!("e2e/{NS}/{NAME}/{NAME}-");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for b in backups.list(&Default::default()).await.unwrap().items {
+            if b.metadata.name.as_deref() != Some("first") {
+                seen.insert(b.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        let objects: Vec<String> = s3
+            .keys("backups")
+            .into_iter()
+            .filter(|k| k.starts_with(&scheduled_prefix))
+            .collect();
+        if seen.len() >= 4 && objects.len() == 2 {
+            eprintln!(
+                "schedule: {} backups taken, objects kept {objects:?}",
+                seen.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "schedule: taken {seen:?}, objects {objects:?}\n{}",
+            tail(&op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (ok, out) = kubectl(
+        &cp,
+        &[
+            "patch",
+            "ms",
+            NAME,
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"backup\":null}}",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = load.stop().await;

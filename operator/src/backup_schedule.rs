@@ -1,0 +1,228 @@
+//! Scheduled backups (`spec.backup`): when the next `MetaStoreBackup` is due, which old ones to
+//! prune (pure, below), and the reconcile step that creates and prunes them.
+
+use std::time::Duration;
+
+use croner::Cron;
+use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::ResourceExt;
+
+use crate::backup::{bucket, delete_object};
+use crate::backup_controller::credentials;
+use crate::backup_crd::{BackupPhase, MetaStoreBackup, MetaStoreBackupSpec};
+use crate::context::{Context, Error};
+use crate::crd::MetaStore;
+
+/// Label on scheduled backups: the MetaStore they belong to.
+pub const SCHEDULE_LABEL: &str = "metastore.io/scheduled-for";
+
+/// Parses a cron schedule (five fields, or six with seconds first).
+pub fn parse(schedule: &str) -> Result<Cron, String> {
+    schedule.parse::<Cron>().map_err(|e| e.to_string())
+}
+
+/// The first time after `after` the schedule fires.
+pub fn next_after(cron: &Cron, after: Timestamp) -> Option<Timestamp> {
+    let z = after.to_zoned(TimeZone::UTC);
+    cron.find_next_occurrence(&z, false)
+        .ok()
+        .map(|n| n.timestamp())
+}
+
+/// A scheduled backup as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// Its phase, if reported.
+    pub phase: Option<BackupPhase>,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulePlan {
+    /// Create a backup now.
+    pub create: bool,
+    /// Backups to delete (with their objects), oldest first.
+    pub prune: Vec<String>,
+    /// When to look again.
+    pub wait: Duration,
+}
+
+/// The plan for `existing` at `now`: a backup is due when the schedule fired since the newest
+/// one was created (or since `since`, the MetaStore's creation, when there is none); finished
+/// backups older than the newest `retention` successful ones are pruned (an unfinished one is
+/// never pruned).
+pub fn plan(
+    cron: &Cron,
+    since: Timestamp,
+    existing: &[Existing],
+    retention: usize,
+    now: Timestamp,
+) -> SchedulePlan {
+    let mut sorted: Vec<&Existing> = existing.iter().collect();
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.created));
+    let last = sorted.first().map_or(since, |e| e.created);
+    let due = next_after(cron, last);
+    let create = due.is_some_and(|d| d <= now);
+    let mut kept_successes = 0;
+    let mut prune = Vec::new();
+    for e in &sorted {
+        match e.phase {
+            Some(BackupPhase::Succeeded) if kept_successes < retention => kept_successes += 1,
+            Some(BackupPhase::Succeeded) | Some(BackupPhase::Failed)
+                if kept_successes >= retention =>
+            {
+                prune.push(e.name.clone())
+            }
+            _ => {}
+        }
+    }
+    prune.reverse();
+    let next = if create { next_after(cron, now) } else { due };
+    let wait = next
+        .map(|n| n.duration_since(now).unsigned_abs())
+        .map_or(Duration::from_secs(3600), |d| {
+            Duration::from_secs(d.as_secs().max(1))
+        });
+    SchedulePlan {
+        create,
+        prune,
+        wait,
+    }
+}
+
+/// Creates the backup that is due and prunes old ones; returns when to look again (`None`
+/// without a schedule).
+pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Error> {
+    let Some(spec) = &ms.spec.backup else {
+        return Ok(None);
+    };
+    let Ok(cron) = parse(&spec.schedule) else {
+        return Ok(None); // refused by validation already
+    };
+    let name = ms.name_any();
+    let ns = ms
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let api: Api<MetaStoreBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = api
+        .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
+        .await?;
+    let existing: Vec<Existing> = list
+        .items
+        .iter()
+        .map(|b| Existing {
+            name: b.name_any(),
+            created: b
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+            phase: b.status.as_ref().and_then(|s| s.phase),
+        })
+        .collect();
+    let since = ms
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+    let now = Timestamp::now();
+    let p = plan(&cron, since, &existing, spec.retention as usize, now);
+    if p.create {
+        let backup_name = format!("{name}-{}", now.as_second());
+        let mut b = MetaStoreBackup::new(
+            &backup_name,
+            MetaStoreBackupSpec {
+                meta_store: name.clone(),
+                s3: spec.s3.clone(),
+            },
+        );
+        b.metadata.namespace = Some(ns.clone());
+        b.metadata.labels = Some([(SCHEDULE_LABEL.to_string(), name.clone())].into());
+        b.metadata.owner_references =
+            crate::builders::meta(ms, backup_name.clone()).owner_references;
+        match api.create(&PostParams::default(), &b).await {
+            Ok(_) => tracing::info!(backup = %backup_name, "scheduled backup created"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !p.prune.is_empty() {
+        let store = match credentials(ctx, &ns, &spec.s3.credentials_secret).await {
+            Ok(creds) => bucket(&spec.s3, &creds).ok(),
+            Err(_) => None,
+        };
+        for old in &p.prune {
+            // The object first: deleting the resource first could leak the object.
+            if let Some(store) = &store {
+                let key = spec.s3.key(&ns, &name, old);
+                if let Err(e) = delete_object(store, &key).await {
+                    tracing::warn!(backup = %old, "cannot delete the object {key}: {e}");
+                    continue;
+                }
+            }
+            let _ = api.delete(old, &DeleteParams::default()).await;
+            tracing::info!(backup = %old, "pruned an old scheduled backup");
+        }
+    }
+    Ok(Some(p.wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn backup(name: &str, created: i64, phase: Option<BackupPhase>) -> Existing {
+        Existing {
+            name: name.into(),
+            created: ts(created),
+            phase,
+        }
+    }
+
+    #[test]
+    fn five_and_six_field_schedules_fire_when_due() {
+        let daily = parse("0 3 * * *").unwrap();
+        // 1970-01-01T00:00:00Z → next 03:00.
+        assert_eq!(next_after(&daily, ts(0)), Some(ts(3 * 3600)));
+        let every10s = parse("*/10 * * * * *").unwrap();
+        assert_eq!(next_after(&every10s, ts(100)), Some(ts(110)));
+        assert!(parse("every day").is_err());
+        // Nothing yet: due once the schedule fired since the MetaStore was created.
+        let p = plan(&every10s, ts(100), &[], 2, ts(105));
+        assert!(!p.create);
+        assert_eq!(p.wait, Duration::from_secs(5));
+        let p = plan(&every10s, ts(100), &[], 2, ts(111));
+        assert!(p.create);
+        assert_eq!(p.wait, Duration::from_secs(9));
+        // The newest backup counts, not the MetaStore's age.
+        let p = plan(&every10s, ts(0), &[backup("a", 112, None)], 2, ts(115));
+        assert!(!p.create);
+    }
+
+    #[test]
+    fn the_newest_successes_are_kept_and_nothing_unfinished_is_pruned() {
+        use BackupPhase::*;
+        let cron = parse("*/10 * * * * *").unwrap();
+        let existing = [
+            backup("b1", 10, Some(Succeeded)),
+            backup("b2", 20, Some(Failed)),
+            backup("b3", 30, Some(Succeeded)),
+            backup("b4", 40, Some(Succeeded)),
+            backup("b5", 50, Some(Running)),
+            backup("b6", 60, Some(Failed)),
+        ];
+        let p = plan(&cron, ts(0), &existing, 2, ts(61));
+        assert_eq!(p.prune, vec!["b1", "b2"]);
+        let p = plan(&cron, ts(0), &existing, 5, ts(61));
+        assert!(p.prune.is_empty());
+    }
+}
