@@ -604,35 +604,25 @@ impl Flags {
             .map(String::from)
             .collect();
         crate::tls::cipher_suites(&cipher_suites).map_err(|e| bad(e.0))?;
-        let client_tls = tls_settings(
-            "listen-client-urls",
-            &self.listen_client_urls,
-            [
-                "cert-file",
-                "key-file",
-                "trusted-ca-file",
-                "client-cert-auth",
-            ],
-            (&self.cert_file, &self.key_file, &self.trusted_ca_file),
-            self.client_cert_auth,
-            min_version,
-            &cipher_suites,
-        )?;
-        // etcd serves https metrics with the client certificate settings.
-        let metrics_tls = tls_settings(
-            "listen-metrics-urls",
-            &self.listen_metrics_urls,
-            [
-                "cert-file",
-                "key-file",
-                "trusted-ca-file",
-                "client-cert-auth",
-            ],
-            (&self.cert_file, &self.key_file, &self.trusted_ca_file),
-            self.client_cert_auth,
-            min_version,
-            &cipher_suites,
-        )?;
+        // Client listeners, and metrics ones: etcd serves https metrics with the client settings.
+        let client_side = |listen_flag: &str, listen: &str| {
+            tls_settings(
+                listen_flag,
+                listen,
+                [
+                    "cert-file",
+                    "key-file",
+                    "trusted-ca-file",
+                    "client-cert-auth",
+                ],
+                (&self.cert_file, &self.key_file, &self.trusted_ca_file),
+                self.client_cert_auth,
+                min_version,
+                &cipher_suites,
+            )
+        };
+        let client_tls = client_side("listen-client-urls", &self.listen_client_urls)?;
+        let metrics_tls = client_side("listen-metrics-urls", &self.listen_metrics_urls)?;
         let peer_tls = tls_settings(
             "listen-peer-urls",
             &self.listen_peer_urls,

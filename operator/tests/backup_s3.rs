@@ -10,7 +10,7 @@ use metastore_operator::backup::{bucket, upload_snapshot, S3Credentials};
 use metastore_operator::backup_crd::S3Target;
 use metastore_operator::executor::Dial;
 use metastore_testkit::s3::{SeaweedFs, ACCESS_KEY, SECRET_KEY};
-use metastore_testkit::{etcdctl, node_bin};
+use metastore_testkit::{etcdctl, member_args, node_bin};
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,16 +20,12 @@ async fn a_snapshot_streams_into_seaweedfs_and_restores_from_there() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{ip}:2379");
     let mut node = Command::new(node_bin())
-        .args([
-            "--name=m0",
-            &format!("--data-dir={}", dir.path().join("m0").display()),
-            &format!("--listen-client-urls={url}"),
-            &format!("--advertise-client-urls={url}"),
-            &format!("--listen-peer-urls=http://{ip}:2380"),
-            &format!("--initial-advertise-peer-urls=http://{ip}:2380"),
-            &format!("--initial-cluster=m0=http://{ip}:2380"),
-            &format!("--listen-metrics-urls=http://{ip}:2381"),
-        ])
+        .args(member_args(
+            "m0",
+            &ip,
+            &dir.path().join("m0"),
+            &format!("m0=http://{ip}:2380"),
+        ))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

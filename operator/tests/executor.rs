@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use metastore_operator::executor::{self, ClusterView, Dial, ExecError, Outcome, Target};
 use metastore_operator::planner::{plan, Observed, Step};
-use metastore_testkit::node_bin;
+use metastore_testkit::{member_args, node_bin};
 
 /// These members serve plain http.
 static PLAIN: Dial = Dial { tls: None };
@@ -338,16 +338,14 @@ async fn operator_certificates_reach_a_member_over_mutual_tls() {
         std::fs::write(d.join(f), text).unwrap();
     }
     let url = format!("https://{ip}:2379");
+    let plain_args = member_args("m0", &ip, &d.join("m0"), &format!("m0=http://{ip}:2380"));
     let mut child = Command::new(node_bin())
+        .args(
+            plain_args
+                .iter()
+                .map(|a| a.replace(&format!("http://{ip}:2379"), &url)),
+        )
         .args([
-            "--name=m0",
-            &format!("--data-dir={}", d.join("m0").display()),
-            &format!("--listen-client-urls={url}"),
-            &format!("--advertise-client-urls={url}"),
-            &format!("--listen-peer-urls=http://{ip}:2380"),
-            &format!("--initial-advertise-peer-urls=http://{ip}:2380"),
-            &format!("--initial-cluster=m0=http://{ip}:2380"),
-            &format!("--listen-metrics-urls=http://{ip}:2381"),
             &format!("--cert-file={}", d.join("tls.crt").display()),
             &format!("--key-file={}", d.join("tls.key").display()),
             &format!("--trusted-ca-file={}", d.join("ca.crt").display()),

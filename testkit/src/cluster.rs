@@ -33,7 +33,9 @@ pub struct Cluster {
 }
 
 /// Flags of a member named `name` at `ip`, keeping its data in `data_dir`.
-fn member_args(name: &str, ip: &str, data_dir: &Path, initial: &str) -> Vec<String> {
+/// The flags of member `name` on `ip` (clients :2379, peers :2380, metrics :2381, all http)
+/// with `data_dir` and the `--initial-cluster` value `initial`.
+pub fn member_args(name: &str, ip: &str, data_dir: &Path, initial: &str) -> Vec<String> {
     vec![
         "--name".into(),
         name.into(),

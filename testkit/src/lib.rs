@@ -28,7 +28,7 @@ pub mod process;
 pub mod s3;
 
 pub use client::{add_learner, client, current_revision, try_client};
-pub use cluster::{loopback_net, Cluster, FAST};
+pub use cluster::{loopback_net, member_args, Cluster, FAST};
 pub use etcd_cli::{etcdctl, etcdctl_output};
 pub use namespace::in_namespace;
 pub use process::{http_get, tail, Member};
