@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use croner::Cron;
-use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
 
@@ -13,22 +13,10 @@ use crate::backup_controller::credentials;
 use crate::backup_crd::{BackupPhase, MetaStoreBackup, MetaStoreBackupSpec};
 use crate::context::{Context, Error};
 use crate::crd::MetaStore;
+pub use crate::cron_schedule::{next_after, parse};
 
 /// Label on scheduled backups: the MetaStore they belong to.
 pub const SCHEDULE_LABEL: &str = "metastore.io/scheduled-for";
-
-/// Parses a cron schedule (five fields, or six with seconds first).
-pub fn parse(schedule: &str) -> Result<Cron, String> {
-    schedule.parse::<Cron>().map_err(|e| e.to_string())
-}
-
-/// The first time after `after` the schedule fires.
-pub fn next_after(cron: &Cron, after: Timestamp) -> Option<Timestamp> {
-    let z = after.to_zoned(TimeZone::UTC);
-    cron.find_next_occurrence(&z, false)
-        .ok()
-        .map(|n| n.timestamp())
-}
 
 /// A scheduled backup as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -404,7 +404,7 @@ impl MetaStoreSpec {
             }
         }
         if let Some(b) = &self.backup {
-            crate::backup_schedule::parse(&b.schedule)
+            crate::cron_schedule::parse(&b.schedule)
                 .map_err(|e| format!("spec.backup.schedule {:?}: {e}", b.schedule))?;
             if b.retention == 0 {
                 return Err("spec.backup.retention must be at least 1".into());

@@ -20,6 +20,7 @@ pub mod constants;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod cron_schedule;
 pub mod executor;
 pub mod metrics;
 pub mod names;
