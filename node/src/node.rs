@@ -289,6 +289,12 @@ pub enum LoopMsg {
         /// Where the result goes.
         reply: oneshot::Sender<Result<ApplyResult, NodeError>>,
     },
+    /// Stopping: if this member leads and another voter exists, start a transfer to the most
+    /// caught-up one; the reply names it (`None`: nothing to hand off).
+    HandOffLeadership {
+        /// The voter the transfer goes to.
+        reply: oneshot::Sender<Option<u64>>,
+    },
     /// Start a leader transfer to `target` (leader only).
     TransferLeader {
         /// New leader.

@@ -80,6 +80,33 @@ fn reloading(
         .with_context(|| format!("loading the {what} TLS certificate"))
 }
 
+/// A leader that is stopping hands leadership to its most caught-up voter first and waits (up
+/// to two election timeouts) until another member leads, so writes go on without waiting out an
+/// election timeout; it keeps serving meanwhile.
+async fn hand_off_leadership(node: &NodeHandle, config: &Config) {
+    let Ok(Some(target)) = node.ask(|reply| LoopMsg::HandOffLeadership { reply }).await else {
+        return;
+    };
+    tracing::info!(
+        to = format_args!("{target:x}"),
+        "stopping: handing leadership over"
+    );
+    let me = node.shared.member_id();
+    let deadline = tokio::time::Instant::now() + config.election_timeout * 2;
+    while tokio::time::Instant::now() < deadline {
+        let leader = node.shared.status.read().leader_id;
+        if leader != 0 && leader != me {
+            tracing::info!(
+                leader = format_args!("{leader:x}"),
+                "leadership handed over"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tracing::warn!("leadership was not taken over in time; stopping anyway");
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
     let term = async {
@@ -347,6 +374,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     publisher.abort();
     compactor.abort();
+    hand_off_leadership(&node, &config).await;
     tracing::info!("shutting down: finishing in-flight requests");
     shared.stopping.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);

@@ -313,3 +313,48 @@ async fn sigkill_all_members_loses_no_acknowledged_write() {
         assert_all_present(&ep, "crash/", &acked, false).await;
     }
 }
+
+/// A leader stopped with SIGTERM hands leadership to its most caught-up voter before it exits
+/// (as etcd does): it sees another member lead while it still runs, exits 0, and the others
+/// lead in the next term (one transfer, not elections after timeouts) and take writes.
+#[test]
+fn a_stopping_leader_hands_leadership_over() {
+    let mut c = Cluster::start(BIN, 3, FAST);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let old_id = c.members[leader]
+        .metric("metastore_raft_leader_id")
+        .unwrap();
+    let term = c.members[leader].metric("metastore_raft_term").unwrap();
+    assert_eq!(c.members[leader].terminate(), Some(0));
+    let log = c.members[leader].log();
+    assert!(
+        log.contains("leadership handed over"),
+        "{}",
+        metastore_testkit::tail(&log)
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new_id = loop {
+        let ids: Vec<f64> = others
+            .iter()
+            .filter_map(|i| c.members[*i].metric("metastore_raft_leader_id"))
+            .collect();
+        if ids.len() == 2 && ids[0] == ids[1] && ids[0] != 0.0 && ids[0] != old_id {
+            break ids[0];
+        }
+        assert!(Instant::now() < deadline, "no new leader: {ids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(new_id, old_id);
+    for i in &others {
+        assert_eq!(
+            c.members[*i].metric("metastore_raft_term"),
+            Some(term + 1.0)
+        );
+    }
+    let (ok, out) = metastore_testkit::etcdctl(
+        &c.members[others[0]].client_url(),
+        &["put", "after", "handoff"],
+    );
+    assert!(ok, "{out}");
+}

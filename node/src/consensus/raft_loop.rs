@@ -413,6 +413,9 @@ impl RaftLoop {
             LoopMsg::TransferLeader { target, reply } => {
                 let _ = reply.send(self.transfer_leader(target));
             }
+            LoopMsg::HandOffLeadership { reply } => {
+                let _ = reply.send(self.hand_off_leadership());
+            }
             LoopMsg::KeyLeaseKeepAlive { id, reply } => {
                 let _ = reply.send(self.key_lease_keep_alive(id));
             }
@@ -535,6 +538,23 @@ impl RaftLoop {
             self.raw.transfer_leader(target);
         }
         Ok(())
+    }
+
+    /// Starts a transfer to the voter whose log matches the most of ours (as etcd does when a
+    /// leader stops), so the cluster does not wait out an election timeout.
+    fn hand_off_leadership(&mut self) -> Option<u64> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let me = r.id;
+        let target = r
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id != me && self.conf_state.voters.contains(id) && p.recent_active)
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id)?;
+        self.transfer_leader(target).ok().map(|()| target)
     }
 
     /// Expires ReadIndex batches Raft dropped (leader change) and forgets abandoned proposals.
