@@ -20,7 +20,7 @@ use crate::builders;
 use crate::constants::{OPERATOR_NAME, REQUEUE_AFTER_ERROR};
 use crate::context::{Context, Error};
 use crate::crd::MetaStore;
-use crate::tls_secrets;
+use crate::tls_secrets::{self, field};
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -56,13 +56,6 @@ async fn event(ctx: &Context, b: &MetaStoreBackup, type_: EventType, reason: &st
     if let Err(e) = ctx.recorder.publish(&ev, &b.object_ref(&())).await {
         tracing::warn!("cannot publish event: {e}");
     }
-}
-
-fn field(s: &Secret, key: &str) -> Option<String> {
-    s.data
-        .as_ref()?
-        .get(key)
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
 }
 
 /// Why a backup cannot be taken, before any upload starts.

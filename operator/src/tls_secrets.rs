@@ -31,7 +31,8 @@ pub struct TlsReady {
     pub issued: Vec<String>,
 }
 
-fn field(s: &Secret, key: &str) -> Option<String> {
+/// The UTF-8 value of `key` in Secret `s`.
+pub(crate) fn field(s: &Secret, key: &str) -> Option<String> {
     s.data
         .as_ref()?
         .get(key)
