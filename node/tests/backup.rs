@@ -167,6 +167,78 @@ fn save_status_restore_into_a_new_cluster_and_refuse_damaged_files() {
     assert_eq!(v["header"]["revision"].as_i64(), Some(rev + 1));
 }
 
+/// `snapshot restore s3://bucket/key`, as the operator's init container runs it: the object is
+/// downloaded from a real SeaweedFS with credentials from the environment and restored; run
+/// again, it leaves the data dir alone; a missing object or bad credentials fail clearly and
+/// leave nothing behind.
+#[test]
+fn restore_from_an_s3_object_once() {
+    use metastore_testkit::s3::{SeaweedFs, ACCESS_KEY, SECRET_KEY};
+    let old = Cluster::start(BIN, 1, FAST);
+    old.wait_ready(Duration::from_secs(30));
+    let ep = old.members[0].client_url();
+    for i in 0..50 {
+        assert!(etcdctl(&ep, &["put", &format!("k{i:02}"), &"v".repeat(i * 40)]).0);
+    }
+    let want = everything(&ep);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("backup.db");
+    let (ok, out) = etcdctl(&ep, &["snapshot", "save", &file.display().to_string()]);
+    assert!(ok, "{out}");
+    let s3 = SeaweedFs::start(15000 + (std::process::id() % 300) as u16 * 10);
+    s3.create_bucket("backups");
+    s3.put_file("backups", "ns/demo/b1.db", &file);
+
+    let mut fresh = Cluster::create(BIN, 1, FAST);
+    let m = &mut fresh.members[0];
+    let run = |url: &str, key: &str, m: &metastore_testkit::Member| {
+        let out = Command::new(BIN)
+            .args(["snapshot", "restore", url, "--skip-if-initialized"])
+            .arg(format!("--s3-endpoint={}", s3.endpoint))
+            .args(&m.args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run("s3://backups/ns/demo/missing.db", SECRET_KEY, m);
+    assert!(code == Some(1) && out.contains("missing.db"), "{out}");
+    let (code, out) = run("s3://backups/ns/demo/b1.db", "wrong-secret", m);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!m.data_dir.exists(), "a failed restore left a data dir");
+    let (code, out) = run("s3://backups/ns/demo/b1.db", SECRET_KEY, m);
+    assert!(
+        code == Some(0) && out.contains("restored snapshot"),
+        "{out}"
+    );
+    let (code, out) = run("s3://backups/ns/demo/b1.db", SECRET_KEY, m);
+    assert!(
+        code == Some(0) && out.contains("already holds a member"),
+        "{out}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(m.data_dir.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("snapshot-download")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "download left behind: {leftovers:?}");
+    m.start();
+    fresh.wait_ready(Duration::from_secs(30));
+    assert_eq!(everything(&fresh.members[0].client_url()), want);
+}
+
 #[test]
 fn force_new_cluster_keeps_every_acknowledged_write() {
     let mut c = Cluster::start(BIN, 3, FAST);

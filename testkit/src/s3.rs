@@ -135,6 +135,28 @@ impl SeaweedFs {
         (o.status.success(), o.stdout)
     }
 
+    /// Uploads the file `from` as `/bucket/key`.
+    pub fn put_file(&self, bucket: &str, key: &str, from: &Path) {
+        let o = Command::new("curl")
+            .args([
+                "-fsS",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &format!("{ACCESS_KEY}:{SECRET_KEY}"),
+                "-T",
+            ])
+            .arg(from)
+            .arg(format!("{}/{bucket}/{key}", self.endpoint))
+            .output()
+            .expect("curl");
+        assert!(
+            o.status.success(),
+            "upload: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// Creates `bucket`.
     pub fn create_bucket(&self, bucket: &str) {
         let (ok, body) = self.request("PUT", &format!("/{bucket}"), None);

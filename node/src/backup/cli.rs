@@ -1,19 +1,23 @@
 //! The `snapshot` subcommand: `metastore-node snapshot status FILE [-w simple|json|table]` and
-//! `metastore-node snapshot restore FILE --data-dir … --name … --initial-cluster …
+//! `metastore-node snapshot restore FILE|s3://BUCKET/KEY --data-dir … --name … --initial-cluster …
 //! --initial-cluster-token … --initial-advertise-peer-urls …` (any member flag is accepted, so
 //! the same command line restores and then starts a member).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+use crate::backup::fetch::{download, S3Options, Source};
 use crate::backup::restore::{restore, status, SnapshotStatus};
 use crate::config::Flags;
+use crate::consensus::bootstrap;
 
 const USAGE: &str = "usage: metastore-node snapshot status FILE [-w simple|json|table]\n       \
-                     metastore-node snapshot restore FILE --data-dir DIR --name NAME \
+                     metastore-node snapshot restore FILE|s3://BUCKET/KEY [--s3-endpoint URL] \
+                     [--s3-region REGION] [--skip-if-initialized] --data-dir DIR --name NAME \
                      --initial-cluster NAME=URL,... --initial-cluster-token TOKEN \
-                     --initial-advertise-peer-urls URL";
+                     --initial-advertise-peer-urls URL\n\
+                     (s3 credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
 
 /// Runs `snapshot <args>`; returns the exit code (0 done, 1 failed, 2 bad usage).
 pub fn run(args: &[String]) -> i32 {
@@ -120,11 +124,53 @@ fn status_command(args: &[String]) -> i32 {
     }
 }
 
+/// `snapshot restore`'s own options, taken out of its arguments before the member flags.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RestoreOptions {
+    s3: S3Options,
+    /// Do nothing when the data dir already holds a member (an init container run again).
+    skip_if_initialized: bool,
+}
+
+/// Splits `snapshot restore`'s options from the member flags.
+fn restore_options(args: &[String]) -> Result<(RestoreOptions, Vec<String>), String> {
+    let mut opts = RestoreOptions::default();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name {
+            "--s3-endpoint" => opts.s3.endpoint = Some(value()?),
+            "--s3-region" => opts.s3.region = Some(value()?),
+            "--skip-if-initialized" => opts.skip_if_initialized = true,
+            _ => rest.push(a.clone()),
+        }
+    }
+    Ok((opts, rest))
+}
+
 fn restore_command(args: &[String]) -> i32 {
-    let Some((file, flags)) = args.split_first() else {
+    let Some((source, args)) = args.split_first() else {
         return usage("no snapshot file given");
     };
-    let argv = std::iter::once("metastore-node".to_string()).chain(flags.iter().cloned());
+    let source = match Source::parse(source) {
+        Ok(s) => s,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let (opts, flags) = match restore_options(args) {
+        Ok(x) => x,
+        Err(e) => return usage(&e),
+    };
+    let argv = std::iter::once("metastore-node".to_string()).chain(flags);
     let config = match Flags::try_parse_from(argv).map_err(|e| e.to_string()) {
         Ok(f) => match f.validate() {
             Ok(c) => c,
@@ -132,11 +178,51 @@ fn restore_command(args: &[String]) -> i32 {
         },
         Err(e) => return usage(e.lines().next().unwrap_or("invalid flags")),
     };
-    match restore(Path::new(file), &config) {
+    let dir = &config.data_dir;
+    if opts.skip_if_initialized {
+        if !bootstrap::is_fresh(dir) {
+            println!(
+                "data dir {} already holds a member: nothing to restore",
+                dir.display()
+            );
+            return 0;
+        }
+        // No identity: at most a restore cut short (the identity is written last).
+        if let Err(e) = remove_if_exists(dir) {
+            eprintln!("metastore-node: error: {}: {e}", dir.display());
+            return 1;
+        }
+    }
+    let (file, downloaded) = match &source {
+        Source::File(f) => (f.clone(), None),
+        Source::S3 { bucket, key } => {
+            let dest = download_path(dir);
+            if let Some(parent) = dest.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            match download(bucket, key, &opts.s3, &dest) {
+                Ok(n) => {
+                    println!("downloaded s3://{bucket}/{key} ({n} bytes)");
+                    (dest.clone(), Some(dest))
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&dest);
+                    eprintln!("metastore-node: error: {e}");
+                    return 1;
+                }
+            }
+        }
+    };
+    let result = restore(&file, &config);
+    if let Some(d) = downloaded {
+        let _ = std::fs::remove_file(d);
+    }
+    match result {
         Ok(id) => {
             println!(
-                "restored snapshot {file} into {} as member {} ({:x}) of new cluster {:x} with {} member(s)",
-                config.data_dir.display(),
+                "restored snapshot {} into {} as member {} ({:x}) of new cluster {:x} with {} member(s)",
+                file.display(),
+                dir.display(),
                 id.name,
                 id.member_id,
                 id.cluster_id,
@@ -151,6 +237,20 @@ fn restore_command(args: &[String]) -> i32 {
     }
 }
 
+/// Where an object is downloaded: beside the data dir, on the same volume.
+fn download_path(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshot-download");
+    data_dir.with_file_name(name)
+}
+
+fn remove_if_exists(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn usage(why: &str) -> i32 {
     eprintln!("metastore-node: error: {why}\n{USAGE}");
     2
@@ -159,6 +259,32 @@ fn usage(why: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_options_are_split_from_member_flags() {
+        let args: Vec<String> = [
+            "--s3-endpoint=http://127.0.0.1:8333",
+            "--name",
+            "a",
+            "--s3-region",
+            "eu-west-1",
+            "--skip-if-initialized",
+            "--data-dir=/d",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (opts, rest) = restore_options(&args).unwrap();
+        assert_eq!(opts.s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(opts.s3.region.as_deref(), Some("eu-west-1"));
+        assert!(opts.skip_if_initialized);
+        assert_eq!(rest, ["--name", "a", "--data-dir=/d"]);
+        assert!(restore_options(&["--s3-region".to_string()]).is_err());
+        assert_eq!(
+            download_path(Path::new("/var/lib/metastore/data")),
+            Path::new("/var/lib/metastore/data.snapshot-download")
+        );
+    }
 
     #[test]
     fn status_renders_like_etcdutl() {

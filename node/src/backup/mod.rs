@@ -2,5 +2,6 @@
 //! (a new cluster's data directory from a snapshot file, like `etcdutl`).
 
 pub mod cli;
+pub mod fetch;
 pub mod format;
 pub mod restore;
