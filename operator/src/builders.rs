@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::bootstrap_restore::RestoreFrom;
 use crate::constants::{
     APP_NAME, CLIENT_PORT, DATA_VOLUME, HOSTNAME_TOPOLOGY_KEY, LABEL_INSTANCE, LABEL_MANAGED_BY,
     LABEL_NAME, METRICS_PORT, OPERATOR_NAME, PEER_PORT,
@@ -32,8 +33,11 @@ pub use crate::names::{
     client_service_name, data_claim_name, peer_service_name, pod_host, pod_name,
 };
 use crate::tls_layout;
+
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/metastore";
+/// The node binary in the node image (its entrypoint).
+pub const NODE_BINARY: &str = "/usr/local/bin/metastore-node";
 /// Unprivileged user of the node image.
 pub const RUN_AS_USER: i64 = 65532;
 
@@ -305,12 +309,85 @@ fn retention(r: PvcRetention) -> String {
     }
 }
 
-/// The StatefulSet running `replicas` member pods (the planner decides how many).
+fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The downward-API variables member flags refer to.
+fn pod_env() -> Vec<EnvVar> {
+    vec![
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("POD_NAMESPACE", "metadata.namespace"),
+        env_from_field("POD_IP", "status.podIP"),
+    ]
+}
+
+/// The init container that restores `from` into member 0's empty volume before the member first
+/// starts (`snapshot restore … --skip-if-initialized`: a no-op once the volume holds a member).
+/// It takes the member's own flags, so the restored member is exactly the one that then starts.
+pub fn restore_init_container(
+    ms: &MetaStore,
+    from: &RestoreFrom,
+    admin_cn: Option<&str>,
+    image: &str,
+    mounts: Vec<VolumeMount>,
+    security: SecurityContext,
+) -> Container {
+    let mut args = vec![
+        "snapshot".to_string(),
+        "restore".into(),
+        from.url.clone(),
+        "--skip-if-initialized".into(),
+    ];
+    if let Some(e) = &from.endpoint {
+        args.push(format!("--s3-endpoint={e}"));
+    }
+    if let Some(r) = &from.region {
+        args.push(format!("--s3-region={r}"));
+    }
+    args.extend(member_args(ms, false, admin_cn));
+    let mut env = pod_env();
+    env.push(env_from_secret(
+        "AWS_ACCESS_KEY_ID",
+        &from.credentials_secret,
+        "accessKeyId",
+    ));
+    env.push(env_from_secret(
+        "AWS_SECRET_ACCESS_KEY",
+        &from.credentials_secret,
+        "secretAccessKey",
+    ));
+    Container {
+        name: "restore".into(),
+        image: Some(image.into()),
+        command: Some(vec![NODE_BINARY.into()]),
+        args: Some(args),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        security_context: Some(security),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet running `replicas` member pods (the planner decides how many). Until the
+/// cluster exists (`bootstrapped` false), `restore` gives member 0 the backup to start from.
 pub fn stateful_set(
     ms: &MetaStore,
     replicas: i32,
     bootstrapped: bool,
     admin_cn: Option<&str>,
+    restore: Option<&RestoreFrom>,
 ) -> StatefulSet {
     let spec = &ms.spec;
     let image = format!(
@@ -321,15 +398,44 @@ pub fn stateful_set(
     let (tls_volumes, tls_mounts) = tls_layout::volumes(ms);
     let mut pod_labels = spec.pod_template.labels.clone();
     pod_labels.extend(labels(ms));
+    let mounts: Vec<VolumeMount> = std::iter::once(VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: DATA_MOUNT.into(),
+        ..Default::default()
+    })
+    .chain(tls_mounts)
+    .collect();
+    let security = SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let init_containers = restore.filter(|_| !bootstrapped).map(|from| {
+        vec![restore_init_container(
+            ms,
+            from,
+            admin_cn,
+            &image,
+            mounts.clone(),
+            security.clone(),
+        )]
+    });
     let container = Container {
         name: "metastore".into(),
         image: Some(image),
         args: Some(member_args(ms, bootstrapped, admin_cn)),
-        env: Some(vec![
-            env_from_field("POD_NAME", "metadata.name"),
-            env_from_field("POD_NAMESPACE", "metadata.namespace"),
-            env_from_field("POD_IP", "status.podIP"),
-        ]),
+        env: Some(pod_env()),
         ports: Some(vec![
             ContainerPort {
                 name: Some("client".into()),
@@ -351,31 +457,8 @@ pub fn stateful_set(
         liveness_probe: Some(http_probe("/livez", 10, 3)),
         startup_probe: Some(http_probe("/livez", 2, 60)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(
-            std::iter::once(VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_MOUNT.into(),
-                ..Default::default()
-            })
-            .chain(tls_mounts)
-            .collect(),
-        ),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        volume_mounts: Some(mounts),
+        security_context: Some(security),
         ..Default::default()
     };
     let size = volume_size(spec);
@@ -423,6 +506,7 @@ pub fn stateful_set(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers,
                     containers: vec![container],
                     volumes: (!tls_volumes.is_empty()).then_some(tls_volumes),
                     affinity: Some(
@@ -541,7 +625,15 @@ mod tests {
             "retentionOnScaleDown": "Delete"}, "podTemplate": {"labels": {"team": "a"},
             "nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"}}),
         );
-        let s = stateful_set(&m, 2, true, None);
+        let s = stateful_set(&m, 2, true, None, None);
+        assert!(s
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .is_none());
         let spec = &s.spec;
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
@@ -599,6 +691,70 @@ mod tests {
         let owners = s.metadata.owner_references.as_ref().unwrap();
         assert_eq!(owners[0].kind, "MetaStore");
         assert_eq!(owners[0].controller, Some(true));
+    }
+
+    #[test]
+    fn a_restoring_cluster_gives_member_0_an_init_container_until_it_exists() {
+        let m = ms(serde_json::json!({"replicas": 3}));
+        let from = RestoreFrom {
+            url: "s3://b/prod/demo/nightly.db".into(),
+            endpoint: Some("http://s3.storage:8333".into()),
+            region: None,
+            credentials_secret: "creds".into(),
+        };
+        let s = stateful_set(&m, 1, false, None, Some(&from));
+        let pod = s.spec.template.spec.as_ref().unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let args = init.args.as_ref().unwrap();
+        assert_eq!(
+            args[..5],
+            [
+                "snapshot",
+                "restore",
+                "s3://b/prod/demo/nightly.db",
+                "--skip-if-initialized",
+                "--s3-endpoint=http://s3.storage:8333"
+            ]
+        );
+        // The member's own flags, as a founding member: the restored member is the one that
+        // then starts.
+        assert_eq!(args[5..], member_args(&m, false, None));
+        assert_eq!(init.volume_mounts, pod.containers[0].volume_mounts);
+        assert_eq!(init.image, pod.containers[0].image);
+        let secret_keys: Vec<(String, String, String)> = init
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.clone(), r.name.clone(), r.key.clone()))
+            })
+            .collect();
+        assert_eq!(
+            secret_keys,
+            [
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    "creds".into(),
+                    "accessKeyId".into()
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "creds".into(),
+                    "secretAccessKey".into()
+                )
+            ]
+        );
+        // Once the cluster exists, new pods join it: nothing to restore.
+        let s = stateful_set(&m, 1, true, None, Some(&from));
+        assert!(s
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .is_none());
     }
 
     #[test]

@@ -93,6 +93,50 @@ pub struct MetaStoreSpec {
         "message": "spec.tls is set when the cluster is created and cannot change"
     }]))]
     pub tls: Option<TlsSpec>,
+    /// How a new cluster starts (default: empty). Read only until the cluster exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
+}
+
+/// How a new cluster starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start from a backup: member 0 restores it (an init container, before it first starts),
+    /// then the cluster grows to `spec.replicas` through learners as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// The backup a new cluster starts from: a `MetaStoreBackup` or an object URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.backup) != has(self.url)",
+        "message": "spec.bootstrap.restore needs exactly one of backup or url"
+    },
+    {
+        "rule": "!has(self.url) || (self.url.startsWith('s3://') && has(self.credentialsSecret))",
+        "message": "spec.bootstrap.restore.url must be s3://bucket/key, with credentialsSecret"
+    }
+]))]
+pub struct RestoreSpec {
+    /// A Succeeded `MetaStoreBackup` in this namespace (its bucket settings are used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Or the object itself, `s3://bucket/key` (as a backup's `status.objectUrl` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// With `url`: endpoint URL of a non-AWS store (path-style addressing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// With `url`: region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// With `url`: Secret in this namespace with `accessKeyId` and `secretAccessKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 /// Backups taken on a schedule: each is a `MetaStoreBackup` named `<name>-<unix time>`, owned
@@ -386,6 +430,19 @@ impl MetaStoreSpec {
                 "spec.electionTimeoutMs ({et}) must be at least {MIN_HEARTBEATS_PER_ELECTION} times spec.heartbeatIntervalMs ({hb})"
             ));
         }
+        if let Some(r) = self.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) {
+            if r.backup.is_some() == r.url.is_some() {
+                return Err("spec.bootstrap.restore needs exactly one of backup or url".into());
+            }
+            if let Some(url) = &r.url {
+                if !url.starts_with("s3://") || r.credentials_secret.is_none() {
+                    return Err(
+                        "spec.bootstrap.restore.url must be s3://bucket/key, with credentialsSecret"
+                            .into(),
+                    );
+                }
+            }
+        }
         if let Some(t) = &self.tls {
             if t.mode == TlsMode::Provided
                 && t.client
@@ -469,6 +526,32 @@ mod tests {
         assert!(backup("every day")
             .unwrap_err()
             .contains("spec.backup.schedule"));
+        let restore = |r: serde_json::Value| {
+            serde_json::from_value::<MetaStoreSpec>(
+                serde_json::json!({"replicas": 3, "bootstrap": {"restore": r}}),
+            )
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(restore(serde_json::json!({"backup": "nightly"})), Ok(()));
+        let url = serde_json::json!({"url": "s3://b/k.db", "credentialsSecret": "c"});
+        assert_eq!(restore(url), Ok(()));
+        assert!(restore(serde_json::json!({}))
+            .unwrap_err()
+            .contains("exactly one"));
+        assert!(restore(
+            serde_json::json!({"backup": "x", "url": "s3://b/k", "credentialsSecret": "c"})
+        )
+        .unwrap_err()
+        .contains("exactly one"));
+        assert!(restore(serde_json::json!({"url": "s3://b/k"}))
+            .unwrap_err()
+            .contains("credentialsSecret"));
+        assert!(
+            restore(serde_json::json!({"url": "/tmp/x", "credentialsSecret": "c"}))
+                .unwrap_err()
+                .contains("s3://")
+        );
         assert!(tls(serde_json::json!({"mode": "Provided", "peer": false}))
             .unwrap_err()
             .contains("serverSecret"));

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod backup_controller;
 pub mod backup_crd;
 pub mod backup_schedule;
+pub mod bootstrap_restore;
 pub mod builders;
 pub mod certs;
 pub mod constants;

@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::bootstrap_restore::{self, RestoreFrom};
 use crate::builders;
 use crate::constants::{
     MAX_REPLICAS, OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED,
@@ -52,6 +53,9 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
         .await;
     }
     let seen = r.observe().await?;
+    if let Some(why) = &seen.restore_blocked {
+        return r.report_hold(Hold::RestoreBlocked(why.clone())).await;
+    }
     let step = plan_step(ms, &seen);
     let mut acted = r.act(&seen, step).await?;
     if let Some(due) = crate::backup_schedule::run(ms, ctx).await? {
@@ -66,6 +70,8 @@ enum Hold {
     Paused,
     /// The spec fails validation (the message names the field).
     InvalidSpec(String),
+    /// The cluster is to start from a backup that cannot be used (yet): it is not created.
+    RestoreBlocked(String),
 }
 
 impl Hold {
@@ -87,6 +93,10 @@ struct Seen {
     view: ClusterView,
     /// The cluster exists, so new pods must join it rather than bootstrap one.
     bootstrapped: bool,
+    /// Until it exists: the backup member 0 starts from (`spec.bootstrap.restore`).
+    restore: Option<RestoreFrom>,
+    /// Why that backup cannot be used yet.
+    restore_blocked: Option<String>,
 }
 
 /// The plan phase: the planner's next step for what was seen. Pure.
@@ -199,17 +209,27 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Reports a paused MetaStore or an invalid spec, touching nothing else.
+    /// Reports a paused MetaStore, an invalid spec or an unusable restore source, touching
+    /// nothing else.
     async fn report_hold(&self, hold: Hold) -> Result<Action, Error> {
-        let (step, invalid, requeue) = match &hold {
+        let (step, held, requeue) = match &hold {
             Hold::Paused => (Step::Wait("paused".into()), None, REQUEUE_PAUSED),
             Hold::InvalidSpec(why) => {
                 self.event(EventType::Warning, "InvalidSpec", why.clone())
                     .await;
                 (
                     Step::Wait("invalid spec".into()),
-                    Some(why.as_str()),
+                    Some(("InvalidSpec", why.as_str())),
                     REQUEUE_INVALID_SPEC,
+                )
+            }
+            Hold::RestoreBlocked(why) => {
+                self.event(EventType::Warning, "RestoreSourceNotReady", why.clone())
+                    .await;
+                (
+                    Step::Wait("waiting for the backup to restore".into()),
+                    Some(("RestoreSourceNotReady", why.as_str())),
+                    REQUEUE_REFUSED,
                 )
             }
         };
@@ -218,7 +238,7 @@ impl<'a> Reconcile<'a> {
             &ClusterView::default(),
             &step,
             None,
-            invalid,
+            held,
             self.policy_generation,
         );
         self.patch_status(status).await?;
@@ -256,11 +276,21 @@ impl<'a> Reconcile<'a> {
         };
         let bootstrapped =
             view.cluster_id.is_some() || ms.status.as_ref().is_some_and(|s| s.cluster_id.is_some());
+        let (restore, restore_blocked) = if bootstrapped {
+            (None, None)
+        } else {
+            match bootstrap_restore::resolve(ms, &self.ctx.client).await {
+                Ok(r) => (r, None),
+                Err(why) => (None, Some(why)),
+            }
+        };
         Ok(Seen {
             sts_replicas,
             endpoints,
             view,
             bootstrapped,
+            restore,
+            restore_blocked,
         })
     }
 
@@ -278,13 +308,18 @@ impl<'a> Reconcile<'a> {
         let kind = step_kind(&acted.step);
         match &acted.step {
             Step::Bootstrap => {
-                acted.operation = Some("bootstrapping a one-member cluster".to_string());
-                self.event(
-                    EventType::Normal,
-                    "Bootstrap",
-                    "created the first member".into(),
-                )
-                .await;
+                let (operation, note) = match &seen.restore {
+                    Some(from) => (
+                        format!("restoring {} into a one-member cluster", from.url),
+                        format!("created the first member, which restores {}", from.url),
+                    ),
+                    None => (
+                        "bootstrapping a one-member cluster".to_string(),
+                        "created the first member".to_string(),
+                    ),
+                };
+                acted.operation = Some(operation);
+                self.event(EventType::Normal, "Bootstrap", note).await;
                 self.ctx.metrics.operation(kind, OperationResult::Ok);
             }
             Step::ScaleStatefulSet { replicas, reason } => {
@@ -336,6 +371,7 @@ impl<'a> Reconcile<'a> {
                     sts_target,
                     seen.bootstrapped,
                     self.tls.admin_cn.as_deref(),
+                    seen.restore.as_ref(),
                 ),
             )
             .await?)

@@ -38,7 +38,7 @@ pub fn build_status(
     view: &ClusterView,
     step: &Step,
     operation: Option<String>,
-    invalid: Option<&str>,
+    held: Option<(&str, &str)>,
     policy_generation: u64,
 ) -> MetaStoreStatus {
     let old = ms.status.clone().unwrap_or_default();
@@ -76,7 +76,7 @@ pub fn build_status(
         Step::Refuse(why) => Some(why.clone()),
         _ => None,
     };
-    let degraded = invalid.map(str::to_string).or(refused);
+    let degraded = held.map(|(_, why)| why.to_string()).or(refused);
     let phase = if ms.spec.paused {
         "Paused"
     } else if degraded.is_some() {
@@ -120,8 +120,8 @@ pub fn build_status(
         condition(
             "Degraded",
             degraded.is_some(),
-            if invalid.is_some() {
-                "InvalidSpec"
+            if let Some((reason, _)) = held {
+                reason
             } else if degraded.is_some() {
                 "UnsafeChangeRefused"
             } else {
@@ -271,7 +271,7 @@ mod tests {
             &ClusterView::default(),
             &Step::Wait("x".into()),
             None,
-            Some("spec.replicas bad"),
+            Some(("InvalidSpec", "spec.replicas bad")),
             0,
         );
         let d = invalid

@@ -1,11 +1,13 @@
 //! A test kubelet: registers one Node, binds pending pods to it, and runs each pod whose image it
 //! knows as a local process on its own loopback address. Container args and env are expanded as
-//! a kubelet would (downward API: pod name, namespace, pod IP); PVC mounts map to directories that
-//! outlive the pod and are removed with the PVC; Secret volumes are projected into files and kept current. Pod phase, podIP and Ready (from the readiness
-//! probe's HTTP endpoint) are reported back; deleted pods get SIGTERM, then SIGKILL after the
-//! grace period. Stable DNS names (`<pod>.<service>.<ns>.svc`) are written to a hosts file, which
-//! `make e2e` bind-mounts over /etc/hosts in a private mount namespace, so members and the
-//! operator resolve each other without touching the machine's resolver.
+//! a kubelet would (downward API: pod name, namespace, pod IP; Secret keys); init containers run
+//! first, in order, each to success; PVC mounts map to directories that outlive the pod and are
+//! removed with the PVC; Secret volumes are projected into files and kept current. Pod phase,
+//! podIP and Ready (from the readiness probe's HTTP endpoint) are reported back; deleted pods get
+//! SIGTERM, then SIGKILL after the grace period. Stable DNS names (`<pod>.<service>.<ns>.svc`) are
+//! written to a hosts file, which `make e2e` bind-mounts over /etc/hosts in a private mount
+//! namespace, so members and the operator resolve each other without touching the machine's
+//! resolver.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Node, PersistentVolumeClaim, Pod, PodSpec};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -42,6 +44,8 @@ struct RunningPod {
     uid: String,
     ip: String,
     child: Option<Child>,
+    /// Init containers that have succeeded.
+    inits_done: usize,
     restarts: i32,
     next_start: Instant,
     ready: bool,
@@ -177,14 +181,25 @@ async fn project_secrets(client: &kube::Client, cfg: &KubeletConfig, items: &[Po
         }
         let ns = pod.namespace().unwrap_or_default();
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-        for v in spec.volumes.iter().flatten() {
-            let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
-                continue;
-            };
+        let volumes = spec.volumes.iter().flatten().filter_map(|v| {
+            let name = v.secret.as_ref()?.secret_name.clone()?;
+            Some((v.name.clone(), name))
+        });
+        // Secrets env vars refer to, projected like volumes (`env-<secret>`).
+        let env_secrets = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .flat_map(|c| c.env.iter().flatten())
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .map(|r| (format!("env-{}", r.name), r.name.clone()));
+        let wanted: Vec<(String, String)> = volumes.chain(env_secrets).collect();
+        for (volume, name) in wanted {
             let Ok(Some(secret)) = secrets.get_opt(&name).await else {
                 continue;
             };
-            let dir = secret_dir(&cfg.root, &ns, &pod.name_any(), &v.name);
+            let dir = secret_dir(&cfg.root, &ns, &pod.name_any(), &volume);
             if std::fs::create_dir_all(&dir).is_err() {
                 continue;
             }
@@ -211,14 +226,31 @@ pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The process a pod's first container becomes: binary, args (env and mounts substituted), env.
+/// The container the pod runs next: its init containers in order until each has succeeded,
+/// then its first container; `None` once nothing is left to run.
+fn next_container(pod: &Pod, inits_done: usize) -> Option<&Container> {
+    let spec = pod.spec.as_ref()?;
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    inits.get(inits_done).or_else(|| spec.containers.first())
+}
+
+/// True while the pod still has init containers to run.
+fn initializing(pod: &Pod, inits_done: usize) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|i| inits_done < i.len())
+}
+
+/// The process container `c` of `pod` becomes: binary, args (env and mounts substituted), env.
+/// `None` while a Secret it needs is not projected yet.
 fn command_for(
     pod: &Pod,
+    c: &Container,
     ip: &str,
     cfg: &KubeletConfig,
 ) -> Option<(PathBuf, Vec<String>, BTreeMap<String, String>)> {
     let spec = pod.spec.as_ref()?;
-    let c = spec.containers.first()?;
     let image = c.image.clone().unwrap_or_default();
     let bin = cfg
         .images
@@ -230,6 +262,13 @@ fn command_for(
     for e in c.env.iter().flatten() {
         let v = if let Some(v) = &e.value {
             v.clone()
+        } else if let Some(r) = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            let dir = secret_dir(&cfg.root, &ns, &pod.name_any(), &format!("env-{}", r.name));
+            std::fs::read_to_string(dir.join(&r.key)).ok()?
         } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
             match f.field_path.as_str() {
                 "metadata.name" => pod.name_any(),
@@ -507,8 +546,10 @@ fn reconcile(
             continue;
         }
         run_container(p, pod, &k, cfg, kubeconfigs.contains_key(&k));
-        p.ready = p.child.is_some() && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
-        if let Some(status) = status_update(p, spec) {
+        let init = initializing(pod, p.inits_done);
+        p.ready =
+            !init && p.child.is_some() && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
+        if let Some(status) = status_update(p, spec, init) {
             let (ns, name) = ns_name(pod);
             updates.statuses.push((ns, name, status));
         }
@@ -553,6 +594,7 @@ fn admit<'a>(
                 uid,
                 ip: addresses.of(k, net),
                 child: None,
+                inits_done: 0,
                 restarts: 0,
                 next_start: Instant::now(),
                 ready: false,
@@ -597,22 +639,32 @@ fn terminate(p: &mut RunningPod, grace: Duration) -> bool {
     false
 }
 
-/// Starts the pod's container unless it is running: at once the first time, after a back-off
-/// (2, 4, 8, 8… s) once it has exited. `has_token`: a service-account kubeconfig was just issued.
+/// Starts the pod's next container unless one is running: init containers one after another
+/// (each must exit 0; a failed one is retried), then the first container. Starts at once the
+/// first time, after a back-off (2, 4, 8, 8… s) once a container has failed. `has_token`: a
+/// service-account kubeconfig was just issued.
 fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, has_token: bool) {
     if !exited(p) {
         return;
     }
-    if p.child.take().is_some() {
-        p.restarts += 1;
-        let backoff = Duration::from_secs(1 << p.restarts.min(3));
-        p.next_start = Instant::now() + backoff;
+    if let Some(mut c) = p.child.take() {
+        let succeeded = c.wait().is_ok_and(|s| s.success());
+        if initializing(pod, p.inits_done) && succeeded {
+            p.inits_done += 1;
+        } else {
+            p.restarts += 1;
+            let backoff = Duration::from_secs(1 << p.restarts.min(3));
+            p.next_start = Instant::now() + backoff;
+        }
         p.ready = false;
     }
     if Instant::now() < p.next_start {
         return;
     }
-    let Some((bin, args, mut env)) = command_for(pod, &p.ip, cfg) else {
+    let Some(container) = next_container(pod, p.inits_done) else {
+        return;
+    };
+    let Some((bin, args, mut env)) = command_for(pod, container, &p.ip, cfg) else {
         return;
     };
     let kc = cfg
@@ -630,7 +682,11 @@ fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, ha
     let child = Command::new(&bin)
         .args(&args)
         .envs(&env)
-        .stdout(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .stderr(log)
         .spawn();
     match child {
@@ -641,8 +697,8 @@ fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, ha
 
 /// The pod's status as a kubelet reports it, with a start time: `Some` only when it differs from
 /// what was last reported.
-fn status_update(p: &mut RunningPod, spec: &PodSpec) -> Option<serde_json::Value> {
-    let running = p.child.is_some();
+fn status_update(p: &mut RunningPod, spec: &PodSpec, init: bool) -> Option<serde_json::Value> {
+    let running = !init && p.child.is_some();
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let cname = spec
         .containers
@@ -650,14 +706,21 @@ fn status_update(p: &mut RunningPod, spec: &PodSpec) -> Option<serde_json::Value
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let ready = if p.ready { "True" } else { "False" };
+    let state = if running {
+        json!({"running": {}})
+    } else if init {
+        json!({"waiting": {"reason": "PodInitializing"}})
+    } else {
+        json!({"waiting": {"reason": "CrashLoopBackOff"}})
+    };
     let status = json!({
-        "phase": "Running",
+        "phase": if init { "Pending" } else { "Running" },
         "hostIP": "127.0.0.1",
         "podIP": p.ip,
         "podIPs": [{"ip": p.ip}],
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
+            {"type": "Initialized", "status": if init { "False" } else { "True" }},
             {"type": "ContainersReady", "status": ready},
             {"type": "Ready", "status": ready},
         ],
@@ -668,7 +731,7 @@ fn status_update(p: &mut RunningPod, spec: &PodSpec) -> Option<serde_json::Value
             "ready": p.ready,
             "started": running,
             "restartCount": p.restarts,
-            "state": if running { json!({"running": {}}) } else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
+            "state": state,
         }],
     });
     if p.reported.as_ref() == Some(&status) {

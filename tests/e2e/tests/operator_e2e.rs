@@ -6,7 +6,10 @@
 //! MetaStore runs with operator-managed TLS (`tls: {mode: Managed}`): clients use the
 //! application certificate Secret the operator makes, plain http is refused, and admin calls
 //! are the operator's alone. Under the load, an on-demand `MetaStoreBackup` streams a snapshot
-//! into a real SeaweedFS and reaches Succeeded.
+//! into a real SeaweedFS and reaches Succeeded; a schedule keeps exactly its retention. Then the
+//! MetaStore and its volume are deleted and a new one restored from that backup
+//! (`spec.bootstrap.restore`) grows to three members that all serve exactly the backed-up keys
+//! and HashKV.
 //!
 //! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
 
@@ -76,6 +79,64 @@ async fn client_certificate(client: &kube::Client, dir: &Path) -> etcd_client::T
             &data["tls.crt"].0,
             &data["tls.key"].0,
         ))
+}
+
+/// TLS options for the certificate in Secret `name` (`ca.crt`, `tls.crt`, `tls.key`).
+async fn certificate_options(client: &kube::Client, name: &str) -> etcd_client::ConnectOptions {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let data = secrets
+        .get(name)
+        .await
+        .expect("certificate Secret")
+        .data
+        .unwrap();
+    etcd_client::ConnectOptions::new().with_tls(
+        etcd_client::TlsOptions::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&data["ca.crt"].0))
+            .identity(tonic::transport::Identity::from_pem(
+                &data["tls.crt"].0,
+                &data["tls.key"].0,
+            )),
+    )
+}
+
+/// Every key at `rev` (`None`: now) with value, versions and revisions.
+async fn kvs_at(
+    c: &mut etcd_client::Client,
+    rev: Option<i64>,
+) -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+    let mut o = etcd_client::GetOptions::new().with_all_keys();
+    if let Some(r) = rev {
+        o = o.with_revision(r);
+    }
+    c.get("", Some(o))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `kubectl get <what> -o name` lists nothing starting with `prefix`.
+async fn wait_gone(cp: &ControlPlane, what: &str, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, out) = kubectl(cp, &["get", what, "-o", "name"], None);
+        if ok && !out.lines().any(|l| l.starts_with(prefix)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} left: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until the resource is Running with `n` voters, all healthy, and Available.
@@ -611,5 +672,112 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     assert!(
         ok && out.trim() == format!("persistentvolumeclaim/data-{NAME}-0"),
         "{out}"
+    );
+
+    // Restore: the backup taken under load becomes a new cluster. What it must serve: the
+    // old cluster's keys and HashKV at the backup's revision.
+    let rev = status.revision.unwrap();
+    let admin = certificate_options(&client, &format!("{NAME}-tls-operator")).await;
+    let mut old_admin = etcd_client::Client::connect([client_url(0)], Some(admin))
+        .await
+        .unwrap();
+    let old_hash = old_admin.hash_kv(rev).await.unwrap().hash();
+    let old_kvs = kvs_at(&mut c0, Some(rev)).await;
+    let old_cluster = c0
+        .member_list()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .cluster_id();
+    drop((c0, old_admin));
+    // Delete the MetaStore (and with it the StatefulSet, pods and certificates), then its volume.
+    let (ok, out) = kubectl(
+        &cp,
+        &[
+            "delete",
+            "ms",
+            NAME,
+            "--cascade=foreground",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    wait_gone(&cp, "pods", &format!("pod/{NAME}-")).await;
+    let (ok, out) = kubectl(
+        &cp,
+        &["delete", "pvc", &format!("data-{NAME}-0"), "--timeout=60s"],
+        None,
+    );
+    assert!(ok, "{out}");
+    wait_gone(&cp, "secrets", &format!("secret/{NAME}-tls-")).await;
+    // A backup that does not exist holds the new cluster back with a clear status.
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
+             spec: {{replicas: 3, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}},\n\
+             bootstrap: {{restore: {{backup: nonexistent}}}}}}\n"
+        )),
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
+        let degraded = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True");
+        if let Some(c) = degraded {
+            assert!(c.message.contains("nonexistent"), "{c:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Degraded status: {st:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (ok, out) = kubectl(&cp, &["get", "statefulset", NAME], None);
+    assert!(!ok, "created before its backup exists: {out}");
+    let (ok, out) = kubectl(&cp, &["delete", "ms", NAME, "--timeout=60s"], None);
+    assert!(ok, "{out}");
+    wait_gone(&cp, "metastores", &format!("metastore.metastore.io/{NAME}")).await;
+    wait_gone(&cp, "secrets", &format!("secret/{NAME}-tls-")).await;
+    // Now from the real backup, with three members: member 0 restores, then two learners join.
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
+             spec: {{replicas: 3, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}},\n\
+             bootstrap: {{restore: {{backup: first}}}}}}\n"
+        )),
+    );
+    assert!(ok, "{out}");
+    let ms = wait_running(&api, 3, &cp, &op_log).await;
+    let new_tls = certificate_options(&client, &format!("{NAME}-tls-client")).await;
+    let admin = certificate_options(&client, &format!("{NAME}-tls-operator")).await;
+    for k in 0..3 {
+        let mut c = etcd_client::Client::connect([client_url(k)], Some(new_tls.clone()))
+            .await
+            .unwrap();
+        let mut a = etcd_client::Client::connect([client_url(k)], Some(admin.clone()))
+            .await
+            .unwrap();
+        assert_eq!(a.hash_kv(rev).await.unwrap().hash(), old_hash, "member {k}");
+        assert_eq!(kvs_at(&mut c, Some(rev)).await, old_kvs, "member {k}");
+        let id = c
+            .member_list()
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .cluster_id();
+        assert_ne!(id, old_cluster, "a restored cluster is a new cluster");
+    }
+    eprintln!(
+        "restored {} keys at revision {rev} (HashKV {old_hash:x}) into {:?}",
+        old_kvs.len(),
+        ms.status.map(|s| s.members.len())
     );
 }

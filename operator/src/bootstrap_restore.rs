@@ -1,0 +1,122 @@
+//! `spec.bootstrap.restore`: which object a new cluster's member 0 restores, resolved from a
+//! `MetaStoreBackup` or taken from the spec's URL. The restore itself runs in the member pod (an
+//! init container running `metastore-node snapshot restore s3://… --skip-if-initialized`, see
+//! [`crate::builders::restore_init_container`]), so the snapshot goes straight from the bucket
+//! to the member's volume and the operator never holds it.
+
+use kube::api::Api;
+
+use crate::backup_crd::{BackupPhase, MetaStoreBackup};
+use crate::crd::{MetaStore, RestoreSpec};
+
+/// The object member 0 restores and how to reach its bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    /// `s3://bucket/key`.
+    pub url: String,
+    /// Endpoint URL of a non-AWS store.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: String,
+}
+
+/// The source `spec` names directly (`url`), or `None` when it names a backup.
+pub fn from_url(spec: &RestoreSpec) -> Option<RestoreFrom> {
+    Some(RestoreFrom {
+        url: spec.url.clone()?,
+        endpoint: spec.endpoint.clone(),
+        region: spec.region.clone(),
+        credentials_secret: spec.credentials_secret.clone()?,
+    })
+}
+
+/// The source a backup resource describes; why not, unless it succeeded.
+pub fn from_backup(b: &MetaStoreBackup) -> Result<RestoreFrom, String> {
+    let name = kube::ResourceExt::name_any(b);
+    let st = b.status.clone().unwrap_or_default();
+    match (st.phase, st.object_url) {
+        (Some(BackupPhase::Succeeded), Some(url)) => Ok(RestoreFrom {
+            url,
+            endpoint: b.spec.s3.endpoint.clone(),
+            region: b.spec.s3.region.clone(),
+            credentials_secret: b.spec.s3.credentials_secret.clone(),
+        }),
+        (phase, _) => Err(format!(
+            "MetaStoreBackup {name} has not succeeded (phase {}): a cluster restores only a complete backup",
+            phase.map_or("none".to_string(), |p| format!("{p:?}"))
+        )),
+    }
+}
+
+/// What `ms` restores, if anything: `Ok(None)` for a cluster that starts empty; `Err` says why
+/// the source cannot be used yet (the cluster is not created until it can).
+pub async fn resolve(ms: &MetaStore, client: &kube::Client) -> Result<Option<RestoreFrom>, String> {
+    let Some(spec) = ms.spec.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(from) = from_url(spec) {
+        return Ok(Some(from));
+    }
+    let Some(name) = &spec.backup else {
+        return Err("spec.bootstrap.restore needs exactly one of backup or url".into());
+    };
+    let ns = kube::ResourceExt::namespace(ms).unwrap_or_default();
+    let api: Api<MetaStoreBackup> = Api::namespaced(client.clone(), &ns);
+    match api.get_opt(name).await {
+        Ok(Some(b)) => from_backup(&b).map(Some),
+        Ok(None) => Err(format!("MetaStoreBackup {ns}/{name} not found")),
+        Err(e) => Err(format!("reading MetaStoreBackup {ns}/{name}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(status: serde_json::Value) -> MetaStoreBackup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "metastore.io/v1alpha1", "kind": "MetaStoreBackup",
+            "metadata": {"name": "nightly", "namespace": "prod"},
+            "spec": {"metaStore": "demo", "s3": {"bucket": "b", "endpoint": "http://s3:8333",
+                     "credentialsSecret": "creds"}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_succeeded_backup_is_restored() {
+        let ok = backup(
+            serde_json::json!({"phase": "Succeeded", "objectUrl": "s3://b/prod/demo/nightly.db"}),
+        );
+        assert_eq!(
+            from_backup(&ok),
+            Ok(RestoreFrom {
+                url: "s3://b/prod/demo/nightly.db".into(),
+                endpoint: Some("http://s3:8333".into()),
+                region: None,
+                credentials_secret: "creds".into(),
+            })
+        );
+        let running = backup(serde_json::json!({"phase": "Running"}));
+        assert!(from_backup(&running).unwrap_err().contains("phase Running"));
+        assert!(from_backup(&backup(serde_json::json!({})))
+            .unwrap_err()
+            .contains("phase none"));
+    }
+
+    #[test]
+    fn a_url_is_its_own_source() {
+        let spec: RestoreSpec = serde_json::from_value(serde_json::json!({
+            "url": "s3://b/k.db", "credentialsSecret": "c", "region": "eu-west-1"}))
+        .unwrap();
+        let from = from_url(&spec).unwrap();
+        assert_eq!(from.url, "s3://b/k.db");
+        assert_eq!(from.region.as_deref(), Some("eu-west-1"));
+        let by_backup: RestoreSpec =
+            serde_json::from_value(serde_json::json!({"backup": "x"})).unwrap();
+        assert_eq!(from_url(&by_backup), None);
+    }
+}
