@@ -128,6 +128,9 @@ pub struct Shared {
     pub started: Instant,
     /// Becomes true when this member has been removed from the cluster.
     pub removed: watch::Sender<bool>,
+    /// Becomes true when the member must stop so that its supervisor starts it again (a
+    /// force-new-cluster request left for the next start).
+    pub restart: watch::Sender<bool>,
     /// Applied writes, one batch per revision, for watchers (lagging receivers catch up from
     /// the MVCC history).
     pub watch: tokio::sync::broadcast::Sender<Arc<WatchBatch>>,
@@ -200,6 +203,7 @@ impl Shared {
             loop_heartbeat_ms: AtomicU64::new(0),
             started: Instant::now(),
             removed: watch::channel(false).0,
+            restart: watch::channel(false).0,
             watch: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
             loop_queue: LoopQueue::new(config.max_raft_queue),
             config,

@@ -256,6 +256,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("registering metrics")?,
     );
     let mut removed_rx = shared.removed.subscribe();
+    let mut restart_rx = shared.restart.subscribe();
     let transport = Arc::new(Transport::new(
         config.member_id,
         opened.state.cluster_id,
@@ -364,6 +365,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // Let the removal's commit reach the others before going (as etcd does).
             tokio::time::sleep(config.heartbeat_interval * 10).await;
             tracing::warn!("stopping: this member was removed from the cluster");
+            Ok(())
+        }
+        _ = restart_rx.wait_for(|r| *r) => {
+            tracing::warn!("stopping to be restarted (force-new-cluster on the next start)");
             Ok(())
         }
         Some(r) = servers.join_next() => match r {

@@ -293,3 +293,70 @@ fn force_new_cluster_keeps_every_acknowledged_write() {
     }
     assert!(rt.block_on(rec.lost_writes(&ep)).is_empty());
 }
+
+/// The operator's disaster-recovery call: `ForceNewCluster` on a survivor is refused while the
+/// cluster has a leader; once two of three members are gone it is accepted, the member exits,
+/// and started again (as a kubelet would) it is a one-voter cluster with every write, and the
+/// request is not applied a second time.
+#[test]
+fn the_admin_api_forces_a_new_cluster_on_a_survivor() {
+    use metastore_node::admin_proto::admin_client::AdminClient;
+    use metastore_node::admin_proto::ForceNewClusterRequest;
+    let mut c = Cluster::start(BIN, 3, FAST);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let ep = c.members[leader].client_url();
+    for i in 0..20 {
+        assert!(etcdctl(&ep, &["put", &format!("k{i}"), &format!("v{i}")]).0);
+    }
+    let survivor = (leader + 1) % 3;
+    let s_ep = c.members[survivor].client_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt.block_on(async {
+        let mut cl = metastore_testkit::client(&s_ep).await;
+        cl.status().await.unwrap().header().unwrap().member_id()
+    });
+    let force = |member_id: u64| {
+        rt.block_on(async {
+            let mut a = AdminClient::connect(s_ep.clone()).await.unwrap();
+            a.force_new_cluster(ForceNewClusterRequest { member_id })
+                .await
+                .map(|r| r.into_inner().commit_index)
+        })
+    };
+    let e = force(id).unwrap_err();
+    assert!(e.message().contains("has a leader"), "{e:?}");
+    let e = force(id + 1).unwrap_err();
+    assert!(e.message().contains("not"), "{e:?}");
+    for i in (0..3).filter(|i| *i != survivor) {
+        c.members[i].kill();
+        std::fs::remove_dir_all(&c.members[i].data_dir).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let commit = loop {
+        match force(id) {
+            Ok(commit) => break commit,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline && e.message().contains("has a leader"),
+                "{e:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(commit > 20, "commit index {commit}");
+    let m = &mut c.members[survivor];
+    assert_eq!(m.wait_exit(Duration::from_secs(20)), Some(0), "{}", m.log());
+    for round in 0..2 {
+        m.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !etcdctl(&s_ep, &["put", "alive", "yes"]).0 {
+            assert!(std::time::Instant::now() < deadline, "{}", m.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (ok, out) = etcdctl(&s_ep, &["member", "list"]);
+        assert!(ok && out.lines().count() == 1, "round {round}: {out}");
+        let (ok, out) = etcdctl(&s_ep, &["get", "k19", "--print-value-only"]);
+        assert!(ok && out.trim() == "v19", "{out}");
+        assert!(!m.data_dir.join("member/force-new-cluster").exists());
+        m.terminate();
+    }
+}

@@ -1,12 +1,13 @@
 //! The admin gRPC service the operator uses: push the expected membership size (a hint that can
-//! only make lease reads more careful) and read the lease status.
+//! only make lease reads more careful), read the lease status, and recover a cluster that lost
+//! quorum (force a new cluster on a survivor).
 
 use tonic::{Request, Response, Status};
 
 use crate::admin_proto::admin_server::Admin;
 use crate::admin_proto::{
-    LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest,
-    SetMembershipPolicyResponse,
+    ForceNewClusterRequest, ForceNewClusterResponse, LeaseStatusRequest, LeaseStatusResponse,
+    SetMembershipPolicyRequest, SetMembershipPolicyResponse,
 };
 use crate::api::status::node_status;
 use crate::node::{LoopMsg, NodeHandle};
@@ -90,6 +91,49 @@ impl Admin for AdminService {
             applied_index: r.applied,
             member_id: self.node.shared.member_id(),
             lease_duration_ms: self.node.shared.config.read_lease.duration.as_millis() as u64,
+        }))
+    }
+
+    async fn force_new_cluster(
+        &self,
+        req: Request<ForceNewClusterRequest>,
+    ) -> Result<Response<ForceNewClusterResponse>, Status> {
+        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        let sh = &self.node.shared;
+        let me = sh.member_id();
+        let r = req.into_inner();
+        if r.member_id != me {
+            return Err(Status::failed_precondition(format!(
+                "this is member {me:x}, not {:x}",
+                r.member_id
+            )));
+        }
+        let st = sh.status.read().clone();
+        if st.leader_id != 0 {
+            return Err(Status::failed_precondition(format!(
+                "the cluster has a leader ({:x}): it has quorum, nothing to recover",
+                st.leader_id
+            )));
+        }
+        if !st.voters.contains(&me) {
+            return Err(Status::failed_precondition(
+                "this member is not a voter; recover from a voter",
+            ));
+        }
+        let marker = crate::consensus::bootstrap::force_new_cluster_marker(&sh.config.data_dir);
+        crate::consensus::bootstrap::write_marker(&marker, "requested through the admin API")
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::warn!(
+            "force-new-cluster requested: restarting as the only voter with every entry of the log"
+        );
+        // Answer first, then stop as on SIGTERM; the supervisor (kubelet) starts it again.
+        let shared = self.node.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = shared.restart.send(true);
+        });
+        Ok(Response::new(ForceNewClusterResponse {
+            commit_index: st.commit_index,
         }))
     }
 }

@@ -185,6 +185,19 @@ pub fn removed_marker(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("removed")
 }
 
+/// Where the admin API's force-new-cluster request is left for the next start.
+pub fn force_new_cluster_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("force-new-cluster")
+}
+
+/// Writes a marker file durably (`text` says why).
+pub fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text)?;
+    fs::File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
 /// True when the data dir has no identity yet (a member that never started here).
 pub fn is_fresh(data_dir: &Path) -> bool {
     !data_dir.join("member").join("identity").exists()
@@ -383,8 +396,14 @@ pub fn open(
         }
     };
 
-    if cfg.force_new_cluster {
+    let requested = force_new_cluster_marker(&cfg.data_dir);
+    if cfg.force_new_cluster || requested.exists() {
         force_new_cluster(&mut log, &state, identity.member_id)?;
+        // The removals are durable: a restart must not force again (members added since would
+        // be removed).
+        if requested.exists() {
+            fs::remove_file(&requested).map_err(io(&requested))?;
+        }
     }
     sweep_in_background(state.store.clone());
     let rc = raft_config(cfg, identity.member_id, applied);
