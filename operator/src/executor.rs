@@ -153,10 +153,18 @@ pub async fn observe(
     endpoints: &[String],
     ordinal_of: impl Fn(&str) -> Option<i32>,
 ) -> ClusterView {
-    let Ok(mut c) = connect(dial, endpoints).await else {
-        return ClusterView::default();
-    };
-    let Ok(list) = timed("member list", async { Ok(c.member_list().await?) }).await else {
+    // One endpoint at a time: a balanced client may send the call to a member that is down.
+    let mut list = None;
+    for ep in endpoints {
+        let Ok(mut c) = connect(dial, std::slice::from_ref(ep)).await else {
+            continue;
+        };
+        if let Ok(l) = timed("member list", async { Ok(c.member_list().await?) }).await {
+            list = Some(l);
+            break;
+        }
+    }
+    let Some(list) = list else {
         return ClusterView::default();
     };
     let cluster_id = list.header().map(|h| h.cluster_id());
@@ -164,13 +172,15 @@ pub async fn observe(
     let mut leaders: Vec<u64> = Vec::new();
     for m in list.members() {
         let url = m.client_urls().first().cloned();
-        let mut healthy = false;
-        let (mut applied, mut leader) = (0, 0);
+        let (mut healthy, mut answered) = (false, false);
+        let (mut applied, mut leader, mut commit) = (0, 0, 0);
         if let Some(u) = &url {
             if let Ok(mut mc) = connect(dial, std::slice::from_ref(u)).await {
                 if let Ok(s) = timed("status", async { Ok(mc.status().await?) }).await {
+                    answered = true;
                     healthy = s.leader() != 0;
                     applied = s.raft_applied_index();
+                    commit = s.raft_index();
                     leader = s.leader();
                     if leader != 0 {
                         leaders.push(leader);
@@ -185,6 +195,8 @@ pub async fn observe(
                 name: m.name().to_string(),
                 is_learner: m.is_learner(),
                 healthy,
+                answered,
+                commit_index: commit,
             },
             client_url: url,
             applied_index: applied,
@@ -410,6 +422,28 @@ pub async fn execute(
                 )));
             }
             Ok(Outcome::Done(String::new()))
+        }
+        Step::ForceNewCluster { id, .. } => {
+            let Some(url) = t.url_of(*id) else {
+                return Ok(Outcome::NotYet(format!(
+                    "survivor {id:x} has no client URL"
+                )));
+            };
+            let mut admin = t.dial.admin(&url).await?;
+            let r = timed("force new cluster", async {
+                Ok(admin
+                    .force_new_cluster(crate::admin_proto::ForceNewClusterRequest {
+                        member_id: *id,
+                    })
+                    .await
+                    .map_err(|e| ExecError::Admin(url.clone(), e.message().to_string()))?
+                    .into_inner())
+            })
+            .await?;
+            Ok(Outcome::Done(format!(
+                "member {id:x} restarts as a one-member cluster with every entry of its log (commit index {})",
+                r.commit_index
+            )))
         }
         other => Ok(Outcome::NotYet(format!(
             "{other:?} is not a member operation"

@@ -19,6 +19,10 @@ pub struct ObservedMember {
     pub is_learner: bool,
     /// Answered its Status call and knows a leader.
     pub healthy: bool,
+    /// Answered its Status call (with or without a leader).
+    pub answered: bool,
+    /// Commit index it reported (0 if it did not answer).
+    pub commit_index: u64,
 }
 
 /// Everything the planner looks at.
@@ -32,6 +36,8 @@ pub struct Observed {
     pub members: Option<Vec<ObservedMember>>,
     /// Current leader's id, if known.
     pub leader: Option<u64>,
+    /// The user opted in to disaster recovery (`metastore.io/recover`).
+    pub recover: bool,
 }
 
 /// The next step.
@@ -76,6 +82,16 @@ pub enum Step {
     Wait(String),
     /// The requested change is unsafe now, or impossible; report Degraded and do nothing.
     Refuse(String),
+    /// Quorum is lost: what recovery would do, waiting for the user's opt-in.
+    QuorumLost(String),
+    /// Opted in: restart the most up-to-date surviving voter as a one-voter cluster (it keeps
+    /// every entry of its log); the cluster then grows back through learners.
+    ForceNewCluster {
+        /// The survivor's member id.
+        id: u64,
+        /// Its pod ordinal.
+        ordinal: i32,
+    },
     /// Nothing to do: `voters` voters, all as asked.
     Steady {
         /// Voters.
@@ -102,6 +118,9 @@ pub fn plan(o: &Observed) -> Step {
             "member {:x} ({}) is not one of this StatefulSet's pods; remove it by hand (etcdctl member remove {:x})",
             m.id, m.name, m.id
         ));
+    }
+    if let Some(step) = lost_quorum(o, members) {
+        return step;
     }
     let ord = |m: &ObservedMember| m.ordinal.unwrap_or(0);
     let max_ord = members.iter().map(ord).max().unwrap_or(0);
@@ -152,8 +171,11 @@ pub fn plan(o: &Observed) -> Step {
         if o.leader.is_none() {
             return Step::Wait("no leader".into());
         }
+        // The lowest free ordinal: after a recovery from a survivor above 0, the ordinals below
+        // it are filled first.
+        let ordinal = (0..).find(|k| !members.iter().any(|m| ord(m) == *k));
         return Step::AddLearner {
-            ordinal: max_ord + 1,
+            ordinal: ordinal.unwrap_or(max_ord + 1),
         };
     }
     if want < n {
@@ -193,6 +215,46 @@ pub fn plan(o: &Observed) -> Step {
     Step::Steady { voters: n }
 }
 
+/// Quorum lost for good looks like this: no leader, and fewer voters answering than a quorum.
+/// The plan names the most up-to-date surviving voter (highest commit index, then lowest
+/// ordinal); it is carried out only with the user's opt-in.
+fn lost_quorum(o: &Observed, members: &[ObservedMember]) -> Option<Step> {
+    let voters: Vec<&ObservedMember> = members.iter().filter(|m| !m.is_learner).collect();
+    let answering: Vec<&ObservedMember> = voters.iter().copied().filter(|m| m.answered).collect();
+    if o.leader.is_some() || voters.is_empty() || answering.len() * 2 > voters.len() {
+        return None;
+    }
+    let Some(survivor) = answering
+        .iter()
+        .max_by_key(|m| (m.commit_index, std::cmp::Reverse(m.ordinal)))
+    else {
+        return Some(Step::Wait("no voter answers".into()));
+    };
+    let ordinal = survivor.ordinal?;
+    if o.recover {
+        return Some(Step::ForceNewCluster {
+            id: survivor.id,
+            ordinal,
+        });
+    }
+    let names =
+        |ms: &[&ObservedMember]| ms.iter().map(|m| display(m)).collect::<Vec<_>>().join(", ");
+    let silent: Vec<&ObservedMember> = voters.iter().copied().filter(|m| !m.answered).collect();
+    Some(Step::QuorumLost(format!(
+        "quorum lost: {} of {} voters answer ({}), {} do not. If their volumes are gone for good, \
+         annotate the MetaStore with metastore.io/recover=true: the operator restarts {} (commit \
+         index {}, the most up-to-date survivor) as a one-member cluster with --force-new-cluster \
+         and grows it back to {} members. Writes only the lost members held are lost.",
+        answering.len(),
+        voters.len(),
+        names(&answering),
+        names(&silent),
+        display(survivor),
+        survivor.commit_index,
+        o.spec_replicas
+    )))
+}
+
 fn display(m: &ObservedMember) -> String {
     if m.name.is_empty() {
         format!("{:x}", m.id)
@@ -213,6 +275,8 @@ mod tests {
             name: format!("ms-{ordinal}"),
             is_learner: false,
             healthy: true,
+            answered: true,
+            commit_index: 50,
         }
     }
 
@@ -235,6 +299,7 @@ mod tests {
             sts_replicas: sts,
             members: Some(members),
             leader: (leader != 0).then_some(leader),
+            recover: false,
         }
     }
 
@@ -260,6 +325,7 @@ mod tests {
                     sts_replicas: 1,
                     members: None,
                     leader: None,
+                    recover: false,
                 },
                 Step::Wait("waiting for the cluster to answer".into()),
             ),
@@ -368,6 +434,127 @@ mod tests {
         for (name, o, want) in cases {
             assert_eq!(plan(&o), want, "{name}");
         }
+    }
+
+    #[test]
+    fn lost_quorum_is_reported_and_recovered_only_with_the_opt_in() {
+        let gone = |k: i32| ObservedMember {
+            healthy: false,
+            answered: false,
+            commit_index: 0,
+            ..voter(k)
+        };
+        let alone = |k: i32, commit: u64| ObservedMember {
+            healthy: false,
+            commit_index: commit,
+            ..voter(k)
+        };
+        // Two survivors of five: the one with the higher commit index is chosen.
+        let mut o = obs(
+            5,
+            5,
+            vec![gone(0), alone(1, 70), gone(2), alone(3, 90), gone(4)],
+            0,
+        );
+        let Step::QuorumLost(msg) = plan(&o) else {
+            panic!("{:?}", plan(&o));
+        };
+        assert!(
+            msg.contains("2 of 5 voters answer (ms-1, ms-3), ms-0, ms-2, ms-4 do not"),
+            "{msg}"
+        );
+        assert!(msg.contains("metastore.io/recover=true"), "{msg}");
+        assert!(msg.contains("restarts ms-3 (commit index 90"), "{msg}");
+        o.recover = true;
+        assert_eq!(
+            plan(&o),
+            Step::ForceNewCluster {
+                id: 103,
+                ordinal: 3
+            }
+        );
+        // A tie goes to the lowest ordinal.
+        let o = Observed {
+            recover: true,
+            ..obs(
+                5,
+                5,
+                vec![alone(0, 9), alone(1, 9), gone(2), gone(3), gone(4)],
+                0,
+            )
+        };
+        assert_eq!(
+            plan(&o),
+            Step::ForceNewCluster {
+                id: 100,
+                ordinal: 0
+            }
+        );
+        // Not lost: a majority answers (an election is under way), or a leader is known.
+        let o = Observed {
+            recover: true,
+            ..obs(3, 3, vec![alone(0, 9), alone(1, 9), gone(2)], 0)
+        };
+        assert_ne!(
+            plan(&Observed {
+                members: Some(vec![alone(0, 9), alone(1, 9), alone(2, 9)]),
+                ..o.clone()
+            }),
+            Step::ForceNewCluster {
+                id: 100,
+                ordinal: 0
+            }
+        );
+        assert!(!matches!(
+            plan(&obs(3, 3, vec![voter(0), gone(1), gone(2)], 100)),
+            Step::QuorumLost(_)
+        ));
+        // A learner is never the survivor.
+        let o = obs(
+            3,
+            3,
+            vec![
+                gone(0),
+                gone(1),
+                ObservedMember {
+                    is_learner: true,
+                    ..alone(2, 99)
+                },
+            ],
+            0,
+        );
+        assert_eq!(
+            plan(&Observed { recover: true, ..o }),
+            Step::Wait("no voter answers".into())
+        );
+    }
+
+    /// After a survivor at ordinal 2 forced a new cluster, the pods below it are filled first and
+    /// the cluster ends steady at 3 with ordinals 0, 1, 2.
+    #[test]
+    fn regrows_around_a_survivor_above_ordinal_0() {
+        let mut members = vec![voter(2)];
+        let sts = 3;
+        for _ in 0..20 {
+            match plan(&obs(3, sts, members.clone(), 102)) {
+                Step::Steady { voters } => {
+                    assert_eq!(voters, 3);
+                    let mut ords: Vec<i32> = members.iter().map(|m| m.ordinal.unwrap()).collect();
+                    ords.sort();
+                    assert_eq!(ords, [0, 1, 2]);
+                    return;
+                }
+                Step::AddLearner { ordinal } => {
+                    assert!(ordinal < 2, "fills the hole below the survivor");
+                    members.push(learner(ordinal, true));
+                }
+                Step::Promote { id, .. } => {
+                    members.iter_mut().find(|m| m.id == id).unwrap().is_learner = false
+                }
+                s => panic!("unexpected {s:?}"),
+            }
+        }
+        panic!("did not converge");
     }
 
     /// Walks 1→3→5→3→1 applying each step to a model, as the executor would, and checks the walk

@@ -56,8 +56,19 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
     if let Some(why) = &seen.restore_blocked {
         return r.report_hold(Hold::RestoreBlocked(why.clone())).await;
     }
-    let step = plan_step(ms, &seen);
+    let step = hold_growth_during_rollout(plan_step(ms, &seen), seen.template_rolling);
+    let recovering = matches!(step, Step::QuorumLost(_) | Step::ForceNewCluster { .. });
     let mut acted = r.act(&seen, step).await?;
+    if recovery_requested(ms) && !recovering && seen.view.leader.is_some() {
+        // The cluster has quorum (again, or never lost it): the opt-in has nothing left to do.
+        r.clear_recovery_request().await?;
+        r.event(
+            EventType::Normal,
+            "RecoveryRequestCleared",
+            format!("removed {RECOVER_ANNOTATION}: the cluster has a leader and quorum"),
+        )
+        .await;
+    }
     if let Some(due) = crate::backup_schedule::run(ms, ctx).await? {
         acted.requeue = acted.requeue.min(due);
     }
@@ -93,6 +104,8 @@ struct Seen {
     view: ClusterView,
     /// The cluster exists, so new pods must join it rather than bootstrap one.
     bootstrapped: bool,
+    /// The StatefulSet is replacing pods for a new template.
+    template_rolling: bool,
     /// Until it exists: the backup member 0 starts from (`spec.bootstrap.restore`).
     restore: Option<RestoreFrom>,
     /// Why that backup cannot be used yet.
@@ -110,13 +123,37 @@ fn plan_step(ms: &MetaStore, seen: &Seen) -> Step {
             .as_ref()
             .map(|m| m.iter().map(|v| v.member.clone()).collect()),
         leader: seen.view.leader,
+        recover: recovery_requested(ms),
     })
+}
+
+/// The annotation by which a user opts in to disaster recovery.
+pub const RECOVER_ANNOTATION: &str = "metastore.io/recover";
+
+/// True when the MetaStore carries `metastore.io/recover: "true"`.
+fn recovery_requested(ms: &MetaStore) -> bool {
+    ms.annotations()
+        .get(RECOVER_ANNOTATION)
+        .is_some_and(|v| v == "true")
 }
 
 /// Not steady while pods are still being replaced by a template change (e.g. the switch to
 /// joining right after bootstrap): judged on the StatefulSet as just applied.
 fn wait_for_rollout(step: Step, applied: &StatefulSet) -> Step {
     if matches!(step, Step::Steady { .. }) && rolling_out(applied) {
+        Step::Wait("member pods are being updated".into())
+    } else {
+        step
+    }
+}
+
+/// No member is added and no pod created while the StatefulSet replaces its pods for a new
+/// template (right after bootstrap, member 0 restarts to join rather than found): a pod
+/// created meanwhile could get the old template (founding flags, the restore init container).
+fn hold_growth_during_rollout(step: Step, template_rolling: bool) -> Step {
+    let grows = matches!(step, Step::AddLearner { .. })
+        || matches!(&step, Step::ScaleStatefulSet { reason, .. } if reason.starts_with("start learner"));
+    if grows && template_rolling {
         Step::Wait("member pods are being updated".into())
     } else {
         step
@@ -266,6 +303,7 @@ impl<'a> Reconcile<'a> {
         let ms = self.ms;
         let sts = self.api::<StatefulSet>().get_opt(&self.name).await?;
         let sts_replicas = sts.as_ref().and_then(|s| s.spec.replicas).unwrap_or(0);
+        let template_rolling = sts.as_ref().is_some_and(template_rolling_out);
         let endpoints: Vec<String> = (0..sts_replicas.max(1))
             .map(|k| builders::client_url(ms, k))
             .collect();
@@ -289,6 +327,7 @@ impl<'a> Reconcile<'a> {
             endpoints,
             view,
             bootstrapped,
+            template_rolling,
             restore,
             restore_blocked,
         })
@@ -335,6 +374,12 @@ impl<'a> Reconcile<'a> {
             Step::Wait(why) => acted.operation = Some(why.clone()),
             Step::Refuse(why) => {
                 self.event(EventType::Warning, "ScaleRefused", why.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Refused);
+                acted.requeue = REQUEUE_REFUSED;
+            }
+            Step::QuorumLost(why) => {
+                self.event(EventType::Warning, "QuorumLost", why.clone())
                     .await;
                 self.ctx.metrics.operation(kind, OperationResult::Refused);
                 acted.requeue = REQUEUE_REFUSED;
@@ -394,6 +439,14 @@ impl<'a> Reconcile<'a> {
         };
         let steady = matches!(step, Step::Steady { .. });
         match executor::execute(step, &target, &mut acted.policy_generation).await {
+            Ok(Outcome::Done(what)) if matches!(step, Step::ForceNewCluster { .. }) => {
+                // Done once: the opt-in is consumed, so a later loss asks again.
+                self.clear_recovery_request().await?;
+                self.event(EventType::Warning, "RecoveryStarted", what.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Ok);
+                acted.operation = Some(what);
+            }
             Ok(Outcome::Done(what)) => {
                 if !what.is_empty() {
                     self.event(EventType::Normal, done_reason(step), what.clone())
@@ -423,13 +476,28 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
+    /// Removes `metastore.io/recover` once recovery has started.
+    async fn clear_recovery_request(&self) -> Result<(), Error> {
+        let patch = serde_json::json!({"metadata": {"annotations": {RECOVER_ANNOTATION: null}}});
+        self.api::<MetaStore>()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
     /// A volume left by an earlier member at this ordinal holds a removed member's data, which
-    /// the node refuses: the new member must start empty.
+    /// the node refuses: the new member must start empty. A pod still there (a lost member's
+    /// after a recovery) goes too, so that its volume can: the StatefulSet makes both anew.
     async fn delete_stale_volume(&self, ordinal: i32) -> Result<(), Error> {
         let pvcs = self.api::<PersistentVolumeClaim>();
         let claim = builders::data_claim_name(self.ms, ordinal);
         if pvcs.get_opt(&claim).await?.is_some() {
             pvcs.delete(&claim, &Default::default()).await?;
+            let pods = self.api::<k8s_openapi::api::core::v1::Pod>();
+            let pod = builders::pod_name(self.ms, ordinal);
+            if pods.get_opt(&pod).await?.is_some() {
+                pods.delete(&pod, &Default::default()).await?;
+            }
             self.event(
                 EventType::Normal,
                 "StaleVolumeDeleted",
@@ -482,6 +550,8 @@ fn step_kind(step: &Step) -> &'static str {
         Step::RemoveMember { .. } => "remove_member",
         Step::Wait(_) => "wait",
         Step::Refuse(_) => "refuse",
+        Step::QuorumLost(_) => "quorum_lost",
+        Step::ForceNewCluster { .. } => "force_new_cluster",
         Step::Steady { .. } => "steady",
     }
 }
@@ -506,8 +576,18 @@ pub(crate) fn ordinal_of(ms: &MetaStore, url: &str) -> Option<i32> {
     (0..=MAX_ORDINAL).find(|k| builders::peer_url(ms, *k) == url)
 }
 
-/// True while the StatefulSet controller has not rolled its pods onto the current template.
+/// True while the StatefulSet controller has not rolled its pods onto the current template, or
+/// some are not ready.
 pub(crate) fn rolling_out(s: &StatefulSet) -> bool {
+    let replicas = s.spec.replicas.unwrap_or(1);
+    template_rolling_out(s)
+        || s.status
+            .as_ref()
+            .is_none_or(|st| st.ready_replicas.unwrap_or(0) < replicas)
+}
+
+/// True while pods still run an older template than the StatefulSet's.
+pub(crate) fn template_rolling_out(s: &StatefulSet) -> bool {
     let replicas = s.spec.replicas.unwrap_or(1);
     let Some(st) = s.status.as_ref() else {
         return true;
@@ -515,7 +595,6 @@ pub(crate) fn rolling_out(s: &StatefulSet) -> bool {
     st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0)
         || (st.update_revision.is_some() && st.current_revision != st.update_revision)
         || st.updated_replicas.unwrap_or(0) < replicas
-        || st.ready_replicas.unwrap_or(0) < replicas
 }
 
 #[cfg(test)]
@@ -555,6 +634,30 @@ mod tests {
         assert!(!rolling_out(&s));
         s.status.as_mut().unwrap().ready_replicas = Some(0);
         assert!(rolling_out(&s), "a pod not ready");
+    }
+
+    #[test]
+    fn no_growth_while_pods_take_a_new_template() {
+        let add = Step::AddLearner { ordinal: 1 };
+        let wait = Step::Wait("member pods are being updated".into());
+        assert_eq!(hold_growth_during_rollout(add.clone(), true), wait);
+        assert_eq!(hold_growth_during_rollout(add.clone(), false), add);
+        let start = Step::ScaleStatefulSet {
+            replicas: 2,
+            reason: "start learner 1".into(),
+        };
+        assert_eq!(hold_growth_during_rollout(start, true), wait);
+        // Shrinking and membership steps that finish a change go on.
+        let shrink = Step::ScaleStatefulSet {
+            replicas: 1,
+            reason: "member 2 was removed".into(),
+        };
+        assert_eq!(hold_growth_during_rollout(shrink.clone(), true), shrink);
+        let promote = Step::Promote {
+            id: 1,
+            voters_after: 2,
+        };
+        assert_eq!(hold_growth_during_rollout(promote.clone(), true), promote);
     }
 
     #[test]

@@ -73,10 +73,13 @@ pub fn build_status(
     let available = leader.is_some() && voters >= 1 && ready * 2 > voters;
     let steady = matches!(step, Step::Steady { .. });
     let refused = match step {
-        Step::Refuse(why) => Some(why.clone()),
+        Step::Refuse(why) => Some(("UnsafeChangeRefused", why.clone())),
+        Step::QuorumLost(why) => Some(("QuorumLost", why.clone())),
         _ => None,
     };
-    let degraded = held.map(|(_, why)| why.to_string()).or(refused);
+    let degraded = held
+        .map(|(reason, why)| (reason, why.to_string()))
+        .or(refused);
     let phase = if ms.spec.paused {
         "Paused"
     } else if degraded.is_some() {
@@ -120,14 +123,8 @@ pub fn build_status(
         condition(
             "Degraded",
             degraded.is_some(),
-            if let Some((reason, _)) = held {
-                reason
-            } else if degraded.is_some() {
-                "UnsafeChangeRefused"
-            } else {
-                "AsExpected"
-            },
-            degraded.clone().unwrap_or_default(),
+            degraded.as_ref().map_or("AsExpected", |(reason, _)| reason),
+            degraded.clone().map(|(_, why)| why).unwrap_or_default(),
             gen,
             &old.conditions,
         ),
@@ -166,6 +163,8 @@ mod tests {
                 name: format!("demo-{id}"),
                 is_learner: learner,
                 healthy,
+                answered: true,
+                commit_index: 10,
             },
             client_url: None,
             applied_index: 10,

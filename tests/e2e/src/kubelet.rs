@@ -46,6 +46,8 @@ struct RunningPod {
     child: Option<Child>,
     /// Init containers that have succeeded.
     inits_done: usize,
+    /// A container of this pod has been started (until then the pod is Pending).
+    started: bool,
     restarts: i32,
     next_start: Instant,
     ready: bool,
@@ -161,8 +163,32 @@ fn key(p: &Pod) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
-fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
-    root.join("pvc").join(ns).join(claim)
+/// Live claims, `namespace/name` → uid; claims being deleted are left out (a pod cannot start
+/// on one).
+type Claims = HashMap<String, String>;
+
+/// A claim's volume: named by the claim's uid, so a claim deleted and made again under the same
+/// name gets a new, empty volume, as a real provisioner gives it.
+fn pvc_dir(root: &Path, ns: &str, claim: &str, uid: &str) -> PathBuf {
+    root.join("pvc").join(ns).join(format!("{claim}-{uid}"))
+}
+
+/// The live claims.
+async fn live_claims(client: &kube::Client) -> anyhow::Result<Claims> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    Ok(pvcs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| {
+            (
+                format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()),
+                c.uid().unwrap_or_default(),
+            )
+        })
+        .collect())
 }
 
 /// Where a pod's Secret volume is projected.
@@ -249,6 +275,7 @@ fn command_for(
     c: &Container,
     ip: &str,
     cfg: &KubeletConfig,
+    claims: &Claims,
 ) -> Option<(PathBuf, Vec<String>, BTreeMap<String, String>)> {
     let spec = pod.spec.as_ref()?;
     let image = c.image.clone().unwrap_or_default();
@@ -299,7 +326,9 @@ fn command_for(
             .and_then(|v| v.persistent_volume_claim.as_ref())
             .map(|p| p.claim_name.clone());
         if let Some(claim) = claim {
-            let dir = pvc_dir(&cfg.root, &ns, &claim);
+            // No such claim (yet), or it is being deleted: the pod waits.
+            let uid = claims.get(&format!("{ns}/{claim}"))?;
+            let dir = pvc_dir(&cfg.root, &ns, &claim, uid);
             let _ = std::fs::create_dir_all(&dir);
             for a in &mut args {
                 *a = a.replace(&m.mount_path, &dir.display().to_string());
@@ -454,7 +483,8 @@ async fn sync(
     let list = all.list(&ListParams::default()).await?;
     let kubeconfigs = issue_kubeconfigs(client, cfg, state, &list.items).await;
     project_secrets(client, cfg, &list.items).await;
-    let updates = reconcile(cfg, state, &list.items, &kubeconfigs, addresses);
+    let claims = live_claims(client).await?;
+    let updates = reconcile(cfg, state, &list.items, &kubeconfigs, addresses, &claims);
     send_updates(client, state, updates).await;
     remove_deleted_volumes(client, cfg).await
 }
@@ -516,6 +546,7 @@ fn reconcile(
     items: &[Pod],
     kubeconfigs: &HashMap<String, PathBuf>,
     addresses: &mut Addresses,
+    claims: &Claims,
 ) -> Updates {
     let mut updates = Updates::default();
     let mut seen = Vec::new();
@@ -545,7 +576,8 @@ fn reconcile(
             }
             continue;
         }
-        run_container(p, pod, &k, cfg, kubeconfigs.contains_key(&k));
+        let has_token = kubeconfigs.contains_key(&k);
+        run_container(p, pod, &k, cfg, has_token, claims);
         let init = initializing(pod, p.inits_done);
         p.ready =
             !init && p.child.is_some() && readiness_url(pod, &p.ip).is_none_or(|u| http_ok(&u));
@@ -595,6 +627,7 @@ fn admit<'a>(
                 ip: addresses.of(k, net),
                 child: None,
                 inits_done: 0,
+                started: false,
                 restarts: 0,
                 next_start: Instant::now(),
                 ready: false,
@@ -643,7 +676,14 @@ fn terminate(p: &mut RunningPod, grace: Duration) -> bool {
 /// (each must exit 0; a failed one is retried), then the first container. Starts at once the
 /// first time, after a back-off (2, 4, 8, 8… s) once a container has failed. `has_token`: a
 /// service-account kubeconfig was just issued.
-fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, has_token: bool) {
+fn run_container(
+    p: &mut RunningPod,
+    pod: &Pod,
+    k: &str,
+    cfg: &KubeletConfig,
+    has_token: bool,
+    claims: &Claims,
+) {
     if !exited(p) {
         return;
     }
@@ -664,7 +704,7 @@ fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, ha
     let Some(container) = next_container(pod, p.inits_done) else {
         return;
     };
-    let Some((bin, args, mut env)) = command_for(pod, container, &p.ip, cfg) else {
+    let Some((bin, args, mut env)) = command_for(pod, container, &p.ip, cfg, claims) else {
         return;
     };
     let kc = cfg
@@ -690,7 +730,10 @@ fn run_container(p: &mut RunningPod, pod: &Pod, k: &str, cfg: &KubeletConfig, ha
         .stderr(log)
         .spawn();
     match child {
-        Ok(c) => p.child = Some(c),
+        Ok(c) => {
+            p.child = Some(c);
+            p.started = true;
+        }
         Err(e) => tracing::warn!("cannot start {k}: {e}"),
     }
 }
@@ -714,7 +757,9 @@ fn status_update(p: &mut RunningPod, spec: &PodSpec, init: bool) -> Option<serde
         json!({"waiting": {"reason": "CrashLoopBackOff"}})
     };
     let status = json!({
-        "phase": if init { "Pending" } else { "Running" },
+        // Pending until a container has started (e.g. its claim is missing: the StatefulSet
+        // controller makes missing claims of pending pods).
+        "phase": if init || !p.started { "Pending" } else { "Running" },
         "hostIP": "127.0.0.1",
         "podIP": p.ip,
         "podIPs": [{"ip": p.ip}],
@@ -797,7 +842,14 @@ async fn remove_deleted_volumes(client: &kube::Client, cfg: &KubeletConfig) -> a
         .await?
         .items
         .iter()
-        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .map(|c| {
+            format!(
+                "{}/{}-{}",
+                c.namespace().unwrap_or_default(),
+                c.name_any(),
+                c.uid().unwrap_or_default()
+            )
+        })
         .collect();
     if let Ok(nss) = std::fs::read_dir(cfg.root.join("pvc")) {
         for ns in nss.flatten() {

@@ -126,6 +126,27 @@ async fn kvs_at(
         .collect()
 }
 
+/// What the pods, claims and member logs look like, for a failure message.
+fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
+    let (_, objects) = kubectl(cp, &["get", "pods,pvc,sts", "-o", "wide"], None);
+    let (_, events) = kubectl(cp, &["get", "events", "--sort-by=.lastTimestamp"], None);
+    let events: Vec<&str> = events.lines().collect();
+    let mut out = format!(
+        "--- objects\n{objects}\n--- events\n{}\n",
+        events[events.len().saturating_sub(25)..].join("\n")
+    );
+    for k in 0..3 {
+        let f = logs.join(format!("{NS}_{NAME}-{k}.log"));
+        let t = std::fs::read_to_string(&f).unwrap_or_default();
+        let l: Vec<&str> = t.lines().collect();
+        out.push_str(&format!(
+            "--- {NAME}-{k}\n{}\n",
+            l[l.len().saturating_sub(15)..].join("\n")
+        ));
+    }
+    out
+}
+
 /// Waits until `kubectl get <what> -o name` lists nothing starting with `prefix`.
 async fn wait_gone(cp: &ControlPlane, what: &str, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -161,10 +182,11 @@ async fn wait_running(api: &Api<MetaStore>, n: i32, cp: &ControlPlane, op_log: &
             }
             if Instant::now() > deadline {
                 panic!(
-                    "not Running with {n} members: {:#?}\n--- operator\n{}\n--- controller-manager\n{}",
+                    "not Running with {n} members: {:#?}\n--- operator\n{}\n--- controller-manager\n{}\n{}",
                     ms.status,
                     tail(op_log),
-                    cp.log("kube-controller-manager")
+                    cp.log("kube-controller-manager"),
+                    diagnose(cp, op_log)
                 );
             }
         }
