@@ -549,8 +549,12 @@ mod tests {
         m
     }
 
+    fn pod(s: &StatefulSet) -> &PodSpec {
+        s.spec.template.spec.as_ref().unwrap()
+    }
+
     fn container(s: &StatefulSet) -> &Container {
-        &s.spec.template.spec.as_ref().unwrap().containers[0]
+        &pod(s).containers[0]
     }
 
     #[test]
@@ -626,14 +630,7 @@ mod tests {
             "nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"}}),
         );
         let s = stateful_set(&m, 2, true, None, None);
-        assert!(s
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .init_containers
-            .is_none());
+        assert!(pod(&s).init_containers.is_none());
         let spec = &s.spec;
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
@@ -703,8 +700,8 @@ mod tests {
             credentials_secret: "creds".into(),
         };
         let s = stateful_set(&m, 1, false, None, Some(&from));
-        let pod = s.spec.template.spec.as_ref().unwrap();
-        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let spec = pod(&s);
+        let init = &spec.init_containers.as_ref().unwrap()[0];
         let args = init.args.as_ref().unwrap();
         assert_eq!(
             args[..5],
@@ -719,8 +716,8 @@ mod tests {
         // The member's own flags, as a founding member: the restored member is the one that
         // then starts.
         assert_eq!(args[5..], member_args(&m, false, None));
-        assert_eq!(init.volume_mounts, pod.containers[0].volume_mounts);
-        assert_eq!(init.image, pod.containers[0].image);
+        assert_eq!(init.volume_mounts, spec.containers[0].volume_mounts);
+        assert_eq!(init.image, spec.containers[0].image);
         let secret_keys: Vec<(String, String, String)> = init
             .env
             .iter()
@@ -747,14 +744,7 @@ mod tests {
         );
         // Once the cluster exists, new pods join it: nothing to restore.
         let s = stateful_set(&m, 1, true, None, Some(&from));
-        assert!(s
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .init_containers
-            .is_none());
+        assert!(pod(&s).init_containers.is_none());
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Admin for AdminService {
             ));
         }
         let marker = crate::consensus::bootstrap::force_new_cluster_marker(&sh.config.data_dir);
-        crate::consensus::bootstrap::write_marker(&marker, "requested through the admin API")
+        crate::consensus::bootstrap::write_durably(&marker, b"requested through the admin API")
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::warn!(
             "force-new-cluster requested: restarting as the only voter with every entry of the log"

@@ -108,12 +108,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
 fn write_identity(path: &Path, id: &Identity) -> Result<(), BootstrapError> {
     let bytes =
         bincode::serialize(id).map_err(|e| BootstrapError::Identity(path.into(), e.to_string()))?;
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    write_durably(path, &bytes).map_err(io(path))
 }
 
 fn read_identity(path: &Path) -> Result<Option<Identity>, BootstrapError> {
@@ -190,10 +185,11 @@ pub fn force_new_cluster_marker(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("force-new-cluster")
 }
 
-/// Writes a marker file durably (`text` says why).
-pub fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+/// Replaces the file at `path` with `bytes` durably: written beside it, fsynced, renamed over it,
+/// so a crash leaves the old file or the new one.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text)?;
+    fs::write(&tmp, bytes)?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, path)
 }

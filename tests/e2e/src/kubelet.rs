@@ -173,14 +173,9 @@ fn pvc_dir(root: &Path, ns: &str, claim: &str, uid: &str) -> PathBuf {
     root.join("pvc").join(ns).join(format!("{claim}-{uid}"))
 }
 
-/// The live claims.
-async fn live_claims(client: &kube::Client) -> anyhow::Result<Claims> {
-    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    Ok(pvcs
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
+/// The live claims among `pvcs`.
+fn live_claims(pvcs: &[PersistentVolumeClaim]) -> Claims {
+    pvcs.iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
         .map(|c| {
             (
@@ -188,7 +183,7 @@ async fn live_claims(client: &kube::Client) -> anyhow::Result<Claims> {
                 c.uid().unwrap_or_default(),
             )
         })
-        .collect())
+        .collect()
 }
 
 /// Where a pod's Secret volume is projected.
@@ -483,10 +478,20 @@ async fn sync(
     let list = all.list(&ListParams::default()).await?;
     let kubeconfigs = issue_kubeconfigs(client, cfg, state, &list.items).await;
     project_secrets(client, cfg, &list.items).await;
-    let claims = live_claims(client).await?;
-    let updates = reconcile(cfg, state, &list.items, &kubeconfigs, addresses, &claims);
+    // One list serves both: a volume directory is only ever made for a claim in a list.
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let pvcs = pvcs.list(&ListParams::default()).await?.items;
+    let updates = reconcile(
+        cfg,
+        state,
+        &list.items,
+        &kubeconfigs,
+        addresses,
+        &live_claims(&pvcs),
+    );
     send_updates(client, state, updates).await;
-    remove_deleted_volumes(client, cfg).await
+    remove_deleted_volumes(cfg, &pvcs);
+    Ok(())
 }
 
 /// Service-account kubeconfigs for pods bound here that are about to start (not yet in the
@@ -835,12 +840,8 @@ async fn bind(client: &kube::Client, ns: &str, name: &str) {
 }
 
 /// Volumes of deleted PVCs go with them.
-async fn remove_deleted_volumes(client: &kube::Client, cfg: &KubeletConfig) -> anyhow::Result<()> {
-    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+fn remove_deleted_volumes(cfg: &KubeletConfig, pvcs: &[PersistentVolumeClaim]) {
     let live: Vec<String> = pvcs
-        .list(&ListParams::default())
-        .await?
-        .items
         .iter()
         .map(|c| {
             format!(
@@ -867,5 +868,4 @@ async fn remove_deleted_volumes(client: &kube::Client, cfg: &KubeletConfig) -> a
             }
         }
     }
-    Ok(())
 }

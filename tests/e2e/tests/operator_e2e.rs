@@ -126,6 +126,20 @@ async fn kvs_at(
         .collect()
 }
 
+/// `kubectl apply`s a 3-member MetaStore under managed TLS that starts from backup `backup`.
+fn apply_restoring(cp: &ControlPlane, backup: &str) {
+    let (ok, out) = kubectl(
+        cp,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
+             spec: {{replicas: 3, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}},\n\
+             bootstrap: {{restore: {{backup: {backup}}}}}}}\n"
+        )),
+    );
+    assert!(ok, "{out}");
+}
+
 /// What the pods, claims and member logs look like, for a failure message.
 fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
     let (_, objects) = kubectl(cp, &["get", "pods,pvc,sts", "-o", "wide"], None);
@@ -735,16 +749,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     assert!(ok, "{out}");
     wait_gone(&cp, "secrets", &format!("secret/{NAME}-tls-")).await;
     // A backup that does not exist holds the new cluster back with a clear status.
-    let (ok, out) = kubectl(
-        &cp,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
-             spec: {{replicas: 3, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}},\n\
-             bootstrap: {{restore: {{backup: nonexistent}}}}}}\n"
-        )),
-    );
-    assert!(ok, "{out}");
+    apply_restoring(&cp, "nonexistent");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
@@ -766,16 +771,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     wait_gone(&cp, "metastores", &format!("metastore.metastore.io/{NAME}")).await;
     wait_gone(&cp, "secrets", &format!("secret/{NAME}-tls-")).await;
     // Now from the real backup, with three members: member 0 restores, then two learners join.
-    let (ok, out) = kubectl(
-        &cp,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
-             spec: {{replicas: 3, heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}},\n\
-             bootstrap: {{restore: {{backup: first}}}}}}\n"
-        )),
-    );
-    assert!(ok, "{out}");
+    apply_restoring(&cp, "first");
     let ms = wait_running(&api, 3, &cp, &op_log).await;
     let new_tls = certificate_options(&client, &format!("{NAME}-tls-client")).await;
     let admin = certificate_options(&client, &format!("{NAME}-tls-operator")).await;
