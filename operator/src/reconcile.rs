@@ -376,12 +376,14 @@ impl<'a> Reconcile<'a> {
                 self.event(EventType::Warning, "ScaleRefused", why.clone())
                     .await;
                 self.ctx.metrics.operation(kind, OperationResult::Refused);
+                acted.operation = Some(why.clone());
                 acted.requeue = REQUEUE_REFUSED;
             }
             Step::QuorumLost(why) => {
                 self.event(EventType::Warning, "QuorumLost", why.clone())
                     .await;
                 self.ctx.metrics.operation(kind, OperationResult::Refused);
+                acted.operation = Some(why.clone());
                 acted.requeue = REQUEUE_REFUSED;
             }
             _ => self.change_members(seen, &mut acted).await?,

@@ -140,8 +140,10 @@ fn apply_restoring(cp: &ControlPlane, backup: &str) {
     assert!(ok, "{out}");
 }
 
-/// What the pods, claims and member logs look like, for a failure message.
+/// What the pods, claims and member logs look like, for a failure message. The pods' whole logs
+/// are kept in `/tmp/metastore-e2e-logs` (the control plane's directory goes with the test).
 fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
+    keep_logs(logs);
     let (_, objects) = kubectl(cp, &["get", "pods,pvc,sts", "-o", "wide"], None);
     let (_, events) = kubectl(cp, &["get", "events", "--sort-by=.lastTimestamp"], None);
     let events: Vec<&str> = events.lines().collect();
@@ -159,6 +161,13 @@ fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
         ));
     }
     out
+}
+
+/// Copies the pods' logs to `/tmp/metastore-e2e-logs`, replacing an earlier run's.
+fn keep_logs(logs: &Path) {
+    let keep = Path::new("/tmp/metastore-e2e-logs");
+    let _ = std::fs::remove_dir_all(keep);
+    let _ = Command::new("cp").arg("-r").arg(logs).arg(keep).status();
 }
 
 /// Waits until `kubectl get <what> -o name` lists nothing starting with `prefix`.
@@ -798,4 +807,113 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         old_kvs.len(),
         ms.status.map(|s| s.members.len())
     );
+    // Disaster recovery from a survivor: two of three volumes, and their pods, are lost for good.
+    let mut c0 = etcd_client::Client::connect([client_url(0)], Some(new_tls.clone()))
+        .await
+        .unwrap();
+    for i in 0..50 {
+        c0.put(format!("dr/{i:02}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let before = kvs_at(&mut c0, None).await;
+    drop(c0);
+    let claims = [format!("data-{NAME}-1"), format!("data-{NAME}-2")];
+    let pods = [format!("{NAME}-1"), format!("{NAME}-2")];
+    let (ok, out) = kubectl(
+        &cp,
+        &["delete", "pvc", &claims[0], &claims[1], "--wait=false"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(
+        &cp,
+        &["delete", "pod", &pods[0], &pods[1], "--wait=false"],
+        None,
+    );
+    assert!(ok, "{out}");
+    // The operator says what it would do, and does nothing without the opt-in.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let plan = loop {
+        let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
+        let lost = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "QuorumLost");
+        if let Some(c) = lost {
+            break c.message.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no QuorumLost: {st:#?}\n{}\n{}",
+            tail(&op_log),
+            diagnose(&cp, &op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!("quorum lost: {plan}");
+    assert!(plan.contains("1 of 3 voters answer"), "{plan}");
+    assert!(plan.contains(&format!("restarts {NAME}-0")), "{plan}");
+    assert!(plan.contains("metastore.io/recover=true"), "{plan}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "QuorumLost"),
+        "recovered without the opt-in: {st:#?}"
+    );
+    let (_, events) = kubectl(
+        &cp,
+        &[
+            "get",
+            "events",
+            "-o",
+            "name",
+            "--field-selector=reason=RecoveryStarted",
+        ],
+        None,
+    );
+    assert!(
+        events.trim().is_empty(),
+        "recovery without the opt-in: {events}"
+    );
+    let (ok, out) = kubectl(
+        &cp,
+        &["annotate", "ms", NAME, "metastore.io/recover=true"],
+        None,
+    );
+    assert!(ok, "{out}");
+    wait_running(&api, 3, &cp, &op_log).await;
+    let ms = api.get(NAME).await.unwrap();
+    assert!(
+        !ms.metadata
+            .annotations
+            .iter()
+            .flatten()
+            .any(|(k, _)| k == "metastore.io/recover"),
+        "the opt-in is consumed: {:?}",
+        ms.metadata.annotations
+    );
+    let (_, events) = kubectl(
+        &cp,
+        &[
+            "get",
+            "events",
+            "--field-selector=reason=RecoveryStarted",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    assert!(events.contains("one-member cluster"), "{events}");
+    for k in 0..3 {
+        let mut c = etcd_client::Client::connect([client_url(k)], Some(new_tls.clone()))
+            .await
+            .unwrap();
+        let after = kvs_at(&mut c, None).await;
+        assert_eq!(after, before, "member {k} after recovery");
+    }
+    eprintln!("recovered from {NAME}-0 with {} keys", before.len());
+    keep_logs(&op_log);
 }
