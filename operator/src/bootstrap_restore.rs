@@ -7,7 +7,7 @@
 use kube::api::Api;
 
 use crate::backup_crd::{BackupPhase, MetaStoreBackup};
-use crate::crd::{MetaStore, RestoreSpec};
+use crate::crd::{MetaStore, RecoveryStatus, RestoreSpec};
 
 /// The object member 0 restores and how to reach its bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,58 @@ pub struct RestoreFrom {
     pub region: Option<String>,
     /// Secret with `accessKeyId` and `secretAccessKey`.
     pub credentials_secret: String,
+    /// Token the restored cluster takes instead of the MetaStore's uid (a recovery replaces a
+    /// cluster of the same MetaStore and must not share its cluster id).
+    pub cluster_token: Option<String>,
+}
+
+impl RestoreFrom {
+    /// The source of a recovery under way.
+    pub fn of_recovery(r: &RecoveryStatus) -> RestoreFrom {
+        RestoreFrom {
+            url: r.url.clone(),
+            endpoint: r.endpoint.clone(),
+            region: r.region.clone(),
+            credentials_secret: r.credentials_secret.clone(),
+            cluster_token: Some(r.cluster_token.clone()),
+        }
+    }
+}
+
+/// The newest successful backup of `ms` (by completion time), as a source and a description.
+pub async fn latest_backup(
+    ms: &MetaStore,
+    client: &kube::Client,
+) -> Result<Option<(String, RestoreFrom, String)>, kube::Error> {
+    let ns = kube::ResourceExt::namespace(ms).unwrap_or_default();
+    let api: Api<MetaStoreBackup> = Api::namespaced(client.clone(), &ns);
+    let name = kube::ResourceExt::name_any(ms);
+    let backups = api.list(&Default::default()).await?.items;
+    Ok(newest(&name, &backups))
+}
+
+/// Of `backups`, the newest that succeeded for MetaStore `name`: (backup name, source, how a
+/// user would name it).
+fn newest(name: &str, backups: &[MetaStoreBackup]) -> Option<(String, RestoreFrom, String)> {
+    backups
+        .iter()
+        .filter(|b| b.spec.meta_store == name)
+        .filter_map(|b| {
+            let from = from_backup(b).ok()?;
+            let st = b.status.as_ref()?;
+            let done = st.completion_time.as_ref()?.0;
+            Some((done, b, from))
+        })
+        .max_by_key(|(done, _, _)| *done)
+        .map(|(done, b, from)| {
+            let backup = kube::ResourceExt::name_any(b);
+            let revision = b.status.as_ref().and_then(|s| s.revision).unwrap_or(0);
+            let what = format!(
+                "MetaStoreBackup {backup} ({}, revision {revision}, taken {done})",
+                from.url
+            );
+            (backup, from, what)
+        })
 }
 
 /// The source `spec` names directly (`url`), or `None` when it names a backup.
@@ -29,6 +81,7 @@ pub fn from_url(spec: &RestoreSpec) -> Option<RestoreFrom> {
         endpoint: spec.endpoint.clone(),
         region: spec.region.clone(),
         credentials_secret: spec.credentials_secret.clone()?,
+        cluster_token: None,
     })
 }
 
@@ -42,6 +95,7 @@ pub fn from_backup(b: &MetaStoreBackup) -> Result<RestoreFrom, String> {
             endpoint: b.spec.s3.endpoint.clone(),
             region: b.spec.s3.region.clone(),
             credentials_secret: b.spec.s3.credentials_secret.clone(),
+            cluster_token: None,
         }),
         (phase, _) => Err(format!(
             "MetaStoreBackup {name} has not succeeded (phase {}): a cluster restores only a complete backup",
@@ -98,6 +152,7 @@ mod tests {
                 endpoint: Some("http://s3:8333".into()),
                 region: None,
                 credentials_secret: "creds".into(),
+                cluster_token: None,
             })
         );
         let running = backup(serde_json::json!({"phase": "Running"}));
@@ -105,6 +160,40 @@ mod tests {
         assert!(from_backup(&backup(serde_json::json!({})))
             .unwrap_err()
             .contains("phase none"));
+    }
+
+    #[test]
+    fn the_newest_successful_backup_of_this_metastore_is_chosen() {
+        let named = |name: &str, of: &str, status: serde_json::Value| {
+            let mut b = backup(status);
+            b.metadata.name = Some(name.into());
+            b.spec.meta_store = of.into();
+            b
+        };
+        let done = |url: &str, at: &str| serde_json::json!({"phase": "Succeeded", "objectUrl": url, "revision": 7, "completionTime": at});
+        let backups = vec![
+            named("old", "demo", done("s3://b/old.db", "2026-01-01T00:00:00Z")),
+            named("new", "demo", done("s3://b/new.db", "2026-01-03T00:00:00Z")),
+            named("mid", "demo", done("s3://b/mid.db", "2026-01-02T00:00:00Z")),
+            named(
+                "other",
+                "else",
+                done("s3://b/other.db", "2026-02-01T00:00:00Z"),
+            ),
+            named(
+                "failed",
+                "demo",
+                serde_json::json!({"phase": "Failed", "completionTime": "2026-03-01T00:00:00Z"}),
+            ),
+        ];
+        let (name, from, what) = newest("demo", &backups).unwrap();
+        assert_eq!(name, "new");
+        assert_eq!(from.url, "s3://b/new.db");
+        assert!(
+            what.contains("MetaStoreBackup new (s3://b/new.db, revision 7"),
+            "{what}"
+        );
+        assert!(newest("nobody", &backups).is_none());
     }
 
     #[test]

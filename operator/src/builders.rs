@@ -30,8 +30,11 @@ use crate::crd::{
     CompactionMode, MetaStore, MetaStoreSpec, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION,
 };
 pub use crate::names::{
-    client_service_name, data_claim_name, peer_service_name, pod_host, pod_name,
+    claim_ordinal, client_service_name, data_claim_name, peer_service_name, pod_host, pod_name,
 };
+
+/// Name of the init container that restores a backup into member 0's volume.
+pub const RESTORE_CONTAINER: &str = "restore";
 use crate::tls_layout;
 
 /// Where the data volume is mounted.
@@ -333,6 +336,18 @@ fn pod_env() -> Vec<EnvVar> {
     ]
 }
 
+/// `args` with `--initial-cluster-token` replaced by `token`, if given. The token makes the
+/// founding member's id, so the restore and the member it restores must agree on it.
+fn with_token(args: Vec<String>, token: Option<&str>) -> Vec<String> {
+    const FLAG: &str = "--initial-cluster-token=";
+    args.into_iter()
+        .map(|a| match token {
+            Some(t) if a.starts_with(FLAG) => format!("{FLAG}{t}"),
+            _ => a,
+        })
+        .collect()
+}
+
 /// The init container that restores `from` into member 0's empty volume before the member first
 /// starts (`snapshot restore … --skip-if-initialized`: a no-op once the volume holds a member).
 /// It takes the member's own flags, so the restored member is exactly the one that then starts.
@@ -356,7 +371,10 @@ pub fn restore_init_container(
     if let Some(r) = &from.region {
         args.push(format!("--s3-region={r}"));
     }
-    args.extend(member_args(ms, false, admin_cn));
+    args.extend(with_token(
+        member_args(ms, false, admin_cn),
+        from.cluster_token.as_deref(),
+    ));
     let mut env = pod_env();
     env.push(env_from_secret(
         "AWS_ACCESS_KEY_ID",
@@ -369,7 +387,7 @@ pub fn restore_init_container(
         "secretAccessKey",
     ));
     Container {
-        name: "restore".into(),
+        name: RESTORE_CONTAINER.into(),
         image: Some(image.into()),
         command: Some(vec![NODE_BINARY.into()]),
         args: Some(args),
@@ -434,7 +452,12 @@ pub fn stateful_set(
     let container = Container {
         name: "metastore".into(),
         image: Some(image),
-        args: Some(member_args(ms, bootstrapped, admin_cn)),
+        args: Some(with_token(
+            member_args(ms, bootstrapped, admin_cn),
+            restore
+                .filter(|_| !bootstrapped)
+                .and_then(|r| r.cluster_token.as_deref()),
+        )),
         env: Some(pod_env()),
         ports: Some(vec![
             ContainerPort {
@@ -698,6 +721,7 @@ mod tests {
             endpoint: Some("http://s3.storage:8333".into()),
             region: None,
             credentials_secret: "creds".into(),
+            cluster_token: None,
         };
         let s = stateful_set(&m, 1, false, None, Some(&from));
         let spec = pod(&s);
@@ -745,6 +769,24 @@ mod tests {
         // Once the cluster exists, new pods join it: nothing to restore.
         let s = stateful_set(&m, 1, true, None, Some(&from));
         assert!(pod(&s).init_containers.is_none());
+        // A recovery restores under a token of its own (a cluster id unlike the lost one's).
+        let recovery = RestoreFrom {
+            cluster_token: Some("uid-1-recovered-7".into()),
+            ..from
+        };
+        let s = stateful_set(&m, 1, false, None, Some(&recovery));
+        let args = pod(&s).init_containers.clone().unwrap()[0]
+            .args
+            .clone()
+            .unwrap();
+        let tokens: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("--initial-cluster-token="))
+            .collect();
+        assert_eq!(tokens, ["--initial-cluster-token=uid-1-recovered-7"]);
+        // The member it restores starts under the same token (it makes the member's id).
+        let main = pod(&s).containers[0].args.clone().unwrap();
+        assert!(main.contains(&"--initial-cluster-token=uid-1-recovered-7".to_string()));
     }
 
     #[test]

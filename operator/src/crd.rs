@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -391,6 +391,33 @@ pub struct MetaStoreStatus {
     /// Available, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Set while the lost cluster is being replaced by one restored from a backup (the user
+    /// opted in with `metastore.io/recover`); cleared once the restored cluster answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// A recovery from a backup under way: where the new cluster comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStatus {
+    /// The MetaStoreBackup restored.
+    pub backup: String,
+    /// Its object, `s3://bucket/key`.
+    pub url: String,
+    /// Endpoint URL of a non-AWS store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: String,
+    /// Token of the new cluster: a cluster id of its own, so a member of the lost cluster that
+    /// comes back cannot be taken for one of it.
+    pub cluster_token: String,
+    /// When the user's opt-in was acted on.
+    pub started: Time,
 }
 
 /// One member.

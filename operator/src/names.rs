@@ -35,3 +35,10 @@ pub fn pod_host(ms: &MetaStore, ordinal: i32) -> String {
 pub fn data_claim_name(ms: &MetaStore, ordinal: i32) -> String {
     format!("{DATA_VOLUME}-{}", pod_name(ms, ordinal))
 }
+
+/// The ordinal whose data volume claim is named `claim`, if it is one of `ms`'s.
+pub fn claim_ordinal(ms: &MetaStore, claim: &str) -> Option<i32> {
+    let rest = claim.strip_prefix(&format!("{DATA_VOLUME}-{}-", ms.name_any()))?;
+    let ordinal: i32 = rest.parse().ok()?;
+    (data_claim_name(ms, ordinal) == claim).then_some(ordinal)
+}

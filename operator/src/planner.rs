@@ -6,6 +6,8 @@
 //! pod runs → promote. Scale-down: move leadership off the newest member if it leads → remove it
 //! → StatefulSet to k. Each step is safe to repeat and safe to resume from.
 
+use std::time::Duration;
+
 /// A member as the cluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedMember {
@@ -38,7 +40,27 @@ pub struct Observed {
     pub leader: Option<u64>,
     /// The user opted in to disaster recovery (`metastore.io/recover`).
     pub recover: bool,
+    /// The Degraded reason the status showed before this look: an opt-in acts only on the
+    /// recovery plan the user was shown ([`QUORUM_LOST`] or [`NO_MEMBER_ANSWERS`]).
+    pub reported: Option<String>,
+    /// The cluster has existed (its id is known), so a silent cluster is down, not starting.
+    pub bootstrapped: bool,
+    /// How long the cluster has been without quorum (zero while it has one).
+    pub unavailable_for: Duration,
+    /// The newest successful backup of this cluster, as the user would name it.
+    pub latest_backup: Option<String>,
+    /// A restore from a backup replaces the cluster, and the old cluster's StatefulSet or
+    /// volumes are still there.
+    pub old_cluster_left: bool,
 }
+
+/// Degraded reason while quorum is lost and a voter survives.
+pub const QUORUM_LOST: &str = "QuorumLost";
+/// Degraded reason while no member of an existing cluster answers.
+pub const NO_MEMBER_ANSWERS: &str = "NoMemberAnswers";
+/// How long an existing cluster stays silent before the operator offers to restore it: a
+/// cluster restarting (a large store replays its log) is not reported as lost.
+pub const SILENCE_BEFORE_RESTORE_PLAN: Duration = Duration::from_secs(30);
 
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +114,12 @@ pub enum Step {
         /// Its pod ordinal.
         ordinal: i32,
     },
+    /// No member of an existing cluster answers: what restoring the latest backup would do,
+    /// waiting for the user's opt-in.
+    NoMemberAnswers(String),
+    /// Opted in: replace the lost cluster with one restored from the latest backup — delete
+    /// the StatefulSet and every member's volume, then bootstrap from the backup.
+    RestoreLatestBackup,
     /// Nothing to do: `voters` voters, all as asked.
     Steady {
         /// Voters.
@@ -107,11 +135,15 @@ pub fn plan(o: &Observed) -> Step {
             o.spec_replicas
         ));
     }
+    if o.old_cluster_left {
+        return Step::RestoreLatestBackup;
+    }
     if o.sts_replicas == 0 {
         return Step::Bootstrap;
     }
     let Some(members) = &o.members else {
-        return Step::Wait("waiting for the cluster to answer".into());
+        return no_member_answers(o)
+            .unwrap_or_else(|| Step::Wait("waiting for the cluster to answer".into()));
     };
     if let Some(m) = members.iter().find(|m| m.ordinal.is_none()) {
         return Step::Refuse(format!(
@@ -231,7 +263,7 @@ fn lost_quorum(o: &Observed, members: &[ObservedMember]) -> Option<Step> {
         return Some(Step::Wait("no voter answers".into()));
     };
     let ordinal = survivor.ordinal?;
-    if o.recover {
+    if o.recover && o.reported.as_deref() == Some(QUORUM_LOST) {
         return Some(Step::ForceNewCluster {
             id: survivor.id,
             ordinal,
@@ -251,6 +283,36 @@ fn lost_quorum(o: &Observed, members: &[ObservedMember]) -> Option<Step> {
         names(&silent),
         display(survivor),
         survivor.commit_index,
+        o.spec_replicas
+    )))
+}
+
+/// An existing cluster silent for [`SILENCE_BEFORE_RESTORE_PLAN`]: every member down, or every
+/// volume gone. The plan restores the latest backup; it is carried out only with the user's
+/// opt-in, given after this plan was shown.
+fn no_member_answers(o: &Observed) -> Option<Step> {
+    if !o.bootstrapped || o.unavailable_for < SILENCE_BEFORE_RESTORE_PLAN {
+        return None;
+    }
+    let silent = format!(
+        "no member has answered for {} s",
+        o.unavailable_for.as_secs()
+    );
+    let Some(backup) = &o.latest_backup else {
+        return Some(Step::NoMemberAnswers(format!(
+            "{silent}, and this cluster has no successful backup to restore. If the members' \
+             volumes are gone for good, the data is lost: delete the MetaStore and create it \
+             again, or restore one from a backup made elsewhere (spec.bootstrap.restore)."
+        )));
+    };
+    if o.recover && o.reported.as_deref() == Some(NO_MEMBER_ANSWERS) {
+        return Some(Step::RestoreLatestBackup);
+    }
+    Some(Step::NoMemberAnswers(format!(
+        "{silent}. If every member's volume is gone for good, annotate the MetaStore with \
+         metastore.io/recover=true: the operator deletes the StatefulSet and every member's \
+         volume, restores {backup} into a new one-member cluster and grows it back to {} \
+         members. Writes after that backup are lost.",
         o.spec_replicas
     )))
 }
@@ -299,7 +361,17 @@ mod tests {
             sts_replicas: sts,
             members: Some(members),
             leader: (leader != 0).then_some(leader),
-            recover: false,
+            bootstrapped: true,
+            ..Default::default()
+        }
+    }
+
+    /// Opted in after being shown the plan `reported`.
+    fn opted_in(o: Observed, reported: &str) -> Observed {
+        Observed {
+            recover: true,
+            reported: Some(reported.into()),
+            ..o
         }
     }
 
@@ -325,7 +397,7 @@ mod tests {
                     sts_replicas: 1,
                     members: None,
                     leader: None,
-                    recover: false,
+                    ..Default::default()
                 },
                 Step::Wait("waiting for the cluster to answer".into()),
             ),
@@ -465,7 +537,12 @@ mod tests {
         );
         assert!(msg.contains("metastore.io/recover=true"), "{msg}");
         assert!(msg.contains("restarts ms-3 (commit index 90"), "{msg}");
+        // An opt-in given before this plan was shown (for another one) does not act on it.
         o.recover = true;
+        assert!(matches!(plan(&o), Step::QuorumLost(_)), "{:?}", plan(&o));
+        o.reported = Some(NO_MEMBER_ANSWERS.into());
+        assert!(matches!(plan(&o), Step::QuorumLost(_)), "{:?}", plan(&o));
+        o.reported = Some(QUORUM_LOST.into());
         assert_eq!(
             plan(&o),
             Step::ForceNewCluster {
@@ -474,15 +551,15 @@ mod tests {
             }
         );
         // A tie goes to the lowest ordinal.
-        let o = Observed {
-            recover: true,
-            ..obs(
+        let o = opted_in(
+            obs(
                 5,
                 5,
                 vec![alone(0, 9), alone(1, 9), gone(2), gone(3), gone(4)],
                 0,
-            )
-        };
+            ),
+            QUORUM_LOST,
+        );
         assert_eq!(
             plan(&o),
             Step::ForceNewCluster {
@@ -491,10 +568,10 @@ mod tests {
             }
         );
         // Not lost: a majority answers (an election is under way), or a leader is known.
-        let o = Observed {
-            recover: true,
-            ..obs(3, 3, vec![alone(0, 9), alone(1, 9), gone(2)], 0)
-        };
+        let o = opted_in(
+            obs(3, 3, vec![alone(0, 9), alone(1, 9), gone(2)], 0),
+            QUORUM_LOST,
+        );
         assert_ne!(
             plan(&Observed {
                 members: Some(vec![alone(0, 9), alone(1, 9), alone(2, 9)]),
@@ -524,9 +601,75 @@ mod tests {
             0,
         );
         assert_eq!(
-            plan(&Observed { recover: true, ..o }),
+            plan(&opted_in(o, QUORUM_LOST)),
             Step::Wait("no voter answers".into())
         );
+    }
+
+    #[test]
+    fn a_silent_cluster_is_restored_from_its_latest_backup_only_with_the_opt_in() {
+        let silent = |secs: u64| Observed {
+            members: None,
+            unavailable_for: Duration::from_secs(secs),
+            latest_backup: Some("MetaStoreBackup nightly (revision 42)".into()),
+            ..obs(3, 3, vec![], 0)
+        };
+        let waiting = Step::Wait("waiting for the cluster to answer".into());
+        // Restarting members are not a lost cluster.
+        assert_eq!(plan(&silent(5)), waiting);
+        assert_eq!(plan(&opted_in(silent(5), NO_MEMBER_ANSWERS)), waiting);
+        // A cluster still being created is not either.
+        let creating = Observed {
+            bootstrapped: false,
+            ..silent(300)
+        };
+        assert_eq!(plan(&opted_in(creating, NO_MEMBER_ANSWERS)), waiting);
+        // Silent long enough: the plan names the backup, and acts only on an opt-in given
+        // after it was shown.
+        let Step::NoMemberAnswers(msg) = plan(&silent(31)) else {
+            panic!("{:?}", plan(&silent(31)));
+        };
+        assert!(msg.contains("no member has answered for 31 s"), "{msg}");
+        assert!(
+            msg.contains("restores MetaStoreBackup nightly (revision 42)"),
+            "{msg}"
+        );
+        assert!(msg.contains("grows it back to 3 members"), "{msg}");
+        let early = Observed {
+            recover: true,
+            ..silent(31)
+        };
+        assert!(matches!(plan(&early), Step::NoMemberAnswers(_)));
+        assert!(matches!(
+            plan(&opted_in(silent(31), QUORUM_LOST)),
+            Step::NoMemberAnswers(_)
+        ));
+        assert_eq!(
+            plan(&opted_in(silent(31), NO_MEMBER_ANSWERS)),
+            Step::RestoreLatestBackup
+        );
+        // Without a backup there is nothing to restore: the status says so, the opt-in is moot.
+        let none = Observed {
+            latest_backup: None,
+            ..opted_in(silent(60), NO_MEMBER_ANSWERS)
+        };
+        let Step::NoMemberAnswers(msg) = plan(&none) else {
+            panic!("{:?}", plan(&none));
+        };
+        assert!(msg.contains("no successful backup"), "{msg}");
+        // Until the old StatefulSet and volumes are gone, the restore keeps removing them (an
+        // operator stopped in the middle resumes); then it bootstraps from the backup.
+        let resuming = Observed {
+            old_cluster_left: true,
+            ..silent(0)
+        };
+        assert_eq!(plan(&resuming), Step::RestoreLatestBackup);
+        let cleared = Observed {
+            sts_replicas: 0,
+            bootstrapped: false,
+            ..silent(0)
+        };
+        assert_eq!(plan(&cleared), Step::Bootstrap);
     }
 
     /// After a survivor at ordinal 2 forced a new cluster, the pods below it are filled first and

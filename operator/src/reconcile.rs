@@ -22,7 +22,7 @@ use crate::constants::{
     REQUEUE_PROGRESSING, REQUEUE_REFUSED, REQUEUE_STEADY,
 };
 use crate::context::{Context, Error};
-use crate::crd::{MetaStore, MetaStoreStatus};
+use crate::crd::{MetaStore, MetaStoreStatus, RecoveryStatus};
 use crate::executor::{self, ClusterView, Outcome, Target};
 use crate::metrics::OperationResult;
 use crate::planner::{plan, Observed, Step};
@@ -57,9 +57,29 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
         return r.report_hold(Hold::RestoreBlocked(why.clone())).await;
     }
     let step = hold_growth_during_rollout(plan_step(ms, &seen), seen.template_rolling);
-    let recovering = matches!(step, Step::QuorumLost(_) | Step::ForceNewCluster { .. });
+    let recovering = matches!(
+        step,
+        Step::QuorumLost(_)
+            | Step::ForceNewCluster { .. }
+            | Step::NoMemberAnswers(_)
+            | Step::RestoreLatestBackup
+    );
     let mut acted = r.act(&seen, step).await?;
-    if recovery_requested(ms) && !recovering && seen.view.leader.is_some() {
+    if recovery_requested(ms)
+        && matches!(acted.step, Step::QuorumLost(_) | Step::NoMemberAnswers(_))
+    {
+        // The opt-in was given before the plan now shown (or there is nothing it could do):
+        // it is not taken as consent to this plan.
+        r.clear_recovery_request().await?;
+        r.event(
+            EventType::Warning,
+            "RecoveryRequestCleared",
+            format!(
+                "removed {RECOVER_ANNOTATION}: it was not given for the plan now in status; read it and opt in again"
+            ),
+        )
+        .await;
+    } else if recovery_requested(ms) && !recovering && seen.view.leader.is_some() {
         // The cluster has quorum (again, or never lost it): the opt-in has nothing left to do.
         r.clear_recovery_request().await?;
         r.event(
@@ -110,6 +130,12 @@ struct Seen {
     restore: Option<RestoreFrom>,
     /// Why that backup cannot be used yet.
     restore_blocked: Option<String>,
+    /// A recovery from a backup under way (until the restored cluster answers).
+    recovery: Option<RecoveryStatus>,
+    /// During it, the lost cluster's StatefulSet is still there.
+    old_cluster_left: bool,
+    /// When nobody answers: the newest successful backup (name, source, description).
+    latest_backup: Option<(String, RestoreFrom, String)>,
 }
 
 /// The plan phase: the planner's next step for what was seen. Pure.
@@ -124,7 +150,47 @@ fn plan_step(ms: &MetaStore, seen: &Seen) -> Step {
             .map(|m| m.iter().map(|v| v.member.clone()).collect()),
         leader: seen.view.leader,
         recover: recovery_requested(ms),
+        reported: degraded_reason(ms),
+        bootstrapped: seen.bootstrapped,
+        unavailable_for: unavailable_for(ms),
+        latest_backup: seen.latest_backup.as_ref().map(|(_, _, what)| what.clone()),
+        old_cluster_left: seen.old_cluster_left,
     })
+}
+
+/// The Degraded reason the status shows, if it is degraded.
+fn degraded_reason(ms: &MetaStore) -> Option<String> {
+    let st = ms.status.as_ref()?;
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")?;
+    Some(c.reason.clone())
+}
+
+/// How long the status has shown the cluster unavailable (zero when available or unknown).
+fn unavailable_for(ms: &MetaStore) -> Duration {
+    let since = ms.status.as_ref().and_then(|st| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "Available" && c.status == "False")
+    });
+    since
+        .and_then(|c| {
+            let d = k8s_openapi::jiff::Timestamp::now().duration_since(c.last_transition_time.0);
+            Duration::try_from(d).ok()
+        })
+        .unwrap_or_default()
+}
+
+/// True for a StatefulSet made for a restore (its pods restore a backup before they start).
+fn restores(sts: &StatefulSet) -> bool {
+    sts.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == builders::RESTORE_CONTAINER))
 }
 
 /// The annotation by which a user opts in to disaster recovery.
@@ -170,6 +236,8 @@ struct Acted {
     policy_generation: u64,
     /// When to look again.
     requeue: Duration,
+    /// A recovery from a backup under way, for `status.recovery`.
+    recovery: Option<RecoveryStatus>,
 }
 
 /// One reconcile of one MetaStore: the resource, where it lives and the shared context.
@@ -277,6 +345,7 @@ impl<'a> Reconcile<'a> {
             None,
             held,
             self.policy_generation,
+            self.ms.status.as_ref().and_then(|s| s.recovery.clone()),
         );
         self.patch_status(status).await?;
         Ok(Action::requeue(requeue))
@@ -312,10 +381,28 @@ impl<'a> Reconcile<'a> {
         } else {
             ClusterView::default()
         };
-        let bootstrapped =
-            view.cluster_id.is_some() || ms.status.as_ref().is_some_and(|s| s.cluster_id.is_some());
+        // A recovery from a backup lasts until the restored cluster answers; meanwhile the
+        // lost cluster does not count as existing.
+        let recovery = ms
+            .status
+            .as_ref()
+            .and_then(|s| s.recovery.clone())
+            .filter(|_| view.cluster_id.is_none());
+        let bootstrapped = view.cluster_id.is_some()
+            || (recovery.is_none() && ms.status.as_ref().is_some_and(|s| s.cluster_id.is_some()));
+        let old_cluster_left = recovery.is_some()
+            && sts
+                .as_ref()
+                .is_some_and(|s| s.metadata.deletion_timestamp.is_some() || !restores(s));
+        let latest_backup = if bootstrapped && view.members.is_none() {
+            bootstrap_restore::latest_backup(ms, &self.ctx.client).await?
+        } else {
+            None
+        };
         let (restore, restore_blocked) = if bootstrapped {
             (None, None)
+        } else if let Some(r) = &recovery {
+            (Some(RestoreFrom::of_recovery(r)), None)
         } else {
             match bootstrap_restore::resolve(ms, &self.ctx.client).await {
                 Ok(r) => (r, None),
@@ -330,20 +417,29 @@ impl<'a> Reconcile<'a> {
             template_rolling,
             restore,
             restore_blocked,
+            recovery,
+            old_cluster_left,
+            latest_backup,
         })
     }
 
     /// The act phase: applies the PodDisruptionBudget and the StatefulSet the step asks for, then
     /// carries the step out.
     async fn act(&self, seen: &Seen, step: Step) -> Result<Acted, Error> {
-        let applied = self.apply_workload(seen, &step).await?;
-        let step = wait_for_rollout(step, &applied);
         let mut acted = Acted {
             step,
             operation: None,
             policy_generation: self.policy_generation,
             requeue: REQUEUE_PROGRESSING,
+            recovery: seen.recovery.clone(),
         };
+        if matches!(acted.step, Step::RestoreLatestBackup) {
+            // The lost cluster's StatefulSet is deleted, not applied.
+            self.replace_with_backup(seen, &mut acted).await?;
+            return Ok(acted);
+        }
+        let applied = self.apply_workload(seen, &acted.step).await?;
+        acted.step = wait_for_rollout(acted.step, &applied);
         let kind = step_kind(&acted.step);
         match &acted.step {
             Step::Bootstrap => {
@@ -379,8 +475,8 @@ impl<'a> Reconcile<'a> {
                 acted.operation = Some(why.clone());
                 acted.requeue = REQUEUE_REFUSED;
             }
-            Step::QuorumLost(why) => {
-                self.event(EventType::Warning, "QuorumLost", why.clone())
+            Step::QuorumLost(why) | Step::NoMemberAnswers(why) => {
+                self.event(EventType::Warning, step_reason(&acted.step), why.clone())
                     .await;
                 self.ctx.metrics.operation(kind, OperationResult::Refused);
                 acted.operation = Some(why.clone());
@@ -487,6 +583,82 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
+    /// Replaces a lost cluster with one restored from its latest backup (the user opted in to
+    /// that plan). The intent goes into the status first, so an operator stopped at any point
+    /// resumes the replacement; then every member's volume and the StatefulSet are deleted.
+    /// Once both are gone, the planner bootstraps member 0 from the backup.
+    async fn replace_with_backup(&self, seen: &Seen, acted: &mut Acted) -> Result<(), Error> {
+        let recovery = match &seen.recovery {
+            Some(r) => r.clone(),
+            None => {
+                let Some((backup, from, what)) = &seen.latest_backup else {
+                    return Ok(());
+                };
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let r = RecoveryStatus {
+                    backup: backup.clone(),
+                    url: from.url.clone(),
+                    endpoint: from.endpoint.clone(),
+                    region: from.region.clone(),
+                    credentials_secret: from.credentials_secret.clone(),
+                    cluster_token: format!(
+                        "{}-recovered-{}",
+                        self.ms.uid().unwrap_or_else(|| self.name.clone()),
+                        now.as_second()
+                    ),
+                    started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                };
+                let status = build_status(
+                    self.ms,
+                    &seen.view,
+                    &acted.step,
+                    None,
+                    None,
+                    acted.policy_generation,
+                    Some(r.clone()),
+                );
+                self.patch_status(status).await?;
+                self.clear_recovery_request().await?;
+                self.event(
+                    EventType::Warning,
+                    "RecoveryStarted",
+                    format!(
+                        "replacing the lost cluster with {what}: deleting the StatefulSet and every member's volume"
+                    ),
+                )
+                .await;
+                self.ctx
+                    .metrics
+                    .operation(step_kind(&acted.step), OperationResult::Ok);
+                r
+            }
+        };
+        // Volumes first: were the StatefulSet gone and an old volume left, a new member 0 would
+        // start on the lost cluster's data instead of the backup.
+        let pvcs = self.api::<PersistentVolumeClaim>();
+        for pvc in pvcs.list(&Default::default()).await?.items {
+            let name = pvc.name_any();
+            if builders::claim_ordinal(self.ms, &name).is_some()
+                && pvc.metadata.deletion_timestamp.is_none()
+            {
+                pvcs.delete(&name, &Default::default()).await?;
+            }
+        }
+        let sets = self.api::<StatefulSet>();
+        if sets.get_opt(&self.name).await?.is_some() {
+            // Foreground: the StatefulSet stays (terminating) until its pods are gone, so a new
+            // one is not made while they still run.
+            sets.delete(&self.name, &kube::api::DeleteParams::foreground())
+                .await?;
+        }
+        acted.operation = Some(format!(
+            "replacing the lost cluster with one restored from MetaStoreBackup {} ({}): removing its StatefulSet and volumes",
+            recovery.backup, recovery.url
+        ));
+        acted.recovery = Some(recovery);
+        Ok(())
+    }
+
     /// A volume left by an earlier member at this ordinal holds a removed member's data, which
     /// the node refuses: the new member must start empty. A pod still there (a lost member's
     /// after a recovery) goes too, so that its volume can: the StatefulSet makes both anew.
@@ -519,6 +691,7 @@ impl<'a> Reconcile<'a> {
             acted.operation,
             None,
             acted.policy_generation,
+            acted.recovery,
         );
         self.patch_status(status).await?;
         Ok(Action::requeue(acted.requeue))
@@ -554,7 +727,17 @@ fn step_kind(step: &Step) -> &'static str {
         Step::Refuse(_) => "refuse",
         Step::QuorumLost(_) => "quorum_lost",
         Step::ForceNewCluster { .. } => "force_new_cluster",
+        Step::NoMemberAnswers(_) => "no_member_answers",
+        Step::RestoreLatestBackup => "restore_latest_backup",
         Step::Steady { .. } => "steady",
+    }
+}
+
+/// Reason of the event (and Degraded condition) for a recovery plan waiting for the opt-in.
+fn step_reason(step: &Step) -> &'static str {
+    match step {
+        Step::NoMemberAnswers(_) => crate::planner::NO_MEMBER_ANSWERS,
+        _ => crate::planner::QUORUM_LOST,
     }
 }
 

@@ -4,9 +4,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::builders;
-use crate::crd::{MemberStatus, MetaStore, MetaStoreStatus};
+use crate::crd::{MemberStatus, MetaStore, MetaStoreStatus, RecoveryStatus};
 use crate::executor::ClusterView;
-use crate::planner::Step;
+use crate::planner::{Step, NO_MEMBER_ANSWERS, QUORUM_LOST};
 
 fn condition(
     type_: &str,
@@ -40,6 +40,7 @@ pub fn build_status(
     operation: Option<String>,
     held: Option<(&str, &str)>,
     policy_generation: u64,
+    recovery: Option<RecoveryStatus>,
 ) -> MetaStoreStatus {
     let old = ms.status.clone().unwrap_or_default();
     let gen = ms.metadata.generation;
@@ -74,7 +75,8 @@ pub fn build_status(
     let steady = matches!(step, Step::Steady { .. });
     let refused = match step {
         Step::Refuse(why) => Some(("UnsafeChangeRefused", why.clone())),
-        Step::QuorumLost(why) => Some(("QuorumLost", why.clone())),
+        Step::QuorumLost(why) => Some((QUORUM_LOST, why.clone())),
+        Step::NoMemberAnswers(why) => Some((NO_MEMBER_ANSWERS, why.clone())),
         _ => None,
     };
     let degraded = held
@@ -134,7 +136,11 @@ pub fn build_status(
         replicas: voters,
         ready_replicas: ready,
         selector: Some(builders::selector_string(ms)),
-        cluster_id: view.cluster_id.map(|c| format!("{c:x}")).or(old.cluster_id),
+        // A recovery from a backup makes a new cluster: the lost one's id is not carried over.
+        cluster_id: view
+            .cluster_id
+            .map(|c| format!("{c:x}"))
+            .or(old.cluster_id.filter(|_| recovery.is_none())),
         members,
         leader,
         current_operation: if steady {
@@ -145,6 +151,7 @@ pub fn build_status(
         phase: Some(phase.into()),
         policy_generation,
         conditions,
+        recovery,
     }
 }
 
@@ -194,6 +201,7 @@ mod tests {
             Some("promoting".into()),
             None,
             7,
+            None,
         );
         assert_eq!((s.replicas, s.ready_replicas), (2, 2));
         assert_eq!(s.leader.as_deref(), Some("demo-1"));
@@ -214,7 +222,7 @@ mod tests {
         assert_eq!(cond("Progressing"), "True");
         assert_eq!(cond("Degraded"), "False");
 
-        let steady = build_status(&m, &view, &Step::Steady { voters: 2 }, None, None, 7);
+        let steady = build_status(&m, &view, &Step::Steady { voters: 2 }, None, None, 7, None);
         assert_eq!(steady.phase.as_deref(), Some("Running"));
         assert!(steady.current_operation.is_none());
 
@@ -225,6 +233,7 @@ mod tests {
             None,
             None,
             7,
+            None,
         );
         assert_eq!(refused.phase.as_deref(), Some("Degraded"));
         let d = refused
@@ -254,6 +263,7 @@ mod tests {
             None,
             None,
             0,
+            None,
         );
         let a = s
             .conditions
@@ -272,6 +282,7 @@ mod tests {
             None,
             Some(("InvalidSpec", "spec.replicas bad")),
             0,
+            None,
         );
         let d = invalid
             .conditions
@@ -279,5 +290,54 @@ mod tests {
             .find(|c| c.type_ == "Degraded")
             .unwrap();
         assert_eq!(d.reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn a_recovery_from_a_backup_drops_the_lost_cluster_id_until_the_new_one_answers() {
+        let mut m = ms();
+        m.status = Some(MetaStoreStatus {
+            cluster_id: Some("abc".into()),
+            ..Default::default()
+        });
+        let recovery = RecoveryStatus {
+            backup: "nightly".into(),
+            url: "s3://b/k.db".into(),
+            endpoint: None,
+            region: None,
+            credentials_secret: "c".into(),
+            cluster_token: "t".into(),
+            started: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        let wait = Step::Wait("x".into());
+        let s = build_status(
+            &m,
+            &ClusterView::default(),
+            &wait,
+            None,
+            None,
+            0,
+            Some(recovery.clone()),
+        );
+        assert_eq!((s.cluster_id, s.recovery), (None, Some(recovery)));
+        let s = build_status(&m, &ClusterView::default(), &wait, None, None, 0, None);
+        assert_eq!(s.cluster_id.as_deref(), Some("abc"));
+        let lost = build_status(
+            &m,
+            &ClusterView::default(),
+            &Step::NoMemberAnswers("gone".into()),
+            None,
+            None,
+            0,
+            None,
+        );
+        let d = lost
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+            ("True", NO_MEMBER_ANSWERS, "gone")
+        );
     }
 }

@@ -142,7 +142,8 @@ fn observed(v: &ClusterView, spec_replicas: i32, sts_replicas: i32) -> Observed 
             .as_ref()
             .map(|ms| ms.iter().map(|m| m.member.clone()).collect()),
         leader: v.leader,
-        recover: false,
+        bootstrapped: true,
+        ..Default::default()
     }
 }
 

@@ -170,6 +170,57 @@ fn keep_logs(logs: &Path) {
     let _ = Command::new("cp").arg("-r").arg(logs).arg(keep).status();
 }
 
+/// Waits until backup `name` succeeds; its status.
+async fn wait_backup(
+    backups: &Api<metastore_operator::backup_crd::MetaStoreBackup>,
+    name: &str,
+    op_log: &Path,
+) -> metastore_operator::backup_crd::MetaStoreBackupStatus {
+    use metastore_operator::backup_crd::BackupPhase;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = backups.get(name).await.unwrap().status.unwrap_or_default();
+        match st.phase {
+            Some(BackupPhase::Succeeded) => return st,
+            Some(BackupPhase::Failed) => panic!("backup {name} failed: {:?}", st.message),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup {name} not done: {st:?}\n{}",
+            tail(op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until the MetaStore is Degraded for `reason`; the condition's message.
+async fn wait_degraded(
+    api: &Api<MetaStore>,
+    reason: &str,
+    cp: &ControlPlane,
+    op_log: &Path,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
+        let found = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == reason);
+        if let Some(c) = found {
+            return c.message.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Degraded/{reason}: {st:#?}\n{}\n{}",
+            tail(op_log),
+            diagnose(cp, op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until `kubectl get <what> -o name` lists nothing starting with `prefix`.
 async fn wait_gone(cp: &ControlPlane, what: &str, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -229,6 +280,24 @@ fn tail(logs: &Path) -> String {
                 "--- {name}\n{}\n",
                 l[l.len().saturating_sub(40)..].join("\n")
             ));
+        }
+    }
+    out
+}
+
+/// Every line of the operator pods' logs that contains `what`.
+fn operator_lines(logs: &Path, what: &str) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("metastore-system_")
+        {
+            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+            for l in t.lines().filter(|l| l.contains(what)) {
+                out.push_str(l);
+                out.push('\n');
+            }
         }
     }
     out
@@ -621,23 +690,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     assert!(ok, "{out}");
     let backups: Api<metastore_operator::backup_crd::MetaStoreBackup> =
         Api::namespaced(client.clone(), NS);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        let b = backups.get("first").await.unwrap();
-        let st = b.status.unwrap_or_default();
-        use metastore_operator::backup_crd::BackupPhase;
-        match st.phase {
-            Some(BackupPhase::Succeeded) => break st,
-            Some(BackupPhase::Failed) => panic!("backup failed: {:?}", st.message),
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backup not done: {st:?}\n{}",
-            tail(&op_log)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = wait_backup(&backups, "first", &op_log).await;
     let key = format!("e2e/{NS}/{NAME}/first.db");
     assert_eq!(
         status.object_url.as_deref(),
@@ -833,24 +886,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     );
     assert!(ok, "{out}");
     // The operator says what it would do, and does nothing without the opt-in.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let plan = loop {
-        let st = api.get(NAME).await.unwrap().status.unwrap_or_default();
-        let lost = st
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "QuorumLost");
-        if let Some(c) = lost {
-            break c.message.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no QuorumLost: {st:#?}\n{}\n{}",
-            tail(&op_log),
-            diagnose(&cp, &op_log)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let plan = wait_degraded(&api, "QuorumLost", &cp, &op_log).await;
     eprintln!("quorum lost: {plan}");
     assert!(plan.contains("1 of 3 voters answer"), "{plan}");
     assert!(plan.contains(&format!("restarts {NAME}-0")), "{plan}");
@@ -916,4 +952,72 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     }
     eprintln!("recovered from {NAME}-0 with {} keys", before.len());
     keep_logs(&op_log);
+    // Disaster recovery with no survivor: every volume is lost; the latest backup comes back.
+    let (ok, out) = kubectl(
+        &cp,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: metastore.io/v1alpha1\nkind: MetaStoreBackup\nmetadata: {{name: second}}\n\
+             spec: {{metaStore: {NAME}, s3: {{bucket: backups, prefix: e2e/, endpoint: '{}', credentialsSecret: s3-creds}}}}\n",
+            s3.endpoint
+        )),
+    );
+    assert!(ok, "{out}");
+    let second = wait_backup(&backups, "second", &op_log).await;
+    let backup_rev = second.revision.unwrap();
+    let mut c0 = etcd_client::Client::connect([client_url(0)], Some(new_tls.clone()))
+        .await
+        .unwrap();
+    let backed_up = kvs_at(&mut c0, Some(backup_rev)).await;
+    // Written after the backup: these are what a restore from it loses.
+    c0.put("after-backup", "lost", None).await.unwrap();
+    drop(c0);
+    let lost_cluster = ms.status.as_ref().and_then(|s| s.cluster_id.clone());
+    let claims: Vec<String> = (0..3).map(|k| format!("data-{NAME}-{k}")).collect();
+    let pods: Vec<String> = (0..3).map(|k| format!("{NAME}-{k}")).collect();
+    let mut args = vec!["delete", "pvc", "--wait=false"];
+    args.extend(claims.iter().map(String::as_str));
+    let (ok, out) = kubectl(&cp, &args, None);
+    assert!(ok, "{out}");
+    let mut args = vec!["delete", "pod", "--wait=false"];
+    args.extend(pods.iter().map(String::as_str));
+    let (ok, out) = kubectl(&cp, &args, None);
+    assert!(ok, "{out}");
+    let plan = wait_degraded(&api, "NoMemberAnswers", &cp, &op_log).await;
+    eprintln!("no member answers: {plan}");
+    assert!(plan.contains("restores MetaStoreBackup second"), "{plan}");
+    assert!(plan.contains("metastore.io/recover=true"), "{plan}");
+    let (ok, out) = kubectl(
+        &cp,
+        &["annotate", "ms", NAME, "metastore.io/recover=true"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let ms = wait_running(&api, 3, &cp, &op_log).await;
+    let st = ms.status.clone().unwrap_or_default();
+    assert!(st.recovery.is_none(), "{:?}", st.recovery);
+    assert!(
+        st.cluster_id.is_some() && st.cluster_id != lost_cluster,
+        "a restored cluster is a new cluster: {:?} after {lost_cluster:?}",
+        st.cluster_id
+    );
+    for k in 0..3 {
+        let mut c = etcd_client::Client::connect([client_url(k)], Some(new_tls.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            kvs_at(&mut c, None).await,
+            backed_up,
+            "member {k} serves exactly the backup"
+        );
+    }
+    eprintln!(
+        "restored MetaStoreBackup second ({} keys at revision {backup_rev}) after losing every volume",
+        backed_up.len()
+    );
+    keep_logs(&op_log);
+
+    // The chart's role lets the operator do everything it did.
+    let refused = operator_lines(&op_log, "forbidden");
+    assert!(refused.is_empty(), "RBAC refused the operator:\n{refused}");
 }
