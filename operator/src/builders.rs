@@ -451,6 +451,9 @@ pub fn stateful_set(
     });
     let container = Container {
         name: "metastore".into(),
+        // A member that cannot start says why in its last log lines; the operator reads them
+        // there (see `lost_data`).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         image: Some(image),
         args: Some(with_token(
             member_args(ms, bootstrapped, admin_cn),

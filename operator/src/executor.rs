@@ -366,7 +366,10 @@ pub async fn execute(
                 "moved leadership from {from:x} to {to:x}"
             )))
         }
-        Step::RemoveMember { id, voters_after } => {
+        Step::RemoveMember { id, voters_after }
+        | Step::ReplaceLostMember {
+            id, voters_after, ..
+        } => {
             let is_voter = t
                 .view
                 .members

@@ -23,6 +23,7 @@ pub mod controller;
 pub mod crd;
 pub mod cron_schedule;
 pub mod executor;
+pub mod lost_data;
 pub mod metrics;
 pub mod names;
 pub mod planner;

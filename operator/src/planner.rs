@@ -52,6 +52,9 @@ pub struct Observed {
     /// A restore from a backup replaces the cluster, and the old cluster's StatefulSet or
     /// volumes are still there.
     pub old_cluster_left: bool,
+    /// Ordinals whose pod reports that its member's data is gone (the member started once and
+    /// its data dir is now empty, so it cannot rejoin as itself).
+    pub data_lost: Vec<i32>,
 }
 
 /// Degraded reason while quorum is lost and a voter survives.
@@ -120,6 +123,16 @@ pub enum Step {
     /// Opted in: replace the lost cluster with one restored from the latest backup — delete
     /// the StatefulSet and every member's volume, then bootstrap from the backup.
     RestoreLatestBackup,
+    /// MemberRemove of a member whose data is gone (the others keep a quorum); the scale-up
+    /// path then adds it back at its ordinal with an empty volume.
+    ReplaceLostMember {
+        /// Member id.
+        id: u64,
+        /// Its pod ordinal.
+        ordinal: i32,
+        /// Voters after it.
+        voters_after: usize,
+    },
     /// Nothing to do: `voters` voters, all as asked.
     Steady {
         /// Voters.
@@ -152,6 +165,9 @@ pub fn plan(o: &Observed) -> Step {
         ));
     }
     if let Some(step) = lost_quorum(o, members) {
+        return step;
+    }
+    if let Some(step) = replace_lost_member(o, members) {
         return step;
     }
     let ord = |m: &ObservedMember| m.ordinal.unwrap_or(0);
@@ -285,6 +301,41 @@ fn lost_quorum(o: &Observed, members: &[ObservedMember]) -> Option<Step> {
         survivor.commit_index,
         o.spec_replicas
     )))
+}
+
+/// A started member whose pod says its data is gone cannot rejoin as itself (its votes are
+/// lost). While the others keep a quorum without it, it is removed, one member at a time; the
+/// scale-up path then re-adds its ordinal as a learner on a new, empty volume.
+fn replace_lost_member(o: &Observed, members: &[ObservedMember]) -> Option<Step> {
+    let lost = members.iter().find(|m| {
+        !m.answered && !m.name.is_empty() && m.ordinal.is_some_and(|k| o.data_lost.contains(&k))
+    })?;
+    let ordinal = lost.ordinal?;
+    let voters: Vec<&ObservedMember> = members.iter().filter(|m| !m.is_learner).collect();
+    if lost.is_learner {
+        return Some(Step::ReplaceLostMember {
+            id: lost.id,
+            ordinal,
+            voters_after: voters.len(),
+        });
+    }
+    let after = voters.len() - 1;
+    let healthy_others = voters
+        .iter()
+        .filter(|m| m.id != lost.id && m.healthy)
+        .count();
+    if o.leader.is_none() || after == 0 || healthy_others * 2 <= after {
+        return Some(Step::Refuse(format!(
+            "member {} lost its data, but only {healthy_others} other voters are healthy: it is \
+             replaced once the other {after} voters are healthy (removing it now could lose quorum)",
+            display(lost)
+        )));
+    }
+    Some(Step::ReplaceLostMember {
+        id: lost.id,
+        ordinal,
+        voters_after: after,
+    })
 }
 
 /// An existing cluster silent for [`SILENCE_BEFORE_RESTORE_PLAN`]: every member down, or every
@@ -604,6 +655,73 @@ mod tests {
             plan(&opted_in(o, QUORUM_LOST)),
             Step::Wait("no voter answers".into())
         );
+    }
+
+    #[test]
+    fn a_member_whose_data_is_gone_is_replaced_while_the_others_keep_a_quorum() {
+        let lost = |k: i32| ObservedMember {
+            healthy: false,
+            answered: false,
+            ..voter(k)
+        };
+        let o = Observed {
+            data_lost: vec![1],
+            ..obs(3, 3, vec![voter(0), lost(1), voter(2)], 100)
+        };
+        assert_eq!(
+            plan(&o),
+            Step::ReplaceLostMember {
+                id: 101,
+                ordinal: 1,
+                voters_after: 2
+            }
+        );
+        // Then it comes back at its ordinal, as a learner on an empty volume.
+        let after = Observed {
+            data_lost: vec![1],
+            ..obs(3, 3, vec![voter(0), voter(2)], 100)
+        };
+        assert_eq!(plan(&after), Step::AddLearner { ordinal: 1 });
+        // A learner just added there has not started (no name): it is not the lost member.
+        let learner = ObservedMember {
+            is_learner: true,
+            name: String::new(),
+            ..lost(1)
+        };
+        let adding = Observed {
+            data_lost: vec![1],
+            ..obs(3, 3, vec![voter(0), learner, voter(2)], 100)
+        };
+        assert!(!matches!(plan(&adding), Step::ReplaceLostMember { .. }));
+        // A member whose pod still answers is not replaced, whatever an old pod said.
+        let answering = Observed {
+            data_lost: vec![1],
+            ..obs(3, 3, voters(3), 100)
+        };
+        assert_eq!(plan(&answering), Step::Steady { voters: 3 });
+        // Not while another voter is unhealthy too (removing it could lose quorum).
+        let risky = Observed {
+            data_lost: vec![1],
+            ..obs(
+                5,
+                5,
+                vec![
+                    voter(0),
+                    lost(1),
+                    lost(2),
+                    voter(3),
+                    ObservedMember {
+                        healthy: false,
+                        ..voter(4)
+                    },
+                ],
+                100,
+            )
+        };
+        let Step::Refuse(why) = plan(&risky) else {
+            panic!("{:?}", plan(&risky));
+        };
+        assert!(why.contains("member ms-1 lost its data"), "{why}");
     }
 
     #[test]

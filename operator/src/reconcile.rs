@@ -136,6 +136,8 @@ struct Seen {
     old_cluster_left: bool,
     /// When nobody answers: the newest successful backup (name, source, description).
     latest_backup: Option<(String, RestoreFrom, String)>,
+    /// Ordinals whose pod says its member's data is gone.
+    data_lost: Vec<i32>,
 }
 
 /// The plan phase: the planner's next step for what was seen. Pure.
@@ -155,6 +157,7 @@ fn plan_step(ms: &MetaStore, seen: &Seen) -> Step {
         unavailable_for: unavailable_for(ms),
         latest_backup: seen.latest_backup.as_ref().map(|(_, _, what)| what.clone()),
         old_cluster_left: seen.old_cluster_left,
+        data_lost: seen.data_lost.clone(),
     })
 }
 
@@ -409,6 +412,16 @@ impl<'a> Reconcile<'a> {
                 Err(why) => (None, Some(why)),
             }
         };
+        let data_lost = if view.members.is_some() {
+            let pods = self.api::<k8s_openapi::api::core::v1::Pod>();
+            let selector = builders::selector_string(ms);
+            let listed = pods
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await?;
+            crate::lost_data::data_lost_ordinals(ms, &listed.items)
+        } else {
+            Vec::new()
+        };
         Ok(Seen {
             sts_replicas,
             endpoints,
@@ -420,6 +433,7 @@ impl<'a> Reconcile<'a> {
             recovery,
             old_cluster_left,
             latest_backup,
+            data_lost,
         })
     }
 
@@ -546,6 +560,15 @@ impl<'a> Reconcile<'a> {
                 acted.operation = Some(what);
             }
             Ok(Outcome::Done(what)) => {
+                let what = match step {
+                    Step::ReplaceLostMember { ordinal, .. } => format!(
+                        "{what}: pod {} reports its data dir empty (its volume was lost), so the \
+                         member cannot rejoin as itself; ordinal {ordinal} comes back as a learner \
+                         on a new volume",
+                        builders::pod_name(ms, *ordinal)
+                    ),
+                    _ => what,
+                };
                 if !what.is_empty() {
                     self.event(EventType::Normal, done_reason(step), what.clone())
                         .await;
@@ -723,6 +746,7 @@ fn step_kind(step: &Step) -> &'static str {
         Step::Promote { .. } => "promote",
         Step::MoveLeader { .. } => "move_leader",
         Step::RemoveMember { .. } => "remove_member",
+        Step::ReplaceLostMember { .. } => "replace_lost_member",
         Step::Wait(_) => "wait",
         Step::Refuse(_) => "refuse",
         Step::QuorumLost(_) => "quorum_lost",
@@ -748,6 +772,7 @@ fn done_reason(step: &Step) -> &'static str {
         Step::Promote { .. } => "MemberPromoted",
         Step::MoveLeader { .. } => "LeaderMoved",
         Step::RemoveMember { .. } => "MemberRemoved",
+        Step::ReplaceLostMember { .. } => "LostMemberRemoved",
         _ => "MembershipPolicyPushed",
     }
 }

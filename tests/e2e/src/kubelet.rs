@@ -49,6 +49,9 @@ struct RunningPod {
     /// A container of this pod has been started (until then the pod is Pending).
     started: bool,
     restarts: i32,
+    /// How the container last failed: exit code and termination message (with
+    /// `FallbackToLogsOnError`, the tail of its log, as the kubelet reports it).
+    last_failure: Option<(i32, String)>,
     next_start: Instant,
     ready: bool,
     terminating_since: Option<Instant>,
@@ -634,6 +637,7 @@ fn admit<'a>(
                 inits_done: 0,
                 started: false,
                 restarts: 0,
+                last_failure: None,
                 next_start: Instant::now(),
                 ready: false,
                 terminating_since: None,
@@ -693,10 +697,13 @@ fn run_container(
         return;
     }
     if let Some(mut c) = p.child.take() {
-        let succeeded = c.wait().is_ok_and(|s| s.success());
+        let exit = c.wait();
+        let succeeded = exit.as_ref().is_ok_and(|s| s.success());
         if initializing(pod, p.inits_done) && succeeded {
             p.inits_done += 1;
         } else {
+            let code = exit.ok().and_then(|s| s.code()).unwrap_or(137);
+            p.last_failure = Some((code, termination_message(pod, p.inits_done, cfg, k)));
             p.restarts += 1;
             let backoff = Duration::from_secs(1 << p.restarts.min(3));
             p.next_start = Instant::now() + backoff;
@@ -743,6 +750,19 @@ fn run_container(
     }
 }
 
+/// The termination message of the container that just stopped: with
+/// `terminationMessagePolicy: FallbackToLogsOnError`, the last 2 KiB of its log (the kubelet's
+/// limit); empty otherwise (these processes write no termination-log file).
+fn termination_message(pod: &Pod, inits_done: usize, cfg: &KubeletConfig, k: &str) -> String {
+    let policy = next_container(pod, inits_done).and_then(|c| c.termination_message_policy.clone());
+    if policy.as_deref() != Some("FallbackToLogsOnError") {
+        return String::new();
+    }
+    let log =
+        std::fs::read(cfg.root.join("logs").join(k.replace('/', "_") + ".log")).unwrap_or_default();
+    String::from_utf8_lossy(&log[log.len().saturating_sub(2048)..]).into_owned()
+}
+
 /// The pod's status as a kubelet reports it, with a start time: `Some` only when it differs from
 /// what was last reported.
 fn status_update(p: &mut RunningPod, spec: &PodSpec, init: bool) -> Option<serde_json::Value> {
@@ -782,6 +802,9 @@ fn status_update(p: &mut RunningPod, spec: &PodSpec, init: bool) -> Option<serde
             "started": running,
             "restartCount": p.restarts,
             "state": state,
+            "lastState": p.last_failure.as_ref().map_or(json!({}), |(code, message)| json!({
+                "terminated": {"exitCode": code, "reason": "Error", "message": message},
+            })),
         }],
     });
     if p.reported.as_ref() == Some(&status) {

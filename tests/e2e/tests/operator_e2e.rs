@@ -860,6 +860,86 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         old_kvs.len(),
         ms.status.map(|s| s.members.len())
     );
+    // Self-healing under load: one member's volume (and pod) is lost while the others keep a
+    // quorum. Its new pod is refused as already started; the operator removes the member and
+    // adds ordinal 1 back as a learner on a new volume — no etcdctl.
+    let heal_tls = client_certificate(&client, certs.path()).await;
+    let mut c0 = etcd_client::Client::connect([client_url(0)], Some(new_tls.clone()))
+        .await
+        .unwrap();
+    c0.put(load::REGISTER, "init", None).await.unwrap();
+    let load = load::Load::start_with(
+        endpoints(3),
+        2,
+        2,
+        load::LoadOptions {
+            tls: Some(heal_tls),
+            reconnect_every: 0,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let member_id = |ms: &MetaStore, name: &str| {
+        ms.status
+            .iter()
+            .flat_map(|s| &s.members)
+            .find(|m| m.name == name)
+            .map(|m| m.id.clone())
+    };
+    let lost_id = member_id(&api.get(NAME).await.unwrap(), &format!("{NAME}-1"));
+    assert!(lost_id.is_some());
+    let (ok, out) = kubectl(
+        &cp,
+        &["delete", "pvc", &format!("data-{NAME}-1"), "--wait=false"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(
+        &cp,
+        &["delete", "pod", &format!("{NAME}-1"), "--wait=false"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let ms = api.get(NAME).await.unwrap();
+        let id = member_id(&ms, &format!("{NAME}-1"));
+        if id.is_some() && id != lost_id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 1 not replaced: {:#?}\n{}\n{}",
+            ms.status,
+            tail(&op_log),
+            diagnose(&cp, &op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_running(&api, 3, &cp, &op_log).await;
+    let (_, events) = kubectl(
+        &cp,
+        &[
+            "get",
+            "events",
+            "--field-selector=reason=LostMemberRemoved",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    assert!(events.contains("reports its data dir empty"), "{events}");
+    let rec = load.stop().await;
+    eprintln!(
+        "self-healing: {} register ops, {} acknowledged writes",
+        rec.history.len(),
+        rec.acked_writes()
+    );
+    assert!(rec.acked_writes() > 20, "the load ran");
+    register::assert_linearizable(&rec.history, "init");
+    let lost = rec.lost_writes_via(&mut c0).await;
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    drop(c0);
+
     // Disaster recovery from a survivor: two of three volumes, and their pods, are lost for good.
     let mut c0 = etcd_client::Client::connect([client_url(0)], Some(new_tls.clone()))
         .await
