@@ -1,5 +1,5 @@
-//! `metastore-node`: runs one MetaStore member; `metastore-node snapshot status|restore` checks
-//! and restores snapshot files.
+//! `metastore-node`: runs one MetaStore member; `metastore-node snapshot status|restore|save`
+//! checks, restores and saves snapshot files.
 
 use clap::Parser;
 use metastore_node::config::Flags;

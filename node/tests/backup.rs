@@ -99,6 +99,43 @@ fn save_status_restore_into_a_new_cluster_and_refuse_damaged_files() {
     assert_eq!(st["hash"], hashkv(&ep, rev));
     let (code, out) = snapshot_cmd(&["status", &file_s, "-w", "table"]);
     assert!(code == 0 && out.contains("TOTAL KEYS"), "{out}");
+    // `metastore-node snapshot save` (what the operator's PVC backup Jobs run) writes a file
+    // with the same content, and says what it wrote.
+    let saved = tmp.path().join("by-node/nested/backup.db");
+    let summary = tmp.path().join("summary.json");
+    let (code, out) = snapshot_cmd(&[
+        "save",
+        &saved.display().to_string(),
+        &format!("--endpoints={ep}"),
+        &format!("--summary-file={}", summary.display()),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out2) = snapshot_cmd(&["status", &saved.display().to_string(), "-w", "json"]);
+    assert_eq!(code, 0, "{out2}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(out2.trim()).unwrap(),
+        st
+    );
+    let sum: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let bytes_saved = std::fs::read(&saved).unwrap();
+    assert_eq!(sum["revision"].as_i64(), Some(rev));
+    assert_eq!(sum["size"].as_u64(), Some(bytes_saved.len() as u64));
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes_saved)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(sum["sha256"].as_str(), Some(sha.as_str()));
+    assert!(!tmp.path().join("by-node/nested/backup.db.part").exists());
+    // No member to ask: an error, and no file.
+    let (code, out) = snapshot_cmd(&[
+        "save",
+        &tmp.path().join("none.db").display().to_string(),
+        "--endpoints=http://127.0.0.1:1",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!tmp.path().join("none.db").exists() && !tmp.path().join("none.db.part").exists());
     let old_id = cluster_id(&ep);
 
     // Damaged files are refused, and leave no data dir behind.

@@ -17,13 +17,16 @@ const USAGE: &str = "usage: metastore-node snapshot status FILE [-w simple|json|
                      [--s3-region REGION] [--skip-if-initialized] --data-dir DIR --name NAME \
                      --initial-cluster NAME=URL,... --initial-cluster-token TOKEN \
                      --initial-advertise-peer-urls URL\n\
-                     (s3 credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
+                     (s3 credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)\n       \
+                     metastore-node snapshot save FILE --endpoints URL[,URL...] [--cacert FILE \
+                     --cert FILE --key FILE] [--summary-file FILE] [--prune-keep N --prune-prefix P]";
 
 /// Runs `snapshot <args>`; returns the exit code (0 done, 1 failed, 2 bad usage).
 pub fn run(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("status") => status_command(&args[1..]),
         Some("restore") => restore_command(&args[1..]),
+        Some("save") => save_command(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             2
@@ -235,6 +238,139 @@ fn restore_command(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// `snapshot save`'s options.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SaveOptions {
+    file: PathBuf,
+    endpoints: Vec<String>,
+    /// CA, certificate and key files for a client-TLS cluster.
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// Where the result goes as JSON (a Job's termination log).
+    summary_file: Option<PathBuf>,
+    /// Keep the newest N `<prefix><unix time>.db` files beside FILE.
+    prune: Option<(usize, String)>,
+}
+
+fn save_options(args: &[String]) -> Result<SaveOptions, String> {
+    let mut o = SaveOptions::default();
+    let (mut keep, mut prefix) = (None, None);
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name {
+            "--endpoints" => {
+                o.endpoints = value()?.split(',').map(str::to_string).collect();
+            }
+            "--cacert" => o.cacert = Some(value()?.into()),
+            "--cert" => o.cert = Some(value()?.into()),
+            "--key" => o.key = Some(value()?.into()),
+            "--summary-file" => o.summary_file = Some(value()?.into()),
+            "--prune-keep" => {
+                let v = value()?;
+                keep = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("--prune-keep {v:?}"))?,
+                );
+            }
+            "--prune-prefix" => prefix = Some(value()?),
+            _ if file.is_none() && !a.starts_with('-') => file = Some(PathBuf::from(a)),
+            _ => return Err(format!("unexpected argument {a:?}")),
+        }
+    }
+    o.file = file.ok_or("no snapshot file given")?;
+    if o.endpoints.iter().all(|e| e.is_empty()) {
+        return Err("--endpoints is required".into());
+    }
+    o.prune = match (keep, prefix) {
+        (Some(k), Some(p)) if k > 0 && !p.is_empty() => Some((k, p)),
+        (None, None) => None,
+        _ => return Err("--prune-keep (at least 1) and --prune-prefix go together".into()),
+    };
+    Ok(o)
+}
+
+fn tls_options(o: &SaveOptions) -> Result<Option<etcd_client::ConnectOptions>, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tls = etcd_client::TlsOptions::new();
+    match &o.cacert {
+        Some(ca) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+        None if o.cert.is_none() => return Ok(None),
+        None => {}
+    }
+    match (&o.cert, &o.key) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(read(c)?, read(k)?));
+        }
+        (None, None) => {}
+        _ => return Err("--cert and --key go together".into()),
+    }
+    Ok(Some(etcd_client::ConnectOptions::new().with_tls(tls)))
+}
+
+fn save_command(args: &[String]) -> i32 {
+    let o = match save_options(args) {
+        Ok(o) => o,
+        Err(e) => return usage(&e),
+    };
+    let options = match tls_options(&o) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("metastore-node: error: {e}");
+            return 1;
+        }
+    };
+    let saved = match runtime.block_on(crate::backup::save::save(&o.endpoints, options, &o.file)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("metastore-node: error: {e}");
+            return 1;
+        }
+    };
+    println!(
+        "Snapshot saved at {} (revision {}, {} bytes, sha256 {})",
+        o.file.display(),
+        saved.revision,
+        saved.size,
+        saved.sha256
+    );
+    if let Some((keep, prefix)) = &o.prune {
+        let dir = o.file.parent().unwrap_or(Path::new("."));
+        match crate::backup::save::prune(dir, prefix, *keep) {
+            Ok(gone) if !gone.is_empty() => println!("pruned {}", gone.join(", ")),
+            Ok(_) => {}
+            // The snapshot is saved; an old one left behind is reported, not fatal.
+            Err(e) => eprintln!("metastore-node: warning: pruning {}: {e}", dir.display()),
+        }
+    }
+    if let Some(f) = &o.summary_file {
+        let json = serde_json::to_string(&saved).unwrap_or_default();
+        if let Err(e) = std::fs::write(f, json) {
+            eprintln!("metastore-node: error: {}: {e}", f.display());
+            return 1;
+        }
+    }
+    0
 }
 
 /// Where an object is downloaded: beside the data dir, on the same volume.

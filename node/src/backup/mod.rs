@@ -5,3 +5,4 @@ pub mod cli;
 pub mod fetch;
 pub mod format;
 pub mod restore;
+pub mod save;
