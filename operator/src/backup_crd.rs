@@ -1,5 +1,5 @@
 //! The `MetaStoreBackup` custom resource (metastore.io/v1alpha1): one on-demand backup of a
-//! MetaStore to S3-compatible object storage, and what became of it.
+//! MetaStore to S3-compatible object storage or a PersistentVolumeClaim, and what became of it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -31,13 +31,46 @@ use serde::{Deserialize, Serialize};
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self == oldSelf",
     "message": "a MetaStoreBackup's spec cannot change; create another"
+}, {
+    "rule": "has(self.s3) != has(self.pvc)",
+    "message": "a MetaStoreBackup needs exactly one of s3 or pvc"
 }]))]
 pub struct MetaStoreBackupSpec {
     /// Name of the MetaStore to back up, in this namespace.
     #[schemars(length(min = 1))]
     pub meta_store: String,
-    /// Where the snapshot goes.
-    pub s3: S3Target,
+    /// An S3-compatible bucket for the snapshot…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+    /// …or a PersistentVolumeClaim (a Job mounts it and writes the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcTarget>,
+}
+
+/// A PersistentVolumeClaim in the MetaStore's namespace that backups are written to, by a Job
+/// that mounts it (ReadWriteOnce claims work while no other pod holds them elsewhere).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcTarget {
+    /// Claim name.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Directory prefix in the volume (e.g. `backups/`); the file is
+    /// `<prefix><namespace>/<metastore>/<backup>.db`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl PvcTarget {
+    /// The file of backup `backup` of `namespace/metastore`, relative to the volume's root.
+    pub fn path(&self, namespace: &str, metastore: &str, backup: &str) -> String {
+        format!("{}{namespace}/{metastore}/{backup}.db", self.prefix)
+    }
+
+    /// How a backup's status names that file: `pvc://<claim>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("pvc://{}/{path}", self.claim_name)
+    }
 }
 
 /// An S3-compatible bucket (AWS S3, MinIO, SeaweedFS, Ceph RGW…).
@@ -82,7 +115,7 @@ pub struct MetaStoreBackupStatus {
     /// Pending, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BackupPhase>,
-    /// `s3://bucket/key` of the snapshot.
+    /// `s3://bucket/key` of the snapshot, or `pvc://claim/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_url: Option<String>,
     /// The store's revision in the snapshot.

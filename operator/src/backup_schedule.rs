@@ -127,6 +127,7 @@ pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Erro
             MetaStoreBackupSpec {
                 meta_store: name.clone(),
                 s3: spec.s3.clone(),
+                pvc: spec.pvc.clone(),
             },
         );
         b.metadata.namespace = Some(ns.clone());
@@ -140,14 +141,19 @@ pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Erro
         }
     }
     if !p.prune.is_empty() {
-        let store = match credentials(ctx, &ns, &spec.s3.credentials_secret).await {
-            Ok(creds) => bucket(&spec.s3, &creds).ok(),
-            Err(_) => None,
+        // In a bucket the operator deletes the object itself; on a claim the next backup's Job
+        // deletes the schedule's older files (`--prune-keep`).
+        let store = match &spec.s3 {
+            Some(s3) => match credentials(ctx, &ns, &s3.credentials_secret).await {
+                Ok(creds) => bucket(s3, &creds).ok().map(|b| (s3, b)),
+                Err(_) => None,
+            },
+            None => None,
         };
         for old in &p.prune {
             // The object first: deleting the resource first could leak the object.
-            if let Some(store) = &store {
-                let key = spec.s3.key(&ns, &name, old);
+            if let Some((s3, store)) = &store {
+                let key = s3.key(&ns, &name, old);
                 if let Err(e) = delete_object(store, &key).await {
                     tracing::warn!(backup = %old, "cannot delete the object {key}: {e}");
                     continue;

@@ -7,7 +7,7 @@
 use kube::api::Api;
 
 use crate::backup_crd::{BackupPhase, MetaStoreBackup};
-use crate::crd::{MetaStore, RecoveryStatus, RestoreSpec};
+use crate::crd::{MetaStore, PvcFile, RecoveryStatus, RestoreSpec};
 
 /// The object member 0 restores and how to reach its bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,10 @@ pub struct RestoreFrom {
     pub endpoint: Option<String>,
     /// Region.
     pub region: Option<String>,
-    /// Secret with `accessKeyId` and `secretAccessKey`.
-    pub credentials_secret: String,
+    /// Secret with `accessKeyId` and `secretAccessKey` (an S3 object).
+    pub credentials_secret: Option<String>,
+    /// The file, when the backup is on a PersistentVolumeClaim (`url` is then `pvc://…`).
+    pub pvc: Option<PvcFile>,
     /// Token the restored cluster takes instead of the MetaStore's uid (a recovery replaces a
     /// cluster of the same MetaStore and must not share its cluster id).
     pub cluster_token: Option<String>,
@@ -33,6 +35,7 @@ impl RestoreFrom {
             endpoint: r.endpoint.clone(),
             region: r.region.clone(),
             credentials_secret: r.credentials_secret.clone(),
+            pvc: r.pvc.clone(),
             cluster_token: Some(r.cluster_token.clone()),
         }
     }
@@ -76,11 +79,22 @@ fn newest(name: &str, backups: &[MetaStoreBackup]) -> Option<(String, RestoreFro
 
 /// The source `spec` names directly (`url`), or `None` when it names a backup.
 pub fn from_url(spec: &RestoreSpec) -> Option<RestoreFrom> {
+    if let Some(f) = &spec.pvc {
+        return Some(RestoreFrom {
+            url: format!("pvc://{}/{}", f.claim_name, f.path),
+            endpoint: None,
+            region: None,
+            credentials_secret: None,
+            pvc: Some(f.clone()),
+            cluster_token: None,
+        });
+    }
     Some(RestoreFrom {
         url: spec.url.clone()?,
         endpoint: spec.endpoint.clone(),
         region: spec.region.clone(),
-        credentials_secret: spec.credentials_secret.clone()?,
+        credentials_secret: Some(spec.credentials_secret.clone()?),
+        pvc: None,
         cluster_token: None,
     })
 }
@@ -90,13 +104,33 @@ pub fn from_backup(b: &MetaStoreBackup) -> Result<RestoreFrom, String> {
     let name = kube::ResourceExt::name_any(b);
     let st = b.status.clone().unwrap_or_default();
     match (st.phase, st.object_url) {
-        (Some(BackupPhase::Succeeded), Some(url)) => Ok(RestoreFrom {
-            url,
-            endpoint: b.spec.s3.endpoint.clone(),
-            region: b.spec.s3.region.clone(),
-            credentials_secret: b.spec.s3.credentials_secret.clone(),
-            cluster_token: None,
-        }),
+        (Some(BackupPhase::Succeeded), Some(url)) => match (&b.spec.s3, &b.spec.pvc) {
+            (Some(s3), _) => Ok(RestoreFrom {
+                url,
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                credentials_secret: Some(s3.credentials_secret.clone()),
+                pvc: None,
+                cluster_token: None,
+            }),
+            (None, Some(pvc)) => {
+                let path = url
+                    .strip_prefix(&format!("pvc://{}/", pvc.claim_name))
+                    .ok_or_else(|| format!("MetaStoreBackup {name}: {url} is not on {}", pvc.claim_name))?;
+                Ok(RestoreFrom {
+                    url: url.clone(),
+                    endpoint: None,
+                    region: None,
+                    credentials_secret: None,
+                    pvc: Some(PvcFile {
+                        claim_name: pvc.claim_name.clone(),
+                        path: path.to_string(),
+                    }),
+                    cluster_token: None,
+                })
+            }
+            (None, None) => Err(format!("MetaStoreBackup {name} names no target")),
+        },
         (phase, _) => Err(format!(
             "MetaStoreBackup {name} has not succeeded (phase {}): a cluster restores only a complete backup",
             phase.map_or("none".to_string(), |p| format!("{p:?}"))
@@ -151,9 +185,24 @@ mod tests {
                 url: "s3://b/prod/demo/nightly.db".into(),
                 endpoint: Some("http://s3:8333".into()),
                 region: None,
-                credentials_secret: "creds".into(),
+                credentials_secret: Some("creds".into()),
+                pvc: None,
                 cluster_token: None,
             })
+        );
+        // A backup on a claim restores from the file its URL names on that claim.
+        let mut on_claim = backup(
+            serde_json::json!({"phase": "Succeeded", "objectUrl": "pvc://vol/prod/demo/nightly.db"}),
+        );
+        on_claim.spec.s3 = None;
+        on_claim.spec.pvc = Some(crate::backup_crd::PvcTarget {
+            claim_name: "vol".into(),
+            prefix: String::new(),
+        });
+        let from = from_backup(&on_claim).unwrap();
+        assert_eq!(
+            (from.pvc.unwrap().path.as_str(), from.credentials_secret),
+            ("prod/demo/nightly.db", None)
         );
         let running = backup(serde_json::json!({"phase": "Running"}));
         assert!(from_backup(&running).unwrap_err().contains("phase Running"));
@@ -204,6 +253,12 @@ mod tests {
         let from = from_url(&spec).unwrap();
         assert_eq!(from.url, "s3://b/k.db");
         assert_eq!(from.region.as_deref(), Some("eu-west-1"));
+        let on_pvc: RestoreSpec = serde_json::from_value(serde_json::json!({
+            "pvc": {"claimName": "backups", "path": "prod/demo/nightly.db"}}))
+        .unwrap();
+        let from = from_url(&on_pvc).unwrap();
+        assert_eq!(from.url, "pvc://backups/prod/demo/nightly.db");
+        assert_eq!(from.pvc.unwrap().path, "prod/demo/nightly.db");
         let by_backup: RestoreSpec =
             serde_json::from_value(serde_json::json!({"backup": "x"})).unwrap();
         assert_eq!(from_url(&by_backup), None);

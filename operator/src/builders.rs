@@ -10,10 +10,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -35,6 +36,10 @@ pub use crate::names::{
 
 /// Name of the init container that restores a backup into member 0's volume.
 pub const RESTORE_CONTAINER: &str = "restore";
+/// Volume (and where the restore init container mounts it, read-only) of a backup on a
+/// PersistentVolumeClaim.
+const RESTORE_SOURCE_VOLUME: &str = "restore-source";
+const RESTORE_SOURCE_MOUNT: &str = "/restore-source";
 use crate::tls_layout;
 
 /// Where the data volume is mounted.
@@ -73,7 +78,8 @@ pub fn selector_string(ms: &MetaStore) -> String {
         .join(",")
 }
 
-fn labels(ms: &MetaStore) -> BTreeMap<String, String> {
+/// The labels of every object made for `ms` (its selector labels among them).
+pub fn labels(ms: &MetaStore) -> BTreeMap<String, String> {
     let mut l = selector_labels(ms);
     l.insert(LABEL_MANAGED_BY.into(), OPERATOR_NAME.into());
     l
@@ -359,10 +365,14 @@ pub fn restore_init_container(
     mounts: Vec<VolumeMount>,
     security: SecurityContext,
 ) -> Container {
+    let source = match &from.pvc {
+        Some(f) => format!("{RESTORE_SOURCE_MOUNT}/{}", f.path),
+        None => from.url.clone(),
+    };
     let mut args = vec![
         "snapshot".to_string(),
         "restore".into(),
-        from.url.clone(),
+        source,
         "--skip-if-initialized".into(),
     ];
     if let Some(e) = &from.endpoint {
@@ -376,16 +386,23 @@ pub fn restore_init_container(
         from.cluster_token.as_deref(),
     ));
     let mut env = pod_env();
-    env.push(env_from_secret(
-        "AWS_ACCESS_KEY_ID",
-        &from.credentials_secret,
-        "accessKeyId",
-    ));
-    env.push(env_from_secret(
-        "AWS_SECRET_ACCESS_KEY",
-        &from.credentials_secret,
-        "secretAccessKey",
-    ));
+    if let Some(secret) = &from.credentials_secret {
+        env.push(env_from_secret("AWS_ACCESS_KEY_ID", secret, "accessKeyId"));
+        env.push(env_from_secret(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            "secretAccessKey",
+        ));
+    }
+    let mut mounts = mounts;
+    if from.pvc.is_some() {
+        mounts.push(VolumeMount {
+            name: RESTORE_SOURCE_VOLUME.into(),
+            mount_path: RESTORE_SOURCE_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     Container {
         name: RESTORE_CONTAINER.into(),
         image: Some(image.into()),
@@ -398,32 +415,18 @@ pub fn restore_init_container(
     }
 }
 
-/// The StatefulSet running `replicas` member pods (the planner decides how many). Until the
-/// cluster exists (`bootstrapped` false), `restore` gives member 0 the backup to start from.
-pub fn stateful_set(
-    ms: &MetaStore,
-    replicas: i32,
-    bootstrapped: bool,
-    admin_cn: Option<&str>,
-    restore: Option<&RestoreFrom>,
-) -> StatefulSet {
-    let spec = &ms.spec;
-    let image = format!(
+/// The image members (and backup Jobs) run: `spec.image:spec.version`.
+pub fn member_image(ms: &MetaStore) -> String {
+    format!(
         "{}:{}",
-        spec.image.as_deref().unwrap_or(DEFAULT_IMAGE),
-        spec.version.as_deref().unwrap_or(DEFAULT_VERSION)
-    );
-    let (tls_volumes, tls_mounts) = tls_layout::volumes(ms);
-    let mut pod_labels = spec.pod_template.labels.clone();
-    pod_labels.extend(labels(ms));
-    let mounts: Vec<VolumeMount> = std::iter::once(VolumeMount {
-        name: DATA_VOLUME.into(),
-        mount_path: DATA_MOUNT.into(),
-        ..Default::default()
-    })
-    .chain(tls_mounts)
-    .collect();
-    let security = SecurityContext {
+        ms.spec.image.as_deref().unwrap_or(DEFAULT_IMAGE),
+        ms.spec.version.as_deref().unwrap_or(DEFAULT_VERSION)
+    )
+}
+
+/// A member's (or backup Job's) container security: non-root, read-only root, no privileges.
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
@@ -438,7 +441,45 @@ pub fn stateful_set(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// The StatefulSet running `replicas` member pods (the planner decides how many). Until the
+/// cluster exists (`bootstrapped` false), `restore` gives member 0 the backup to start from.
+pub fn stateful_set(
+    ms: &MetaStore,
+    replicas: i32,
+    bootstrapped: bool,
+    admin_cn: Option<&str>,
+    restore: Option<&RestoreFrom>,
+) -> StatefulSet {
+    let spec = &ms.spec;
+    let image = member_image(ms);
+    let (tls_volumes, tls_mounts) = tls_layout::volumes(ms);
+    let mut pod_labels = spec.pod_template.labels.clone();
+    pod_labels.extend(labels(ms));
+    let mounts: Vec<VolumeMount> = std::iter::once(VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: DATA_MOUNT.into(),
+        ..Default::default()
+    })
+    .chain(tls_mounts)
+    .collect();
+    let security = container_security();
+    let mut volumes = tls_volumes;
+    if let Some(f) = restore
+        .filter(|_| !bootstrapped)
+        .and_then(|r| r.pvc.as_ref())
+    {
+        volumes.push(Volume {
+            name: RESTORE_SOURCE_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: f.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        });
+    }
     let init_containers = restore.filter(|_| !bootstrapped).map(|from| {
         vec![restore_init_container(
             ms,
@@ -534,7 +575,7 @@ pub fn stateful_set(
                 spec: Some(PodSpec {
                     init_containers,
                     containers: vec![container],
-                    volumes: (!tls_volumes.is_empty()).then_some(tls_volumes),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     affinity: Some(
                         spec.pod_template
                             .affinity
@@ -723,7 +764,8 @@ mod tests {
             url: "s3://b/prod/demo/nightly.db".into(),
             endpoint: Some("http://s3.storage:8333".into()),
             region: None,
-            credentials_secret: "creds".into(),
+            credentials_secret: Some("creds".into()),
+            pvc: None,
             cluster_token: None,
         };
         let s = stateful_set(&m, 1, false, None, Some(&from));

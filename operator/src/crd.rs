@@ -108,13 +108,14 @@ pub struct BootstrapSpec {
     pub restore: Option<RestoreSpec>,
 }
 
-/// The backup a new cluster starts from: a `MetaStoreBackup` or an object URL.
+/// The backup a new cluster starts from: a `MetaStoreBackup`, an object URL or a file on a
+/// PersistentVolumeClaim.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.backup) != has(self.url)",
-        "message": "spec.bootstrap.restore needs exactly one of backup or url"
+        "rule": "(has(self.backup) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.pvc) ? 1 : 0) == 1",
+        "message": "spec.bootstrap.restore needs exactly one of backup, url or pvc"
     },
     {
         "rule": "!has(self.url) || (self.url.startsWith('s3://') && has(self.credentialsSecret))",
@@ -137,6 +138,22 @@ pub struct RestoreSpec {
     /// With `url`: Secret in this namespace with `accessKeyId` and `secretAccessKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Or a file on a PersistentVolumeClaim in this namespace (as a PVC backup's
+    /// `status.objectUrl`, `pvc://<claim>/<path>`, names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcFile>,
+}
+
+/// A snapshot file on a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcFile {
+    /// Claim name.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Path of the file in the volume.
+    #[schemars(length(min = 1))]
+    pub path: String,
 }
 
 /// Backups taken on a schedule: each is a `MetaStoreBackup` named `<name>-<unix time>`, owned
@@ -144,6 +161,10 @@ pub struct RestoreSpec {
 /// with their objects.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.s3) != has(self.pvc)",
+    "message": "spec.backup needs exactly one of s3 or pvc"
+}]))]
 pub struct ScheduledBackups {
     /// Cron schedule in UTC: five fields (`0 3 * * *`: daily at 03:00) or six with seconds first.
     #[schemars(length(min = 1))]
@@ -152,8 +173,13 @@ pub struct ScheduledBackups {
     #[serde(default = "seven")]
     #[schemars(range(min = 1, max = 1000))]
     pub retention: u32,
-    /// Where they go.
-    pub s3: crate::backup_crd::S3Target,
+    /// Where they go: an S3-compatible bucket…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::backup_crd::S3Target>,
+    /// …or a PersistentVolumeClaim (older files of the schedule are deleted by the next
+    /// backup's Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<crate::backup_crd::PvcTarget>,
 }
 
 fn seven() -> u32 {
@@ -411,8 +437,12 @@ pub struct RecoveryStatus {
     /// Region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Secret with `accessKeyId` and `secretAccessKey`.
-    pub credentials_secret: String,
+    /// Secret with `accessKeyId` and `secretAccessKey` (an S3 backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// The file, for a backup on a PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcFile>,
     /// Token of the new cluster: a cluster id of its own, so a member of the lost cluster that
     /// comes back cannot be taken for one of it.
     pub cluster_token: String,

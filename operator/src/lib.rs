@@ -13,6 +13,7 @@ pub mod admin_proto {
 pub mod backup;
 pub mod backup_controller;
 pub mod backup_crd;
+pub mod backup_job;
 pub mod backup_schedule;
 pub mod bootstrap_restore;
 pub mod builders;

@@ -624,6 +624,7 @@ impl<'a> Reconcile<'a> {
                     endpoint: from.endpoint.clone(),
                     region: from.region.clone(),
                     credentials_secret: from.credentials_secret.clone(),
+                    pvc: from.pvc.clone(),
                     cluster_token: format!(
                         "{}-recovered-{}",
                         self.ms.uid().unwrap_or_else(|| self.name.clone()),

@@ -304,7 +304,8 @@ mod tests {
             url: "s3://b/k.db".into(),
             endpoint: None,
             region: None,
-            credentials_secret: "c".into(),
+            credentials_secret: Some("c".into()),
+            pvc: None,
             cluster_token: "t".into(),
             started: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         };

@@ -181,7 +181,7 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={cm}"),
                 "--leader-elect=false".into(),
-                "--controllers=statefulset-controller,garbage-collector-controller,persistentvolumeclaim-protection-controller,deployment-controller,replicaset-controller,disruption-controller,namespace-controller".into(),
+                "--controllers=statefulset-controller,job-controller,garbage-collector-controller,persistentvolumeclaim-protection-controller,deployment-controller,replicaset-controller,disruption-controller,namespace-controller".into(),
                 "--concurrent-statefulset-syncs=5".into(),
             ],
         )?;

@@ -52,6 +52,9 @@ struct RunningPod {
     /// How the container last failed: exit code and termination message (with
     /// `FallbackToLogsOnError`, the tail of its log, as the kubelet reports it).
     last_failure: Option<(i32, String)>,
+    /// A pod that does not restart (`restartPolicy: Never`) whose container has stopped: exit
+    /// code and termination message.
+    finished: Option<(i32, String)>,
     next_start: Instant,
     ready: bool,
     terminating_since: Option<Instant>,
@@ -241,6 +244,19 @@ async fn project_secrets(client: &kube::Client, cfg: &KubeletConfig, items: &[Po
     }
 }
 
+/// `arg` with paths under the container path `mount` moved to the host directory `dir`: `mount`
+/// itself, or followed by `/` (so `/tls` maps `/tls/tls.crt`, not the `/tls` of `tls.crt`).
+fn mounted(arg: &str, mount: &str, dir: &Path) -> String {
+    let host = dir.display().to_string();
+    let under = arg.replace(&format!("{mount}/"), &format!("{host}/"));
+    match under.strip_suffix(mount) {
+        Some(head) if head.is_empty() || head.ends_with('=') || head.ends_with(',') => {
+            format!("{head}{host}")
+        }
+        _ => under,
+    }
+}
+
 /// Expands `$(VAR)` references as the kubelet does.
 pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = s.to_string();
@@ -315,6 +331,19 @@ fn command_for(
         .chain(c.args.iter().flatten())
         .map(|a| expand(a, &env))
         .collect();
+    // The termination message file: empty when the container starts.
+    let term = termination_file(cfg, &key(pod), &c.name);
+    if let Some(dir) = term.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&term, b"");
+    let term_path = c
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    for a in &mut args {
+        *a = a.replace(&term_path, &term.display().to_string());
+    }
     for m in c.volume_mounts.iter().flatten() {
         let claim = spec
             .volumes
@@ -329,7 +358,7 @@ fn command_for(
             let dir = pvc_dir(&cfg.root, &ns, &claim, uid);
             let _ = std::fs::create_dir_all(&dir);
             for a in &mut args {
-                *a = a.replace(&m.mount_path, &dir.display().to_string());
+                *a = mounted(a, &m.mount_path, &dir);
             }
         }
         let secret = spec
@@ -344,7 +373,7 @@ fn command_for(
                 return None;
             }
             for a in &mut args {
-                *a = a.replace(&m.mount_path, &dir.display().to_string());
+                *a = mounted(a, &m.mount_path, &dir);
             }
         }
     }
@@ -638,6 +667,7 @@ fn admit<'a>(
                 started: false,
                 restarts: 0,
                 last_failure: None,
+                finished: None,
                 next_start: Instant::now(),
                 ready: false,
                 terminating_since: None,
@@ -696,14 +726,24 @@ fn run_container(
     if !exited(p) {
         return;
     }
+    if p.finished.is_some() {
+        return;
+    }
     if let Some(mut c) = p.child.take() {
         let exit = c.wait();
         let succeeded = exit.as_ref().is_ok_and(|s| s.success());
+        let code = exit.ok().and_then(|s| s.code()).unwrap_or(137);
+        let never = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never");
         if initializing(pod, p.inits_done) && succeeded {
             p.inits_done += 1;
+        } else if never && !initializing(pod, p.inits_done) {
+            let message = termination_message(pod, p.inits_done, cfg, k, succeeded);
+            p.finished = Some((code, message));
+            p.ready = false;
+            return;
         } else {
-            let code = exit.ok().and_then(|s| s.code()).unwrap_or(137);
-            p.last_failure = Some((code, termination_message(pod, p.inits_done, cfg, k)));
+            let message = termination_message(pod, p.inits_done, cfg, k, succeeded);
+            p.last_failure = Some((code, message));
             p.restarts += 1;
             let backoff = Duration::from_secs(1 << p.restarts.min(3));
             p.next_start = Instant::now() + backoff;
@@ -750,12 +790,31 @@ fn run_container(
     }
 }
 
-/// The termination message of the container that just stopped: with
-/// `terminationMessagePolicy: FallbackToLogsOnError`, the last 2 KiB of its log (the kubelet's
-/// limit); empty otherwise (these processes write no termination-log file).
-fn termination_message(pod: &Pod, inits_done: usize, cfg: &KubeletConfig, k: &str) -> String {
-    let policy = next_container(pod, inits_done).and_then(|c| c.termination_message_policy.clone());
-    if policy.as_deref() != Some("FallbackToLogsOnError") {
+/// The host file that stands for a container's `terminationMessagePath`.
+fn termination_file(cfg: &KubeletConfig, k: &str, container: &str) -> PathBuf {
+    cfg.root
+        .join("termination")
+        .join(format!("{}_{container}", k.replace('/', "_")))
+}
+
+/// The termination message of the container that just stopped: what it wrote to its
+/// `terminationMessagePath`, or, with `terminationMessagePolicy: FallbackToLogsOnError` when it
+/// failed and wrote nothing, the last 2 KiB of its log (the kubelet's limit).
+fn termination_message(
+    pod: &Pod,
+    inits_done: usize,
+    cfg: &KubeletConfig,
+    k: &str,
+    succeeded: bool,
+) -> String {
+    let Some(c) = next_container(pod, inits_done) else {
+        return String::new();
+    };
+    let written = std::fs::read_to_string(termination_file(cfg, k, &c.name)).unwrap_or_default();
+    if !written.is_empty() {
+        return written;
+    }
+    if succeeded || c.termination_message_policy.as_deref() != Some("FallbackToLogsOnError") {
         return String::new();
     }
     let log =
@@ -774,6 +833,35 @@ fn status_update(p: &mut RunningPod, spec: &PodSpec, init: bool) -> Option<serde
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let ready = if p.ready { "True" } else { "False" };
+    if let Some((code, message)) = &p.finished {
+        let phase = if *code == 0 { "Succeeded" } else { "Failed" };
+        let status = json!({
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "podIP": p.ip,
+            "podIPs": [{"ip": p.ip}],
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": "False"},
+                {"type": "Ready", "status": "False"},
+            ],
+            "containerStatuses": [{
+                "name": cname,
+                "image": spec.containers.first().and_then(|c| c.image.clone()).unwrap_or_default(),
+                "imageID": "",
+                "ready": false,
+                "started": false,
+                "restartCount": p.restarts,
+                "state": {"terminated": {"exitCode": code, "reason": if *code == 0 { "Completed" } else { "Error" }, "message": message}},
+            }],
+        });
+        if p.reported.as_ref() == Some(&status) {
+            return None;
+        }
+        p.reported = Some(status.clone());
+        return Some(status);
+    }
     let state = if running {
         json!({"running": {}})
     } else if init {

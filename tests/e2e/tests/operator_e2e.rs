@@ -1032,19 +1032,54 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     }
     eprintln!("recovered from {NAME}-0 with {} keys", before.len());
     keep_logs(&op_log);
-    // Disaster recovery with no survivor: every volume is lost; the latest backup comes back.
+    // A backup to a PersistentVolumeClaim: a Job mounts the claim and writes the file.
     let (ok, out) = kubectl(
         &cp,
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: metastore.io/v1alpha1\nkind: MetaStoreBackup\nmetadata: {{name: second}}\n\
-             spec: {{metaStore: {NAME}, s3: {{bucket: backups, prefix: e2e/, endpoint: '{}', credentialsSecret: s3-creds}}}}\n",
-            s3.endpoint
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: backups}}\n\
+             spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\n\
+             apiVersion: metastore.io/v1alpha1\nkind: MetaStoreBackup\nmetadata: {{name: second}}\n\
+             spec: {{metaStore: {NAME}, pvc: {{claimName: backups, prefix: e2e/}}}}\n"
         )),
     );
     assert!(ok, "{out}");
     let second = wait_backup(&backups, "second", &op_log).await;
     let backup_rev = second.revision.unwrap();
+    let path = format!("e2e/{NS}/{NAME}/second.db");
+    assert_eq!(
+        second.object_url.as_deref(),
+        Some(&*format!("pvc://backups/{path}"))
+    );
+    let (ok, uid) = kubectl(
+        &cp,
+        &["get", "pvc", "backups", "-o", "jsonpath={.metadata.uid}"],
+        None,
+    );
+    assert!(ok, "{uid}");
+    let file = work
+        .join("pvc")
+        .join(NS)
+        .join(format!("backups-{}", uid.trim()))
+        .join(&path);
+    let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(Some(meta.len() as i64), second.size);
+    let out = Command::new(bins.join("metastore-node"))
+        .args([
+            "snapshot",
+            "status",
+            &file.display().to_string(),
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(st["revision"].as_i64(), Some(backup_rev), "{st}");
+    eprintln!("backup on a claim: {second:?}");
+
+    // Disaster recovery with no survivor: every volume is lost; the latest backup (the one on
+    // the claim) comes back.
     let mut c0 = etcd_client::Client::connect([client_url(0)], Some(new_tls.clone()))
         .await
         .unwrap();
