@@ -215,12 +215,7 @@ async fn to_bucket(
         "streaming the snapshot to the bucket".into(),
     )
     .await?;
-    let replicas = ms
-        .status
-        .as_ref()
-        .map_or(ms.spec.replicas, |s| s.replicas)
-        .max(1);
-    let endpoints: Vec<String> = (0..replicas).map(|k| builders::client_url(ms, k)).collect();
+    let endpoints = builders::member_client_urls(ms);
     let key = s3.key(&ns, &ms.name_any(), &b.name_any());
     let url = format!("s3://{}/{key}", s3.bucket);
     let result = match bucket(s3, &creds) {
@@ -245,9 +240,7 @@ async fn to_claim(
     let Some(job) = jobs.get_opt(&name).await? else {
         // Make sure the operator's certificate exists before a pod mounts it.
         tls_secrets::ensure(ms, &ctx.client).await?;
-        let scheduled = b
-            .labels()
-            .contains_key(crate::backup_schedule::SCHEDULE_LABEL);
+        let scheduled = b.labels().contains_key(crate::backup_crd::SCHEDULE_LABEL);
         let keep = ms
             .spec
             .backup

@@ -6,6 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Label on scheduled backups: the MetaStore they belong to.
+pub const SCHEDULE_LABEL: &str = "metastore.io/scheduled-for";
+
 /// A backup of the MetaStore `spec.metaStore` (same namespace), taken once.
 // Printer columns repeat `type_ = …`, which clippy takes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]

@@ -38,12 +38,7 @@ pub fn backup_job(
 ) -> Job {
     let ns = b.namespace().unwrap_or_default();
     let path = pvc.path(&ns, &ms.name_any(), &b.name_any());
-    let replicas = ms
-        .status
-        .as_ref()
-        .map_or(ms.spec.replicas, |s| s.replicas)
-        .max(1);
-    let endpoints: Vec<String> = (0..replicas).map(|k| builders::client_url(ms, k)).collect();
+    let endpoints = builders::member_client_urls(ms);
     let mut args = vec![
         "snapshot".to_string(),
         "save".into(),

@@ -15,8 +15,7 @@ use crate::context::{Context, Error};
 use crate::crd::MetaStore;
 pub use crate::cron_schedule::{next_after, parse};
 
-/// Label on scheduled backups: the MetaStore they belong to.
-pub const SCHEDULE_LABEL: &str = "metastore.io/scheduled-for";
+pub use crate::backup_crd::SCHEDULE_LABEL;
 
 /// A scheduled backup as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +82,17 @@ pub fn plan(
     }
 }
 
+/// Seconds between two firings of `cron` after `now` (what "twice the schedule" is measured in).
+pub fn interval(cron: &Cron, now: Timestamp) -> Option<f64> {
+    let first = next_after(cron, now)?;
+    let second = next_after(cron, first)?;
+    Some(second.duration_since(first).as_secs_f64())
+}
+
 /// Creates the backup that is due and prunes old ones; returns when to look again (`None`
-/// without a schedule).
+/// without a schedule). Exports the schedule's interval, and the newest success among the
+/// scheduled backups (so the gauge survives an operator restart), for the
+/// `MetaStoreBackupTooOld` alert.
 pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Error> {
     let Some(spec) = &ms.spec.backup else {
         return Ok(None);
@@ -113,6 +121,27 @@ pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Erro
             phase: b.status.as_ref().and_then(|s| s.phase),
         })
         .collect();
+    let labels = [ns.as_str(), name.as_str()];
+    if let Some(secs) = interval(&cron, Timestamp::now()) {
+        ctx.metrics
+            .backup_schedule_interval
+            .with_label_values(&labels)
+            .set(secs);
+    }
+    let newest_success = list
+        .items
+        .iter()
+        .filter_map(|b| b.status.as_ref())
+        .filter(|s| s.phase == Some(BackupPhase::Succeeded))
+        .filter_map(|s| s.completion_time.as_ref())
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    if let Some(t) = newest_success {
+        let gauge = ctx.metrics.backup_last_success.with_label_values(&labels);
+        if gauge.get() < t {
+            gauge.set(t);
+        }
+    }
     let since = ms
         .metadata
         .creation_timestamp
@@ -180,6 +209,12 @@ mod tests {
             created: ts(created),
             phase,
         }
+    }
+
+    #[test]
+    fn the_interval_is_the_time_between_two_firings() {
+        assert_eq!(interval(&parse("0 3 * * *").unwrap(), ts(0)), Some(86400.0));
+        assert_eq!(interval(&parse("*/5 * * * * *").unwrap(), ts(0)), Some(5.0));
     }
 
     #[test]

@@ -415,6 +415,17 @@ pub fn restore_init_container(
     }
 }
 
+/// Client URLs of the members a backup asks for a snapshot: one per voter in status (the spec's
+/// count before there is one).
+pub fn member_client_urls(ms: &MetaStore) -> Vec<String> {
+    let voters = ms
+        .status
+        .as_ref()
+        .map_or(ms.spec.replicas, |s| s.replicas)
+        .max(1);
+    (0..voters).map(|k| client_url(ms, k)).collect()
+}
+
 /// The image members (and backup Jobs) run: `spec.image:spec.version`.
 pub fn member_image(ms: &MetaStore) -> String {
     format!(

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub backup_last_success: GaugeVec,
     /// Backups finished, by result (`succeeded`, `failed`).
     pub backups: IntCounterVec,
+    /// Seconds between two scheduled backups of each MetaStore with `spec.backup`.
+    pub backup_schedule_interval: GaugeVec,
 }
 
 impl Metrics {
@@ -93,6 +95,14 @@ impl Metrics {
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(backup_last_success.clone()))?;
         registry.register(Box::new(backups.clone()))?;
+        let backup_schedule_interval = GaugeVec::new(
+            Opts::new(
+                "metastore_backup_schedule_interval_seconds",
+                "Seconds between two scheduled backups of a MetaStore (spec.backup.schedule).",
+            ),
+            &["metastore_namespace", "metastore"],
+        )?;
+        registry.register(Box::new(backup_schedule_interval.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
@@ -101,6 +111,7 @@ impl Metrics {
             operations,
             backup_last_success,
             backups,
+            backup_schedule_interval,
         })
     }
 

@@ -770,3 +770,21 @@ pub async fn discover(
     }
     Err(not_added.unwrap_or(JoinError::Unreachable(peers.to_vec(), last)))
 }
+
+#[cfg(test)]
+mod join_error_tests {
+    use super::JoinError;
+
+    /// The operator recognises a member whose volume was lost by these words in its pod's
+    /// termination message (`metastore-operator`'s `lost_data::DATA_LOST_MARKER`).
+    #[test]
+    fn the_lost_data_refusal_keeps_the_words_the_operator_reads() {
+        let e = JoinError::AlreadyStarted {
+            id: 0x5f30,
+            name: "demo-1".into(),
+        };
+        assert!(e
+            .to_string()
+            .contains("already started in this cluster and its data dir is empty"));
+    }
+}
