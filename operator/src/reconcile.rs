@@ -52,6 +52,11 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
         )
         .await;
     }
+    if ms.spec.replicas % 2 == 0 {
+        // Allowed (a step while scaling, say), but rarely what is wanted.
+        let (_, reason, why) = crate::status::fault_tolerance(ms.spec.replicas);
+        r.event(EventType::Warning, reason, why).await;
+    }
     let seen = r.observe().await?;
     if let Some(why) = &seen.restore_blocked {
         return r.report_hold(Hold::RestoreBlocked(why.clone())).await;

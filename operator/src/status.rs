@@ -32,6 +32,30 @@ fn condition(
     }
 }
 
+/// What `replicas` voters tolerate: (odd, reason, message). An even count is allowed but
+/// tolerates no more failures than one voter fewer, and needs one more member to agree.
+pub fn fault_tolerance(replicas: i32) -> (bool, &'static str, String) {
+    let n = replicas.max(1);
+    let tolerates = n - builders::quorum(n);
+    if n % 2 == 1 {
+        (
+            true,
+            "OddVoters",
+            format!("{n} voters tolerate {tolerates} failed member(s)"),
+        )
+    } else {
+        (
+            false,
+            "EvenVoters",
+            format!(
+                "{n} voters tolerate {tolerates} failed member(s), no more than {} would, and every write waits for {} of them: use an odd count",
+                n - 1,
+                builders::quorum(n)
+            ),
+        )
+    }
+}
+
 /// Builds the status from what was observed and decided. Pure.
 pub fn build_status(
     ms: &MetaStore,
@@ -131,6 +155,16 @@ pub fn build_status(
             &old.conditions,
         ),
     ];
+    let mut conditions = conditions;
+    let (odd, reason, why) = fault_tolerance(ms.spec.replicas);
+    conditions.push(condition(
+        "FaultTolerant",
+        odd,
+        reason,
+        why,
+        gen,
+        &old.conditions,
+    ));
     MetaStoreStatus {
         observed_generation: gen,
         replicas: voters,
@@ -290,6 +324,19 @@ mod tests {
             .find(|c| c.type_ == "Degraded")
             .unwrap();
         assert_eq!(d.reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn even_voter_counts_are_explained() {
+        assert!(fault_tolerance(3).0);
+        assert_eq!(fault_tolerance(1).2, "1 voters tolerate 0 failed member(s)");
+        let (odd, reason, why) = fault_tolerance(4);
+        assert!(!odd && reason == "EvenVoters");
+        assert!(
+            why.contains("4 voters tolerate 1 failed member(s), no more than 3 would"),
+            "{why}"
+        );
+        assert!(why.contains("waits for 3 of them"), "{why}");
     }
 
     #[test]
