@@ -135,7 +135,7 @@ pub async fn run(ms: &MetaStore, ctx: &Context) -> Result<Option<Duration>, Erro
         .filter(|s| s.phase == Some(BackupPhase::Succeeded))
         .filter_map(|s| s.completion_time.as_ref())
         .map(|t| t.0.as_millisecond() as f64 / 1000.0)
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+        .reduce(f64::max);
     if let Some(t) = newest_success {
         let gauge = ctx.metrics.backup_last_success.with_label_values(&labels);
         if gauge.get() < t {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::crd::MetaStore;
-use crate::names::pod_name;
+use crate::names::pod_ordinal;
 
 /// The words of the node's refusal (metastore-node `JoinError::AlreadyStarted`).
 pub const DATA_LOST_MARKER: &str = "already started in this cluster and its data dir is empty";
@@ -19,7 +19,7 @@ pub fn data_lost_ordinals(ms: &MetaStore, pods: &[Pod]) -> Vec<i32> {
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| says_data_lost(p))
-        .filter_map(|p| ordinal(ms, &p.name_any()))
+        .filter_map(|p| pod_ordinal(ms, &p.name_any()))
         .collect();
     lost.sort_unstable();
     lost
@@ -35,15 +35,6 @@ fn says_data_lost(pod: &Pod) -> bool {
         .flatten()
         .filter_map(|s| s.terminated.as_ref()?.message.as_deref())
         .any(|m| m.contains(DATA_LOST_MARKER))
-}
-
-/// The ordinal of `ms`'s pod named `name`.
-fn ordinal(ms: &MetaStore, name: &str) -> Option<i32> {
-    let k: i32 = name
-        .strip_prefix(&format!("{}-", ms.name_any()))?
-        .parse()
-        .ok()?;
-    (pod_name(ms, k) == name).then_some(k)
 }
 
 #[cfg(test)]

@@ -140,6 +140,18 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// A recovery plan waiting for the user's opt-in: its Degraded (and Event) reason and
+    /// message.
+    pub fn awaiting_opt_in(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Step::QuorumLost(why) => Some((QUORUM_LOST, why)),
+            Step::NoMemberAnswers(why) => Some((NO_MEMBER_ANSWERS, why)),
+            _ => None,
+        }
+    }
+}
+
 /// Decides the next step.
 pub fn plan(o: &Observed) -> Step {
     if o.spec_replicas < 1 {

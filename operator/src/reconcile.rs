@@ -70,9 +70,7 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
             | Step::RestoreLatestBackup
     );
     let mut acted = r.act(&seen, step).await?;
-    if recovery_requested(ms)
-        && matches!(acted.step, Step::QuorumLost(_) | Step::NoMemberAnswers(_))
-    {
+    if recovery_requested(ms) && acted.step.awaiting_opt_in().is_some() {
         // The opt-in was given before the plan now shown (or there is nothing it could do):
         // it is not taken as consent to this plan.
         r.clear_recovery_request().await?;
@@ -495,8 +493,8 @@ impl<'a> Reconcile<'a> {
                 acted.requeue = REQUEUE_REFUSED;
             }
             Step::QuorumLost(why) | Step::NoMemberAnswers(why) => {
-                self.event(EventType::Warning, step_reason(&acted.step), why.clone())
-                    .await;
+                let reason = acted.step.awaiting_opt_in().map_or("", |(r, _)| r);
+                self.event(EventType::Warning, reason, why.clone()).await;
                 self.ctx.metrics.operation(kind, OperationResult::Refused);
                 acted.operation = Some(why.clone());
                 acted.requeue = REQUEUE_REFUSED;
@@ -760,14 +758,6 @@ fn step_kind(step: &Step) -> &'static str {
         Step::NoMemberAnswers(_) => "no_member_answers",
         Step::RestoreLatestBackup => "restore_latest_backup",
         Step::Steady { .. } => "steady",
-    }
-}
-
-/// Reason of the event (and Degraded condition) for a recovery plan waiting for the opt-in.
-fn step_reason(step: &Step) -> &'static str {
-    match step {
-        Step::NoMemberAnswers(_) => crate::planner::NO_MEMBER_ANSWERS,
-        _ => crate::planner::QUORUM_LOST,
     }
 }
 

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::builders;
 use crate::crd::{MemberStatus, MetaStore, MetaStoreStatus, RecoveryStatus};
 use crate::executor::ClusterView;
-use crate::planner::{Step, NO_MEMBER_ANSWERS, QUORUM_LOST};
+use crate::planner::Step;
 
 fn condition(
     type_: &str,
@@ -99,9 +99,9 @@ pub fn build_status(
     let steady = matches!(step, Step::Steady { .. });
     let refused = match step {
         Step::Refuse(why) => Some(("UnsafeChangeRefused", why.clone())),
-        Step::QuorumLost(why) => Some((QUORUM_LOST, why.clone())),
-        Step::NoMemberAnswers(why) => Some((NO_MEMBER_ANSWERS, why.clone())),
-        _ => None,
+        s => s
+            .awaiting_opt_in()
+            .map(|(reason, why)| (reason, why.to_string())),
     };
     let degraded = held
         .map(|(reason, why)| (reason, why.to_string()))
@@ -385,7 +385,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
-            ("True", NO_MEMBER_ANSWERS, "gone")
+            ("True", crate::planner::NO_MEMBER_ANSWERS, "gone")
         );
     }
 }
