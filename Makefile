@@ -44,7 +44,7 @@ crds: deps
 	cp crds/metastore.io_metastores.yaml charts/metastore-operator/crds/
 
 ## Container images of the node and the operator (needs a Docker daemon).
-IMAGE_TAG ?= 0.1.0
+IMAGE_TAG ?= 0.2.0
 images:
 	docker build -f deploy/docker/node.Dockerfile -t metastore-node:$(IMAGE_TAG) .
 	docker build -f deploy/docker/operator.Dockerfile -t metastore-operator:$(IMAGE_TAG) .
@@ -54,6 +54,7 @@ test: deps fmt-check clippy
 	METASTORE_ETCD=$$(bash scripts/etcd-server.sh | tail -1) \
 	METASTORE_PY=$$(bash scripts/python-etcd3.sh | tail -1) \
 	METASTORE_WEED=$$(bash scripts/seaweedfs.sh | tail -1) \
+	METASTORE_NODE_PREVIOUS=$$(bash scripts/node-previous.sh | tail -1) \
 	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## The fault-injection suite's short profile alone (also part of `make test`), with its table.

@@ -41,6 +41,9 @@ pub enum NodeError {
     /// The lease does not exist.
     #[error("etcdserver: requested lease not found")]
     KeyLeaseNotFound,
+    /// A command of a kind some member's version does not know yet.
+    #[error("etcdserver: {0}")]
+    NotYetSupported(String),
     /// The Raft loop has `--max-raft-queue` requests waiting already.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
@@ -448,6 +451,20 @@ impl NodeHandle {
 
     /// Proposes a command and waits until it is applied on this member.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
+        // A kind is written only once every member can read it.
+        let cluster = self.shared.state.read().cluster_version();
+        let needs = cmd.introduced();
+        let allowed = match &cmd {
+            // Proposed only when every member runs `v`.
+            Command::ClusterVersion(v) => *v >= needs,
+            _ => needs <= cluster,
+        };
+        if !allowed {
+            return Err(NodeError::NotYetSupported(format!(
+                "this request needs cluster version {needs}; the cluster runs {cluster}"
+            ))
+            .into());
+        }
         let data = cmd.encode();
         let deadline = self.deadline();
         let metrics = &self.shared.metrics;

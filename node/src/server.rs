@@ -248,6 +248,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     // From here on the member is who its data dir says.
     config.member_id = opened.identity.member_id;
+    let version = crate::replicated::version::member_version();
+    crate::replicated::version::check_compatible(opened.state.cluster_version(), version)
+        .context("refusing to start")?;
 
     let (tx, rx) = crossbeam_channel::unbounded();
     let peers = peer_urls(&opened.state.members);
@@ -260,18 +263,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let transport = Arc::new(Transport::new(
         config.member_id,
         opened.state.cluster_id,
-        dialing,
+        dialing.clone(),
         tx.clone(),
         tokio::runtime::Handle::current(),
         opened.snapshots.clone(),
         opened.state.store.disk_values().map(|v| v.database()),
     ));
     transport.set_peers(&peers);
+    let dialing_for_versions = dialing;
     tracing::info!(
         name = %config.name,
         member = format_args!("{:x}", config.member_id),
         cluster = format_args!("{:x}", opened.state.cluster_id),
         applied = opened.applied,
+        %version,
+        cluster_version = %opened.state.cluster_version(),
         "starting member"
     );
     if !config.read_lease.guard_clock {
@@ -315,6 +321,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let _ = member.set(shared.clone());
     let node = NodeHandle::new(shared.clone(), tx.clone());
+    tokio::spawn(crate::consensus::cluster_version::monitor(
+        node.clone(),
+        dialing_for_versions,
+        stopped(stop_rx.clone()),
+    ));
     for l in peer_listeners {
         let svc = PeerServer::new(PeerService::new(
             tx.clone(),

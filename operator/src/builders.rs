@@ -713,7 +713,10 @@ mod tests {
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
         let c = container(&s);
-        assert_eq!(c.image.as_deref(), Some("metastore-node:0.1.0"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some(format!("metastore-node:{}", env!("CARGO_PKG_VERSION")).as_str())
+        );
         let ports: Vec<i32> = c
             .ports
             .as_ref()

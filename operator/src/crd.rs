@@ -18,7 +18,7 @@ use crate::constants::{
 /// Default node image.
 pub const DEFAULT_IMAGE: &str = "metastore-node";
 /// Default node image tag.
-pub const DEFAULT_VERSION: &str = "0.1.0";
+pub const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A MetaStore cluster.
 // The CEL rules below repeat DEFAULT_HEARTBEAT_INTERVAL_MS and MIN_HEARTBEATS_PER_ELECTION as
@@ -52,7 +52,7 @@ pub struct MetaStoreSpec {
     /// Node image repository (default `metastore-node`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Node image tag (default `0.1.0`, the version this operator was built and tested with).
+    /// Node image tag (default: the operator's own version, which it was built and tested with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Container resources of each member.

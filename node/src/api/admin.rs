@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::admin_proto::admin_server::Admin;
 use crate::admin_proto::{
     ForceNewClusterRequest, ForceNewClusterResponse, LeaseStatusRequest, LeaseStatusResponse,
-    SetMembershipPolicyRequest, SetMembershipPolicyResponse,
+    SetMembershipPolicyRequest, SetMembershipPolicyResponse, VersionRequest, VersionResponse,
 };
 use crate::api::status::node_status;
 use crate::node::{LoopMsg, NodeHandle};
@@ -134,6 +134,18 @@ impl Admin for AdminService {
         });
         Ok(Response::new(ForceNewClusterResponse {
             commit_index: st.commit_index,
+        }))
+    }
+
+    async fn version(
+        &self,
+        _req: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let sh = &self.node.shared;
+        Ok(Response::new(VersionResponse {
+            member_version: crate::replicated::version::member_version().to_string(),
+            cluster_version: sh.state.read().cluster_version().to_string(),
+            member_id: sh.member_id(),
         }))
     }
 }

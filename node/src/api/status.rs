@@ -29,7 +29,7 @@ pub fn mvcc_status(e: &MvccError) -> Status {
 /// A Raft-side failure.
 pub fn node_status(e: &NodeError) -> Status {
     match e {
-        NodeError::NotLeader | NodeError::BadLeaderTransferee => {
+        NodeError::NotLeader | NodeError::BadLeaderTransferee | NodeError::NotYetSupported(_) => {
             Status::failed_precondition(e.to_string())
         }
         NodeError::Membership(m) => membership_status(m),

@@ -1,6 +1,7 @@
 //! Raft: the loop that owns the `RawNode`, its log, snapshots on disk, bootstrap and the peer transport.
 
 pub mod bootstrap;
+pub mod cluster_version;
 pub mod key_leases;
 pub mod log;
 pub mod logger;

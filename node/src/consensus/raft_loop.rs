@@ -62,6 +62,17 @@ pub enum LoopError {
     /// A snapshot did not (de)serialize.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A committed entry of a kind this member's version does not know.
+    #[error("entry {index}: {source}")]
+    UnknownEntry {
+        /// Its index.
+        index: u64,
+        /// What was unknown.
+        source: crate::replicated::command::DecodeError,
+    },
+    /// The cluster version is one this member cannot run under.
+    #[error(transparent)]
+    Version(#[from] crate::replicated::version::VersionError),
     /// Raft accepted a snapshot this loop was not handed (a bug, never a peer's doing).
     #[error("raft installs snapshot {index} (term {term}), which was never received")]
     SnapshotNotReceived {

@@ -28,7 +28,8 @@ use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
 use crate::peer_proto::peer_server::Peer;
 use crate::peer_proto::{
-    Ack, MemberInfo, MembersRequest, MembersResponse, RaftBatch, SnapshotChunk,
+    Ack, MemberInfo, MembersRequest, MembersResponse, PeerVersionRequest, PeerVersionResponse,
+    RaftBatch, SnapshotChunk,
 };
 use crate::replicated::member::{same_peer_urls, Member};
 use crate::replicated::state_machine::StateMachine;
@@ -647,6 +648,16 @@ impl Peer for PeerService {
         Ok(Response::new(Ack {}))
     }
 
+    async fn version(
+        &self,
+        _req: Request<PeerVersionRequest>,
+    ) -> Result<Response<PeerVersionResponse>, Status> {
+        Ok(Response::new(PeerVersionResponse {
+            member_version: crate::replicated::version::member_version().to_string(),
+            cluster_version: self.shared.state.read().cluster_version().to_string(),
+        }))
+    }
+
     async fn members(
         &self,
         _req: Request<MembersRequest>,
@@ -668,6 +679,19 @@ impl Peer for PeerService {
             removed: sm.removed.iter().copied().collect(),
         }))
     }
+}
+
+/// The version the member at peer `url` runs (how the leader learns every member's version).
+pub async fn peer_version(
+    url: &str,
+    dialing: &Dialing,
+) -> Result<crate::replicated::version::Version, Box<dyn std::error::Error + Send + Sync>> {
+    let ch = endpoint(url, dialing)?.connect().await?;
+    let r = PeerClient::new(ch)
+        .version(PeerVersionRequest {})
+        .await?
+        .into_inner();
+    Ok(r.member_version.parse()?)
 }
 
 /// Why a joining member could not learn its place in the cluster.

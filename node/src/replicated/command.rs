@@ -2,6 +2,10 @@
 //!
 //! An entry's data is one tag byte followed by the prost encoding of the etcd request, so the log
 //! holds exactly what clients sent and needs no schema of its own.
+//!
+//! Each kind has the version that introduced it: a member reads only the kinds its version
+//! knows (any other stops it, rather than being skipped while the others apply it), and a kind
+//! is proposed only once the cluster version says every member knows it.
 
 use etcd_client::proto::{
     PbAlarmRequest, PbAlarmResponse, PbCompactionRequest, PbCompactionResponse, PbDeleteRequest,
@@ -13,6 +17,7 @@ use prost::Message;
 
 use crate::replicated::member::Member;
 use crate::replicated::membership::MemberChange;
+use crate::replicated::version::{member_version, Version, FIRST};
 
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
@@ -22,6 +27,19 @@ const TAG_MEMBER: u8 = 5;
 const TAG_LEASE_GRANT: u8 = 6;
 const TAG_LEASE_REVOKE: u8 = 7;
 const TAG_ALARM: u8 = 8;
+const TAG_CLUSTER_VERSION: u8 = 9;
+
+/// The version that introduced the cluster-version entry.
+pub const CLUSTER_VERSION_SINCE: Version = Version::new(0, 2, 0);
+
+/// The version that introduced the entry kind `tag`, or None for a tag no version has used.
+fn introduced(tag: u8) -> Option<Version> {
+    match tag {
+        TAG_PUT..=TAG_ALARM => Some(FIRST),
+        TAG_CLUSTER_VERSION => Some(CLUSTER_VERSION_SINCE),
+        _ => None,
+    }
+}
 
 /// A state-machine command proposed through Raft.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,12 +61,27 @@ pub enum Command {
     LeaseRevoke(PbLeaseRevokeRequest),
     /// etcd Alarm activate/deactivate (NOSPACE when the quota is exhausted).
     Alarm(PbAlarmRequest),
+    /// The cluster version the leader decided (the lowest every member runs).
+    ClusterVersion(Version),
 }
 
-/// The decoded data of an entry could not be understood.
+/// The data of an entry could not be understood.
 #[derive(Debug, thiserror::Error)]
-#[error("undecodable command: {0}")]
-pub struct DecodeError(String);
+pub enum DecodeError {
+    /// A kind this member's version does not know: written by a newer version.
+    #[error("entry kind {tag} is unknown to MetaStore {member} (written by a newer version{since}): this member must be upgraded")]
+    UnknownKind {
+        /// The entry's kind.
+        tag: u8,
+        /// This member's version.
+        member: Version,
+        /// The version that introduced the kind, when this build knows it.
+        since: String,
+    },
+    /// A known kind whose body does not decode.
+    #[error("undecodable command: {0}")]
+    Malformed(String),
+}
 
 impl Command {
     /// Encodes the command for an entry's data.
@@ -62,6 +95,11 @@ impl Command {
             Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
             Command::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
+            // Plain data into a Vec: cannot fail.
+            Command::ClusterVersion(v) => (
+                TAG_CLUSTER_VERSION,
+                bincode::serialize(v).unwrap_or_default(),
+            ),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -69,24 +107,53 @@ impl Command {
         out
     }
 
-    /// Decodes an entry's data.
+    /// The version that introduced this command's kind.
+    pub fn introduced(&self) -> Version {
+        match self {
+            Command::ClusterVersion(_) => CLUSTER_VERSION_SINCE,
+            _ => FIRST,
+        }
+    }
+
+    /// Decodes an entry's data as this member's version reads it.
     pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
+        Self::decode_as(data, member_version())
+    }
+
+    /// Decodes an entry's data as a member of version `member` reads it: kinds introduced
+    /// after `member` are unknown to it.
+    pub fn decode_as(data: &[u8], member: Version) -> Result<Command, DecodeError> {
         let (tag, body) = data
             .split_first()
-            .ok_or_else(|| DecodeError("empty".into()))?;
-        let err = |e: prost::DecodeError| DecodeError(e.to_string());
+            .ok_or_else(|| DecodeError::Malformed("empty".into()))?;
+        match introduced(*tag) {
+            Some(v) if v <= member => {}
+            known => {
+                return Err(DecodeError::UnknownKind {
+                    tag: *tag,
+                    member,
+                    since: known.map_or(String::new(), |v| format!(", {v}")),
+                })
+            }
+        }
+        let err = |e: prost::DecodeError| DecodeError::Malformed(e.to_string());
         Ok(match *tag {
             TAG_PUT => Command::Put(PbPutRequest::decode(body).map_err(err)?),
             TAG_DELETE_RANGE => Command::DeleteRange(PbDeleteRequest::decode(body).map_err(err)?),
             TAG_TXN => Command::Txn(PbTxnRequest::decode(body).map_err(err)?),
             TAG_COMPACT => Command::Compact(PbCompactionRequest::decode(body).map_err(err)?),
-            TAG_MEMBER => Command::Member(MemberChange::decode(body).map_err(DecodeError)?),
+            TAG_MEMBER => {
+                Command::Member(MemberChange::decode(body).map_err(DecodeError::Malformed)?)
+            }
+            TAG_CLUSTER_VERSION => Command::ClusterVersion(
+                bincode::deserialize(body).map_err(|e| DecodeError::Malformed(e.to_string()))?,
+            ),
             TAG_LEASE_GRANT => Command::LeaseGrant(PbLeaseGrantRequest::decode(body).map_err(err)?),
             TAG_ALARM => Command::Alarm(PbAlarmRequest::decode(body).map_err(err)?),
             TAG_LEASE_REVOKE => {
                 Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body).map_err(err)?)
             }
-            t => return Err(DecodeError(format!("unknown tag {t}"))),
+            t => return Err(DecodeError::Malformed(format!("unknown tag {t}"))),
         })
     }
 }
@@ -110,6 +177,8 @@ pub enum CommandResponse {
     LeaseRevoke(PbLeaseRevokeResponse),
     /// The alarms in force after an Alarm request.
     Alarm(PbAlarmResponse),
+    /// The cluster version after a ClusterVersion entry.
+    ClusterVersion(Version),
 }
 
 /// What applying a command produced: a response or a deterministic error (the same on every member).
@@ -146,11 +215,33 @@ mod tests {
                 member_id: 3,
                 alarm: 1,
             }),
+            Command::ClusterVersion(Version::new(0, 2, 0)),
         ];
         for c in cmds {
             assert_eq!(Command::decode(&c.encode()).unwrap(), c);
         }
-        assert!(Command::decode(&[]).is_err());
-        assert!(Command::decode(&[99, 1]).is_err());
+        assert!(matches!(
+            Command::decode(&[]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Command::decode(&[99, 1]),
+            Err(DecodeError::UnknownKind { tag: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_member_reads_only_the_kinds_its_version_knows() {
+        let cv = Command::ClusterVersion(Version::new(0, 2, 0)).encode();
+        let old = Version::new(0, 1, 4);
+        let e = Command::decode_as(&cv, old).unwrap_err();
+        assert!(matches!(e, DecodeError::UnknownKind { tag: 9, .. }));
+        assert_eq!(
+            e.to_string(),
+            "entry kind 9 is unknown to MetaStore 0.1.4 (written by a newer version, 0.2.0): this member must be upgraded"
+        );
+        let put = Command::Put(PbPutRequest::default()).encode();
+        assert!(Command::decode_as(&put, old).is_ok());
+        assert!(Command::decode_as(&cv, CLUSTER_VERSION_SINCE).is_ok());
     }
 }

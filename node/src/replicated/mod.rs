@@ -5,6 +5,7 @@ pub mod kv_hash;
 pub mod member;
 pub mod membership;
 pub mod state_machine;
+pub mod version;
 
 #[cfg(test)]
 mod fuzz_tests;

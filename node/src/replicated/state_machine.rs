@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::replicated::command::{ApplyResult, Command, CommandResponse};
 use crate::replicated::member::Member;
 use crate::replicated::membership::MemberChange;
+use crate::replicated::version::{Version, FIRST};
 use metastore_mvcc::MvccError;
 
 /// A lease as replicated: its granted TTL and the keys attached to it.
@@ -110,6 +111,9 @@ pub struct StateMachine {
     /// `raft_context::ProposalContext`): a proposal at or below the last one is a duplicate or
     /// was overtaken, and is not applied.
     pub proposers: BTreeMap<u64, ProposalWindow>,
+    /// The cluster version set through Raft (None until the first `ClusterVersion` entry: the
+    /// first release's clusters had none).
+    pub cluster_version: Option<Version>,
 }
 
 /// The proposals applied from one member: the last sequence number, and which of the 64 below
@@ -151,6 +155,7 @@ struct SnapshotTailRef<'a> {
     leases: &'a LeaseTable,
     alarms: &'a BTreeSet<(u64, i32)>,
     proposers: &'a BTreeMap<u64, ProposalWindow>,
+    cluster_version: Option<Version>,
 }
 
 /// [`SnapshotTailRef`] read back, without the proposal windows.
@@ -162,6 +167,21 @@ struct SnapshotTail {
     #[serde(deserialize_with = "metastore_mvcc::persist::ord_map")]
     leases: LeaseTable,
     alarms: BTreeSet<(u64, i32)>,
+}
+
+/// A field later formats appended to a snapshot: None when the snapshot ends before it.
+fn optional_field<T: serde::de::DeserializeOwned>(
+    r: impl Read,
+    limit: u64,
+) -> Result<Option<T>, SnapshotError> {
+    use bincode::Options as _;
+    match metastore_mvcc::persist::options(limit).deserialize_from(r) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match *e {
+            bincode::ErrorKind::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => Ok(None),
+            _ => Err(SnapshotError(e.to_string())),
+        },
+    }
 }
 
 /// The length prefix's flag for a key space encoded with [`ValuesIn::Store`].
@@ -189,6 +209,7 @@ impl StateMachine {
             leases: LeaseTable::new(),
             alarms: BTreeSet::new(),
             proposers: BTreeMap::new(),
+            cluster_version: None,
         }
     }
 
@@ -315,7 +336,18 @@ impl StateMachine {
                 self.apply_member_change(&c);
                 CommandResponse::Members(self.members.values().cloned().collect())
             }
+            Command::ClusterVersion(v) => {
+                // Never lowered: a late or repeated entry changes nothing.
+                let v = v.max(self.cluster_version());
+                self.cluster_version = Some(v);
+                CommandResponse::ClusterVersion(v)
+            }
         })
+    }
+
+    /// The version the cluster runs: what every member supports ([`FIRST`] until one was set).
+    pub fn cluster_version(&self) -> Version {
+        self.cluster_version.unwrap_or(FIRST)
     }
 
     /// Keeps the lease → keys index in step with the writes, and queues the events for watchers.
@@ -431,6 +463,7 @@ impl StateMachine {
             leases: &self.leases,
             alarms: &self.alarms,
             proposers: &self.proposers,
+            cluster_version: self.cluster_version,
         }
     }
 
@@ -468,17 +501,10 @@ impl StateMachine {
         }
         let opts = metastore_mvcc::persist::options(rest - store_len);
         let tail: SnapshotTail = opts.deserialize_from(&mut r).map_err(err)?;
-        // Snapshots of the first format end here.
-        let proposers =
-            match metastore_mvcc::persist::options(rest - store_len).deserialize_from(&mut r) {
-                Ok(p) => p,
-                Err(e) => match *e {
-                    bincode::ErrorKind::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
-                        BTreeMap::new()
-                    }
-                    _ => return Err(err(e)),
-                },
-            };
+        // Snapshots of the first format end here; those of the first release, after the
+        // proposal windows.
+        let proposers = optional_field(&mut r, rest - store_len)?.unwrap_or_default();
+        let cluster_version = optional_field(&mut r, rest - store_len)?.flatten();
         Ok(StateMachine {
             store,
             cluster_id: tail.cluster_id,
@@ -488,6 +514,7 @@ impl StateMachine {
             leases: tail.leases,
             alarms: tail.alarms,
             proposers,
+            cluster_version,
         })
     }
 
@@ -557,6 +584,14 @@ mod tests {
         }))
         .unwrap();
         let back = StateMachine::from_snapshot(&sm.to_snapshot().unwrap()).unwrap();
+        assert_eq!(back.cluster_version, None);
+        sm.apply(Command::ClusterVersion(Version::new(0, 2, 0)))
+            .unwrap();
+        // Never lowered.
+        sm.apply(Command::ClusterVersion(FIRST)).unwrap();
+        assert_eq!(sm.cluster_version(), Version::new(0, 2, 0));
+        let back = StateMachine::from_snapshot(&sm.to_snapshot().unwrap()).unwrap();
+        assert_eq!(back.cluster_version(), Version::new(0, 2, 0));
         assert_eq!(back.cluster_id, 42);
         assert_eq!(back.members, sm.members);
         let got = back

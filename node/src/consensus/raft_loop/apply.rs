@@ -12,10 +12,11 @@ use super::{LoopError, RaftLoop};
 use crate::consensus::log::PersistBatch;
 use crate::node::{NodeError, WatchBatch};
 use crate::raft_context::ProposalContext;
-use crate::replicated::command::{Command, CommandResponse};
+use crate::replicated::command::{Command, CommandResponse, DecodeError};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{MemberChange, MembershipError};
 use crate::replicated::state_machine::{ProposalAdmission, StateMachine};
+use crate::replicated::version::{check_compatible, member_version};
 use metastore_mvcc::MvccError;
 
 /// What a run of applied entries changed, acted on once the run is applied.
@@ -104,12 +105,20 @@ impl RaftLoop {
         }
         let cmd = match Command::decode(&e.data) {
             Ok(cmd) => cmd,
+            // Skipping a kind the others apply would make this member diverge: stop instead.
+            Err(source @ DecodeError::UnknownKind { .. }) => {
+                return Err(LoopError::UnknownEntry {
+                    index: e.index,
+                    source,
+                })
+            }
             // Every member skips the same entry, so they stay identical.
             Err(err) => {
                 tracing::error!(index = e.index, "skipping entry: {err}");
                 return Ok(());
             }
         };
+        let sets_version = matches!(cmd, Command::ClusterVersion(_));
         out.peers_changed |= matches!(cmd, Command::Member(_));
         let key_lease_op = match &cmd {
             Command::LeaseGrant(r) => Some((r.id, Some(r.ttl))),
@@ -119,6 +128,10 @@ impl RaftLoop {
         let result = sm.apply(cmd);
         if let Err(e @ MvccError::Storage(_)) = &result {
             return Err(LoopError::Values(e.clone()));
+        }
+        if sets_version {
+            tracing::info!(version = %sm.cluster_version(), "cluster version set");
+            check_compatible(sm.cluster_version(), member_version())?;
         }
         match (key_lease_op, &result) {
             (Some((id, Some(ttl))), Ok(_)) => {

@@ -38,6 +38,12 @@ impl RaftLoop {
                 term: meta.term,
             })?;
         let received = *received;
+        // A snapshot of a cluster at a version this member cannot run under is refused before
+        // it reaches the disk.
+        crate::replicated::version::check_compatible(
+            received.state.cluster_version(),
+            crate::replicated::version::member_version(),
+        )?;
         // On disk before the log forgets the entries it replaces.
         self.snapshots.adopt(received.file, &meta)?;
         let sm = received.state;
