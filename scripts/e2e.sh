@@ -15,7 +15,9 @@ export METASTORE_K8S_BIN="$BIN"
 # SeaweedFS, the S3-compatible store backups go to (built once, cached by version).
 export METASTORE_WEED=$(bash scripts/seaweedfs.sh | tail -1)
 CARGO="${CARGO:-cargo}"
-# Build first, outside the namespace, so the test run below only runs.
+# Build first, outside the namespace, so the test run below only runs. The previous minor
+# version's member build is the upgrade's starting point.
+export METASTORE_NODE_PREVIOUS=$(CARGO="$CARGO" bash scripts/node-previous.sh | tail -1)
 $CARGO build -p metastore-node -p metastore-operator
 $CARGO test -p metastore-e2e --no-run
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
@@ -567,6 +568,13 @@ pub fn stateful_set(
             // Members are added and removed one at a time by the operator; pods need not wait
             // for each other.
             pod_management_policy: Some("Parallel".into()),
+            // The operator restarts members itself, one at a time, only while the others keep
+            // a quorum, followers first and the leader last after handing leadership over
+            // (`rollout`); the StatefulSet controller would roll by ordinal, gated on readiness.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(ms)),
                 ..Default::default()

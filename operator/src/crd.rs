@@ -34,6 +34,7 @@ pub const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     scale(
@@ -414,9 +415,13 @@ pub struct MetaStoreStatus {
     /// Generation of the last membership hint pushed to the members.
     #[serde(default)]
     pub policy_generation: u64,
-    /// Available, Progressing, Degraded.
+    /// Available, Progressing, Degraded, FaultTolerant, MetaStoreUpgrading.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The cluster version: the lowest MetaStore version every member runs (set by the leader
+    /// once every member runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Set while the lost cluster is being replaced by one restored from a backup (the user
     /// opted in with `metastore.io/recover`); cleared once the restored cluster answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,6 +470,9 @@ pub struct MemberStatus {
     /// Applied Raft index.
     #[serde(default)]
     pub applied_index: u64,
+    /// The MetaStore version it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl MetaStoreSpec {
@@ -640,7 +648,10 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(cols, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+        assert_eq!(
+            cols,
+            ["Replicas", "Ready", "Leader", "Version", "Phase", "Age"]
+        );
         let spec_schema = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(
             spec_schema["properties"]["replicas"]["minimum"].as_f64(),

@@ -6,7 +6,10 @@
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
 use crate::admin_proto::admin_client::AdminClient;
-use crate::admin_proto::{LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest};
+use crate::admin_proto::{
+    LeaseStatusRequest, LeaseStatusResponse, SetMembershipPolicyRequest, VersionRequest,
+    VersionResponse,
+};
 use crate::constants::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, ETCD_LEARNER_NOT_READY, LEARNER_READY_FRACTION,
 };
@@ -36,10 +39,10 @@ pub struct MemberView {
     pub member: ObservedMember,
     /// Its first client URL.
     pub client_url: Option<String>,
-    /// Applied index from its Status.
-    pub applied_index: u64,
     /// Leader it reports.
     pub leader: u64,
+    /// The MetaStore version it runs (admin Version call).
+    pub version: Option<String>,
 }
 
 impl ExecError {
@@ -75,6 +78,8 @@ pub struct ClusterView {
     pub leader: Option<u64>,
     /// Cluster id.
     pub cluster_id: Option<u64>,
+    /// The cluster version (the lowest every member runs), as the leader reports it.
+    pub cluster_version: Option<String>,
 }
 
 /// What carrying out a step did.
@@ -170,10 +175,12 @@ pub async fn observe(
     let cluster_id = list.header().map(|h| h.cluster_id());
     let mut views = Vec::new();
     let mut leaders: Vec<u64> = Vec::new();
+    let mut cluster_versions: Vec<(u64, String)> = Vec::new();
     for m in list.members() {
         let url = m.client_urls().first().cloned();
         let (mut healthy, mut answered) = (false, false);
         let (mut applied, mut leader, mut commit) = (0, 0, 0);
+        let mut version_seen = None;
         if let Some(u) = &url {
             if let Ok(mut mc) = connect(dial, std::slice::from_ref(u)).await {
                 if let Ok(s) = timed("status", async { Ok(mc.status().await?) }).await {
@@ -187,6 +194,12 @@ pub async fn observe(
                     }
                 }
             }
+            if answered {
+                if let Ok(v) = version(dial, u).await {
+                    version_seen = Some(v.member_version);
+                    cluster_versions.push((m.id(), v.cluster_version));
+                }
+            }
         }
         views.push(MemberView {
             member: ObservedMember {
@@ -197,18 +210,26 @@ pub async fn observe(
                 healthy,
                 answered,
                 commit_index: commit,
+                applied_index: applied,
             },
             client_url: url,
-            applied_index: applied,
             leader,
+            version: version_seen,
         });
     }
     leaders.sort_unstable();
     let leader = most_common(&leaders);
+    // The leader sets it; a follower may not have applied the newest yet.
+    let cluster_version = cluster_versions
+        .iter()
+        .find(|(id, _)| Some(*id) == leader)
+        .or(cluster_versions.first())
+        .map(|(_, v)| v.clone());
     ClusterView {
         members: Some(views),
         leader,
         cluster_id,
+        cluster_version,
     }
 }
 
@@ -250,6 +271,18 @@ pub async fn push_policy(
         }
     }
     ok
+}
+
+/// A member's version and the cluster version it has applied.
+pub async fn version(dial: &Dial, url: &str) -> Result<VersionResponse, ExecError> {
+    timed("version", async {
+        let mut a = dial.admin(url).await?;
+        Ok(a.version(VersionRequest {})
+            .await
+            .map_err(|e| ExecError::Admin(url.into(), e.message().to_string()))?
+            .into_inner())
+    })
+    .await
 }
 
 /// A member's lease status.
@@ -328,7 +361,7 @@ pub async fn execute(
                     .iter()
                     .flatten()
                     .find(|m| m.member.id == want)
-                    .map_or(0, |m| m.applied_index)
+                    .map_or(0, |m| m.member.applied_index)
             };
             let leader_applied = t.view.leader.map_or(0, applied);
             if (applied(*id) as f64) < leader_applied as f64 * LEARNER_READY_FRACTION {

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod names;
 pub mod planner;
 mod reconcile;
+pub mod rollout;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use crate::rollout::{self, RollMember, RollStep};
+
 /// A member as the cluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedMember {
@@ -25,6 +27,8 @@ pub struct ObservedMember {
     pub answered: bool,
     /// Commit index it reported (0 if it did not answer).
     pub commit_index: u64,
+    /// Applied index it reported (0 if it did not answer).
+    pub applied_index: u64,
 }
 
 /// Everything the planner looks at.
@@ -55,6 +59,13 @@ pub struct Observed {
     /// Ordinals whose pod reports that its member's data is gone (the member started once and
     /// its data dir is now empty, so it cannot rejoin as itself).
     pub data_lost: Vec<i32>,
+    /// Ordinals whose pod runs an older template than the StatefulSet's (it updates pods
+    /// `OnDelete`: the operator restarts them, one at a time).
+    pub outdated: Vec<i32>,
+    /// The cluster version the members report.
+    pub cluster_version: Option<String>,
+    /// The version (image tag) the spec asks for.
+    pub target_version: String,
 }
 
 /// Degraded reason while quorum is lost and a voter survives.
@@ -132,6 +143,13 @@ pub enum Step {
         ordinal: i32,
         /// Voters after it.
         voters_after: usize,
+    },
+    /// Restart a member on the StatefulSet's current template (delete its pod), one at a time.
+    RestartMember {
+        /// Member id.
+        id: u64,
+        /// Pod ordinal.
+        ordinal: i32,
     },
     /// Nothing to do: `voters` voters, all as asked.
     Steady {
@@ -220,6 +238,10 @@ pub fn plan(o: &Observed) -> Step {
         };
     }
 
+    if let Some(step) = roll(o, members, &voters) {
+        return step;
+    }
+
     let unhealthy: Vec<&ObservedMember> = voters.iter().copied().filter(|m| !m.healthy).collect();
     if want > n {
         if let Some(u) = unhealthy.first() {
@@ -273,6 +295,38 @@ pub fn plan(o: &Observed) -> Step {
         };
     }
     Step::Steady { voters: n }
+}
+
+/// Pods on an older template are restarted one at a time (see [`crate::rollout`]), before
+/// any scaling: new members then start on the current template too.
+fn roll(o: &Observed, members: &[ObservedMember], voters: &[&ObservedMember]) -> Option<Step> {
+    let roll_members: Vec<RollMember> = voters
+        .iter()
+        .filter_map(|m| {
+            let ordinal = m.ordinal?;
+            Some(RollMember {
+                id: m.id,
+                ordinal,
+                name: display(m),
+                healthy: m.healthy,
+                applied_index: m.applied_index,
+                outdated: o.outdated.contains(&ordinal),
+            })
+        })
+        .collect();
+    let leader_commit = o
+        .leader
+        .and_then(|l| members.iter().find(|m| m.id == l))
+        .map_or(0, |m| m.commit_index);
+    let versions = (o.cluster_version.as_deref(), o.target_version.as_str());
+    Some(
+        match rollout::next(&roll_members, o.leader, leader_commit, versions)? {
+            RollStep::Restart { id, ordinal } => Step::RestartMember { id, ordinal },
+            RollStep::MoveLeader { from, to } => Step::MoveLeader { from, to },
+            RollStep::Wait(why) => Step::Wait(why),
+            RollStep::Refuse(why) => Step::Refuse(why),
+        },
+    )
 }
 
 /// Quorum lost for good looks like this: no leader, and fewer voters answering than a quorum.
@@ -402,6 +456,7 @@ mod tests {
             healthy: true,
             answered: true,
             commit_index: 50,
+            applied_index: 50,
         }
     }
 
@@ -427,6 +482,42 @@ mod tests {
             bootstrapped: true,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn pods_on_an_old_template_restart_one_at_a_time_before_any_scaling() {
+        let rolling = |spec: i32, outdated: Vec<i32>| Observed {
+            outdated,
+            cluster_version: Some("0.1.0".into()),
+            target_version: "0.2.0".into(),
+            ..obs(spec, 3, vec![voter(0), voter(1), voter(2)], 100)
+        };
+        // Followers first, highest ordinal first, even with a scale-up asked for.
+        for spec in [3, 5] {
+            assert_eq!(
+                plan(&rolling(spec, vec![0, 1, 2])),
+                Step::RestartMember {
+                    id: 102,
+                    ordinal: 2
+                }
+            );
+        }
+        // The leader last, after handing over.
+        assert_eq!(
+            plan(&rolling(3, vec![0])),
+            Step::MoveLeader { from: 100, to: 101 }
+        );
+        let mut down = rolling(3, vec![0, 1, 2]);
+        if let Some(ms) = down.members.as_mut() {
+            ms[1].healthy = false;
+        }
+        assert!(matches!(plan(&down), Step::Refuse(why) if why.contains("ms-1 is unhealthy")));
+        let skip = Observed {
+            target_version: "0.3.0".into(),
+            ..rolling(3, vec![2])
+        };
+        assert!(matches!(plan(&skip), Step::Refuse(why) if why.contains("skips a minor")));
+        assert_eq!(plan(&rolling(3, vec![])), Step::Steady { voters: 3 });
     }
 
     /// Opted in after being shown the plan `reported`.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -141,6 +141,12 @@ struct Seen {
     latest_backup: Option<(String, RestoreFrom, String)>,
     /// Ordinals whose pod says its member's data is gone.
     data_lost: Vec<i32>,
+    /// Ordinals whose pod runs an older template than the StatefulSet's.
+    outdated: Vec<i32>,
+    /// Member pods.
+    pods: usize,
+    /// The image tag the StatefulSet's template runs now.
+    template_version: Option<String>,
 }
 
 /// The plan phase: the planner's next step for what was seen. Pure.
@@ -161,7 +167,76 @@ fn plan_step(ms: &MetaStore, seen: &Seen) -> Step {
         latest_backup: seen.latest_backup.as_ref().map(|(_, _, what)| what.clone()),
         old_cluster_left: seen.old_cluster_left,
         data_lost: seen.data_lost.clone(),
+        outdated: seen.outdated.clone(),
+        cluster_version: seen.view.cluster_version.clone(),
+        target_version: target_version(ms).to_string(),
     })
+}
+
+/// The version (image tag) the spec asks for.
+fn target_version(ms: &MetaStore) -> &str {
+    ms.spec
+        .version
+        .as_deref()
+        .unwrap_or(crate::crd::DEFAULT_VERSION)
+}
+
+/// The MetaStore whose StatefulSet is applied: as the user asked, except for a version change
+/// the rules refuse, which the template does not take (a pod restarted for any reason would
+/// otherwise come back on a version that cannot run in this cluster).
+fn template_source(ms: &MetaStore, seen: &Seen) -> MetaStore {
+    let refused =
+        seen.view.cluster_version.as_deref().is_some_and(|c| {
+            crate::rollout::version_change_refusal(c, target_version(ms)).is_some()
+        });
+    let mut ms = ms.clone();
+    if refused {
+        if let Some(v) = &seen.template_version {
+            ms.spec.version = Some(v.clone());
+        }
+    }
+    ms
+}
+
+/// Ordinals of the member pods on an older template than the StatefulSet's (their
+/// `controller-revision-hash` is not its update revision); nothing while the StatefulSet
+/// controller has not seen its newest template yet.
+fn outdated_ordinals(ms: &MetaStore, sts: &StatefulSet, pods: &[Pod]) -> Vec<i32> {
+    let Some(st) = &sts.status else {
+        return Vec::new();
+    };
+    if st.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
+        return Vec::new();
+    }
+    let Some(update) = &st.update_revision else {
+        return Vec::new();
+    };
+    let mut out: Vec<i32> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.labels()
+                .get("controller-revision-hash")
+                .is_some_and(|h| h != update)
+        })
+        .filter_map(|p| crate::names::pod_ordinal(ms, &p.name_any()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The image tag of the StatefulSet's member container.
+fn template_tag(sts: &StatefulSet) -> Option<String> {
+    let image = sts
+        .spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()?;
+    image.rsplit_once(':').map(|(_, tag)| tag.to_string())
 }
 
 /// The Degraded reason the status shows, if it is degraded.
@@ -415,16 +490,24 @@ impl<'a> Reconcile<'a> {
                 Err(why) => (None, Some(why)),
             }
         };
-        let data_lost = if view.members.is_some() {
-            let pods = self.api::<k8s_openapi::api::core::v1::Pod>();
+        let pods = if sts.is_some() {
             let selector = builders::selector_string(ms);
-            let listed = pods
+            self.api::<Pod>()
                 .list(&kube::api::ListParams::default().labels(&selector))
-                .await?;
-            crate::lost_data::data_lost_ordinals(ms, &listed.items)
+                .await?
+                .items
         } else {
             Vec::new()
         };
+        let data_lost = if view.members.is_some() {
+            crate::lost_data::data_lost_ordinals(ms, &pods)
+        } else {
+            Vec::new()
+        };
+        let outdated = sts
+            .as_ref()
+            .map_or_else(Vec::new, |s| outdated_ordinals(ms, s, &pods));
+        let template_version = sts.as_ref().and_then(template_tag);
         Ok(Seen {
             sts_replicas,
             endpoints,
@@ -437,6 +520,9 @@ impl<'a> Reconcile<'a> {
             old_cluster_left,
             latest_backup,
             data_lost,
+            outdated,
+            pods: pods.len(),
+            template_version,
         })
     }
 
@@ -484,6 +570,18 @@ impl<'a> Reconcile<'a> {
                 self.ctx.metrics.operation(kind, OperationResult::Ok);
                 acted.operation = Some(msg);
             }
+            Step::RestartMember { ordinal, .. } => {
+                let pod = builders::pod_name(self.ms, *ordinal);
+                self.api::<Pod>().delete(&pod, &Default::default()).await?;
+                let msg = format!(
+                    "restarting member {pod} on the current template (version {})",
+                    target_version(self.ms)
+                );
+                self.event(EventType::Normal, "MemberRestarted", msg.clone())
+                    .await;
+                self.ctx.metrics.operation(kind, OperationResult::Ok);
+                acted.operation = Some(msg);
+            }
             Step::Wait(why) => acted.operation = Some(why.clone()),
             Step::Refuse(why) => {
                 self.event(EventType::Warning, "ScaleRefused", why.clone())
@@ -523,11 +621,12 @@ impl<'a> Reconcile<'a> {
             Step::ScaleStatefulSet { replicas, .. } => *replicas,
             _ => seen.sts_replicas,
         };
+        let source = template_source(ms, seen);
         Ok(self
             .apply(
                 &self.name,
                 &builders::stateful_set(
-                    ms,
+                    &source,
                     sts_target,
                     seen.bootstrapped,
                     self.tls.admin_cn.as_deref(),
@@ -720,6 +819,12 @@ impl<'a> Reconcile<'a> {
             acted.policy_generation,
             acted.recovery,
         );
+        let rollout = crate::status::Rollout {
+            outdated: seen.outdated.len(),
+            pods: seen.pods,
+            target: target_version(self.ms).to_string(),
+        };
+        let status = crate::status::with_rollout(status, self.ms, &rollout);
         self.patch_status(status).await?;
         Ok(Action::requeue(acted.requeue))
     }
@@ -751,6 +856,7 @@ fn step_kind(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "move_leader",
         Step::RemoveMember { .. } => "remove_member",
         Step::ReplaceLostMember { .. } => "replace_lost_member",
+        Step::RestartMember { .. } => "restart_member",
         Step::Wait(_) => "wait",
         Step::Refuse(_) => "refuse",
         Step::QuorumLost(_) => "quorum_lost",
@@ -798,8 +904,9 @@ pub(crate) fn template_rolling_out(s: &StatefulSet) -> bool {
     let Some(st) = s.status.as_ref() else {
         return true;
     };
+    // Pods are updated OnDelete, so the current revision never catches up with the update
+    // revision: the count of updated pods says when the roll is over.
     st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0)
-        || (st.update_revision.is_some() && st.current_revision != st.update_revision)
         || st.updated_replicas.unwrap_or(0) < replicas
 }
 
@@ -835,11 +942,41 @@ mod tests {
         assert!(rolling_out(&s), "template changed, not yet observed");
         s.status.as_mut().unwrap().observed_generation = Some(3);
         s.status.as_mut().unwrap().update_revision = Some("b".into());
+        s.status.as_mut().unwrap().updated_replicas = Some(0);
         assert!(rolling_out(&s), "pods still on the old revision");
-        s.status.as_mut().unwrap().current_revision = Some("b".into());
+        // OnDelete: the current revision stays behind; the updated pods count.
+        s.status.as_mut().unwrap().updated_replicas = Some(1);
         assert!(!rolling_out(&s));
         s.status.as_mut().unwrap().ready_replicas = Some(0);
         assert!(rolling_out(&s), "a pod not ready");
+    }
+
+    #[test]
+    fn outdated_pods_are_those_off_the_update_revision_once_observed() {
+        let ms = crate::testing::demo();
+        let mut s: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo", "generation": 3},
+            "spec": {"replicas": 3, "serviceName": "demo-peer", "selector": {},
+                     "template": {"spec": {"containers": [{"name": "m", "image": "metastore-node:0.2.0"}]}}},
+            "status": {"replicas": 3, "observedGeneration": 3, "updateRevision": "b"}
+        }))
+        .unwrap();
+        let pod = |name: &str, rev: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name,
+                "labels": {"controller-revision-hash": rev}}}))
+            .unwrap()
+        };
+        let pods = [
+            pod("demo-0", "a"),
+            pod("demo-1", "b"),
+            pod("demo-2", "a"),
+            pod("other-0", "a"),
+        ];
+        assert_eq!(outdated_ordinals(&ms, &s, &pods), vec![0, 2]);
+        assert_eq!(template_tag(&s).as_deref(), Some("0.2.0"));
+        // Not yet observed: the update revision is the previous template's.
+        s.metadata.generation = Some(4);
+        assert!(outdated_ordinals(&ms, &s, &pods).is_empty());
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub fn build_status(
                 "follower".into()
             },
             healthy: m.member.healthy,
-            applied_index: m.applied_index,
+            applied_index: m.member.applied_index,
+            version: m.version.clone(),
         })
         .collect();
     let voters = members.iter().filter(|m| m.role != "learner").count() as i32;
@@ -185,14 +186,107 @@ pub fn build_status(
         phase: Some(phase.into()),
         policy_generation,
         conditions,
+        version: view.cluster_version.clone().or(old.version),
         recovery,
     }
+}
+
+/// Where a roll onto the StatefulSet's template stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rollout {
+    /// Member pods on an older template.
+    pub outdated: usize,
+    /// Member pods.
+    pub pods: usize,
+    /// The version the spec asks for.
+    pub target: String,
+}
+
+/// Adds the `MetaStoreUpgrading` condition: True while member pods run an older template (a
+/// version change or any other), with how far the roll got; the phase says `Upgrading` then,
+/// unless the roll is refused (`Degraded`).
+pub fn with_rollout(mut status: MetaStoreStatus, ms: &MetaStore, r: &Rollout) -> MetaStoreStatus {
+    let old = ms.status.clone().unwrap_or_default();
+    let rolling = r.outdated > 0;
+    let (reason, message) = if rolling {
+        (
+            "RollingRestart",
+            format!(
+                "{} of {} member pods run the current template (version {}; cluster version {}); members restart one at a time, followers first",
+                r.pods - r.outdated.min(r.pods),
+                r.pods,
+                r.target,
+                status.version.as_deref().unwrap_or("unknown")
+            ),
+        )
+    } else {
+        (
+            "UpToDate",
+            format!(
+                "every member pod runs the current template (version {})",
+                r.target
+            ),
+        )
+    };
+    status.conditions.push(condition(
+        "MetaStoreUpgrading",
+        rolling,
+        reason,
+        message,
+        ms.metadata.generation,
+        &old.conditions,
+    ));
+    if rolling
+        && status.phase.as_deref() != Some("Degraded")
+        && status.phase.as_deref() != Some("Paused")
+    {
+        status.phase = Some("Upgrading".into());
+    }
+    status
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::MemberView;
+
+    #[test]
+    fn a_roll_shows_in_a_condition_and_the_phase() {
+        let m = ms();
+        let st = MetaStoreStatus {
+            phase: Some("Running".into()),
+            version: Some("0.1.0".into()),
+            ..Default::default()
+        };
+        let r = Rollout {
+            outdated: 2,
+            pods: 3,
+            target: "0.2.0".into(),
+        };
+        let s = with_rollout(st.clone(), &m, &r);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "MetaStoreUpgrading")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "RollingRestart")
+        );
+        assert!(c.message.starts_with("1 of 3 member pods"), "{}", c.message);
+        assert_eq!(s.phase.as_deref(), Some("Upgrading"));
+        let degraded = MetaStoreStatus {
+            phase: Some("Degraded".into()),
+            ..st.clone()
+        };
+        assert_eq!(
+            with_rollout(degraded, &m, &r).phase.as_deref(),
+            Some("Degraded")
+        );
+        let done = with_rollout(st, &m, &Rollout { outdated: 0, ..r });
+        assert_eq!(done.phase.as_deref(), Some("Running"));
+        assert_eq!(done.conditions[0].status, "False");
+    }
     use crate::planner::ObservedMember;
     use crate::testing::demo as ms;
 
@@ -206,10 +300,11 @@ mod tests {
                 healthy,
                 answered: true,
                 commit_index: 10,
+                applied_index: 10,
             },
             client_url: None,
-            applied_index: 10,
             leader: 0,
+            version: Some("0.2.0".into()),
         }
     }
 
@@ -224,6 +319,7 @@ mod tests {
             ]),
             leader: Some(1),
             cluster_id: Some(0xabc),
+            cluster_version: Some("0.2.0".into()),
         };
         let s = build_status(
             &m,
@@ -241,6 +337,8 @@ mod tests {
         assert_eq!(s.leader.as_deref(), Some("demo-1"));
         assert_eq!(s.members[2].role, "learner");
         assert_eq!(s.cluster_id.as_deref(), Some("abc"));
+        assert_eq!(s.version.as_deref(), Some("0.2.0"));
+        assert_eq!(s.members[0].version.as_deref(), Some("0.2.0"));
         assert_eq!(s.phase.as_deref(), Some("Scaling"));
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(s.policy_generation, 7);
@@ -289,6 +387,7 @@ mod tests {
             ]),
             leader: None,
             cluster_id: None,
+            cluster_version: None,
         };
         let s = build_status(
             &m,

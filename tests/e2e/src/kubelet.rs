@@ -127,6 +127,23 @@ impl Kubelet {
         Ok(Kubelet { task, pods })
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to a running pod's process, as a fault: a stopped
+    /// member answers nothing while its pod stays. False when the pod has no process.
+    pub fn signal(&self, namespace: &str, name: &str, signal: &str) -> bool {
+        let pods = self.pods.lock().unwrap();
+        let Some(pid) = pods
+            .get(&format!("{namespace}/{name}"))
+            .and_then(|p| p.child.as_ref())
+            .map(|c| c.id())
+        else {
+            return false;
+        };
+        std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Address of a running pod.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Option<String> {
         self.pods

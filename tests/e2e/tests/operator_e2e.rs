@@ -476,6 +476,13 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         client.clone(),
         KubeletConfig {
             images: vec![
+                // The previous minor version, for the upgrade (scripts/node-previous.sh).
+                (
+                    format!("metastore-node:{PREVIOUS}"),
+                    std::env::var("METASTORE_NODE_PREVIOUS")
+                        .expect("make e2e sets METASTORE_NODE_PREVIOUS")
+                        .into(),
+                ),
                 ("metastore-node".into(), bins.join("metastore-node")),
                 ("metastore-operator".into(), bins.join("metastore-operator")),
             ],
@@ -1132,7 +1139,248 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     );
     keep_logs(&op_log);
 
+    upgrade_from_the_previous_version(&cp, &client, &api, &kubelet, &op_log, certs.path()).await;
+
     // The chart's role lets the operator do everything it did.
     let refused = operator_lines(&op_log, "forbidden");
     assert!(refused.is_empty(), "RBAC refused the operator:\n{refused}");
+}
+
+/// The previous minor version's image tag (the build `scripts/node-previous.sh` makes).
+const PREVIOUS: &str = "0.1.0";
+/// This build's version.
+const CURRENT: &str = env!("CARGO_PKG_VERSION");
+
+/// The pods' names and their status versions, once `ms` reports every member.
+fn member_versions(ms: &MetaStore) -> Vec<(String, Option<String>)> {
+    ms.status
+        .iter()
+        .flat_map(|s| &s.members)
+        .map(|m| (m.name.clone(), m.version.clone()))
+        .collect()
+}
+
+/// Version rules and a quorum-aware upgrade of a 3-member cluster under a linearizable load:
+/// a downgrade is refused (and the template keeps its version); a cluster of the previous
+/// version is upgraded — refused while a member is down, then member by member, followers
+/// first, the leader last after handing over — with no failed or lost write, at most one
+/// leader change, and lease reads on at the end.
+async fn upgrade_from_the_previous_version(
+    cp: &ControlPlane,
+    client: &kube::Client,
+    api: &Api<MetaStore>,
+    kubelet: &Kubelet,
+    op_log: &Path,
+    certs: &Path,
+) {
+    let image = || {
+        kubectl(
+            cp,
+            &[
+                "get",
+                "statefulset",
+                NAME,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+            None,
+        )
+        .1
+    };
+    let patch_version = |v: &str| {
+        let (ok, out) = kubectl(
+            cp,
+            &[
+                "patch",
+                "ms",
+                NAME,
+                "--type=merge",
+                "-p",
+                &format!("{{\"spec\":{{\"version\":{v}}}}}"),
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+    };
+    patch_version(&format!("\"{PREVIOUS}\""));
+    let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
+    assert!(why.contains("downgrade"), "{why}");
+    assert_eq!(image(), format!("metastore-node:{CURRENT}"));
+    patch_version("null");
+    wait_running(api, 3, cp, op_log).await;
+
+    // A new cluster of the previous version, on new volumes.
+    let (ok, out) = kubectl(
+        cp,
+        &[
+            "delete",
+            "ms",
+            NAME,
+            "--cascade=foreground",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    wait_gone(cp, "pods", &format!("pod/{NAME}-")).await;
+    let claims: Vec<String> = (0..3).map(|k| format!("data-{NAME}-{k}")).collect();
+    let mut args = vec!["delete", "pvc", "--timeout=60s"];
+    args.extend(claims.iter().map(String::as_str));
+    let (ok, out) = kubectl(cp, &args, None);
+    assert!(ok, "{out}");
+    wait_gone(cp, "secrets", &format!("secret/{NAME}-tls-")).await;
+    let manifest = format!(
+        "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
+         spec: {{replicas: 3, version: \"{PREVIOUS}\", heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}}}}\n"
+    );
+    let (ok, out) = kubectl(cp, &["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}");
+    let ms = wait_running(api, 3, cp, op_log).await;
+    assert_eq!(
+        ms.status
+            .as_ref()
+            .and_then(|s| s.version.clone())
+            .as_deref(),
+        Some(PREVIOUS)
+    );
+    assert!(
+        member_versions(&ms)
+            .iter()
+            .all(|(_, v)| v.as_deref() == Some(PREVIOUS)),
+        "{:?}",
+        member_versions(&ms)
+    );
+    let (ok, out) = kubectl(cp, &["get", "ms", NAME], None);
+    assert!(
+        ok && out.contains("VERSION") && out.contains(PREVIOUS),
+        "{out}"
+    );
+
+    let tls = client_certificate(client, certs).await;
+    let with_tls = etcd_client::ConnectOptions::new().with_tls(tls.clone());
+    let mut c0 = etcd_client::Client::connect(endpoints(3), Some(with_tls.clone()))
+        .await
+        .unwrap();
+    c0.put(load::REGISTER, "init", None).await.unwrap();
+    let load = load::Load::start_with(
+        endpoints(3),
+        2,
+        2,
+        load::LoadOptions {
+            tls: Some(tls.clone()),
+            reconnect_every: 0,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Started with a member down (its process stopped), the upgrade is refused: no pod restarts.
+    let ms = api.get(NAME).await.unwrap();
+    let down = ms
+        .status
+        .iter()
+        .flat_map(|s| &s.members)
+        .filter(|m| m.role == "follower")
+        .map(|m| m.name.clone())
+        .max()
+        .expect("a follower");
+    assert!(kubelet.signal(NS, &down, "STOP"));
+    patch_version(&format!("\"{CURRENT}\""));
+    let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
+    assert!(why.contains(&format!("{down} is unhealthy")), "{why}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, restarted) = kubectl(
+        cp,
+        &[
+            "get",
+            "events",
+            "-o",
+            "name",
+            "--field-selector=reason=MemberRestarted",
+        ],
+        None,
+    );
+    assert!(
+        restarted.trim().is_empty(),
+        "restarted with a member down: {restarted}"
+    );
+    let ms = api.get(NAME).await.unwrap();
+    assert!(member_versions(&ms)
+        .iter()
+        .all(|(_, v)| v.as_deref() != Some(CURRENT)));
+    let term = |c: etcd_client::StatusResponse| c.raft_term();
+    let term_before = term(c0.status().await.unwrap());
+    assert!(kubelet.signal(NS, &down, "CONT"));
+
+    // The roll: every member restarts on the current version, one at a time.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut leaders = Vec::new();
+    loop {
+        let ms = api.get(NAME).await.unwrap();
+        let st = ms.status.clone().unwrap_or_default();
+        if let Some(l) = &st.leader {
+            if leaders.last() != Some(l) {
+                leaders.push(l.clone());
+            }
+        }
+        let upgraded = st.conditions.iter().any(|c| {
+            c.type_ == "MetaStoreUpgrading"
+                && c.status == "False"
+                && c.observed_generation == ms.metadata.generation
+        });
+        if upgraded
+            && st.phase.as_deref() == Some("Running")
+            && st.version.as_deref() == Some(CURRENT)
+            && member_versions(&ms).len() == 3
+            && member_versions(&ms)
+                .iter()
+                .all(|(_, v)| v.as_deref() == Some(CURRENT))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upgrade did not finish: {st:#?}\n{}\n{}",
+            tail(op_log),
+            diagnose(cp, op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let term_after = term(c0.status().await.unwrap());
+    assert_eq!(image(), format!("metastore-node:{CURRENT}"));
+    eprintln!("upgraded {PREVIOUS} → {CURRENT}: leaders seen {leaders:?}, term {term_before} → {term_after}");
+    assert!(
+        leaders.len() <= 2,
+        "more than one leader change: {leaders:?}"
+    );
+    assert!(
+        term_after <= term_before + 1,
+        "more than one election: term {term_before} → {term_after}"
+    );
+    let (_, restarted) = kubectl(
+        cp,
+        &[
+            "get",
+            "events",
+            "--field-selector=reason=MemberRestarted",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    for k in 0..3 {
+        assert!(restarted.contains(&format!("{NAME}-{k} ")), "{restarted}");
+    }
+    assert_lease_reads(api, kubelet).await;
+    let rec = load.stop().await;
+    eprintln!(
+        "upgrade: {} register ops, {} acknowledged writes, {} failed",
+        rec.history.len(),
+        rec.acked_writes(),
+        rec.failed
+    );
+    assert!(rec.acked_writes() > 20, "the load ran");
+    register::assert_linearizable(&rec.history, "init");
+    let lost = rec.lost_writes_via(&mut c0).await;
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    keep_logs(op_log);
 }
