@@ -26,7 +26,7 @@ use kube::{Resource, ResourceExt};
 use crate::bootstrap_restore::RestoreFrom;
 use crate::constants::{
     APP_NAME, CLIENT_PORT, DATA_VOLUME, HOSTNAME_TOPOLOGY_KEY, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    LABEL_NAME, METRICS_PORT, OPERATOR_NAME, PEER_PORT,
+    LABEL_NAME, LABEL_VOTER, METRICS_PORT, OPERATOR_NAME, PEER_PORT,
 };
 use crate::crd::{
     CompactionMode, MetaStore, MetaStoreSpec, PvcRetention, DEFAULT_IMAGE, DEFAULT_VERSION,
@@ -68,6 +68,14 @@ pub fn selector_labels(ms: &MetaStore) -> BTreeMap<String, String> {
         (LABEL_NAME.to_string(), APP_NAME.to_string()),
         (LABEL_INSTANCE.to_string(), ms.name_any()),
     ])
+}
+
+/// Labels of the pods of this MetaStore's voters (the operator labels them as it sees the
+/// members' roles).
+pub fn voter_labels(ms: &MetaStore) -> BTreeMap<String, String> {
+    let mut l = selector_labels(ms);
+    l.insert(LABEL_VOTER.to_string(), "true".to_string());
+    l
 }
 
 /// The selector as a string (status.selector, for the scale subresource).
@@ -153,8 +161,9 @@ pub fn pod_disruption_budget(ms: &MetaStore, voters: i32) -> PodDisruptionBudget
         metadata: meta(ms, ms.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(quorum(voters))),
+            // Voters' pods only: a learner's pod does not count towards the quorum it keeps.
             selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(ms)),
+                match_labels: Some(voter_labels(ms)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -870,11 +879,16 @@ mod tests {
             2379
         );
         for (voters, min) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
-            let pdb = pod_disruption_budget(&m, voters);
+            let spec = pod_disruption_budget(&m, voters).spec.unwrap();
             assert_eq!(
-                pdb.spec.unwrap().min_available,
+                spec.min_available,
                 Some(IntOrString::Int(min)),
                 "{voters} voters"
+            );
+            let labels = spec.selector.unwrap().match_labels.unwrap();
+            assert_eq!(
+                labels.get("metastore.io/voter").map(String::as_str),
+                Some("true")
             );
         }
         assert_eq!(

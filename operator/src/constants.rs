@@ -21,6 +21,9 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 /// Label naming what manages an object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label the operator keeps on member pods: `"true"` on a voter's pod (the PodDisruptionBudget
+/// counts only these), `"false"` on a learner's.
+pub const LABEL_VOTER: &str = "metastore.io/voter";
 /// Value of [`LABEL_NAME`] on everything that runs a MetaStore.
 pub const APP_NAME: &str = "metastore";
 /// Node label the default anti-affinity spreads members over.

@@ -215,6 +215,12 @@ pub fn plan(o: &Observed) -> Step {
         };
     }
 
+    // Pods on an older template restart first: a learner's pod started meanwhile would take
+    // the old one (after bootstrap, the founding flags).
+    if let Some(step) = roll(o, members, &voters) {
+        return step;
+    }
+
     // A learner in flight: finish (or undo) the scale-up it belongs to.
     if let Some(l) = members.iter().find(|m| m.is_learner) {
         if want <= n {
@@ -236,10 +242,6 @@ pub fn plan(o: &Observed) -> Step {
             id: l.id,
             voters_after: n + 1,
         };
-    }
-
-    if let Some(step) = roll(o, members, &voters) {
-        return step;
     }
 
     let unhealthy: Vec<&ObservedMember> = voters.iter().copied().filter(|m| !m.healthy).collect();
@@ -518,6 +520,18 @@ mod tests {
         };
         assert!(matches!(plan(&skip), Step::Refuse(why) if why.contains("skips a minor")));
         assert_eq!(plan(&rolling(3, vec![])), Step::Steady { voters: 3 });
+        // A learner added as the template changed waits for the roll.
+        let o = Observed {
+            outdated: vec![0],
+            ..obs(3, 1, vec![voter(0), learner(1, false)], 100)
+        };
+        assert_eq!(
+            plan(&o),
+            Step::RestartMember {
+                id: 100,
+                ordinal: 0
+            }
+        );
     }
 
     /// Opted in after being shown the plan `reported`.

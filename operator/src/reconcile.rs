@@ -18,8 +18,8 @@ use serde::Serialize;
 use crate::bootstrap_restore::{self, RestoreFrom};
 use crate::builders;
 use crate::constants::{
-    MAX_REPLICAS, OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC, REQUEUE_PAUSED,
-    REQUEUE_PROGRESSING, REQUEUE_REFUSED, REQUEUE_STEADY,
+    LABEL_VOTER, MAX_REPLICAS, OPERATOR_NAME, REQUEUE_AFTER_ERROR, REQUEUE_INVALID_SPEC,
+    REQUEUE_PAUSED, REQUEUE_PROGRESSING, REQUEUE_REFUSED, REQUEUE_STEADY,
 };
 use crate::context::{Context, Error};
 use crate::crd::{MetaStore, MetaStoreStatus, RecoveryStatus};
@@ -60,6 +60,11 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
     let seen = r.observe().await?;
     if let Some(why) = &seen.restore_blocked {
         return r.report_hold(Hold::RestoreBlocked(why.clone())).await;
+    }
+    if !seen.retained_volumes.is_empty() {
+        return r
+            .report_hold(Hold::RetainedVolumes(seen.retained_volumes.clone()))
+            .await;
     }
     let step = hold_growth_during_rollout(plan_step(ms, &seen), seen.template_rolling);
     let recovering = matches!(
@@ -106,6 +111,9 @@ enum Hold {
     InvalidSpec(String),
     /// The cluster is to start from a backup that cannot be used (yet): it is not created.
     RestoreBlocked(String),
+    /// Volumes of an earlier MetaStore of this name are still there: a new cluster is not
+    /// created on another cluster's data.
+    RetainedVolumes(Vec<String>),
 }
 
 impl Hold {
@@ -144,9 +152,47 @@ struct Seen {
     /// Ordinals whose pod runs an older template than the StatefulSet's.
     outdated: Vec<i32>,
     /// Member pods.
-    pods: usize,
+    pods: Vec<Pod>,
+    /// Before the cluster exists: volumes an earlier MetaStore of this name left (older than
+    /// this one), which a new member would start on.
+    retained_volumes: Vec<String>,
     /// The image tag the StatefulSet's template runs now.
     template_version: Option<String>,
+}
+
+/// Degraded reason while volumes of an earlier MetaStore of the same name hold a new one back.
+pub const RETAINED_VOLUMES: &str = "RetainedVolumes";
+
+/// Member volumes of this MetaStore's name made before it was (by an earlier MetaStore of the
+/// same name whose volumes were retained), not being deleted.
+fn retained_volumes(ms: &MetaStore, claims: &[PersistentVolumeClaim]) -> Vec<String> {
+    let Some(born) = ms.metadata.creation_timestamp.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter(|c| {
+            c.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 < born.0)
+        })
+        .map(|c| c.name_any())
+        .filter(|n| builders::claim_ordinal(ms, n).is_some())
+        .collect();
+    out.sort();
+    out
+}
+
+/// What the status says about retained volumes, and what the user can do.
+fn retained_volumes_message(ms: &MetaStore, claims: &[String]) -> String {
+    format!(
+        "volumes {} were left by an earlier MetaStore named {} (they are older than this one) and          hold that cluster's data: the new cluster is not created on them. To start empty, delete          them (kubectl delete pvc {}); to bring that data back, restore one of its backups          (spec.bootstrap.restore)",
+        claims.join(", "),
+        ms.name_any(),
+        claims.join(" ")
+    )
 }
 
 /// The plan phase: the planner's next step for what was seen. Pure.
@@ -223,6 +269,28 @@ fn outdated_ordinals(ms: &MetaStore, sts: &StatefulSet, pods: &[Pod]) -> Vec<i32
         .collect();
     out.sort_unstable();
     out
+}
+
+/// Member pods whose [`LABEL_VOTER`] does not match their member's role: (pod, `"true"` for a
+/// voter or `"false"` for a learner). Pods of members not seen are left as they are.
+fn voter_label_changes(
+    ms: &MetaStore,
+    pods: &[Pod],
+    view: &ClusterView,
+) -> Vec<(String, &'static str)> {
+    let Some(members) = &view.members else {
+        return Vec::new();
+    };
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let name = p.name_any();
+            let k = crate::names::pod_ordinal(ms, &name)?;
+            let m = members.iter().find(|m| m.member.ordinal == Some(k))?;
+            let want = if m.member.is_learner { "false" } else { "true" };
+            (p.labels().get(LABEL_VOTER).map(String::as_str) != Some(want)).then_some((name, want))
+        })
+        .collect()
 }
 
 /// The image tag of the StatefulSet's member container.
@@ -395,9 +463,13 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Reports a paused MetaStore, an invalid spec or an unusable restore source, touching
-    /// nothing else.
+    /// Reports a paused MetaStore, an invalid spec, an unusable restore source or retained
+    /// volumes, touching nothing else.
     async fn report_hold(&self, hold: Hold) -> Result<Action, Error> {
+        let retained = match &hold {
+            Hold::RetainedVolumes(claims) => Some(retained_volumes_message(self.ms, claims)),
+            _ => None,
+        };
         let (step, held, requeue) = match &hold {
             Hold::Paused => (Step::Wait("paused".into()), None, REQUEUE_PAUSED),
             Hold::InvalidSpec(why) => {
@@ -407,6 +479,16 @@ impl<'a> Reconcile<'a> {
                     Step::Wait("invalid spec".into()),
                     Some(("InvalidSpec", why.as_str())),
                     REQUEUE_INVALID_SPEC,
+                )
+            }
+            Hold::RetainedVolumes(_) => {
+                let why = retained.as_deref().unwrap_or_default();
+                self.event(EventType::Warning, RETAINED_VOLUMES, why.to_string())
+                    .await;
+                (
+                    Step::Wait("waiting for the retained volumes to go".into()),
+                    Some((RETAINED_VOLUMES, why)),
+                    REQUEUE_REFUSED,
                 )
             }
             Hold::RestoreBlocked(why) => {
@@ -508,6 +590,15 @@ impl<'a> Reconcile<'a> {
             .as_ref()
             .map_or_else(Vec::new, |s| outdated_ordinals(ms, s, &pods));
         let template_version = sts.as_ref().and_then(template_tag);
+        let retained_volumes = if sts.is_none() && !bootstrapped && recovery.is_none() {
+            let claims = self
+                .api::<PersistentVolumeClaim>()
+                .list(&Default::default())
+                .await?;
+            retained_volumes(ms, &claims.items)
+        } else {
+            Vec::new()
+        };
         Ok(Seen {
             sts_replicas,
             endpoints,
@@ -521,7 +612,8 @@ impl<'a> Reconcile<'a> {
             latest_backup,
             data_lost,
             outdated,
-            pods: pods.len(),
+            pods,
+            retained_volumes,
             template_version,
         })
     }
@@ -542,7 +634,13 @@ impl<'a> Reconcile<'a> {
             return Ok(acted);
         }
         let applied = self.apply_workload(seen, &acted.step).await?;
+        self.label_voters(seen).await?;
         acted.step = wait_for_rollout(acted.step, &applied);
+        // A template applied just now (right after bootstrap, say): no member is added until
+        // the pods are replaced, or the new member's pod could start from the old one.
+        if matches!(acted.step, Step::AddLearner { .. }) && template_rolling_out(&applied) {
+            acted.step = Step::Wait("member pods are being updated".into());
+        }
         let kind = step_kind(&acted.step);
         match &acted.step {
             Step::Bootstrap => {
@@ -634,6 +732,18 @@ impl<'a> Reconcile<'a> {
                 ),
             )
             .await?)
+    }
+
+    /// Keeps [`LABEL_VOTER`] on the member pods in step with the members' roles (the
+    /// PodDisruptionBudget counts voters' pods only).
+    async fn label_voters(&self, seen: &Seen) -> Result<(), Error> {
+        let pods = self.api::<Pod>();
+        for (name, voter) in voter_label_changes(self.ms, &seen.pods, &seen.view) {
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL_VOTER: voter}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Ok(())
     }
 
     /// A member step (or Steady's policy check), through the executor.
@@ -821,7 +931,7 @@ impl<'a> Reconcile<'a> {
         );
         let rollout = crate::status::Rollout {
             outdated: seen.outdated.len(),
-            pods: seen.pods,
+            pods: seen.pods.len(),
             target: target_version(self.ms).to_string(),
         };
         let status = crate::status::with_rollout(status, self.ms, &rollout);
@@ -977,6 +1087,80 @@ mod tests {
         // Not yet observed: the update revision is the previous template's.
         s.metadata.generation = Some(4);
         assert!(outdated_ordinals(&ms, &s, &pods).is_empty());
+    }
+
+    #[test]
+    fn voter_labels_follow_the_members_roles() {
+        let ms = crate::testing::demo();
+        let pod = |name: &str, voter: Option<&str>| -> Pod {
+            let labels: std::collections::BTreeMap<&str, &str> = voter
+                .map(|v| ("metastore.io/voter", v))
+                .into_iter()
+                .collect();
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "labels": labels}}),
+            )
+            .unwrap()
+        };
+        let member = |k: i32, learner: bool| executor::MemberView {
+            member: crate::planner::ObservedMember {
+                id: k as u64 + 1,
+                ordinal: Some(k),
+                name: format!("demo-{k}"),
+                is_learner: learner,
+                healthy: true,
+                answered: true,
+                commit_index: 1,
+                applied_index: 1,
+            },
+            client_url: None,
+            leader: 1,
+            version: None,
+        };
+        let view = ClusterView {
+            members: Some(vec![member(0, false), member(1, false), member(2, true)]),
+            ..Default::default()
+        };
+        let pods = [
+            pod("demo-0", Some("true")),
+            pod("demo-1", None),
+            pod("demo-2", Some("true")),
+            pod("demo-3", None),
+        ];
+        assert_eq!(
+            voter_label_changes(&ms, &pods, &view),
+            vec![
+                ("demo-1".to_string(), "true"),
+                ("demo-2".to_string(), "false")
+            ]
+        );
+        assert!(voter_label_changes(&ms, &pods, &ClusterView::default()).is_empty());
+    }
+
+    #[test]
+    fn retained_volumes_are_those_older_than_the_metastore() {
+        let mut ms = crate::testing::demo();
+        ms.metadata.creation_timestamp =
+            Some(serde_json::from_value(serde_json::json!("2026-12-03T12:00:00Z")).unwrap());
+        let claim = |name: &str, at: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "creationTimestamp": at}}),
+            )
+            .unwrap()
+        };
+        let claims = [
+            claim("data-demo-1", "2026-12-01T00:00:00Z"),
+            claim("data-demo-0", "2026-12-01T00:00:00Z"),
+            claim("data-demo-2", "2026-12-03T12:00:05Z"),
+            claim("backups", "2026-12-01T00:00:00Z"),
+        ];
+        let old = retained_volumes(&ms, &claims);
+        assert_eq!(old, ["data-demo-0", "data-demo-1"]);
+        let why = retained_volumes_message(&ms, &old);
+        assert!(
+            why.contains("kubectl delete pvc data-demo-0 data-demo-1"),
+            "{why}"
+        );
     }
 
     #[test]
