@@ -235,11 +235,55 @@ pub fn member_args(ms: &MetaStore, bootstrapped: bool, admin_cn: Option<&str>) -
         "--auto-compaction-retention={}",
         spec.auto_compaction.retention
     ));
-    if let Some(quota) = quantity_bytes(&volume_size(spec)).map(quota_for_volume) {
+    let quota = match spec.quota_backend_bytes {
+        Some(q) => Some(q.max(1) as u64),
+        None => quantity_bytes(&volume_size(spec)).map(quota_for_volume),
+    };
+    if let Some(quota) = quota {
         args.push(format!("--quota-backend-bytes={quota}"));
     }
     args.extend(tls_layout::member_flags(ms, admin_cn));
+    // Last: the validation refused any flag set above.
+    args.extend(spec.extra_args.iter().cloned());
     args
+}
+
+/// The flags the operator sets for `spec` (without values), which `spec.extraArgs` may not.
+pub fn managed_flags(spec: &MetaStoreSpec) -> Vec<String> {
+    let ms = MetaStore::new(
+        "x",
+        MetaStoreSpec {
+            extra_args: Vec::new(),
+            ..spec.clone()
+        },
+    );
+    let mut flags: Vec<String> = member_args(&ms, true, Some("x"))
+        .into_iter()
+        .chain(member_args(&ms, false, Some("x")))
+        .map(|a| a.split('=').next().unwrap_or_default().to_string())
+        .collect();
+    // Set or not depending on other fields: refused all the same.
+    flags.extend(
+        [
+            "--heartbeat-interval",
+            "--election-timeout",
+            "--max-clock-drift",
+            "--quota-backend-bytes",
+            "--client-cert-auth",
+            "--cert-file",
+            "--key-file",
+            "--trusted-ca-file",
+            "--peer-client-cert-auth",
+            "--peer-cert-file",
+            "--peer-key-file",
+            "--peer-trusted-ca-file",
+            "--admin-cert-allowed-cn",
+        ]
+        .map(String::from),
+    );
+    flags.sort();
+    flags.dedup();
+    flags
 }
 
 /// The volume size of each member (default 1Gi).

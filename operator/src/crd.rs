@@ -43,7 +43,8 @@ pub const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
         label_selector_path = ".status.selector"
     ),
     validation = Rule::new("!has(self.spec.heartbeatIntervalMs) || !has(self.spec.electionTimeoutMs) || self.spec.electionTimeoutMs >= 5 * self.spec.heartbeatIntervalMs").message("spec.electionTimeoutMs must be at least 5 times spec.heartbeatIntervalMs"),
-    validation = Rule::new("!has(self.spec.electionTimeoutMs) || has(self.spec.heartbeatIntervalMs) || self.spec.electionTimeoutMs >= 500").message("spec.electionTimeoutMs must be at least 5 times the default heartbeat interval (100 ms)")
+    validation = Rule::new("!has(self.spec.electionTimeoutMs) || has(self.spec.heartbeatIntervalMs) || self.spec.electionTimeoutMs >= 500").message("spec.electionTimeoutMs must be at least 5 times the default heartbeat interval (100 ms)"),
+    validation = Rule::new("!has(self.spec.quotaBackendBytes) || self.spec.quotaBackendBytes * 4 <= ((has(self.spec.storage) && has(self.spec.storage.size)) ? quantity(string(self.spec.storage.size)).asInteger() : 1073741824)").message("spec.quotaBackendBytes must be at most a quarter of spec.storage.size (default 1Gi): a member's data dir holds about two snapshots and its log besides the data")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetaStoreSpec {
@@ -69,6 +70,21 @@ pub struct MetaStoreSpec {
     /// server does for its etcd). History is held in memory and counts against the quota.
     #[serde(default)]
     pub auto_compaction: AutoCompactionSpec,
+    /// Space quota of each member in bytes (etcd's `--quota-backend-bytes`): past it, writes
+    /// fail with NOSPACE until space is freed. Default and most: a quarter of `storage.size`
+    /// (a member's data dir holds about two snapshots and its log besides the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576, max = 1125899906842624_i64))]
+    pub quota_backend_bytes: Option<i64>,
+    /// Extra `metastore-node` flags, each `--flag=value` (or `--flag`): an escape hatch for
+    /// settings without a field here. Flags the operator sets are refused. A change restarts
+    /// the members one at a time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(a, a.matches('^--[a-z0-9][a-z0-9-]*(=.*)?$'))",
+        "message": "each of spec.extraArgs is one flag, written --flag=value"
+    }]))]
+    pub extra_args: Vec<String>,
     /// Raft heartbeat interval in ms (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 5000))]
@@ -251,12 +267,22 @@ pub enum PvcRetention {
 /// Persistent storage settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(oldSelf.size) || (has(self.size) && quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",
+    "message": "spec.storage.size cannot shrink: volumes only grow"
+}]))]
 pub struct StorageSpec {
-    /// Volume size of each member (default 1Gi).
+    /// Volume size of each member (default 1Gi). Growing it expands the members' volumes when
+    /// their StorageClass allows it (`allowVolumeExpansion`), and raises the default quota
+    /// with them; the `StorageResized` condition says how far it got, or why it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Quantity>,
-    /// Storage class (default: the cluster's default class).
+    /// Storage class (default: the cluster's default class). Set at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.storage.storageClassName is set when the cluster is created and cannot change"
+    }]))]
     pub storage_class_name: Option<String>,
     /// Volumes of members removed by a scale-down (default `Delete`: a removed member can never
     /// reuse its data; `Retain` keeps it for inspection, and the operator deletes it before that
@@ -532,6 +558,29 @@ impl MetaStoreSpec {
                 return Err("spec.backup.retention must be at least 1".into());
             }
         }
+        if let Some(q) = self.quota_backend_bytes {
+            let volume =
+                crate::builders::quantity_bytes(&crate::builders::volume_size(self)).unwrap_or(0);
+            if q < 1 || q as u64 > crate::builders::quota_for_volume(volume) {
+                return Err(format!(
+                    "spec.quotaBackendBytes ({q}) must be at most a quarter of spec.storage.size ({volume} bytes): a member's data dir holds about two snapshots and its log besides the data"
+                ));
+            }
+        }
+        let managed = crate::builders::managed_flags(self);
+        for a in &self.extra_args {
+            let flag = a.split('=').next().unwrap_or_default();
+            if !flag.starts_with("--") || flag.len() < 3 {
+                return Err(format!(
+                    "spec.extraArgs: {a:?} is not a flag (write --flag=value)"
+                ));
+            }
+            if managed.iter().any(|m| m == flag) {
+                return Err(format!(
+                    "spec.extraArgs: {flag} is set by the operator (use the MetaStore's fields)"
+                ));
+            }
+        }
         if let Some(d) = self.lease_read.max_clock_drift {
             if !(0.0..=0.5).contains(&d) || d.is_nan() {
                 return Err(format!(
@@ -570,6 +619,21 @@ mod tests {
         s.heartbeat_interval_ms = Some(200);
         s.election_timeout_ms = Some(500);
         assert!(s.validate().unwrap_err().contains("electionTimeoutMs"));
+        let mut s = spec(3);
+        s.quota_backend_bytes = Some(512 << 20);
+        assert!(s.validate().unwrap_err().contains("quotaBackendBytes"));
+        s.storage.size = Some(Quantity("4Gi".into()));
+        assert_eq!(s.validate(), Ok(()));
+        let mut s = spec(3);
+        s.extra_args = vec!["--snapshot-count=5000".into(), "--max-txn-ops=256".into()];
+        assert_eq!(s.validate(), Ok(()));
+        s.extra_args.push("--data-dir=/tmp".into());
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .contains("--data-dir is set by the operator"));
+        s.extra_args = vec!["snapshot-count".into()];
+        assert!(s.validate().unwrap_err().contains("not a flag"));
         let mut s = spec(3);
         s.lease_read.max_clock_drift = Some(0.9);
         assert!(s.validate().unwrap_err().contains("maxClockDrift"));

@@ -35,6 +35,7 @@ pub mod status;
 mod testing;
 pub mod tls_layout;
 pub mod tls_secrets;
+pub mod volume_expansion;
 
 /// The MetaStore and MetaStoreBackup CRDs as YAML, exactly as `crds/metastore.io_metastores.yaml`
 /// holds them.

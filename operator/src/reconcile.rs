@@ -28,6 +28,8 @@ use crate::metrics::OperationResult;
 use crate::planner::{plan, Observed, Step};
 use crate::status::build_status;
 use crate::tls_secrets::{self, TlsReady};
+use crate::volume_expansion::{self, Claim};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// One reconcile, phase after phase; each returns what the next one needs.
 pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> {
@@ -158,6 +160,10 @@ struct Seen {
     retained_volumes: Vec<String>,
     /// The image tag the StatefulSet's template runs now.
     template_version: Option<String>,
+    /// The member volumes.
+    claims: Vec<Claim>,
+    /// The size in the StatefulSet's volume claim template (it cannot change).
+    claim_template: Option<Quantity>,
 }
 
 /// Degraded reason while volumes of an earlier MetaStore of the same name hold a new one back.
@@ -241,7 +247,56 @@ fn template_source(ms: &MetaStore, seen: &Seen) -> MetaStore {
             ms.spec.version = Some(v.clone());
         }
     }
+    // The quota follows the size the volumes were given.
+    if let Some(wanted) = builders::quantity_bytes(&builders::volume_size(&ms.spec)) {
+        let template = seen
+            .claim_template
+            .as_ref()
+            .and_then(builders::quantity_bytes);
+        let effective = volume_expansion::effective_bytes(&seen.claims, wanted, template);
+        if effective != wanted {
+            ms.spec.storage.size = seen.claim_template.clone();
+        }
+    }
     ms
+}
+
+/// The member volumes among `claims`, with their requested and actual sizes.
+fn member_claims(ms: &MetaStore, claims: &[PersistentVolumeClaim]) -> Vec<Claim> {
+    claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter(|c| builders::claim_ordinal(ms, &c.name_any()).is_some())
+        .map(|c| Claim {
+            name: c.name_any(),
+            requested: c
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+                .and_then(builders::quantity_bytes),
+            capacity: c
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref()?.get("storage"))
+                .and_then(builders::quantity_bytes),
+        })
+        .collect()
+}
+
+/// The size in a StatefulSet's volume claim template.
+fn claim_template_size(sts: &StatefulSet) -> Option<Quantity> {
+    sts.spec
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .cloned()
 }
 
 /// Ordinals of the member pods on an older template than the StatefulSet's (their
@@ -387,6 +442,8 @@ struct Acted {
     requeue: Duration,
     /// A recovery from a backup under way, for `status.recovery`.
     recovery: Option<RecoveryStatus>,
+    /// Why the member volumes could not grow to `spec.storage.size`.
+    expansion_refused: Option<String>,
 }
 
 /// One reconcile of one MetaStore: the resource, where it lives and the shared context.
@@ -590,15 +647,18 @@ impl<'a> Reconcile<'a> {
             .as_ref()
             .map_or_else(Vec::new, |s| outdated_ordinals(ms, s, &pods));
         let template_version = sts.as_ref().and_then(template_tag);
+        let all_claims = self
+            .api::<PersistentVolumeClaim>()
+            .list(&Default::default())
+            .await?
+            .items;
         let retained_volumes = if sts.is_none() && !bootstrapped && recovery.is_none() {
-            let claims = self
-                .api::<PersistentVolumeClaim>()
-                .list(&Default::default())
-                .await?;
-            retained_volumes(ms, &claims.items)
+            retained_volumes(ms, &all_claims)
         } else {
             Vec::new()
         };
+        let claims = member_claims(ms, &all_claims);
+        let claim_template = sts.as_ref().and_then(claim_template_size);
         Ok(Seen {
             sts_replicas,
             endpoints,
@@ -615,6 +675,8 @@ impl<'a> Reconcile<'a> {
             pods,
             retained_volumes,
             template_version,
+            claims,
+            claim_template,
         })
     }
 
@@ -627,6 +689,7 @@ impl<'a> Reconcile<'a> {
             policy_generation: self.policy_generation,
             requeue: REQUEUE_PROGRESSING,
             recovery: seen.recovery.clone(),
+            expansion_refused: None,
         };
         if matches!(acted.step, Step::RestoreLatestBackup) {
             // The lost cluster's StatefulSet is deleted, not applied.
@@ -635,6 +698,7 @@ impl<'a> Reconcile<'a> {
         }
         let applied = self.apply_workload(seen, &acted.step).await?;
         self.label_voters(seen).await?;
+        acted.expansion_refused = self.expand_volumes(seen).await;
         acted.step = wait_for_rollout(acted.step, &applied);
         // A template applied just now (right after bootstrap, say): no member is added until
         // the pods are replaced, or the new member's pod could start from the old one.
@@ -720,18 +784,63 @@ impl<'a> Reconcile<'a> {
             _ => seen.sts_replicas,
         };
         let source = template_source(ms, seen);
-        Ok(self
-            .apply(
-                &self.name,
-                &builders::stateful_set(
-                    &source,
-                    sts_target,
-                    seen.bootstrapped,
-                    self.tls.admin_cn.as_deref(),
-                    seen.restore.as_ref(),
-                ),
-            )
-            .await?)
+        let mut sts = builders::stateful_set(
+            &source,
+            sts_target,
+            seen.bootstrapped,
+            self.tls.admin_cn.as_deref(),
+            seen.restore.as_ref(),
+        );
+        // Immutable once made: volumes grow through their claims instead.
+        if let Some(size) = &seen.claim_template {
+            for t in sts.spec.volume_claim_templates.iter_mut().flatten() {
+                if let Some(r) = t.spec.as_mut().and_then(|s| s.resources.as_mut()) {
+                    r.requests
+                        .get_or_insert_with(Default::default)
+                        .insert("storage".into(), size.clone());
+                }
+            }
+        }
+        Ok(self.apply(&self.name, &sts).await?)
+    }
+
+    /// Asks every member volume smaller than `spec.storage.size` for that size; returns why the
+    /// API server refused, if it did (the StorageClass does not allow expansion, say).
+    async fn expand_volumes(&self, seen: &Seen) -> Option<String> {
+        let size = builders::volume_size(&self.ms.spec);
+        let wanted = builders::quantity_bytes(&size)?;
+        let claims = self.api::<PersistentVolumeClaim>();
+        let mut refused = None;
+        for name in volume_expansion::to_expand(&seen.claims, wanted) {
+            let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+            match claims
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.event(
+                        EventType::Normal,
+                        "VolumeExpansionRequested",
+                        format!("asked {name} to grow to {}", size.0),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    let why = match e {
+                        kube::Error::Api(a) => a.message,
+                        e => e.to_string(),
+                    };
+                    self.event(
+                        EventType::Warning,
+                        "VolumeExpansionRefused",
+                        format!("{name}: {why}"),
+                    )
+                    .await;
+                    refused = Some(format!("{name}: {why}"));
+                }
+            }
+        }
+        refused
     }
 
     /// Keeps [`LABEL_VOTER`] on the member pods in step with the members' roles (the
@@ -935,6 +1044,12 @@ impl<'a> Reconcile<'a> {
             target: target_version(self.ms).to_string(),
         };
         let status = crate::status::with_rollout(status, self.ms, &rollout);
+        let status = crate::status::with_storage(
+            status,
+            self.ms,
+            &seen.claims,
+            acted.expansion_refused.as_deref(),
+        );
         self.patch_status(status).await?;
         Ok(Action::requeue(acted.requeue))
     }

@@ -245,6 +245,30 @@ pub fn with_rollout(mut status: MetaStoreStatus, ms: &MetaStore, r: &Rollout) ->
     status
 }
 
+/// Adds the `StorageResized` condition: whether every member volume has `spec.storage.size`,
+/// is growing to it, or cannot (see [`crate::volume_expansion`]).
+pub fn with_storage(
+    mut status: MetaStoreStatus,
+    ms: &MetaStore,
+    claims: &[crate::volume_expansion::Claim],
+    refused: Option<&str>,
+) -> MetaStoreStatus {
+    let Some(wanted) = builders::quantity_bytes(&builders::volume_size(&ms.spec)) else {
+        return status;
+    };
+    let old = ms.status.clone().unwrap_or_default();
+    let (ok, reason, message) = crate::volume_expansion::condition(claims, wanted, refused);
+    status.conditions.push(condition(
+        "StorageResized",
+        ok,
+        reason,
+        message,
+        ms.metadata.generation,
+        &old.conditions,
+    ));
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

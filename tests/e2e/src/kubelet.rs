@@ -144,6 +144,25 @@ impl Kubelet {
             .is_ok_and(|s| s.success())
     }
 
+    /// The command line a running pod's process was started with (what the member runs).
+    pub fn command_line(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
+        let pid = self
+            .pods
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))?
+            .child
+            .as_ref()?
+            .id();
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        )
+    }
+
     /// Address of a running pod.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Option<String> {
         self.pods

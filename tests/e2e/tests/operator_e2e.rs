@@ -1275,6 +1275,21 @@ async fn upgrade_from_the_previous_version(
 
     // Started with a member down (its process stopped), the upgrade is refused: no pod restarts.
     let ms = api.get(NAME).await.unwrap();
+    let restarts = || {
+        kubectl(
+            cp,
+            &[
+                "get",
+                "events",
+                "-o",
+                "name",
+                "--field-selector=reason=MemberRestarted",
+            ],
+            None,
+        )
+        .1
+    };
+    let restarted_before = restarts();
     let down = ms
         .status
         .iter()
@@ -1288,21 +1303,7 @@ async fn upgrade_from_the_previous_version(
     let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
     assert!(why.contains(&format!("{down} is unhealthy")), "{why}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, restarted) = kubectl(
-        cp,
-        &[
-            "get",
-            "events",
-            "-o",
-            "name",
-            "--field-selector=reason=MemberRestarted",
-        ],
-        None,
-    );
-    assert!(
-        restarted.trim().is_empty(),
-        "restarted with a member down: {restarted}"
-    );
+    assert_eq!(restarts(), restarted_before, "restarted with a member down");
     let ms = api.get(NAME).await.unwrap();
     assert!(member_versions(&ms)
         .iter()
@@ -1383,4 +1384,76 @@ async fn upgrade_from_the_previous_version(
     let lost = rec.lost_writes_via(&mut c0).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     keep_logs(op_log);
+
+    // Settings reach what the members run: compaction and an extra flag roll out member by
+    // member; a larger volume is asked of each claim, and where its StorageClass cannot grow
+    // (these claims have none) the condition says so and the quota stays that of the volume.
+    let (ok, out) = kubectl(
+        cp,
+        &[
+            "patch",
+            "ms",
+            NAME,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"storage":{"size":"2Gi"},"autoCompaction":{"retention":"10m"},"extraArgs":["--snapshot-count=20000"]}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let ms = api.get(NAME).await.unwrap();
+        let st = ms.status.clone().unwrap_or_default();
+        let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t).cloned();
+        let rolled = cond("MetaStoreUpgrading").is_some_and(|c| {
+            c.status == "False" && c.observed_generation == ms.metadata.generation
+        });
+        let storage = cond("StorageResized");
+        let refused = storage
+            .as_ref()
+            .is_some_and(|c| c.status == "False" && c.reason == "ExpansionRefused");
+        let runs: Vec<Vec<String>> = (0..3)
+            .filter_map(|k| kubelet.command_line(NS, &format!("{NAME}-{k}")))
+            .collect();
+        let applied = runs.len() == 3
+            && runs.iter().all(|a| {
+                a.iter().any(|x| x == "--auto-compaction-retention=10m")
+                    && a.iter().any(|x| x == "--snapshot-count=20000")
+                    && a.iter().any(|x| x == "--quota-backend-bytes=268435456")
+            });
+        if rolled && refused && applied && st.phase.as_deref() == Some("Running") {
+            eprintln!("settings: {:?}", storage.map(|c| c.message));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settings not applied: {st:#?}\n{runs:?}\n{}",
+            tail(op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A shrink and another storage class are refused by the API server.
+    for (patch, field) in [
+        (
+            r#"{"spec":{"storage":{"size":"1Gi"}}}"#,
+            "spec.storage.size cannot shrink",
+        ),
+        (
+            r#"{"spec":{"storage":{"storageClassName":"fast"}}}"#,
+            "storageClassName",
+        ),
+        (
+            r#"{"spec":{"quotaBackendBytes":1073741824}}"#,
+            "quotaBackendBytes",
+        ),
+        (r#"{"spec":{"extraArgs":["snapshot-count"]}}"#, "extraArgs"),
+    ] {
+        let (ok, out) = kubectl(
+            cp,
+            &["patch", "ms", NAME, "--type=merge", "-p", patch],
+            None,
+        );
+        assert!(!ok && out.contains(field), "{patch}: {out}");
+    }
 }
