@@ -80,6 +80,7 @@ pub struct MetaStoreSpec {
     /// settings without a field here. Flags the operator sets are refused. A change restarts
     /// the members one at a time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.all(a, a.matches('^--[a-z0-9][a-z0-9-]*(=.*)?$'))",
         "message": "each of spec.extraArgs is one flag, written --flag=value"

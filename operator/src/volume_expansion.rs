@@ -55,9 +55,10 @@ pub fn condition(
             ),
         );
     }
+    // A volume whose size is not reported (no provisioner fills it in) counts by its request.
     let done = claims
         .iter()
-        .filter(|c| c.capacity.is_some_and(|b| b >= wanted))
+        .filter(|c| c.capacity.or(c.requested).is_some_and(|b| b >= wanted))
         .count();
     if done == claims.len() {
         (
@@ -114,6 +115,11 @@ mod tests {
         );
         let after = [claim("data-demo-0", 2 * GI, 2 * GI)];
         assert_eq!(condition(&after, 2 * GI, None).1, "AsRequested");
+        let unreported = [Claim {
+            capacity: None,
+            ..claim("data-demo-0", GI, 0)
+        }];
+        assert_eq!(condition(&unreported, GI, None).1, "AsRequested");
         // No volume yet: the template is made with the size asked for.
         assert_eq!(effective_bytes(&[], 2 * GI, None), 2 * GI);
     }

@@ -1258,9 +1258,12 @@ async fn upgrade_from_the_previous_version(
 
     let tls = client_certificate(client, certs).await;
     let with_tls = etcd_client::ConnectOptions::new().with_tls(tls.clone());
-    let mut c0 = etcd_client::Client::connect(endpoints(3), Some(with_tls.clone()))
-        .await
-        .unwrap();
+    let mut c0 = etcd_client::Client::connect(
+        endpoints(3),
+        Some(with_tls.clone().with_timeout(Duration::from_secs(10))),
+    )
+    .await
+    .unwrap();
     c0.put(load::REGISTER, "init", None).await.unwrap();
     let load = load::Load::start_with(
         endpoints(3),
@@ -1298,6 +1301,19 @@ async fn upgrade_from_the_previous_version(
         .map(|m| m.name.clone())
         .max()
         .expect("a follower");
+    // The Raft term, from the leader alone (a balanced client could ask the stopped member).
+    let term = |ms: MetaStore| {
+        let tls = with_tls.clone().with_timeout(Duration::from_secs(10));
+        async move {
+            let leader = ms.status.and_then(|s| s.leader).expect("a leader");
+            let url = format!("https://{leader}.{NAME}-peer.{NS}.svc:2379");
+            let mut c = etcd_client::Client::connect([url], Some(tls))
+                .await
+                .unwrap();
+            c.status().await.unwrap().raft_term()
+        }
+    };
+    let term_before = term(api.get(NAME).await.unwrap()).await;
     assert!(kubelet.signal(NS, &down, "STOP"));
     patch_version(&format!("\"{CURRENT}\""));
     let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
@@ -1308,8 +1324,6 @@ async fn upgrade_from_the_previous_version(
     assert!(member_versions(&ms)
         .iter()
         .all(|(_, v)| v.as_deref() != Some(CURRENT)));
-    let term = |c: etcd_client::StatusResponse| c.raft_term();
-    let term_before = term(c0.status().await.unwrap());
     assert!(kubelet.signal(NS, &down, "CONT"));
 
     // The roll: every member restarts on the current version, one at a time.
@@ -1346,7 +1360,7 @@ async fn upgrade_from_the_previous_version(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let term_after = term(c0.status().await.unwrap());
+    let term_after = term(api.get(NAME).await.unwrap()).await;
     assert_eq!(image(), format!("metastore-node:{CURRENT}"));
     eprintln!("upgraded {PREVIOUS} → {CURRENT}: leaders seen {leaders:?}, term {term_before} → {term_after}");
     assert!(
