@@ -1293,6 +1293,25 @@ async fn upgrade_from_the_previous_version(
         .1
     };
     let restarted_before = restarts();
+    let pod_uids = || -> std::collections::BTreeMap<String, String> {
+        let (_, out) = kubectl(
+            cp,
+            &[
+                "get",
+                "pods",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}"#,
+            ],
+            None,
+        );
+        out.lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(name, _)| name.starts_with(&format!("{NAME}-")))
+            .map(|(name, uid)| (name.to_string(), uid.to_string()))
+            .collect()
+    };
+    let uids_before = pod_uids();
+    assert_eq!(uids_before.len(), 3, "{uids_before:?}");
     let down = ms
         .status
         .iter()
@@ -1371,19 +1390,10 @@ async fn upgrade_from_the_previous_version(
         term_after <= term_before + 1,
         "more than one election: term {term_before} → {term_after}"
     );
-    let (_, restarted) = kubectl(
-        cp,
-        &[
-            "get",
-            "events",
-            "--field-selector=reason=MemberRestarted",
-            "-o",
-            "jsonpath={.items[*].message}",
-        ],
-        None,
-    );
-    for k in 0..3 {
-        assert!(restarted.contains(&format!("{NAME}-{k} ")), "{restarted}");
+    // Every member pod was replaced.
+    let uids_after = pod_uids();
+    for (pod, uid) in &uids_before {
+        assert_ne!(uids_after.get(pod), Some(uid), "{pod} was not restarted");
     }
     assert_lease_reads(api, kubelet).await;
     let rec = load.stop().await;
