@@ -587,12 +587,18 @@ fn rotation_to_a_new_ca_under_linearizable_load() {
         rec
     });
     eprintln!(
-        "history: {} register ops, {} acknowledged writes, {} failed",
+        "history: {} register ops, {} acknowledged writes, {} failed, {} not connected",
         rec.history.len(),
         rec.acked_writes(),
-        rec.failed
+        rec.failed,
+        rec.unreachable
     );
-    assert_eq!(rec.failed, 0, "requests failed during the rotation");
+    // A refused handshake shows as a connection not made: neither may happen.
+    assert_eq!(
+        (rec.failed, rec.unreachable),
+        (0, 0),
+        "requests failed during the rotation"
+    );
     assert!(rec.acked_writes() > 50 && rec.reads() > 50);
     register::assert_linearizable(&rec.history, "init");
 }

@@ -268,10 +268,16 @@ pub enum PvcRetention {
 /// Persistent storage settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(oldSelf.size) || (has(self.size) && quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",
-    "message": "spec.storage.size cannot shrink: volumes only grow"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.size) || (has(self.size) && quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",
+        "message": "spec.storage.size cannot shrink: volumes only grow"
+    },
+    {
+        "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+        "message": "spec.storage.storageClassName is set when the cluster is created and cannot change"
+    }
+]))]
 pub struct StorageSpec {
     /// Volume size of each member (default 1Gi). Growing it expands the members' volumes when
     /// their StorageClass allows it (`allowVolumeExpansion`), and raises the default quota
@@ -280,10 +286,6 @@ pub struct StorageSpec {
     pub size: Option<Quantity>,
     /// Storage class (default: the cluster's default class). Set at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self == oldSelf",
-        "message": "spec.storage.storageClassName is set when the cluster is created and cannot change"
-    }]))]
     pub storage_class_name: Option<String>,
     /// Volumes of members removed by a scale-down (default `Delete`: a removed member can never
     /// reuse its data; `Retain` keeps it for inspection, and the operator deletes it before that

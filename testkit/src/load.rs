@@ -1,11 +1,16 @@
 //! Continuous client load over a changing set of endpoints: writers put unique values to one
 //! register key (checked for linearizability) and unique log keys (checked for durability);
 //! readers issue linearizable gets of the register, round-robin over every endpoint.
+//!
+//! Like an etcd client's balancer, a task that cannot reach an endpoint (the connection is
+//! refused: the request never left) takes the next one and avoids that endpoint for a moment;
+//! such attempts are counted apart (`unreachable`) and never enter the history. A request that
+//! may have reached a member and got no answer is a failed (indeterminate) operation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checkers::register::{History, Op};
 
@@ -14,6 +19,8 @@ pub const REGISTER: &str = "register";
 /// Prefix of the durability log keys.
 pub const LOG_PREFIX: &str = "log/";
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a task avoids an endpoint it could not reach.
+const AVOID: Duration = Duration::from_millis(500);
 
 /// How the load connects.
 #[derive(Clone, Default)]
@@ -29,6 +36,8 @@ pub struct LoadOptions {
 pub struct Load {
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
+    failed_writes: Arc<AtomicUsize>,
+    unreachable: Arc<AtomicUsize>,
     endpoints: Arc<Mutex<Vec<String>>>,
     history: History,
     acked_logs: Arc<Mutex<Vec<String>>>,
@@ -41,8 +50,12 @@ pub struct Recorded {
     pub history: Vec<Op>,
     /// Log keys whose put was acknowledged.
     pub acked_logs: Vec<String>,
-    /// Operations that failed or timed out, and connections that could not be made.
+    /// Operations that may have reached a member and failed or timed out.
     pub failed: usize,
+    /// Of those, writes (register and log keys): their outcome is unknown to the client.
+    pub failed_writes: usize,
+    /// Attempts that could not reach their endpoint (not sent; tried on another one).
+    pub unreachable: usize,
 }
 
 impl Recorded {
@@ -94,6 +107,24 @@ struct Clients {
     by_endpoint: HashMap<String, etcd_client::Client>,
     options: LoadOptions,
     ops: usize,
+    /// Endpoints this task could not reach, until when it leaves them alone.
+    avoided: HashMap<String, Instant>,
+}
+
+/// True for an error that shows the request never reached the member: the connection could
+/// not be made (refused, or nothing listening).
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            if s.code() != tonic::Code::Unavailable {
+                return false;
+            }
+            format!("{s:?}")
+        }
+        etcd_client::Error::TransportError(t) => format!("{t:?}"),
+        _ => return false,
+    };
+    text.contains("Connection refused") || text.contains("error trying to connect")
 }
 
 impl Clients {
@@ -102,7 +133,28 @@ impl Clients {
             by_endpoint: HashMap::new(),
             options,
             ops: 0,
+            avoided: HashMap::new(),
         }
+    }
+
+    /// Endpoint number `n` in turn, passing over those avoided (unless all are).
+    fn pick(&mut self, eps: &Mutex<Vec<String>>, n: usize) -> String {
+        let e = eps.lock().unwrap().clone();
+        let now = Instant::now();
+        self.avoided.retain(|_, until| *until > now);
+        (0..e.len())
+            .map(|i| &e[(n + i) % e.len()])
+            .find(|ep| !self.avoided.contains_key(*ep))
+            .unwrap_or(&e[n % e.len()])
+            .clone()
+    }
+
+    /// Leaves `ep` alone for a moment, and drops its connection. Async: when every endpoint
+    /// is avoided, the next attempt is not made at once.
+    async fn avoid(&mut self, ep: &str) {
+        self.avoided.insert(ep.to_string(), Instant::now() + AVOID);
+        self.by_endpoint.remove(ep);
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     async fn get(&mut self, ep: &str) -> Option<&mut etcd_client::Client> {
@@ -152,28 +204,29 @@ impl Load {
         let mut l = Load {
             stop: Arc::default(),
             failed: Arc::default(),
+            failed_writes: Arc::default(),
+            unreachable: Arc::default(),
             endpoints: Arc::new(Mutex::new(endpoints)),
             history: History::new(),
             acked_logs: Arc::default(),
             tasks: Vec::new(),
         };
         for w in 0..writers {
-            let (stop, eps, h, logs, failed) = (
+            let (stop, eps, h, logs, failed, failed_writes, unreachable) = (
                 l.stop.clone(),
                 l.endpoints.clone(),
                 l.history.clone(),
                 l.acked_logs.clone(),
                 l.failed.clone(),
+                l.failed_writes.clone(),
+                l.unreachable.clone(),
             );
             let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = 0;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
-                    let ep = {
-                        let e = eps.lock().unwrap();
-                        e[(seq + w) % e.len()].clone()
-                    };
+                    let ep = clients.pick(&eps, seq + w);
                     let register = seq.is_multiple_of(2);
                     let (key, value) = if register {
                         (REGISTER.to_string(), format!("w{w}-{seq}"))
@@ -181,19 +234,26 @@ impl Load {
                         (format!("{LOG_PREFIX}{w}/{seq}"), "x".to_string())
                     };
                     let inv = h.now();
-                    let ok = match clients.get(&ep).await {
-                        Some(c) => tokio::time::timeout(
-                            OP_TIMEOUT,
-                            c.put(key.clone(), value.clone(), None),
-                        )
-                        .await
-                        .is_ok_and(|r| r.is_ok()),
+                    let result = match clients.get(&ep).await {
+                        Some(c) => {
+                            tokio::time::timeout(
+                                OP_TIMEOUT,
+                                c.put(key.clone(), value.clone(), None),
+                            )
+                            .await
+                        }
                         None => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            unreachable.fetch_add(1, Ordering::Relaxed);
+                            clients.avoid(&ep).await;
                             continue;
                         }
                     };
+                    if matches!(&result, Ok(Err(e)) if not_sent(e)) {
+                        unreachable.fetch_add(1, Ordering::Relaxed);
+                        clients.avoid(&ep).await;
+                        continue;
+                    }
+                    let ok = result.is_ok_and(|r| r.is_ok());
                     if register {
                         h.write(value, inv, ok);
                     } else if ok {
@@ -201,6 +261,7 @@ impl Load {
                     }
                     if !ok {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        failed_writes.fetch_add(1, Ordering::Relaxed);
                         clients.by_endpoint.remove(&ep);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -208,24 +269,22 @@ impl Load {
             }));
         }
         for r in 0..readers {
-            let (stop, eps, h, failed) = (
+            let (stop, eps, h, failed, unreachable) = (
                 l.stop.clone(),
                 l.endpoints.clone(),
                 l.history.clone(),
                 l.failed.clone(),
+                l.unreachable.clone(),
             );
             let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = r;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
-                    let ep = {
-                        let e = eps.lock().unwrap();
-                        e[seq % e.len()].clone()
-                    };
+                    let ep = clients.pick(&eps, seq);
                     let Some(c) = clients.get(&ep).await else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        unreachable.fetch_add(1, Ordering::Relaxed);
+                        clients.avoid(&ep).await;
                         continue;
                     };
                     let inv = h.now();
@@ -234,6 +293,10 @@ impl Load {
                             if let Some(kv) = resp.kvs().first() {
                                 h.read(kv.value_str().unwrap_or("").to_string(), inv);
                             }
+                        }
+                        Ok(Err(e)) if not_sent(&e) => {
+                            unreachable.fetch_add(1, Ordering::Relaxed);
+                            clients.avoid(&ep).await;
                         }
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -270,6 +333,8 @@ impl Load {
             history,
             acked_logs,
             failed: self.failed.load(Ordering::Relaxed),
+            failed_writes: self.failed_writes.load(Ordering::Relaxed),
+            unreachable: self.unreachable.load(Ordering::Relaxed),
         }
     }
 }

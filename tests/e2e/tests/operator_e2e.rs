@@ -1398,11 +1398,14 @@ async fn upgrade_from_the_previous_version(
     assert_lease_reads(api, kubelet).await;
     let rec = load.stop().await;
     eprintln!(
-        "upgrade: {} register ops, {} acknowledged writes, {} failed",
+        "upgrade: {} register ops, {} acknowledged writes, {} failed ({} writes), {} attempts to a restarting member not sent",
         rec.history.len(),
         rec.acked_writes(),
-        rec.failed
+        rec.failed,
+        rec.failed_writes,
+        rec.unreachable
     );
+    assert_eq!(rec.failed_writes, 0, "writes failed during the upgrade");
     assert!(rec.acked_writes() > 20, "the load ran");
     register::assert_linearizable(&rec.history, "init");
     let lost = rec.lost_writes_via(&mut c0).await;
