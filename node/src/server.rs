@@ -392,13 +392,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     compactor.abort();
     hand_off_leadership(&node, &config).await;
     tracing::info!("shutting down: finishing in-flight requests");
-    shared.stopping.store(true, Ordering::Relaxed);
+    // The listeners close first (clients are told to go elsewhere; what they sent before is
+    // served in full), and only then do proposals and reads refuse: a request the member took
+    // is never answered "server stopped" while the Raft loop could still serve it.
     let _ = stop_tx.send(true);
     // In-flight requests finish (or time out) before the loop stops.
     let drained = tokio::time::timeout(config.request_timeout + SHUTDOWN_GRACE, async {
         while servers.join_next().await.is_some() {}
     })
     .await;
+    shared.stopping.store(true, Ordering::Relaxed);
     if drained.is_err() {
         tracing::warn!("some requests did not finish in time");
     }

@@ -123,3 +123,42 @@ async fn new_entry_kinds_wait_for_every_member_and_an_old_member_stops_on_one() 
     // The others go on.
     put(&c, "after").await;
 }
+
+/// The node's half of an upgrade: every member restarted in turn (SIGTERM; a leader hands off)
+/// under a linearizable load. No write fails: a stopping member finishes what it accepted, and
+/// the client takes another member while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_write() {
+    use metastore_testkit::checkers::register;
+    use metastore_testkit::load::{Load, REGISTER};
+    let mut c = Cluster::start(BIN, 3, FAST);
+    c.wait_ready(Duration::from_secs(30));
+    let eps = c.endpoints();
+    let mut cl = client(&eps[0]).await;
+    cl.put(REGISTER, "init", None).await.unwrap();
+    let load = Load::start(eps.clone(), 2, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader = c.wait_ready(Duration::from_secs(20));
+    let order: Vec<usize> = (0..3).filter(|i| *i != leader).chain([leader]).collect();
+    for i in order {
+        assert_eq!(c.members[i].terminate(), Some(0), "{}", c.members[i].log());
+        c.members[i].start();
+        c.wait_ready(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rec = load.stop().await;
+    eprintln!(
+        "rolling restart: {} register ops, {} acknowledged writes, {} failed ({} writes), {} not sent: {:#?}",
+        rec.history.len(),
+        rec.acked_writes(),
+        rec.failed,
+        rec.failed_writes,
+        rec.unreachable,
+        rec.errors
+    );
+    assert!(rec.acked_writes() > 20, "the load ran");
+    register::assert_linearizable(&rec.history, "init");
+    let lost = rec.lost_writes(&eps[0]).await;
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    assert_eq!(rec.failed_writes, 0, "{:#?}", rec.errors);
+}

@@ -561,29 +561,6 @@ impl MetaStoreSpec {
                 return Err("spec.backup.retention must be at least 1".into());
             }
         }
-        if let Some(q) = self.quota_backend_bytes {
-            let volume =
-                crate::builders::quantity_bytes(&crate::builders::volume_size(self)).unwrap_or(0);
-            if q < 1 || q as u64 > crate::builders::quota_for_volume(volume) {
-                return Err(format!(
-                    "spec.quotaBackendBytes ({q}) must be at most a quarter of spec.storage.size ({volume} bytes): a member's data dir holds about two snapshots and its log besides the data"
-                ));
-            }
-        }
-        let managed = crate::builders::managed_flags(self);
-        for a in &self.extra_args {
-            let flag = a.split('=').next().unwrap_or_default();
-            if !flag.starts_with("--") || flag.len() < 3 {
-                return Err(format!(
-                    "spec.extraArgs: {a:?} is not a flag (write --flag=value)"
-                ));
-            }
-            if managed.iter().any(|m| m == flag) {
-                return Err(format!(
-                    "spec.extraArgs: {flag} is set by the operator (use the MetaStore's fields)"
-                ));
-            }
-        }
         if let Some(d) = self.lease_read.max_clock_drift {
             if !(0.0..=0.5).contains(&d) || d.is_nan() {
                 return Err(format!(
@@ -622,21 +599,6 @@ mod tests {
         s.heartbeat_interval_ms = Some(200);
         s.election_timeout_ms = Some(500);
         assert!(s.validate().unwrap_err().contains("electionTimeoutMs"));
-        let mut s = spec(3);
-        s.quota_backend_bytes = Some(512 << 20);
-        assert!(s.validate().unwrap_err().contains("quotaBackendBytes"));
-        s.storage.size = Some(Quantity("4Gi".into()));
-        assert_eq!(s.validate(), Ok(()));
-        let mut s = spec(3);
-        s.extra_args = vec!["--snapshot-count=5000".into(), "--max-txn-ops=256".into()];
-        assert_eq!(s.validate(), Ok(()));
-        s.extra_args.push("--data-dir=/tmp".into());
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .contains("--data-dir is set by the operator"));
-        s.extra_args = vec!["snapshot-count".into()];
-        assert!(s.validate().unwrap_err().contains("not a flag"));
         let mut s = spec(3);
         s.lease_read.max_clock_drift = Some(0.9);
         assert!(s.validate().unwrap_err().contains("maxClockDrift"));

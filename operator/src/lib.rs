@@ -30,6 +30,7 @@ pub mod names;
 pub mod planner;
 mod reconcile;
 pub mod rollout;
+pub mod settings;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -123,7 +123,11 @@ impl Hold {
         if ms.spec.paused {
             return Some(Hold::Paused);
         }
-        ms.spec.validate().err().map(Hold::InvalidSpec)
+        ms.spec
+            .validate()
+            .and_then(|()| crate::settings::validate(&ms.spec))
+            .err()
+            .map(Hold::InvalidSpec)
     }
 }
 

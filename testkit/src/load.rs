@@ -38,6 +38,7 @@ pub struct Load {
     failed: Arc<AtomicUsize>,
     failed_writes: Arc<AtomicUsize>,
     unreachable: Arc<AtomicUsize>,
+    errors: Errors,
     endpoints: Arc<Mutex<Vec<String>>>,
     history: History,
     acked_logs: Arc<Mutex<Vec<String>>>,
@@ -56,6 +57,19 @@ pub struct Recorded {
     pub failed_writes: usize,
     /// Attempts that could not reach their endpoint (not sent; tried on another one).
     pub unreachable: usize,
+    /// The first few distinct errors of failed operations (for the report).
+    pub errors: Vec<String>,
+}
+
+/// Distinct error texts of failed operations, the first [`MAX_ERRORS`].
+type Errors = Arc<Mutex<Vec<String>>>;
+const MAX_ERRORS: usize = 8;
+
+fn note_error(errors: &Errors, e: String) {
+    let mut v = errors.lock().unwrap();
+    if v.len() < MAX_ERRORS && !v.contains(&e) {
+        v.push(e);
+    }
 }
 
 impl Recorded {
@@ -112,7 +126,7 @@ struct Clients {
 }
 
 /// True for an error that shows the request never reached the member: the connection could
-/// not be made (refused, or nothing listening).
+/// not be made (refused, or nothing listening), or the member refused the stream unprocessed.
 fn not_sent(e: &etcd_client::Error) -> bool {
     let text = match e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -124,7 +138,11 @@ fn not_sent(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(t) => format!("{t:?}"),
         _ => return false,
     };
-    text.contains("Connection refused") || text.contains("error trying to connect")
+    // HTTP/2 REFUSED_STREAM: the server closed the connection before processing the stream.
+    text.contains("Connection refused")
+        || text.contains("error trying to connect")
+        || text.contains("refused stream")
+        || text.contains("REFUSED_STREAM")
 }
 
 impl Clients {
@@ -206,6 +224,7 @@ impl Load {
             failed: Arc::default(),
             failed_writes: Arc::default(),
             unreachable: Arc::default(),
+            errors: Arc::default(),
             endpoints: Arc::new(Mutex::new(endpoints)),
             history: History::new(),
             acked_logs: Arc::default(),
@@ -221,6 +240,7 @@ impl Load {
                 l.failed_writes.clone(),
                 l.unreachable.clone(),
             );
+            let errors = l.errors.clone();
             let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = 0;
@@ -253,6 +273,14 @@ impl Load {
                         clients.avoid(&ep).await;
                         continue;
                     }
+                    match &result {
+                        Ok(Err(e)) => note_error(&errors, format!("put via {ep}: {e:?}")),
+                        Err(_) => note_error(
+                            &errors,
+                            format!("put via {ep}: no answer in {OP_TIMEOUT:?}"),
+                        ),
+                        Ok(Ok(_)) => {}
+                    }
                     let ok = result.is_ok_and(|r| r.is_ok());
                     if register {
                         h.write(value, inv, ok);
@@ -276,6 +304,7 @@ impl Load {
                 l.failed.clone(),
                 l.unreachable.clone(),
             );
+            let errors = l.errors.clone();
             let mut clients = Clients::new(options.clone());
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = r;
@@ -297,6 +326,12 @@ impl Load {
                         Ok(Err(e)) if not_sent(&e) => {
                             unreachable.fetch_add(1, Ordering::Relaxed);
                             clients.avoid(&ep).await;
+                        }
+                        Ok(Err(e)) => {
+                            note_error(&errors, format!("get via {ep}: {e:?}"));
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            clients.by_endpoint.remove(&ep);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -335,6 +370,7 @@ impl Load {
             failed: self.failed.load(Ordering::Relaxed),
             failed_writes: self.failed_writes.load(Ordering::Relaxed),
             unreachable: self.unreachable.load(Ordering::Relaxed),
+            errors: self.errors.lock().unwrap().clone(),
         }
     }
 }

@@ -1405,7 +1405,11 @@ async fn upgrade_from_the_previous_version(
         rec.failed_writes,
         rec.unreachable
     );
-    assert_eq!(rec.failed_writes, 0, "writes failed during the upgrade");
+    assert_eq!(
+        rec.failed_writes, 0,
+        "writes failed during the upgrade: {:#?}",
+        rec.errors
+    );
     assert!(rec.acked_writes() > 20, "the load ran");
     register::assert_linearizable(&rec.history, "init");
     let lost = rec.lost_writes_via(&mut c0).await;
