@@ -126,7 +126,8 @@ struct Clients {
 }
 
 /// True for an error that shows the request never reached the member: the connection could
-/// not be made (refused, or nothing listening), or the member refused the stream unprocessed.
+/// not be made (refused, nothing listening, its name does not resolve), or the member refused
+/// the stream unprocessed.
 fn not_sent(e: &etcd_client::Error) -> bool {
     let text = match e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -143,6 +144,8 @@ fn not_sent(e: &etcd_client::Error) -> bool {
         || text.contains("error trying to connect")
         || text.contains("refused stream")
         || text.contains("REFUSED_STREAM")
+        // The name of a member whose pod is gone does not resolve.
+        || text.contains("dns error")
 }
 
 impl Clients {

@@ -163,6 +163,15 @@ impl Kubelet {
         )
     }
 
+    /// True when the pod runs and its readiness probe passes (what a Service routes to).
+    pub fn ready(&self, namespace: &str, name: &str) -> bool {
+        self.pods
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .is_some_and(|p| p.ready && p.terminating_since.is_none())
+    }
+
     /// Address of a running pod.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Option<String> {
         self.pods

@@ -1333,6 +1333,15 @@ async fn upgrade_from_the_previous_version(
         }
     };
     let term_before = term(api.get(NAME).await.unwrap()).await;
+    // Clients leave the member before it stops answering (as the Service does once its
+    // readiness fails): a stopped member's requests would only time out.
+    load.set_endpoints(
+        (0..3)
+            .filter(|k| format!("{NAME}-{k}") != down)
+            .map(client_url)
+            .collect(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(kubelet.signal(NS, &down, "STOP"));
     patch_version(&format!("\"{CURRENT}\""));
     let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
@@ -1349,6 +1358,14 @@ async fn upgrade_from_the_previous_version(
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut leaders = Vec::new();
     loop {
+        // Clients reach the members through the client Service, which routes to Ready pods only.
+        let ready: Vec<String> = (0..3)
+            .filter(|k| kubelet.ready(NS, &format!("{NAME}-{k}")))
+            .map(client_url)
+            .collect();
+        if !ready.is_empty() {
+            load.set_endpoints(ready);
+        }
         let ms = api.get(NAME).await.unwrap();
         let st = ms.status.clone().unwrap_or_default();
         if let Some(l) = &st.leader {
