@@ -48,6 +48,27 @@ async fn a_read_only_txn_is_a_read_not_a_log_entry() {
         assert!(Instant::now() < deadline, "members never published");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Nor does the leader's one cluster-version entry (set once it has asked every member).
+    let mut admin = metastore_node::admin_proto::admin_client::AdminClient::connect(
+        c.members[leader].client_url(),
+    )
+    .await
+    .unwrap();
+    loop {
+        let v = admin
+            .version(metastore_node::admin_proto::VersionRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if v.cluster_version == v.member_version {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster version never set: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Served on a follower too, after the read barrier.
     let follower = (leader + 1) % 3;
     let mut fc = client(&c.members[follower].client_url()).await;

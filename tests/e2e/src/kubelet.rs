@@ -105,6 +105,7 @@ impl Kubelet {
     pub async fn start(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<Kubelet> {
         std::fs::create_dir_all(cfg.root.join("logs"))?;
         register_node(&client).await?;
+        crate::volumes::ensure_class(&client).await?;
         let pods: Pods = Arc::default();
         let state = pods.clone();
         let task = tokio::spawn(async move {
@@ -558,6 +559,9 @@ async fn sync(
     // One list serves both: a volume directory is only ever made for a claim in a list.
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let pvcs = pvcs.list(&ListParams::default()).await?.items;
+    if let Err(e) = crate::volumes::sync(client, &pvcs).await {
+        tracing::debug!("volumes: {e}");
+    }
     let updates = reconcile(
         cfg,
         state,

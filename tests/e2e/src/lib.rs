@@ -3,6 +3,7 @@
 
 pub mod control_plane;
 pub mod kubelet;
+pub mod volumes;
 
 use std::path::PathBuf;
 

@@ -1228,7 +1228,9 @@ async fn upgrade_from_the_previous_version(
     // back with the claims named, and goes on once they are deleted.
     let manifest = format!(
         "apiVersion: metastore.io/v1alpha1\nkind: MetaStore\nmetadata: {{name: {NAME}}}\n\
-         spec: {{replicas: 3, version: \"{PREVIOUS}\", heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}}}}\n"
+         spec: {{replicas: 3, version: \"{PREVIOUS}\", heartbeatIntervalMs: 50, electionTimeoutMs: 500, tls: {{mode: Managed}}, \
+         storage: {{storageClassName: {}}}}}\n",
+        metastore_e2e::volumes::EXPANDABLE_CLASS
     );
     let (ok, out) = kubectl(cp, &["apply", "-f", "-"], Some(&manifest));
     assert!(ok, "{out}");
@@ -1451,8 +1453,8 @@ async fn upgrade_from_the_previous_version(
     keep_logs(op_log);
 
     // Settings reach what the members run: compaction and an extra flag roll out member by
-    // member; a larger volume is asked of each claim, and where its StorageClass cannot grow
-    // (these claims have none) the condition says so and the quota stays that of the volume.
+    // member; a larger volume is asked of each claim (their StorageClass allows expansion), and
+    // once the volumes grew the members' quota is a quarter of the new size.
     let (ok, out) = kubectl(
         cp,
         &[
@@ -1475,9 +1477,9 @@ async fn upgrade_from_the_previous_version(
             c.status == "False" && c.observed_generation == ms.metadata.generation
         });
         let storage = cond("StorageResized");
-        let refused = storage
+        let resized = storage
             .as_ref()
-            .is_some_and(|c| c.status == "False" && c.reason == "ExpansionRefused");
+            .is_some_and(|c| c.status == "True" && c.reason == "AsRequested");
         let runs: Vec<Vec<String>> = (0..3)
             .filter_map(|k| kubelet.command_line(NS, &format!("{NAME}-{k}")))
             .collect();
@@ -1485,9 +1487,9 @@ async fn upgrade_from_the_previous_version(
             && runs.iter().all(|a| {
                 a.iter().any(|x| x == "--auto-compaction-retention=10m")
                     && a.iter().any(|x| x == "--snapshot-count=20000")
-                    && a.iter().any(|x| x == "--quota-backend-bytes=268435456")
+                    && a.iter().any(|x| x == "--quota-backend-bytes=536870912")
             });
-        if rolled && refused && applied && st.phase.as_deref() == Some("Running") {
+        if rolled && resized && applied && st.phase.as_deref() == Some("Running") {
             eprintln!("settings: {:?}", storage.map(|c| c.message));
             break;
         }
