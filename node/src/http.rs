@@ -61,15 +61,27 @@ async fn livez(State(m): State<Member>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Ready to serve clients: a leader is known and the member is not stopping.
+/// Most committed entries a member may have left to apply and count as ready: one restarted a
+/// moment ago replays what it missed first, and requests sent to it meanwhile would wait.
+pub const READY_APPLY_LAG: u64 = 1000;
+
+/// Ready to serve clients promptly: a leader is known, the member is not stopping, and it has
+/// applied (nearly) everything committed.
 async fn readyz(State(m): State<Member>) -> (StatusCode, &'static str) {
     let Some(s) = m.get() else {
         return STARTING;
     };
+    let behind = s
+        .status
+        .read()
+        .commit_index
+        .saturating_sub(*s.applied.borrow());
     if s.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
     } else if !s.has_leader() {
         (StatusCode::SERVICE_UNAVAILABLE, "no leader\n")
+    } else if behind > READY_APPLY_LAG {
+        (StatusCode::SERVICE_UNAVAILABLE, "catching up\n")
     } else {
         (StatusCode::OK, "ok\n")
     }

@@ -146,6 +146,8 @@ fn not_sent(e: &etcd_client::Error) -> bool {
         || text.contains("REFUSED_STREAM")
         // The name of a member whose pod is gone does not resolve.
         || text.contains("dns error")
+        // The member closed the connection before the TLS handshake finished.
+        || text.contains("tls handshake eof")
 }
 
 impl Clients {
