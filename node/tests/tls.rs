@@ -547,6 +547,7 @@ fn rotation_to_a_new_ca_under_linearizable_load() {
             LoadOptions {
                 tls: Some(tls_with(&both)),
                 reconnect_every: 10,
+                ..Default::default()
             },
         );
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -18,6 +18,7 @@ use crate::checkers::register::{History, Op};
 pub const REGISTER: &str = "register";
 /// Prefix of the durability log keys.
 pub const LOG_PREFIX: &str = "log/";
+/// How long one operation may take, unless [`LoadOptions::op_timeout`] says otherwise.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a task avoids an endpoint it could not reach.
 const AVOID: Duration = Duration::from_millis(500);
@@ -30,6 +31,16 @@ pub struct LoadOptions {
     /// Each task drops its connections and dials again every this many operations (0: never),
     /// so TLS handshakes keep happening (certificate rotation tests).
     pub reconnect_every: usize,
+    /// How long one operation may take before the client gives up on it (default 3 s). Above
+    /// a member's request timeout (7 s), every failure is the cluster's answer, not the client's
+    /// impatience.
+    pub op_timeout: Option<Duration>,
+}
+
+impl LoadOptions {
+    fn op_timeout(&self) -> Duration {
+        self.op_timeout.unwrap_or(OP_TIMEOUT)
+    }
 }
 
 /// A running load.
@@ -189,7 +200,7 @@ impl Clients {
         if !self.by_endpoint.contains_key(ep) {
             let mut opts = etcd_client::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(OP_TIMEOUT);
+                .with_timeout(self.options.op_timeout());
             if let Some(tls) = &self.options.tls {
                 opts = opts.with_tls(tls.clone());
             }
@@ -247,6 +258,7 @@ impl Load {
             );
             let errors = l.errors.clone();
             let mut clients = Clients::new(options.clone());
+            let op_timeout = options.op_timeout();
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -262,7 +274,7 @@ impl Load {
                     let result = match clients.get(&ep).await {
                         Some(c) => {
                             tokio::time::timeout(
-                                OP_TIMEOUT,
+                                op_timeout,
                                 c.put(key.clone(), value.clone(), None),
                             )
                             .await
@@ -282,7 +294,7 @@ impl Load {
                         Ok(Err(e)) => note_error(&errors, format!("put via {ep}: {e:?}")),
                         Err(_) => note_error(
                             &errors,
-                            format!("put via {ep}: no answer in {OP_TIMEOUT:?}"),
+                            format!("put via {ep}: no answer in {op_timeout:?}"),
                         ),
                         Ok(Ok(_)) => {}
                     }
@@ -311,6 +323,7 @@ impl Load {
             );
             let errors = l.errors.clone();
             let mut clients = Clients::new(options.clone());
+            let op_timeout = options.op_timeout();
             l.tasks.push(tokio::spawn(async move {
                 let mut seq: usize = r;
                 while !stop.load(Ordering::Relaxed) {
@@ -322,7 +335,7 @@ impl Load {
                         continue;
                     };
                     let inv = h.now();
-                    match tokio::time::timeout(OP_TIMEOUT, c.get(REGISTER, None)).await {
+                    match tokio::time::timeout(op_timeout, c.get(REGISTER, None)).await {
                         Ok(Ok(resp)) => {
                             if let Some(kv) = resp.kvs().first() {
                                 h.read(kv.value_str().unwrap_or("").to_string(), inv);

@@ -612,6 +612,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         load::LoadOptions {
             tls: Some(tls.clone()),
             reconnect_every: 0,
+            ..Default::default()
         },
     );
     assert_lease_reads(&api, &kubelet).await;
@@ -882,6 +883,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         load::LoadOptions {
             tls: Some(heal_tls),
             reconnect_every: 0,
+            ..Default::default()
         },
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1285,6 +1287,9 @@ async fn upgrade_from_the_previous_version(
         load::LoadOptions {
             tls: Some(tls.clone()),
             reconnect_every: 0,
+            // Longer than a member's own request timeout (7 s): a write counts as failed only
+            // when the cluster failed it.
+            op_timeout: Some(Duration::from_secs(10)),
         },
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
