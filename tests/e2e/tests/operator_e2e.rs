@@ -1453,6 +1453,13 @@ async fn upgrade_from_the_previous_version(
     );
     assert!(rec.acked_writes() > 20, "the load ran");
     register::assert_linearizable(&rec.history, "init");
+    // Every member was restarted: a client made now, not the one connected before.
+    let mut c0 = etcd_client::Client::connect(
+        endpoints(3),
+        Some(with_tls.clone().with_timeout(Duration::from_secs(10))),
+    )
+    .await
+    .unwrap();
     let lost = rec.lost_writes_via(&mut c0).await;
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     keep_logs(op_log);
