@@ -29,6 +29,8 @@ pub struct Metrics {
     /// Committed proposals not applied: delivered twice, or overtaken by a newer one from the
     /// same member.
     pub proposals_duplicate: IntCounter,
+    /// Waiting proposals proposed again under a new leader.
+    pub proposals_repeated: IntCounter,
     /// Time of one durable write of the Raft log (entries + hard state, one fsync).
     pub fsync_seconds: Histogram,
     /// Time to apply one batch of committed entries.
@@ -141,6 +143,10 @@ impl Metrics {
             proposals_duplicate: counter(
                 "metastore_proposals_duplicate_total",
                 "Committed proposals not applied because they were delivered twice or overtaken by a newer one from the same member.",
+            )?,
+            proposals_repeated: counter(
+                "metastore_proposals_repeated_total",
+                "Waiting proposals proposed again when a new leader was elected (a copy applied twice is skipped).",
             )?,
             fsync_seconds: histogram(
                 "metastore_wal_fsync_duration_seconds",

@@ -85,6 +85,29 @@ pub enum LoopError {
 
 type ProposalReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
 
+/// A proposal of this member's waiting to be applied, kept whole so it can be proposed again:
+/// one forwarded to a leader that lost leadership (or lost on the way) would otherwise wait
+/// out the request timeout. Its context carries its sequence number, so a copy applied after
+/// the original is skipped as a duplicate ([`StateMachine::admit_proposal`]).
+struct Pending {
+    reply: ProposalReply,
+    context: Vec<u8>,
+    /// The entry's data; None for a configuration change, which is never proposed again
+    /// (its caller retries it as a whole).
+    data: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// A proposal that is not proposed again.
+    pub(super) fn once(reply: ProposalReply) -> Self {
+        Pending {
+            reply,
+            context: Vec::new(),
+            data: None,
+        }
+    }
+}
+
 /// The Raft loop's state.
 pub struct RaftLoop {
     raw: RawNode<RaftLog>,
@@ -93,7 +116,7 @@ pub struct RaftLoop {
     outbox: Arc<dyn PeerOutbox>,
     snapshots: SnapshotFiles,
     /// Proposals from this member's clients, by id, waiting to be applied.
-    proposals: HashMap<u64, ProposalReply>,
+    proposals: HashMap<u64, Pending>,
     /// Linearizable reads waiting for a ReadIndex round.
     reads: ReadQueue,
     /// Lease reads: decides when a read may skip the ReadIndex round.
@@ -379,8 +402,16 @@ impl RaftLoop {
         match m {
             LoopMsg::Propose { id, data, reply } => {
                 let ctx = self.proposal_context(id);
-                let proposed = self.raw.propose(ctx, data);
-                self.track_proposal(id, reply, proposed);
+                let proposed = self.raw.propose(ctx.clone(), data.clone());
+                self.track_proposal(
+                    id,
+                    Pending {
+                        reply,
+                        context: ctx,
+                        data: Some(data),
+                    },
+                    proposed,
+                );
             }
             LoopMsg::Read { reply } => self.on_read(reply),
             LoopMsg::Step(msg) if msg.get_msg_type() == MessageType::MsgSnapshot => {
@@ -466,13 +497,33 @@ impl RaftLoop {
     }
 
     /// Remembers who waits for proposal `id`, or tells them at once that Raft refused it.
-    fn track_proposal(&mut self, id: u64, reply: ProposalReply, proposed: raft::Result<()>) {
+    fn track_proposal(&mut self, id: u64, pending: Pending, proposed: raft::Result<()>) {
         match proposed {
             Ok(()) => {
-                self.proposals.insert(id, reply);
+                self.proposals.insert(id, pending);
             }
             Err(e) => {
-                let _ = reply.send(Err(NodeError::Retry(e.to_string())));
+                let _ = pending.reply.send(Err(NodeError::Retry(e.to_string())));
+            }
+        }
+    }
+
+    /// Under a new leader, proposes again every proposal still waiting, oldest first (see
+    /// [`Pending`]); one Raft refuses now stays to wait for its answer or its timeout.
+    fn propose_again(&mut self) {
+        let mut ids: Vec<u64> = self.proposals.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(Pending {
+                context,
+                data: Some(data),
+                ..
+            }) = self.proposals.get(&id)
+            {
+                let (ctx, data) = (context.clone(), data.clone());
+                if self.raw.propose(ctx, data).is_ok() {
+                    self.shared.metrics.proposals_repeated.inc();
+                }
             }
         }
     }
@@ -485,8 +536,8 @@ impl RaftLoop {
         if member != self.shared.member_id() {
             return;
         }
-        if let Some(reply) = self.proposals.remove(&id) {
-            let _ = reply.send(outcome);
+        if let Some(p) = self.proposals.remove(&id) {
+            let _ = p.reply.send(outcome);
         }
     }
 
@@ -572,12 +623,12 @@ impl RaftLoop {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         self.reads.expire(now, self.shared.config.election_timeout);
-        self.proposals.retain(|_, r| !r.is_closed());
+        self.proposals.retain(|_, p| !p.reply.is_closed());
     }
 
     fn fail_all(&mut self, e: NodeError) {
-        for (_, r) in self.proposals.drain() {
-            let _ = r.send(Err(e.clone()));
+        for (_, p) in self.proposals.drain() {
+            let _ = p.reply.send(Err(e.clone()));
         }
         self.reads.fail_all(&e);
     }
@@ -670,6 +721,7 @@ impl RaftLoop {
         m.commit_index.set(r.raft_log.committed as i64);
         m.applied_index.set(self.applied as i64);
         if leader != self.last_leader {
+            self.last_leader = leader;
             if leader != raft::INVALID_ID {
                 m.leader_changes.inc();
                 tracing::info!(
@@ -677,8 +729,8 @@ impl RaftLoop {
                     term = r.term,
                     "leader elected"
                 );
+                self.propose_again();
             }
-            self.last_leader = leader;
         }
     }
 }

@@ -65,7 +65,7 @@ impl RaftLoop {
         if proposed.is_ok() {
             tracing::info!(?change, "proposed membership change");
         }
-        self.track_proposal(id, reply, proposed);
+        self.track_proposal(id, super::Pending::once(reply), proposed);
     }
 
     /// This member is no longer part of the cluster: remember it on disk (so the data dir is
