@@ -218,6 +218,16 @@ pub struct Flags {
     /// lists, the operator's admin service). Empty: any trusted client certificate may.
     #[arg(long, env = "METASTORE_ADMIN_CERT_ALLOWED_CN", value_delimiter = ',')]
     pub admin_cert_allowed_cn: Vec<String>,
+    /// Auth tokens (etcd's flag): `simple`, or
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256|ES256|HS256|...[,ttl=5m]`.
+    #[arg(long, env = "METASTORE_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds a simple token stays valid after its last use.
+    #[arg(long, env = "METASTORE_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost of password hashes (4–31).
+    #[arg(long, env = "METASTORE_BCRYPT_COST", default_value_t = crate::auth::password::DEFAULT_COST)]
+    pub bcrypt_cost: u32,
 }
 
 /// Whether this member starts a new cluster or joins an existing one.
@@ -313,6 +323,17 @@ pub struct Config {
     pub peer_cert_allowed_cn: Option<String>,
     /// Common names allowed to make admin calls (`--admin-cert-allowed-cn`); empty: any.
     pub admin_cert_allowed_cn: Vec<String>,
+    /// Authentication settings.
+    pub auth: AuthSettings,
+}
+
+/// How this member issues tokens and hashes passwords.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The token provider (`--auth-token`).
+    pub tokens: std::sync::Arc<crate::auth::tokens::Tokens>,
+    /// bcrypt cost (`--bcrypt-cost`, in range).
+    pub bcrypt_cost: u32,
 }
 
 /// A flag value that cannot work; the message names the flag.
@@ -726,6 +747,16 @@ impl Flags {
             force_new_cluster: self.force_new_cluster,
             peer_cert_allowed_cn: self.peer_cert_allowed_cn,
             admin_cert_allowed_cn,
+            auth: AuthSettings {
+                tokens: std::sync::Arc::new(
+                    crate::auth::tokens::Tokens::from_flag(
+                        &self.auth_token,
+                        Duration::from_secs(self.auth_token_ttl),
+                    )
+                    .map_err(|e| bad(e.to_string()))?,
+                ),
+                bcrypt_cost: crate::auth::password::effective_cost(self.bcrypt_cost),
+            },
         })
     }
 }

@@ -13,6 +13,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 pub mod api;
+pub mod auth;
 pub mod auto_compaction;
 pub mod backup;
 pub mod compactor;
@@ -37,4 +38,17 @@ pub mod admin_proto {
 #[allow(missing_docs, clippy::all)]
 pub mod peer_proto {
     tonic::include_proto!("metastore.peer");
+}
+
+/// Generated code of etcd's Auth service (`proto/etcd_auth.proto`, copied from etcd's API).
+#[allow(missing_docs, clippy::all)]
+pub mod etcd_auth_proto {
+    /// The service and its messages.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    /// Users, roles and permissions as etcd encodes them.
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
 }

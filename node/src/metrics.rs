@@ -31,6 +31,8 @@ pub struct Metrics {
     pub proposals_duplicate: IntCounter,
     /// Waiting proposals proposed again under a new leader.
     pub proposals_repeated: IntCounter,
+    /// Authenticate requests refused for a wrong password.
+    pub auth_failures: IntCounter,
     /// Time of one durable write of the Raft log (entries + hard state, one fsync).
     pub fsync_seconds: Histogram,
     /// Time to apply one batch of committed entries.
@@ -147,6 +149,10 @@ impl Metrics {
             proposals_repeated: counter(
                 "metastore_proposals_repeated_total",
                 "Waiting proposals proposed again when a new leader was elected (a copy applied twice is skipped).",
+            )?,
+            auth_failures: counter(
+                "metastore_auth_failures_total",
+                "Authenticate requests refused for a wrong user name or password.",
             )?,
             fsync_seconds: histogram(
                 "metastore_wal_fsync_duration_seconds",

@@ -643,7 +643,7 @@ pub enum ProposeError {
     Node(#[from] NodeError),
     /// It was applied and the state machine rejected it.
     #[error(transparent)]
-    Apply(metastore_mvcc::MvccError),
+    Apply(crate::replicated::command::ApplyError),
 }
 
 #[cfg(test)]

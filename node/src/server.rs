@@ -347,8 +347,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let cluster = PbClusterServer::new(ClusterService::new(node.clone()));
         let maintenance = PbMaintenanceServer::new(MaintenanceService::new(node.clone()));
         let lease = PbLeaseServer::new(KeyLeaseService::new(node.clone()));
+        let auth = crate::etcd_auth_proto::etcdserverpb::auth_server::AuthServer::new(
+            crate::api::auth::AuthService::new(node.clone()),
+        );
         let watch = PbWatchServer::new(WatchService::new(
-            shared.clone(),
+            node.clone(),
             config.watch_progress_interval,
         ));
         let stop = stopped(stop_rx.clone());
@@ -363,7 +366,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .add_service(maintenance)
                 .add_service(watch)
                 .add_service(lease)
-                .add_service(crate::api::auth::AuthUnimplemented);
+                .add_service(auth);
             serve(router, l, tls, stop).await.context("client server")
         });
     }

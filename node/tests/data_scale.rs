@@ -31,14 +31,11 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_txn_is_a_read_not_a_log_entry() {
-    let c = Cluster::start(BIN, 3, FAST);
-    let leader = c.wait_ready(Duration::from_secs(30));
+/// Waits until the members' own proposals are done: every member published its client URLs
+/// through the log, and the leader's one cluster-version entry (set once it has asked every
+/// member) applied. After it, only the test's requests reach the log.
+async fn settled(c: &Cluster, leader: usize) {
     let mut lc = client(&c.members[leader].client_url()).await;
-    lc.put("k", "v1", None).await.unwrap();
-    // Members publish their client URLs through the log once started: wait for all three, so
-    // the commit index moves only for this test's requests.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = lc.member_list().await.unwrap();
@@ -48,7 +45,6 @@ async fn a_read_only_txn_is_a_read_not_a_log_entry() {
         assert!(Instant::now() < deadline, "members never published");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Nor does the leader's one cluster-version entry (set once it has asked every member).
     let mut admin = metastore_node::admin_proto::admin_client::AdminClient::connect(
         c.members[leader].client_url(),
     )
@@ -69,6 +65,15 @@ async fn a_read_only_txn_is_a_read_not_a_log_entry() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_txn_is_a_read_not_a_log_entry() {
+    let c = Cluster::start(BIN, 3, FAST);
+    let leader = c.wait_ready(Duration::from_secs(30));
+    let mut lc = client(&c.members[leader].client_url()).await;
+    lc.put("k", "v1", None).await.unwrap();
+    settled(&c, leader).await;
     // Served on a follower too, after the read barrier.
     let follower = (leader + 1) % 3;
     let mut fc = client(&c.members[follower].client_url()).await;
@@ -230,6 +235,9 @@ async fn a_full_raft_queue_refuses_with_too_many_requests_and_the_member_keeps_s
         .collect();
     let c = Cluster::start(BIN, 1, &flags);
     c.wait_ready(Duration::from_secs(30));
+    // The member's own proposals are refused by a full queue too: let them finish first, so
+    // the metric counts the clients' refusals alone.
+    settled(&c, 0).await;
     let url = c.members[0].client_url();
     let mut tasks = Vec::new();
     for w in 0..64 {

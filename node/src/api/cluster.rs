@@ -11,6 +11,7 @@ use etcd_client::proto::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::api::credentials::OnBehalf;
 use crate::api::forward::{self, NO_LEADER_PAUSE};
 use crate::api::observe::observed;
 use crate::api::status::{membership_status, node_status};
@@ -56,6 +57,7 @@ impl ClusterService {
         change: MemberChange,
         method: &'static str,
         req: Req,
+        behalf: &OnBehalf,
         answer: impl FnOnce(Option<PbResponseHeader>, Vec<PbMember>) -> Resp,
     ) -> Result<Resp, Status>
     where
@@ -70,7 +72,7 @@ impl ClusterService {
                 Err(e) => return Err(node_status(&e)),
             }
             if let Some(url) = self.node.shared.leader_client_url() {
-                return forward::unary(&self.node.shared, &url, method, req).await;
+                return forward::unary(&self.node.shared, &url, method, req, behalf).await;
             }
             if Instant::now() + NO_LEADER_PAUSE >= deadline {
                 return Err(node_status(&NodeError::NoLeader));
@@ -97,7 +99,8 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
+        let behalf = OnBehalf::of(&self.node, &req);
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberAdd", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
@@ -123,6 +126,7 @@ impl PbClusterService for ClusterService {
                 MemberChange::Add(member.clone()),
                 "/etcdserverpb.Cluster/MemberAdd",
                 req,
+                &behalf,
                 |header, members| PbMemberAddResponse {
                     header,
                     member: Some(pb_member(&member)),
@@ -138,13 +142,15 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
+        let behalf = OnBehalf::of(&self.node, &req);
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberRemove", async {
             self.on_leader(
                 MemberChange::Remove(req.id),
                 "/etcdserverpb.Cluster/MemberRemove",
                 req,
+                &behalf,
                 |header, members| PbMemberRemoveResponse { header, members },
             )
             .await
@@ -156,7 +162,8 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
+        let behalf = OnBehalf::of(&self.node, &req);
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberUpdate", async {
             if !valid_peer_urls(&req.peer_ur_ls) {
@@ -170,6 +177,7 @@ impl PbClusterService for ClusterService {
                 change,
                 "/etcdserverpb.Cluster/MemberUpdate",
                 req,
+                &behalf,
                 |header, members| PbMemberUpdateResponse { header, members },
             )
             .await
@@ -181,6 +189,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberListRequest>,
     ) -> Result<Response<PbMemberListResponse>, Status> {
+        crate::api::credentials::require_user(&self.node, &req).await?;
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberList", async {
             if req.linearizable {
@@ -210,13 +219,15 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
+        let behalf = OnBehalf::of(&self.node, &req);
         let req = req.into_inner();
         observed(&self.node.shared.metrics, "MemberPromote", async {
             self.on_leader(
                 MemberChange::Promote(req.id),
                 "/etcdserverpb.Cluster/MemberPromote",
                 req,
+                &behalf,
                 |header, members| PbMemberPromoteResponse { header, members },
             )
             .await

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Status};
 
+use crate::api::credentials::OnBehalf;
 use crate::api::status::node_status;
 use crate::node::{NodeError, Shared};
 
@@ -50,6 +51,7 @@ pub async fn unary<Req, Resp>(
     url: &str,
     method: &'static str,
     req: Req,
+    on_behalf: &OnBehalf,
 ) -> Result<Resp, Status>
 where
     Req: prost::Message + Send + Sync + 'static,
@@ -66,10 +68,9 @@ where
     grpc.ready().await.map_err(|e| unreachable(url, &e))?;
     let path = PathAndQuery::from_static(method);
     let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    Ok(grpc
-        .unary(Request::new(req), path, codec)
-        .await?
-        .into_inner())
+    let mut req = Request::new(req);
+    on_behalf.apply(req.metadata_mut());
+    Ok(grpc.unary(req, path, codec).await?.into_inner())
 }
 
 /// An etcd client connected to the leader, for the streams that must be forwarded

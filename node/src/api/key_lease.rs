@@ -16,10 +16,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::credentials::caller_of;
 use crate::api::forward;
 use crate::api::observe::observed;
 use crate::api::quota::{Quota, LEASE_GRANT_BYTES};
 use crate::api::status::{node_status, propose_status, unexpected_response};
+use crate::auth::Caller;
 use crate::node::{LoopMsg, NodeError, NodeHandle};
 use crate::replicated::command::{Command, CommandResponse};
 
@@ -66,8 +68,13 @@ impl KeyLeaseService {
         }
     }
 
-    async fn propose(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        self.node.propose(cmd).await.map_err(|e| propose_status(&e))
+    /// Proposes a client's request, with its caller for the permission check at apply.
+    async fn propose(&self, caller: Caller, cmd: Command) -> Result<CommandResponse, Status> {
+        let cluster = self.node.shared.state.read().cluster_version();
+        self.node
+            .propose(cmd.from_caller(caller, cluster))
+            .await
+            .map_err(|e| propose_status(&e))
     }
 
     /// Renews `id` on the leader (here or forwarded); the granted TTL, 0 when it is gone.
@@ -124,8 +131,9 @@ impl PbLeaseService for KeyLeaseService {
         &self,
         req: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
-        let mut r = req.into_inner();
         observed(&self.node.shared.metrics, "LeaseGrant", async {
+            let caller = caller_of(&self.node, &req).await?;
+            let mut r = req.into_inner();
             if r.ttl > MAX_LEASE_TTL {
                 return Err(Status::out_of_range(ERR_LEASE_TTL_TOO_LARGE));
             }
@@ -134,7 +142,7 @@ impl PbLeaseService for KeyLeaseService {
             if r.id == 0 {
                 r.id = self.new_id();
             }
-            match self.propose(Command::LeaseGrant(r)).await? {
+            match self.propose(caller, Command::LeaseGrant(r)).await? {
                 CommandResponse::LeaseGrant(mut g) => {
                     g.header = Some(self.node.shared.header(None));
                     Ok(g)
@@ -149,9 +157,10 @@ impl PbLeaseService for KeyLeaseService {
         &self,
         req: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        let r = req.into_inner();
         observed(&self.node.shared.metrics, "LeaseRevoke", async {
-            match self.propose(Command::LeaseRevoke(r)).await? {
+            let caller = caller_of(&self.node, &req).await?;
+            let r = req.into_inner();
+            match self.propose(caller, Command::LeaseRevoke(r)).await? {
                 CommandResponse::LeaseRevoke(_) => Ok(PbLeaseRevokeResponse {
                     header: Some(self.node.shared.header(None)),
                 }),
@@ -234,6 +243,8 @@ impl PbLeaseService for KeyLeaseService {
                         &url,
                         "/etcdserverpb.Lease/LeaseTimeToLive",
                         r,
+                        // Lease TTLs need no permission (as etcd 3.5.1).
+                        &Default::default(),
                     )
                     .await?;
                     Ok(PbLeaseTimeToLiveResponse { header, ..t })

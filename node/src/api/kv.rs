@@ -10,11 +10,14 @@ use metastore_mvcc::MvccError;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::api::credentials::caller_of;
 use crate::api::observe::observed;
 use crate::api::quota::Quota;
 use crate::api::status::{
-    mvcc_status, node_status, propose_status, unexpected_response, ERR_REQUEST_TOO_LARGE,
+    auth_status, mvcc_status, node_status, propose_status, unexpected_response,
+    ERR_REQUEST_TOO_LARGE,
 };
+use crate::auth::Caller;
 use crate::node::NodeHandle;
 use crate::replicated::command::{Command, CommandResponse};
 use crate::replicated::state_machine::{txn_reads, TxnReads};
@@ -45,12 +48,18 @@ impl KvService {
         Ok(())
     }
 
-    async fn propose(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        self.node.propose(cmd).await.map_err(|e| propose_status(&e))
+    /// Proposes a client's request, with its caller for the permission check at apply.
+    async fn propose(&self, caller: Caller, cmd: Command) -> Result<CommandResponse, Status> {
+        let cluster = self.node.shared.state.read().cluster_version();
+        self.node
+            .propose(cmd.from_caller(caller, cluster))
+            .await
+            .map_err(|e| propose_status(&e))
     }
 
-    /// Serves a range: serializable ones locally, linearizable ones after the read barrier.
-    async fn do_range(&self, r: PbRangeRequest) -> Result<PbRangeResponse, Status> {
+    /// Serves a range: serializable ones locally, linearizable ones after the read barrier;
+    /// with auth on, checked against the auth state of the same moment.
+    async fn do_range(&self, caller: Caller, r: PbRangeRequest) -> Result<PbRangeResponse, Status> {
         if r.key.is_empty() {
             return Err(mvcc_status(&MvccError::EmptyKey));
         }
@@ -58,14 +67,14 @@ impl KvService {
             .read_barrier(r.serializable)
             .await
             .map_err(|e| node_status(&e))?;
-        let mut resp = self
-            .node
-            .shared
-            .state
-            .read()
-            .store
-            .range(&r)
-            .map_err(|e| mvcc_status(&e))?;
+        let mut resp = {
+            let state = self.node.shared.state.read();
+            state
+                .auth
+                .check_range(&caller, &r)
+                .map_err(|e| auth_status(&e))?;
+            state.store.range(&r).map_err(|e| mvcc_status(&e))?
+        };
         let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or_default();
         resp.header = self.header(rev);
         Ok(resp)
@@ -76,6 +85,7 @@ impl KvService {
     /// lock and never on the Raft thread.
     async fn read_only_txn(
         &self,
+        caller: Caller,
         r: PbTxnRequest,
         serializable: bool,
     ) -> Result<PbTxnResponse, Status> {
@@ -83,7 +93,16 @@ impl KvService {
             .read_barrier(serializable)
             .await
             .map_err(|e| node_status(&e))?;
-        let mut view = self.node.shared.state.read().store.clone();
+        let mut view = {
+            let state = self.node.shared.state.read();
+            // It puts nothing, so no lease's keys matter.
+            let no_lease_keys = |_| std::iter::empty::<&Vec<u8>>();
+            state
+                .auth
+                .check_txn(&caller, &r, &no_lease_keys)
+                .map_err(|e| auth_status(&e))?;
+            state.store.clone()
+        };
         let mut t = view.txn(&r).map_err(|e| mvcc_status(&e))?.response;
         t.header = self.header(revision_of(&t.header));
         Ok(t)
@@ -100,11 +119,10 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbRangeRequest>,
     ) -> Result<Response<PbRangeResponse>, Status> {
-        observed(
-            &self.node.shared.metrics,
-            "Range",
-            self.do_range(req.into_inner()),
-        )
+        observed(&self.node.shared.metrics, "Range", async {
+            let caller = caller_of(&self.node, &req).await?;
+            self.do_range(caller, req.into_inner()).await
+        })
         .await
     }
 
@@ -115,11 +133,10 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbRangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        let resp = observed(
-            &self.node.shared.metrics,
-            "RangeStream",
-            self.do_range(req.into_inner()),
-        )
+        let resp = observed(&self.node.shared.metrics, "RangeStream", async {
+            let caller = caller_of(&self.node, &req).await?;
+            self.do_range(caller, req.into_inner()).await
+        })
         .await?;
         let item = PbRangeStreamResponse {
             range_response: Some(resp.into_inner()),
@@ -128,8 +145,9 @@ impl PbKvService for KvService {
     }
 
     async fn put(&self, req: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
-        let r = req.into_inner();
         observed(&self.node.shared.metrics, "Put", async {
+            let caller = caller_of(&self.node, &req).await?;
+            let r = req.into_inner();
             if r.key.is_empty() {
                 return Err(mvcc_status(&MvccError::EmptyKey));
             }
@@ -142,7 +160,7 @@ impl PbKvService for KvService {
                 return Err(Status::invalid_argument("etcdserver: lease is provided"));
             }
             self.quota.admit(r.key.len() + r.value.len()).await?;
-            match self.propose(Command::Put(r)).await? {
+            match self.propose(caller, Command::Put(r)).await? {
                 CommandResponse::Put(mut p) => {
                     p.header = self.header(revision_of(&p.header));
                     Ok(p)
@@ -157,13 +175,14 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbDeleteRequest>,
     ) -> Result<Response<PbDeleteResponse>, Status> {
-        let r = req.into_inner();
         observed(&self.node.shared.metrics, "DeleteRange", async {
+            let caller = caller_of(&self.node, &req).await?;
+            let r = req.into_inner();
             if r.key.is_empty() {
                 return Err(mvcc_status(&MvccError::EmptyKey));
             }
             self.check_size(&r)?;
-            match self.propose(Command::DeleteRange(r)).await? {
+            match self.propose(caller, Command::DeleteRange(r)).await? {
                 CommandResponse::DeleteRange(mut d) => {
                     d.header = self.header(revision_of(&d.header));
                     Ok(d)
@@ -175,20 +194,23 @@ impl PbKvService for KvService {
     }
 
     async fn txn(&self, req: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
-        let r = req.into_inner();
         observed(&self.node.shared.metrics, "Txn", async {
+            let caller = caller_of(&self.node, &req).await?;
+            let r = req.into_inner();
             metastore_mvcc::validate_txn(&r, self.node.shared.config.max_txn_ops)
                 .map_err(|e| mvcc_status(&e))?;
             self.check_size(&r)?;
             let reads = txn_reads(&r);
             if reads != TxnReads::Writes {
                 // Like etcd: a txn that writes nothing is a read, not a log entry.
-                return self.read_only_txn(r, reads == TxnReads::Serializable).await;
+                return self
+                    .read_only_txn(caller, r, reads == TxnReads::Serializable)
+                    .await;
             }
             if crate::replicated::state_machine::txn_has_put(&r) {
                 self.quota.admit(r.encoded_len()).await?;
             }
-            match self.propose(Command::Txn(r)).await? {
+            match self.propose(caller, Command::Txn(r)).await? {
                 CommandResponse::Txn(mut t) => {
                     t.header = self.header(revision_of(&t.header));
                     Ok(t)
@@ -203,9 +225,10 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbCompactionRequest>,
     ) -> Result<Response<PbCompactionResponse>, Status> {
-        let r = req.into_inner();
         observed(&self.node.shared.metrics, "Compact", async {
-            match self.propose(Command::Compact(r)).await? {
+            let caller = caller_of(&self.node, &req).await?;
+            let r = req.into_inner();
+            match self.propose(caller, Command::Compact(r)).await? {
                 CommandResponse::Compact(mut c) => {
                     c.header = self.header(revision_of(&c.header));
                     Ok(c)

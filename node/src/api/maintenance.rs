@@ -103,9 +103,14 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
-        if req.get_ref().action != 0 {
+        // Raising or clearing an alarm is an admin's (the certificate policy here, auth's
+        // root role when applied); listing them, any user's.
+        let caller = if req.get_ref().action != 0 {
             crate::api::admin_access::require_admin(&self.node.shared, &req)?;
-        }
+            crate::api::credentials::caller_of(&self.node, &req).await?
+        } else {
+            crate::api::credentials::require_user(&self.node, &req).await?
+        };
         let r = req.into_inner();
         observed(&self.node.shared.metrics, "Alarm", async {
             if r.action == 0 {
@@ -136,7 +141,12 @@ impl PbMaintenanceService for MaintenanceService {
                     alarms,
                 });
             }
-            match self.node.propose(Command::Alarm(r)).await {
+            let cluster = self.node.shared.state.read().cluster_version();
+            match self
+                .node
+                .propose(Command::Alarm(r).from_caller(caller, cluster))
+                .await
+            {
                 Ok(CommandResponse::Alarm(mut a)) => {
                     a.header = self.header();
                     Ok(a)
@@ -150,8 +160,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<PbStatusRequest>,
+        req: Request<PbStatusRequest>,
     ) -> Result<Response<PbStatusResponse>, Status> {
+        crate::api::credentials::require_user(&self.node, &req).await?;
         let sh = &self.node.shared;
         let me = sh.member_id();
         let status = sh.status.read().clone();
@@ -190,7 +201,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let r = Ok(PbDefragmentResponse {
             header: self.header(),
         });
@@ -198,7 +209,7 @@ impl PbMaintenanceService for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let (hash, _, _) = self.hash_kv_now(0).await;
         let r = hash.map(|hash| PbHashResponse {
             header: self.header(),
@@ -211,7 +222,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let (hash, compacted, revision) = self.hash_kv_now(req.into_inner().revision).await;
         let r = hash.map(|hash| PbHashKvResponse {
             header: self.header(),
@@ -228,7 +239,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         // A view of the state now (O(1)), measured (the framing starts with its length) and then
         // serialized into the stream on a blocking thread.
         let view = self.node.shared.state.read().clone();
@@ -270,7 +281,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let target = req.into_inner().target_id;
         observed(&self.node.shared.metrics, "MoveLeader", async {
             self.node
@@ -302,7 +313,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbDowngradeRequest>,
     ) -> Result<Response<PbDowngradeResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         Err(unimplemented("Downgrade"))
     }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_access;
 pub mod auth;
 pub mod cluster;
+pub mod credentials;
 pub mod forward;
 pub mod key_lease;
 pub mod kv;

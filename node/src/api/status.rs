@@ -4,7 +4,9 @@
 use metastore_mvcc::MvccError;
 use tonic::Status;
 
+use crate::auth::AuthError;
 use crate::node::{NodeError, ProposeError};
+use crate::replicated::command::ApplyError;
 use crate::replicated::membership::MembershipError;
 
 /// etcd's message for a request over `--max-request-bytes`.
@@ -50,11 +52,37 @@ pub fn membership_status(e: &MembershipError) -> Status {
     }
 }
 
+/// An auth failure, with the code etcd's clients branch on (a token refused is
+/// `Unauthenticated`, which makes them authenticate again).
+pub fn auth_status(e: &AuthError) -> Status {
+    let msg = e.to_string();
+    match e {
+        AuthError::PermissionDenied => Status::permission_denied(msg),
+        AuthError::InvalidAuthToken => Status::unauthenticated(msg),
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::PermissionNotGiven
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Status::invalid_argument(msg),
+        AuthError::NoPasswordUser => Status::unknown(msg),
+        _ => Status::failed_precondition(msg),
+    }
+}
+
+/// A command the state machine rejected.
+pub fn apply_status(e: &ApplyError) -> Status {
+    match e {
+        ApplyError::Mvcc(m) => mvcc_status(m),
+        ApplyError::Auth(a) => auth_status(a),
+    }
+}
+
 /// A proposal that failed in Raft or when applied.
 pub fn propose_status(e: &ProposeError) -> Status {
     match e {
         ProposeError::Node(n) => node_status(n),
-        ProposeError::Apply(m) => mvcc_status(m),
+        ProposeError::Apply(m) => apply_status(m),
     }
 }
 

@@ -19,7 +19,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::{Shared, WatchBatch};
+use crate::api::credentials::OnBehalf;
+use crate::api::status::auth_status;
+use crate::node::{NodeHandle, Shared, WatchBatch};
 
 /// etcd's `WatchCreateRequest.FilterType`: drop put events.
 const FILTER_NOPUT: i32 = 0;
@@ -91,15 +93,17 @@ impl Watcher {
 
 /// The Watch service of one member.
 pub struct WatchService {
+    node: NodeHandle,
     shared: Arc<Shared>,
     progress_interval: Duration,
 }
 
 impl WatchService {
-    /// Serves watches from `shared`; `progress_interval` paces progress notifications.
-    pub fn new(shared: Arc<Shared>, progress_interval: Duration) -> Self {
+    /// Serves watches from `node`; `progress_interval` paces progress notifications.
+    pub fn new(node: NodeHandle, progress_interval: Duration) -> Self {
         WatchService {
-            shared,
+            shared: node.shared.clone(),
+            node,
             progress_interval,
         }
     }
@@ -117,6 +121,8 @@ impl PbWatchService for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel::<Queued>(STREAM_QUEUE);
         let stream = StreamTask {
+            behalf: OnBehalf::of(&self.node, &req),
+            node: self.node.clone(),
             shared: self.shared.clone(),
             batches: self.shared.watch.subscribe(),
             watchers: BTreeMap::new(),
@@ -133,6 +139,9 @@ impl PbWatchService for WatchService {
 }
 
 struct StreamTask {
+    node: NodeHandle,
+    /// The stream's credentials, checked against the auth state at each create.
+    behalf: OnBehalf,
     shared: Arc<Shared>,
     batches: broadcast::Receiver<Arc<WatchBatch>>,
     watchers: BTreeMap<i64, Watcher>,
@@ -150,6 +159,23 @@ impl StreamTask {
 
     fn current_revision(&self) -> i64 {
         self.shared.state.read().store.current_revision()
+    }
+
+    /// With auth on, whether the stream's caller may read what a watcher on `key`..`range_end`
+    /// would see (checked once, at its creation, as etcd); the reason when not, as etcd words it.
+    async fn permitted(&self, key: &[u8], range_end: &[u8]) -> Result<(), String> {
+        if !self.shared.state.read().auth.enabled {
+            return Ok(());
+        }
+        let refused =
+            |s: Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
+        let caller = self.behalf.caller(&self.node).await.map_err(refused)?;
+        self.shared
+            .state
+            .read()
+            .auth
+            .check(&caller, key, range_end, crate::auth::state::PermKind::Read)
+            .map_err(|e| refused(auth_status(&e)))
     }
 
     /// Answers a create that is refused: created and canceled at once, with the reason.
@@ -215,6 +241,10 @@ impl StreamTask {
                 } else if self.watchers.contains_key(&id) {
                     let reason = "mvcc: duplicate watch ID provided on the WatchStream";
                     return self.refuse_create(id, current, reason.into()).await;
+                }
+                if let Err(reason) = self.permitted(&c.key, &c.range_end).await {
+                    // etcd 3.5.6 on: no watcher was made, so no id is given.
+                    return self.refuse_create(-1, current, reason).await;
                 }
                 let limit = self.shared.config.max_watchers_per_stream;
                 if self.watchers.len() >= limit {

@@ -15,6 +15,8 @@ use etcd_client::proto::{
 use metastore_mvcc::MvccError;
 use prost::Message;
 
+use crate::auth::state::AuthApplied;
+use crate::auth::{AuthChange, AuthError, Caller};
 use crate::replicated::member::Member;
 use crate::replicated::membership::MemberChange;
 use crate::replicated::version::{member_version, Version, FIRST};
@@ -28,15 +30,22 @@ const TAG_LEASE_GRANT: u8 = 6;
 const TAG_LEASE_REVOKE: u8 = 7;
 const TAG_ALARM: u8 = 8;
 const TAG_CLUSTER_VERSION: u8 = 9;
+const TAG_AUTH: u8 = 10;
+const TAG_AS_CALLER: u8 = 11;
 
 /// The version that introduced the cluster-version entry.
 pub const CLUSTER_VERSION_SINCE: Version = Version::new(0, 2, 0);
+
+/// The version that introduced the auth entries (auth changes, and client requests carrying
+/// who made them).
+pub const AUTH_SINCE: Version = Version::new(0, 2, 0);
 
 /// The version that introduced the entry kind `tag`, or None for a tag no version has used.
 fn introduced(tag: u8) -> Option<Version> {
     match tag {
         TAG_PUT..=TAG_ALARM => Some(FIRST),
         TAG_CLUSTER_VERSION => Some(CLUSTER_VERSION_SINCE),
+        TAG_AUTH | TAG_AS_CALLER => Some(AUTH_SINCE),
         _ => None,
     }
 }
@@ -63,6 +72,21 @@ pub enum Command {
     Alarm(PbAlarmRequest),
     /// The cluster version the leader decided (the lowest every member runs).
     ClusterVersion(Version),
+    /// A change of users, roles or permissions, checked against `caller` when applied.
+    Auth {
+        /// Who asked.
+        caller: Caller,
+        /// The change.
+        change: AuthChange,
+    },
+    /// A client's key-space request with who made it: with auth enabled when it applies, the
+    /// caller's permissions are checked then (commands without one are the members' own).
+    AsCaller {
+        /// Who asked.
+        caller: Caller,
+        /// The request (never another `AsCaller` or `Auth`).
+        inner: Box<Command>,
+    },
 }
 
 /// The data of an entry could not be understood.
@@ -100,6 +124,19 @@ impl Command {
                 TAG_CLUSTER_VERSION,
                 bincode::serialize(v).unwrap_or_default(),
             ),
+            Command::Auth { caller, change } => (
+                TAG_AUTH,
+                bincode::serialize(&(caller, change)).unwrap_or_default(),
+            ),
+            Command::AsCaller { caller, inner } => {
+                // The caller length-prefixed, then the request as its own entry would hold it.
+                let head = bincode::serialize(caller).unwrap_or_default();
+                let mut body = Vec::with_capacity(4 + head.len() + 64);
+                body.extend_from_slice(&(head.len() as u32).to_le_bytes());
+                body.extend_from_slice(&head);
+                body.extend_from_slice(&inner.encode());
+                (TAG_AS_CALLER, body)
+            }
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -111,7 +148,29 @@ impl Command {
     pub fn introduced(&self) -> Version {
         match self {
             Command::ClusterVersion(_) => CLUSTER_VERSION_SINCE,
+            Command::Auth { .. } | Command::AsCaller { .. } => AUTH_SINCE,
             _ => FIRST,
+        }
+    }
+
+    /// The request itself, without the caller a client's request carries.
+    pub fn request(&self) -> &Command {
+        match self {
+            Command::AsCaller { inner, .. } => inner,
+            other => other,
+        }
+    }
+
+    /// `self` as a client's request made by `caller`, where the cluster can read that
+    /// (else as it is: before auth entries exist, there is no auth to check).
+    pub fn from_caller(self, caller: Caller, cluster: Version) -> Command {
+        if cluster >= AUTH_SINCE {
+            Command::AsCaller {
+                caller,
+                inner: Box::new(self),
+            }
+        } else {
+            self
         }
     }
 
@@ -153,6 +212,31 @@ impl Command {
             TAG_LEASE_REVOKE => {
                 Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body).map_err(err)?)
             }
+            TAG_AUTH => {
+                let (caller, change) = bincode::deserialize(body)
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                Command::Auth { caller, change }
+            }
+            TAG_AS_CALLER => {
+                let short = || DecodeError::Malformed("caller header cut short".into());
+                let (len, rest) = body.split_first_chunk::<4>().ok_or_else(short)?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if rest.len() < len {
+                    return Err(short());
+                }
+                let (head, inner) = rest.split_at(len);
+                let caller = bincode::deserialize(head)
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                // Checked before decoding, so no entry can nest headers to any depth.
+                if matches!(inner.first(), Some(&(TAG_AS_CALLER | TAG_AUTH))) {
+                    return Err(DecodeError::Malformed("nested caller header".into()));
+                }
+                let inner = Self::decode_as(inner, member)?;
+                Command::AsCaller {
+                    caller,
+                    inner: Box::new(inner),
+                }
+            }
             t => return Err(DecodeError::Malformed(format!("unknown tag {t}"))),
         })
     }
@@ -179,10 +263,31 @@ pub enum CommandResponse {
     Alarm(PbAlarmResponse),
     /// The cluster version after a ClusterVersion entry.
     ClusterVersion(Version),
+    /// An auth change applied.
+    Auth {
+        /// The auth revision after it.
+        revision: u64,
+        /// What it means for tokens.
+        effect: AuthApplied,
+        /// The simple token an Authenticate issued (set by the Raft loop, which knows the
+        /// entry's index).
+        token: Option<String>,
+    },
+}
+
+/// Why an applied command was rejected (the same on every member).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApplyError {
+    /// By the key space.
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    /// By auth: the caller may not, or the change breaks auth's rules.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// What applying a command produced: a response or a deterministic error (the same on every member).
-pub type ApplyResult = Result<CommandResponse, MvccError>;
+pub type ApplyResult = Result<CommandResponse, ApplyError>;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use metastore_mvcc::{Store, ValuesIn};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthError, AuthState, Caller};
 use crate::replicated::command::{ApplyResult, Command, CommandResponse};
 use crate::replicated::member::Member;
 use crate::replicated::membership::MemberChange;
@@ -114,6 +115,8 @@ pub struct StateMachine {
     /// The cluster version set through Raft (None until the first `ClusterVersion` entry: the
     /// first release's clusters had none).
     pub cluster_version: Option<Version>,
+    /// Users, roles and permissions, and whether requests are checked.
+    pub auth: AuthState,
 }
 
 /// The proposals applied from one member: the last sequence number, and which of the 64 below
@@ -156,6 +159,7 @@ struct SnapshotTailRef<'a> {
     alarms: &'a BTreeSet<(u64, i32)>,
     proposers: &'a BTreeMap<u64, ProposalWindow>,
     cluster_version: Option<Version>,
+    auth: &'a AuthState,
 }
 
 /// [`SnapshotTailRef`] read back, without the proposal windows.
@@ -210,6 +214,7 @@ impl StateMachine {
             alarms: BTreeSet::new(),
             proposers: BTreeMap::new(),
             cluster_version: None,
+            auth: AuthState::default(),
         }
     }
 
@@ -230,11 +235,23 @@ impl StateMachine {
     /// Applies one command.
     pub fn apply(&mut self, cmd: Command) -> ApplyResult {
         Ok(match cmd {
+            Command::AsCaller { caller, inner } => {
+                self.permit(&caller, &inner)?;
+                return self.apply(*inner);
+            }
+            Command::Auth { caller, change } => {
+                let effect = self.auth.apply(&caller, &change)?;
+                CommandResponse::Auth {
+                    revision: self.auth.revision,
+                    effect,
+                    token: None,
+                }
+            }
             Command::Put(_) | Command::LeaseGrant(_) if self.no_space() => {
-                return Err(MvccError::NoSpace)
+                return Err(MvccError::NoSpace.into())
             }
             Command::Txn(r) if self.no_space() && txn_has_put(&r) => {
-                return Err(MvccError::NoSpace)
+                return Err(MvccError::NoSpace.into())
             }
             Command::Alarm(r) => {
                 // As etcd: the response names the alarm activated or deactivated.
@@ -260,7 +277,7 @@ impl StateMachine {
             }
             Command::Put(r) => {
                 if r.lease != 0 && !self.leases.contains_key(&r.lease) {
-                    return Err(MvccError::LeaseNotFound);
+                    return Err(MvccError::LeaseNotFound.into());
                 }
                 let a = self.store.put(&r)?;
                 self.record(a.events);
@@ -275,7 +292,7 @@ impl StateMachine {
                 let mut ids = Vec::new();
                 txn_leases(&r, &mut ids);
                 if ids.iter().any(|id| !self.leases.contains_key(id)) {
-                    return Err(MvccError::LeaseNotFound);
+                    return Err(MvccError::LeaseNotFound.into());
                 }
                 let a = self.store.txn(&r)?;
                 self.record(a.events);
@@ -283,7 +300,7 @@ impl StateMachine {
             }
             Command::LeaseGrant(r) => {
                 if self.leases.contains_key(&r.id) {
-                    return Err(MvccError::LeaseExists);
+                    return Err(MvccError::LeaseExists.into());
                 }
                 self.leases.insert(
                     r.id,
@@ -343,6 +360,35 @@ impl StateMachine {
                 CommandResponse::ClusterVersion(v)
             }
         })
+    }
+
+    /// With auth enabled, whether `caller` may make the client request `cmd` (as etcd's
+    /// `authApplierV3`): checked where the request enters the log, against the auth state of
+    /// that point, the same on every member.
+    fn permit(&self, caller: &Caller, cmd: &Command) -> Result<(), AuthError> {
+        let auth = &self.auth;
+        if !auth.enabled {
+            return Ok(());
+        }
+        let lease_keys = |id: i64| {
+            self.leases
+                .get(&id)
+                .map(|l| l.keys.iter())
+                .into_iter()
+                .flatten()
+        };
+        match cmd {
+            Command::Put(r) => auth.check_put(caller, r, lease_keys),
+            Command::DeleteRange(r) => auth.check_delete(caller, r),
+            Command::Txn(t) => auth.check_txn(caller, t, &lease_keys),
+            Command::LeaseRevoke(r) => {
+                auth.check_user(caller)?;
+                auth.check_lease_revoke(caller, lease_keys(r.id))
+            }
+            Command::LeaseGrant(_) => auth.check_user(caller),
+            // Compaction, alarms and the rest are an admin's (etcd 3.5.28 on).
+            _ => auth.check_admin(caller),
+        }
     }
 
     /// The version the cluster runs: what every member supports ([`FIRST`] until one was set).
@@ -464,6 +510,7 @@ impl StateMachine {
             alarms: &self.alarms,
             proposers: &self.proposers,
             cluster_version: self.cluster_version,
+            auth: &self.auth,
         }
     }
 
@@ -505,6 +552,7 @@ impl StateMachine {
         // proposal windows.
         let proposers = optional_field(&mut r, rest - store_len)?.unwrap_or_default();
         let cluster_version = optional_field(&mut r, rest - store_len)?.flatten();
+        let auth = optional_field(&mut r, rest - store_len)?.unwrap_or_default();
         Ok(StateMachine {
             store,
             cluster_id: tail.cluster_id,
@@ -515,6 +563,7 @@ impl StateMachine {
             alarms: tail.alarms,
             proposers,
             cluster_version,
+            auth,
         })
     }
 

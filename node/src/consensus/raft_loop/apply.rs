@@ -9,10 +9,11 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 use raft::StateRole;
 
 use super::{LoopError, RaftLoop};
+use crate::auth::AuthChange;
 use crate::consensus::log::PersistBatch;
 use crate::node::{NodeError, WatchBatch};
 use crate::raft_context::ProposalContext;
-use crate::replicated::command::{Command, CommandResponse, DecodeError};
+use crate::replicated::command::{ApplyError, Command, CommandResponse, DecodeError};
 use crate::replicated::member::peer_urls;
 use crate::replicated::membership::{MemberChange, MembershipError};
 use crate::replicated::state_machine::{ProposalAdmission, StateMachine};
@@ -120,14 +121,29 @@ impl RaftLoop {
         };
         let sets_version = matches!(cmd, Command::ClusterVersion(_));
         out.peers_changed |= matches!(cmd, Command::Member(_));
-        let key_lease_op = match &cmd {
+        let key_lease_op = match cmd.request() {
             Command::LeaseGrant(r) => Some((r.id, Some(r.ttl))),
             Command::LeaseRevoke(r) => Some((r.id, None)),
             _ => None,
         };
-        let result = sm.apply(cmd);
-        if let Err(e @ MvccError::Storage(_)) = &result {
+        let token_prefix = match &cmd {
+            Command::Auth {
+                change: AuthChange::Authenticate { prefix, .. },
+                ..
+            } => Some(prefix.clone()),
+            _ => None,
+        };
+        let mut result = sm.apply(cmd);
+        if let Err(ApplyError::Mvcc(e @ MvccError::Storage(_))) = &result {
             return Err(LoopError::Values(e.clone()));
+        }
+        if let Ok(CommandResponse::Auth { effect, token, .. }) = &mut result {
+            *token = self
+                .shared
+                .config
+                .auth
+                .tokens
+                .applied(effect, token_prefix, e.index);
         }
         if sets_version {
             tracing::info!(version = %sm.cluster_version(), "cluster version set");
