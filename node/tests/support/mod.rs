@@ -3,3 +3,5 @@
 
 /// Path of the `metastore-node` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_metastore-node");
+
+pub mod etcd;
