@@ -12,6 +12,9 @@ use crate::replicated::version::{member_version, next_cluster_version, Version};
 
 /// How often the leader looks.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often while the cluster version is below this member's (a new cluster, an upgrade):
+/// requests that need the newer version wait for it.
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(300);
 /// How long one member has to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -24,9 +27,15 @@ pub async fn monitor(
 ) {
     tokio::pin!(stop);
     loop {
+        let behind = node.shared.state.read().cluster_version() < member_version();
+        let pause = if behind {
+            CATCH_UP_INTERVAL
+        } else {
+            CHECK_INTERVAL
+        };
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         if let Some(next) = decide(&node, &dialing).await {
             match node.propose(Command::ClusterVersion(next)).await {
