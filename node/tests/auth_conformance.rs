@@ -272,3 +272,62 @@ async fn get(channel: &tonic::transport::Channel, token: &str) -> String {
         Err(s) => format!("{:?} {}", s.code(), s.message()),
     }
 }
+
+/// With auth on, the Python `etcd3` client: the whole session of `tests/python/etcd3_session.py`
+/// as root, then `etcd3_denied.py` as a user who may only read `a`; both print the same
+/// against etcd 3.5.1 and MetaStore.
+#[test]
+fn python_etcd3_with_auth_matches_real_etcd() {
+    let python = std::env::var("METASTORE_PY")
+        .expect("METASTORE_PY names a Python with etcd3: run through `make test`");
+    let dir = format!(
+        "{}/../tests/python",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    );
+    let net = loopback_net();
+    let etcd = start_etcd_with(&format!("{net}.200"), &[]);
+    let ms = Cluster::start(BIN, 1, &[]);
+    ms.wait_ready(Duration::from_secs(30));
+    let run = |ep: &str, ip: &str| {
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "bob:bobpw"],
+            &["role", "add", "r"],
+            &["role", "grant-permission", "r", "read", "a"],
+            &["user", "grant-role", "bob", "r"],
+            &["auth", "enable"],
+        ] {
+            let (ok, text) = etcdctl_io(ep, args, &[], None);
+            assert!(ok, "{args:?} on {ep}: {text}");
+        }
+        let mut out = String::new();
+        for (script, user, pw) in [
+            ("etcd3_session.py", "root", "rootpw"),
+            ("etcd3_denied.py", "bob", "bobpw"),
+        ] {
+            let o = std::process::Command::new(&python)
+                .args([&format!("{dir}/{script}"), ip, "2379", user, pw])
+                .output()
+                .expect("python");
+            assert!(
+                o.status.success(),
+                "{script} failed against {ip}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        out
+    };
+    let want = run(&etcd.endpoint, &format!("{net}.200"));
+    let got = run(&ms.members[0].client_url(), &ms.members[0].ip);
+    assert!(want.contains("PERMISSION_DENIED"), "{want}");
+    let diffs: Vec<String> = want
+        .lines()
+        .zip(got.lines())
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("- etcd:      {w}\n+ metastore: {g}"))
+        .collect();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    assert_eq!(want.lines().count(), got.lines().count());
+}

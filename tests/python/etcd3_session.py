@@ -1,7 +1,7 @@
 """One scripted session with the Python `etcd3` client; prints one normalized line per step.
 
 Run against a real etcd and against MetaStore; node/tests/etcd_conformance.rs compares the two.
-Usage: etcd3_session.py HOST PORT
+Usage: etcd3_session.py HOST PORT [USER PASSWORD]   (with auth on, as that user)
 """
 import sys
 import threading
@@ -9,7 +9,12 @@ import threading
 import etcd3
 
 host, port = sys.argv[1], int(sys.argv[2])
-c = etcd3.client(host=host, port=port, timeout=10)
+user, password = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else (None, None)
+c = etcd3.client(host=host, port=port, timeout=10, user=user, password=password)
+# gRPC Python sends call credentials over TLS only; on this plain channel the token goes in the
+# metadata python-etcd3 also attaches (the same for etcd and MetaStore).
+c.call_credentials = None
+c.watcher._credentials = None
 out = []
 
 
