@@ -26,30 +26,71 @@ fn session(ep: &str) -> Vec<String> {
     step("add role root", &["role", "add", "root"], None);
     step("grant root", &["user", "grant-role", "root", "root"], None);
     step("add bob", &["user", "add", "bob:bobpw"], None);
-    step("add carol", &["user", "add", "carol", "--no-password"], None);
+    step(
+        "add carol",
+        &["user", "add", "carol", "--no-password"],
+        None,
+    );
     step("add bob twice", &["user", "add", "bob:x"], None);
     step("add reader", &["role", "add", "reader"], None);
     for (label, args) in [
-        ("read foo", &["role", "grant-permission", "reader", "read", "foo"][..]),
+        (
+            "read foo",
+            &["role", "grant-permission", "reader", "read", "foo"][..],
+        ),
         (
             "readwrite app/",
-            &["role", "grant-permission", "reader", "--prefix=true", "readwrite", "app/"],
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "--prefix=true",
+                "readwrite",
+                "app/",
+            ],
         ),
-        ("write w", &["role", "grant-permission", "reader", "write", "w"]),
+        (
+            "write w",
+            &["role", "grant-permission", "reader", "write", "w"],
+        ),
         (
             "read from z",
-            &["role", "grant-permission", "reader", "--from-key", "read", "z"],
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "--from-key",
+                "read",
+                "z",
+            ],
         ),
-        ("range a-c", &["role", "grant-permission", "reader", "read", "a", "c"]),
-        ("bad kind", &["role", "grant-permission", "reader", "exec", "q"]),
-        ("no role", &["role", "grant-permission", "nobody", "read", "q"]),
+        (
+            "range a-c",
+            &["role", "grant-permission", "reader", "read", "a", "c"],
+        ),
+        (
+            "bad kind",
+            &["role", "grant-permission", "reader", "exec", "q"],
+        ),
+        (
+            "no role",
+            &["role", "grant-permission", "nobody", "read", "q"],
+        ),
     ] {
         step(label, args, None);
     }
     step("role get reader", &["role", "get", "reader"], None);
     step("grant bob", &["user", "grant-role", "bob", "reader"], None);
-    step("grant bob again", &["user", "grant-role", "bob", "reader"], None);
-    step("grant missing role", &["user", "grant-role", "bob", "nope"], None);
+    step(
+        "grant bob again",
+        &["user", "grant-role", "bob", "reader"],
+        None,
+    );
+    step(
+        "grant missing role",
+        &["user", "grant-role", "bob", "nope"],
+        None,
+    );
     step("user get bob", &["user", "get", "bob"], None);
     step("user get detail", &["user", "get", "bob", "--detail"], None);
     step("user list", &["user", "list"], None);
@@ -82,7 +123,10 @@ fn session(ep: &str) -> Vec<String> {
         ("del app/x", &[BOB, "del", "app/x"]),
         ("del foo", &[BOB, "del", "foo"]),
         ("del w prev", &[BOB, "del", "w", "--prev-kv"]),
-        ("root gets all", &[ROOT, "get", "", "--prefix", "--keys-only"]),
+        (
+            "root gets all",
+            &[ROOT, "get", "", "--prefix", "--keys-only"],
+        ),
     ] {
         step(label, args, None);
     }
@@ -176,7 +220,10 @@ fn etcdctl_auth_session_matches_real_etcd() {
     ms.wait_ready(Duration::from_secs(30));
     let mut want = session(&etcd.endpoint);
     let mut got = session(&ms.members[0].client_url());
-    assert!(want.iter().any(|s| s.contains("permission denied")), "{want:?}");
+    assert!(
+        want.iter().any(|s| s.contains("permission denied")),
+        "{want:?}"
+    );
     // The one chosen difference: a watch without credentials is canceled saying why, as etcd
     // 3.5.6 and later do; 3.5.1 says "permission denied" for every refused watch.
     let at = want
@@ -232,8 +279,9 @@ async fn token_life(ep: &str) -> Vec<String> {
         .connect()
         .await
         .unwrap();
-    let mut auth =
-        metastore_node::etcd_auth_proto::etcdserverpb::auth_client::AuthClient::new(channel.clone());
+    let mut auth = metastore_node::etcd_auth_proto::etcdserverpb::auth_client::AuthClient::new(
+        channel.clone(),
+    );
     let token = auth
         .authenticate(
             metastore_node::etcd_auth_proto::etcdserverpb::AuthenticateRequest {

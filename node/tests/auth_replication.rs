@@ -48,7 +48,12 @@ const EXPECTED: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_enabled_through_one_member_holds_on_every_member_after_snapshot_and_restart() {
     let mut flags: Vec<&str> = FAST.to_vec();
-    flags.extend(["--snapshot-count", "300", "--snapshot-catchup-entries", "50"]);
+    flags.extend([
+        "--snapshot-count",
+        "300",
+        "--snapshot-catchup-entries",
+        "50",
+    ]);
     let mut c = Cluster::start(BIN, 3, &flags);
     let first = c.wait_ready(READY);
     // Auth entries are written once every member runs a version that reads them.
@@ -67,7 +72,10 @@ async fn auth_enabled_through_one_member_holds_on_every_member_after_snapshot_an
         if v.cluster_version == v.member_version {
             break;
         }
-        assert!(Instant::now() < deadline, "cluster version never set: {v:?}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster version never set: {v:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // One member misses everything below and must catch up from a snapshot.
@@ -102,7 +110,11 @@ async fn auth_enabled_through_one_member_holds_on_every_member_after_snapshot_an
         root.put(format!("fill/{i:05}"), "v", None).await.unwrap();
     }
     for i in [leader, other] {
-        assert_eq!(enforced(&c.members[i].client_url()).await, EXPECTED, "member {i}");
+        assert_eq!(
+            enforced(&c.members[i].client_url()).await,
+            EXPECTED,
+            "member {i}"
+        );
     }
 
     c.members[lagger].start();
@@ -112,7 +124,10 @@ async fn auth_enabled_through_one_member_holds_on_every_member_after_snapshot_an
         if installed.unwrap_or(0.0) >= 1.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the lagging member never installed a snapshot");
+        assert!(
+            Instant::now() < deadline,
+            "the lagging member never installed a snapshot"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.wait_ready(READY);

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use metastore_testkit::certs::Ca;
 use metastore_testkit::{loopback_net, Cluster};
-use support::etcd::{etcdctl, etcdctl_env, mask_ids, normalize_json, start_etcd, start_etcd_as, start_etcd_with};
+use support::etcd::{
+    etcdctl, etcdctl_env, mask_ids, normalize_json, start_etcd, start_etcd_as, start_etcd_with,
+};
 use support::BIN;
 
 /// Runs the session against `ep`; returns one normalized line per step.

@@ -207,7 +207,8 @@ async fn to_bucket(
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
-    let tls = tls_secrets::ensure(ms, &ctx.client).await?;
+    let mut tls = tls_secrets::ensure(ms, &ctx.client).await?;
+    tls.dial.credentials = crate::auth_secret::ensure(ms, &ctx.client).await?;
     running(
         api,
         b,

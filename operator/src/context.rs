@@ -21,6 +21,9 @@ pub enum Error {
     /// TLS material is missing or cannot be made.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The root credentials of `spec.auth` are missing or unusable.
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 impl Error {
@@ -30,6 +33,7 @@ impl Error {
             Error::Kube(_) => "kube_api",
             Error::NoNamespace(_) => "no_namespace",
             Error::Tls(_) => "tls",
+            Error::Auth(_) => "auth",
         }
     }
 }

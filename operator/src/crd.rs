@@ -114,6 +114,27 @@ pub struct MetaStoreSpec {
     /// How a new cluster starts (default: empty). Read only until the cluster exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapSpec>,
+    /// etcd authentication (default: off). Once on, clients need a user (`etcdctl --user`, a
+    /// token) with permissions, and the operator makes its membership and backup calls as
+    /// `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// etcd authentication of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Authentication on (default true). `false` turns it off on the cluster; users, roles
+    /// and permissions stay for the next time.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Secret with the `root` user's password under the key `password` (default: `<name>-root`,
+    /// made by the operator with a random password). The operator creates `root` with it when
+    /// enabling auth; change the password in the cluster and in the Secret together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub root_secret: Option<String>,
 }
 
 /// How a new cluster starts.

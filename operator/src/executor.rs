@@ -30,6 +30,9 @@ pub enum ExecError {
     /// A call took too long.
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// The cluster refused the root credentials (`spec.auth`).
+    #[error("authenticating as root: {0}")]
+    Auth(String),
 }
 
 /// One member as observed.
@@ -101,11 +104,13 @@ async fn timed<T>(
 }
 
 /// How the operator reaches a cluster's members: plain http, or TLS trusting the cluster's CA
-/// and presenting the operator's client certificate (PEM).
+/// and presenting the operator's client certificate (PEM); as root when the cluster has auth.
 #[derive(Clone, Default)]
 pub struct Dial {
     /// `(CA bundle, certificate, key)` under client TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// `(user, password)` of root, for a cluster with `spec.auth`.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Dial {
@@ -118,8 +123,9 @@ impl Dial {
         )
     }
 
-    /// An admin-API client of the member at `url`.
-    async fn admin(&self, url: &str) -> Result<AdminClient<tonic::transport::Channel>, ExecError> {
+    /// An admin-API client of the member at `url` (as root, with a token, when the cluster
+    /// has auth on).
+    async fn admin(&self, url: &str) -> Result<Admin, ExecError> {
         let fail = |e: &dyn std::fmt::Display| ExecError::Admin(url.into(), e.to_string());
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| fail(&e))?
@@ -131,24 +137,148 @@ impl Dial {
             endpoint = endpoint.tls_config(tls).map_err(|e| fail(&e))?;
         }
         let channel = endpoint.connect().await.map_err(|e| fail(&e))?;
-        Ok(AdminClient::new(channel))
+        let token = match &self.credentials {
+            Some((user, password)) => {
+                // Boxed: an etcd client's connect future is large, and this one nests in others.
+                let (c, authenticated) = Box::pin(connect_as(self, &[url.to_string()])).await?;
+                if authenticated {
+                    let mut auth = c.auth_client();
+                    let t = timed("authenticate", async {
+                        Ok(auth.authenticate(user.clone(), password.clone()).await?)
+                    })
+                    .await?;
+                    t.token().parse().ok()
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        Ok(AdminClient::with_interceptor(channel, Token(token)))
     }
 }
 
-/// Connects an etcd client to `endpoints`.
+/// Adds the auth token (if any) to every admin call.
+#[derive(Clone)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// An admin-API client.
+pub type Admin =
+    AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>>;
+
+/// etcd's answer to Authenticate while auth is off.
+const AUTH_NOT_ENABLED: &str = "authentication is not enabled";
+
+/// Connects an etcd client to `endpoints`: as root when the dial has credentials and the
+/// cluster has auth on, else without (auth not enabled yet, or never).
 pub async fn connect(dial: &Dial, endpoints: &[String]) -> Result<Client, ExecError> {
+    Ok(Box::pin(connect_as(dial, endpoints)).await?.0)
+}
+
+/// [`connect`], and whether the client authenticated (the cluster has auth on).
+async fn connect_as(dial: &Dial, endpoints: &[String]) -> Result<(Client, bool), ExecError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(CALL_TIMEOUT);
     if let Some(tls) = dial.etcd_tls() {
         opts = opts.with_tls(tls);
     }
+    if let Some((user, password)) = &dial.credentials {
+        let as_root = opts.clone().with_user(user.as_str(), password.as_str());
+        let tried = timed("connect", async {
+            Ok(Client::connect(endpoints, Some(as_root)).await)
+        })
+        .await?;
+        match tried {
+            Ok(c) => return Ok((c, true)),
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains(AUTH_NOT_ENABLED) => {}
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.code() == tonic::Code::InvalidArgument || s.code() == tonic::Code::Unknown =>
+            {
+                return Err(ExecError::Auth(s.message().to_string()))
+            }
+            Err(_) => return Err(ExecError::Unreachable(endpoints.to_vec())),
+        }
+    }
     timed("connect", async {
         Client::connect(endpoints, Some(opts))
             .await
+            .map(|c| (c, false))
             .map_err(|_| ExecError::Unreachable(endpoints.to_vec()))
     })
     .await
+}
+
+/// What the cluster's auth is after [`sync_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthSync {
+    /// On, as the spec asks.
+    Enabled {
+        /// Turned on by this call.
+        changed: bool,
+    },
+    /// Off, as the spec asks.
+    Disabled {
+        /// Turned off by this call.
+        changed: bool,
+    },
+}
+
+/// Brings the cluster's auth to `want`: on, it makes sure `root` exists with the root role
+/// and the dial's password, then enables auth; off, it disables auth as root. Idempotent.
+pub async fn sync_auth(
+    dial: &Dial,
+    endpoints: &[String],
+    want: bool,
+) -> Result<AuthSync, ExecError> {
+    let Some((user, password)) = dial.credentials.clone() else {
+        return Ok(AuthSync::Disabled { changed: false });
+    };
+    // Root authenticates only while auth is on.
+    let (mut c, enabled) = Box::pin(connect_as(dial, endpoints)).await?;
+    match (want, enabled) {
+        (true, true) => Ok(AuthSync::Enabled { changed: false }),
+        (false, false) => Ok(AuthSync::Disabled { changed: false }),
+        (false, true) => {
+            timed("auth disable", async { Ok(c.auth_disable().await?) }).await?;
+            Ok(AuthSync::Disabled { changed: true })
+        }
+        (true, false) => {
+            let added = timed("user add", async {
+                Ok(c.user_add(user.as_str(), password.as_str(), None).await)
+            })
+            .await?;
+            match added {
+                Ok(_) => {}
+                // Kept from an earlier time auth was on: its password becomes the Secret's.
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message().contains("user name already exists") =>
+                {
+                    timed("change root password", async {
+                        Ok(c.user_change_password(user.as_str(), password.as_str())
+                            .await?)
+                    })
+                    .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            timed("grant root", async {
+                Ok(c.user_grant_role(user.as_str(), "root").await?)
+            })
+            .await?;
+            timed("auth enable", async { Ok(c.auth_enable().await?) }).await?;
+            Ok(AuthSync::Enabled { changed: true })
+        }
+    }
 }
 
 /// Observes the cluster through any of `endpoints`; `ordinal_of` maps a peer URL to a pod

@@ -10,6 +10,7 @@ pub mod admin_proto {
     tonic::include_proto!("metastore.admin");
 }
 
+pub mod auth_secret;
 pub mod backup;
 pub mod backup_controller;
 pub mod backup_crd;

@@ -46,6 +46,14 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
             return Err(e);
         }
     };
+    r.tls.dial.credentials = match crate::auth_secret::ensure(ms, &ctx.client).await {
+        Ok(c) => c,
+        Err(e) => {
+            r.event(EventType::Warning, "AuthNotReady", e.to_string())
+                .await;
+            return Err(e);
+        }
+    };
     for name in &r.tls.issued {
         r.event(
             EventType::Normal,
@@ -77,6 +85,9 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
             | Step::RestoreLatestBackup
     );
     let mut acted = r.act(&seen, step).await?;
+    if !recovering && seen.view.leader.is_some() {
+        acted.auth = r.sync_auth(&seen).await;
+    }
     if recovery_requested(ms) && acted.step.awaiting_opt_in().is_some() {
         // The opt-in was given before the plan now shown (or there is nothing it could do):
         // it is not taken as consent to this plan.
@@ -448,6 +459,8 @@ struct Acted {
     recovery: Option<RecoveryStatus>,
     /// Why the member volumes could not grow to `spec.storage.size`.
     expansion_refused: Option<String>,
+    /// Where `spec.auth` stands on the cluster (None without it, or not looked at).
+    auth: Option<Result<executor::AuthSync, String>>,
 }
 
 /// One reconcile of one MetaStore: the resource, where it lives and the shared context.
@@ -694,6 +707,7 @@ impl<'a> Reconcile<'a> {
             requeue: REQUEUE_PROGRESSING,
             recovery: seen.recovery.clone(),
             expansion_refused: None,
+            auth: None,
         };
         if matches!(acted.step, Step::RestoreLatestBackup) {
             // The lost cluster's StatefulSet is deleted, not applied.
@@ -1032,6 +1046,30 @@ impl<'a> Reconcile<'a> {
     }
 
     /// The status phase: the status from what was seen and done, and when to look again.
+    /// Brings the cluster's auth to what `spec.auth` asks (see [`executor::sync_auth`]), with
+    /// an Event when it changes; None without `spec.auth`.
+    async fn sync_auth(&self, seen: &Seen) -> Option<Result<executor::AuthSync, String>> {
+        let want = self.ms.spec.auth.as_ref()?.enabled;
+        let secret = crate::auth_secret::secret_name(self.ms).unwrap_or_default();
+        let outcome = executor::sync_auth(&self.tls.dial, &seen.endpoints, want).await;
+        match &outcome {
+            Ok(executor::AuthSync::Enabled { changed: true }) => {
+                let why = format!("authentication enabled; root's password is in Secret {secret}");
+                self.event(EventType::Normal, "AuthEnabled", why).await;
+            }
+            Ok(executor::AuthSync::Disabled { changed: true }) => {
+                let why = "authentication disabled; users and roles are kept".to_string();
+                self.event(EventType::Normal, "AuthDisabled", why).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.event(EventType::Warning, "AuthNotSynced", e.to_string())
+                    .await;
+            }
+        }
+        Some(outcome.map_err(|e| e.to_string()))
+    }
+
     async fn report(&self, seen: &Seen, acted: Acted) -> Result<Action, Error> {
         let status = build_status(
             self.ms,
@@ -1054,6 +1092,7 @@ impl<'a> Reconcile<'a> {
             &seen.claims,
             acted.expansion_refused.as_deref(),
         );
+        let status = crate::status::with_auth(status, self.ms, acted.auth.as_ref());
         self.patch_status(status).await?;
         Ok(Action::requeue(acted.requeue))
     }

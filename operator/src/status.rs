@@ -245,6 +245,62 @@ pub fn with_rollout(mut status: MetaStoreStatus, ms: &MetaStore, r: &Rollout) ->
     status
 }
 
+/// Adds the `AuthEnabled` condition for a cluster with `spec.auth`: whether authentication is
+/// on, as the last look at the cluster found (unknown looks keep the old condition).
+pub fn with_auth(
+    mut status: MetaStoreStatus,
+    ms: &MetaStore,
+    auth: Option<&Result<crate::executor::AuthSync, String>>,
+) -> MetaStoreStatus {
+    use crate::executor::AuthSync;
+    let old = ms.status.clone().unwrap_or_default();
+    let Some(spec) = ms.spec.auth.as_ref() else {
+        return status;
+    };
+    let secret = crate::auth_secret::secret_name(ms).unwrap_or_default();
+    let (on, reason, message) = match auth {
+        Some(Ok(AuthSync::Enabled { .. })) => (
+            true,
+            "Enabled",
+            format!("clients need a user; the operator acts as root (password in Secret {secret})"),
+        ),
+        Some(Ok(AuthSync::Disabled { .. })) => (
+            false,
+            "Disabled",
+            "authentication is off (spec.auth.enabled is false)".to_string(),
+        ),
+        Some(Err(e)) => (
+            false,
+            if spec.enabled {
+                "Enabling"
+            } else {
+                "Disabling"
+            },
+            format!("not yet as spec.auth asks: {e}"),
+        ),
+        None => match old.conditions.iter().find(|c| c.type_ == "AuthEnabled") {
+            Some(c) => {
+                status.conditions.push(c.clone());
+                return status;
+            }
+            None => (
+                false,
+                "Pending",
+                "waiting for a healthy cluster".to_string(),
+            ),
+        },
+    };
+    status.conditions.push(condition(
+        "AuthEnabled",
+        on,
+        reason,
+        message,
+        ms.metadata.generation,
+        &old.conditions,
+    ));
+    status
+}
+
 /// Adds the `StorageResized` condition: whether every member volume has `spec.storage.size`,
 /// is growing to it, or cannot (see [`crate::volume_expansion`]).
 pub fn with_storage(

@@ -77,6 +77,7 @@ pub async fn ensure(ms: &MetaStore, client: &kube::Client) -> Result<TlsReady, E
         })?);
     ready.dial = Dial {
         tls: Some((ca.into_bytes(), cert.into_bytes(), key.into_bytes())),
+        credentials: None,
     };
     Ok(ready)
 }

@@ -12,12 +12,17 @@ use metastore_operator::planner::{plan, Observed, Step};
 use metastore_testkit::{member_args, node_bin};
 
 /// These members serve plain http.
-static PLAIN: Dial = Dial { tls: None };
+static PLAIN: Dial = Dial {
+    tls: None,
+    credentials: None,
+};
 
 struct Pods {
     net: String,
     dir: tempfile::TempDir,
     running: BTreeMap<i32, Child>,
+    /// How the executor reaches them.
+    dial: Dial,
 }
 
 impl Pods {
@@ -28,6 +33,7 @@ impl Pods {
             net: format!("127.{}.{}", 10 + pid % 200, third + pid % 50),
             dir: tempfile::tempdir().unwrap(),
             running: BTreeMap::new(),
+            dial: PLAIN.clone(),
         }
     }
 
@@ -104,7 +110,7 @@ impl Pods {
     ) -> Result<Outcome, ExecError> {
         let eps = self.endpoints();
         let t = Target {
-            dial: &PLAIN,
+            dial: &self.dial,
             endpoints: &eps,
             view: v,
             peer_url: &|o| self.peer_url(o),
@@ -155,7 +161,7 @@ fn ordinal_of(net: &str, url: &str) -> Option<i32> {
 
 async fn view(pods: &Pods) -> ClusterView {
     let net = pods.net.clone();
-    executor::observe(&PLAIN, &pods.endpoints(), move |u| ordinal_of(&net, u)).await
+    executor::observe(&pods.dial, &pods.endpoints(), move |u| ordinal_of(&net, u)).await
 }
 
 /// After a step: every member agrees on the applied voters, and the hint never claims more
@@ -164,7 +170,7 @@ async fn check_lease_status(pods: &Pods, v: &ClusterView) {
     let mut voter_counts = Vec::new();
     for m in v.members.iter().flatten() {
         let Some(u) = &m.client_url else { continue };
-        if let Ok(s) = executor::lease_status(&PLAIN, u).await {
+        if let Ok(s) = executor::lease_status(&pods.dial, u).await {
             voter_counts.push(s.voters.len());
             if m.member.is_learner {
                 assert!(!s.valid, "a learner never holds a lease");
@@ -174,21 +180,20 @@ async fn check_lease_status(pods: &Pods, v: &ClusterView) {
     assert!(!voter_counts.is_empty(), "{}", pods.log(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
-    let mut pods = Pods::new(200);
-    pods.start(0, false);
+/// Plans and executes steps until the cluster has each of `targets` voters in turn, checking
+/// every member at each steady state; returns the steps taken.
+async fn walk(pods: &mut Pods, targets: &[i32]) -> Vec<String> {
     let mut generation = 0u64;
     let mut sts = 1;
     let mut log = Vec::new();
-    for target in [3, 5, 3, 1] {
+    for &target in targets {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             assert!(
                 Instant::now() < deadline,
                 "stuck scaling to {target}: {log:#?}"
             );
-            let v = view(&pods).await;
+            let v = view(pods).await;
             let step = plan(&observed(&v, target, sts));
             log.push(format!("{target}: {step:?}"));
             match &step {
@@ -196,7 +201,7 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
                     pods.execute(&step, &v, &mut generation).await.unwrap();
                     // Every member: the applied voters, the pushed hint, lease reads allowed.
                     for m in v.members.iter().flatten() {
-                        let s = executor::lease_status(&PLAIN, m.client_url.as_ref().unwrap())
+                        let s = executor::lease_status(&pods.dial, m.client_url.as_ref().unwrap())
                             .await
                             .unwrap();
                         assert_eq!(s.voters.len(), *voters, "{s:?}");
@@ -228,12 +233,20 @@ async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
-                    let v = view(&pods).await;
-                    check_lease_status(&pods, &v).await;
+                    let v = view(pods).await;
+                    check_lease_status(pods, &v).await;
                 }
             }
         }
     }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_and_executor_scale_real_members_1_3_5_3_1() {
+    let mut pods = Pods::new(200);
+    pods.start(0, false);
+    let log = walk(&mut pods, &[3, 5, 3, 1]).await;
     // The whole walk used each kind of step.
     let all = log.join("\n");
     for kind in ["AddLearner", "Promote", "RemoveMember", "ScaleStatefulSet"] {
@@ -363,6 +376,7 @@ async fn operator_certificates_reach_a_member_over_mutual_tls() {
             leaf.cert.clone().into_bytes(),
             leaf.key.clone().into_bytes(),
         )),
+        credentials: None,
     };
     let (op, application) = (dial(&operator), dial(&app));
     let urls = vec![url.clone()];
@@ -388,4 +402,63 @@ async fn operator_certificates_reach_a_member_over_mutual_tls() {
         .is_none());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `spec.auth` as the executor carries it out: root made and auth enabled on a fresh member,
+/// anonymous clients refused, membership scaled 1→3→1 by the executor as root (Cluster calls
+/// and the admin API's policy pushes both authenticated), then auth turned off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_executor_scales_as_root() {
+    let mut pods = Pods::new(150);
+    pods.dial = Dial {
+        tls: None,
+        credentials: Some(("root".into(), "s3cret-root".into())),
+    };
+    pods.start(0, false);
+    let eps = pods.endpoints();
+    // A fresh member writes auth entries once its cluster version is set.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match executor::sync_auth(&pods.dial, &eps, true).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "auth never enabled: {e}\n{}",
+                    pods.log(0)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(first, executor::AuthSync::Enabled { changed: true });
+    assert_eq!(
+        executor::sync_auth(&pods.dial, &eps, true).await.unwrap(),
+        executor::AuthSync::Enabled { changed: false }
+    );
+    let mut anon = etcd_client::Client::connect(&eps, None).await.unwrap();
+    let refused = anon.put("k", "v", None).await.unwrap_err().to_string();
+    assert!(refused.contains("user name is empty"), "{refused}");
+    // Without credentials the executor's calls are refused too.
+    assert!(executor::lease_status(&PLAIN, &eps[0]).await.is_ok());
+    assert_eq!(
+        executor::push_policy(&PLAIN, &eps, 1, 1).await,
+        0,
+        "an anonymous policy push must be refused once auth is on"
+    );
+    // The walk's steady states check that the executor's own (authenticated) pushes landed.
+
+    let log = walk(&mut pods, &[3, 1]).await;
+    let all = log.join("\n");
+    for kind in ["AddLearner", "Promote", "RemoveMember"] {
+        assert!(all.contains(kind), "{kind} never happened:\n{all}");
+    }
+
+    let eps = pods.endpoints();
+    assert_eq!(
+        executor::sync_auth(&pods.dial, &eps, false).await.unwrap(),
+        executor::AuthSync::Disabled { changed: true }
+    );
+    let mut anon = etcd_client::Client::connect(&eps, None).await.unwrap();
+    anon.put("k", "v", None).await.unwrap();
 }

@@ -31,7 +31,7 @@ impl Admin for AdminService {
         &self,
         req: Request<SetMembershipPolicyRequest>,
     ) -> Result<Response<SetMembershipPolicyResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let r = req.into_inner();
         if r.expected_voters == 0 {
             return Err(Status::invalid_argument(
@@ -98,7 +98,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ForceNewClusterRequest>,
     ) -> Result<Response<ForceNewClusterResponse>, Status> {
-        crate::api::admin_access::require_admin(&self.node.shared, &req)?;
+        crate::api::credentials::require_admin(&self.node, &req).await?;
         let sh = &self.node.shared;
         let me = sh.member_id();
         let r = req.into_inner();

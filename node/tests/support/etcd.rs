@@ -164,4 +164,3 @@ pub fn normalize_json(s: &str) -> serde_json::Value {
     walk(&mut v);
     v
 }
-
