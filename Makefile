@@ -122,6 +122,7 @@ bench: deps
 	bash scripts/bench-kv.sh 3 5 "1 16 64"
 	bash scripts/bench-reads.sh 5 "1 3 5" "1 64"
 	bash scripts/bench-data.sh
+	bash scripts/bench-auth.sh 3 "1 64" 3
 
 ## Data scale alone: 3 members of MetaStore, etcd 3.5.1 and etcd 3.7.3 each loaded with KEYS keys
 ## of VALUE bytes (default 1 GiB), side by side.

@@ -63,6 +63,9 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Authenticate as `NAME:PASSWORD` (a cluster with auth on); each connection gets a token.
+    #[arg(long)]
+    user: Option<String>,
     /// Also write every completed operation to this file, one line each: its completion time
     /// (Unix ms) and its latency (µs) — to tell latency during snapshots from the rest.
     #[arg(long)]
@@ -228,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let endpoints: Vec<String> = args.endpoints.split(',').map(str::to_string).collect();
     // Seed the key space so reads find data.
-    let mut seeder = Client::connect([&endpoints[0]], None)
+    let mut seeder = Client::connect([&endpoints[0]], connect_options(&args)?)
         .await
         .with_context(|| format!("connecting to {}", endpoints[0]))?;
     if !matches!(
@@ -255,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..conns {
         let ep = &endpoints[i % endpoints.len()];
         channels.push(
-            Client::connect([ep], None)
+            Client::connect([ep], connect_options(&args)?)
                 .await
                 .with_context(|| format!("connecting to {ep}"))?,
         );
@@ -296,6 +299,19 @@ async fn main() -> anyhow::Result<()> {
     print_report(&args, &hist, errors, seconds)
 }
 
+/// How to connect: as `--user`, when given.
+fn connect_options(args: &Args) -> anyhow::Result<Option<etcd_client::ConnectOptions>> {
+    let Some(user) = &args.user else {
+        return Ok(None);
+    };
+    let (name, password) = user
+        .split_once(':')
+        .context("--user wants NAME:PASSWORD")?;
+    Ok(Some(
+        etcd_client::ConnectOptions::new().with_user(name, password),
+    ))
+}
+
 /// Writes `--samples`: one line per operation, in completion order.
 fn write_samples(path: &std::path::Path, mut samples: Vec<(u64, u32)>) -> std::io::Result<()> {
     use std::io::Write as _;
@@ -315,7 +331,7 @@ async fn watch_fan_out(
     started: Instant,
     until: Instant,
 ) -> anyhow::Result<()> {
-    let writer = Client::connect([&endpoints[0]], None)
+    let writer = Client::connect([&endpoints[0]], connect_options(&args)?)
         .await
         .with_context(|| format!("connecting to {}", endpoints[0]))?;
     let tasks: Vec<_> = watchers

@@ -379,3 +379,58 @@ fn python_etcd3_with_auth_matches_real_etcd() {
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     assert_eq!(want.lines().count(), got.lines().count());
 }
+
+/// JWT tokens (`--auth-token jwt,...,sign-method=HS256`): served while current, refused for
+/// key-value requests once the auth state changed (their auth revision is old), on both. etcd
+/// 3.5.1 words that refusal as a raw Go error; MetaStore as etcd 3.5.2 and later do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_go_stale_when_auth_changes_like_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, b"a shared HMAC secret for the test, 32+ bytes long").unwrap();
+    let flag = format!("jwt,priv-key={},sign-method=HS256,ttl=5m", key.display());
+    let net = loopback_net();
+    let etcd = start_etcd_with(&format!("{net}.200"), &[&format!("--auth-token={flag}")]);
+    let ms = Cluster::start(BIN, 1, &["--auth-token", &flag]);
+    ms.wait_ready(Duration::from_secs(30));
+    let mut outcomes = Vec::new();
+    for ep in [etcd.endpoint.clone(), ms.members[0].client_url()] {
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["user", "grant-role", "root", "root"],
+            &["auth", "enable"],
+        ] {
+            let (ok, text) = etcdctl_io(&ep, args, &[], None);
+            assert!(ok, "{args:?}: {text}");
+        }
+        let channel = tonic::transport::Endpoint::from_shared(ep.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut auth = metastore_node::etcd_auth_proto::etcdserverpb::auth_client::AuthClient::new(
+            channel.clone(),
+        );
+        let token = auth
+            .authenticate(metastore_node::etcd_auth_proto::etcdserverpb::AuthenticateRequest {
+                name: "root".into(),
+                password: "rootpw".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        let fresh = get(&channel, &token).await;
+        let (ok, text) = etcdctl_io(&ep, &[ROOT, "role", "add", "other"], &[], None);
+        assert!(ok, "{text}");
+        outcomes.push((fresh, get(&channel, &token).await));
+    }
+    assert_eq!(outcomes[0].0, "ok");
+    assert_eq!(outcomes[1].0, "ok");
+    assert_eq!(outcomes[0].1, "Unknown auth: revision in header is old", "etcd 3.5.1");
+    assert_eq!(
+        outcomes[1].1, "InvalidArgument etcdserver: revision of auth store is old",
+        "MetaStore"
+    );
+}

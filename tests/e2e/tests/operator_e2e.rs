@@ -1142,6 +1142,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     keep_logs(&op_log);
 
     upgrade_from_the_previous_version(&cp, &client, &api, &kubelet, &op_log, certs.path()).await;
+    auth_on_and_off(&cp, &client, &api, &op_log, certs.path()).await;
 
     // The chart's role lets the operator do everything it did.
     let refused = operator_lines(&op_log, "forbidden");
@@ -1535,4 +1536,90 @@ async fn upgrade_from_the_previous_version(
         );
         assert!(!ok && out.contains(field), "{patch}: {out}");
     }
+}
+
+/// Waits until the `AuthEnabled` condition reads `status`; returns its reason.
+async fn wait_auth_condition(api: &Api<MetaStore>, status: &str, op_log: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ms = api.get(NAME).await.unwrap();
+        let c = ms
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "AuthEnabled")
+            .cloned();
+        if let Some(c) = &c {
+            if c.status == status {
+                return c.reason.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "AuthEnabled never {status}: {c:?}\n{}",
+            tail(op_log)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `spec.auth` on a running 3-member cluster under client TLS: the operator creates root with
+/// the password in `<name>-root` and enables auth; a client with only its certificate (a user
+/// nobody created) is refused, root is served, and the operator keeps reconciling as root; then
+/// `enabled: false` opens the cluster again.
+async fn auth_on_and_off(
+    cp: &ControlPlane,
+    client: &kube::Client,
+    api: &Api<MetaStore>,
+    op_log: &Path,
+    certs: &Path,
+) {
+    let patch = |p: &str| {
+        let (ok, out) = kubectl(cp, &["patch", "ms", NAME, "--type=merge", "-p", p], None);
+        assert!(ok, "{p}: {out}");
+    };
+    patch(r#"{"spec":{"auth":{}}}"#);
+    let reason = wait_auth_condition(api, "True", op_log).await;
+    assert_eq!(reason, "Enabled");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let data = secrets
+        .get(&format!("{NAME}-root"))
+        .await
+        .expect("the root Secret the operator made")
+        .data
+        .unwrap();
+    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+    assert!(password.len() >= 32, "a generated password");
+    let tls = client_certificate(client, certs).await;
+    let base = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_timeout(Duration::from_secs(10));
+    let mut cert_only = etcd_client::Client::connect(endpoints(3), Some(base.clone()))
+        .await
+        .unwrap();
+    let refused = cert_only.put("auth/k", "v", None).await.unwrap_err().to_string();
+    assert!(refused.contains("permission denied"), "{refused}");
+    let mut root = etcd_client::Client::connect(
+        endpoints(3),
+        Some(base.clone().with_user("root", password.as_str())),
+    )
+    .await
+    .unwrap();
+    root.put("auth/k", "v", None).await.unwrap();
+    // The operator still sees and steers every member (its calls now go as root).
+    let ms = wait_running(api, 3, cp, op_log).await;
+    assert!(
+        member_versions(&ms).iter().all(|(_, v)| v.is_some()),
+        "{:?}",
+        member_versions(&ms)
+    );
+    patch(r#"{"spec":{"auth":{"enabled":false}}}"#);
+    let reason = wait_auth_condition(api, "False", op_log).await;
+    assert_eq!(reason, "Disabled");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = cert_only.put("auth/k", "open", None).await {
+        assert!(Instant::now() < deadline, "still refused after disabling: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!("auth: enabled by the operator as root, refused a certificate-only client, disabled again");
 }
