@@ -304,9 +304,7 @@ fn connect_options(args: &Args) -> anyhow::Result<Option<etcd_client::ConnectOpt
     let Some(user) = &args.user else {
         return Ok(None);
     };
-    let (name, password) = user
-        .split_once(':')
-        .context("--user wants NAME:PASSWORD")?;
+    let (name, password) = user.split_once(':').context("--user wants NAME:PASSWORD")?;
     Ok(Some(
         etcd_client::ConnectOptions::new().with_user(name, password),
     ))

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use metastore_testkit::{loopback_net, Cluster};
-use support::etcd::{etcdctl_io, mask_ids, start_etcd_with};
+use support::etcd::{compare_sessions, etcdctl_io, mask_ids, start_etcd_with};
 use support::BIN;
 
 const ROOT: &str = "--user=root:rootpw";
@@ -196,22 +196,6 @@ fn session(ep: &str) -> Vec<String> {
     out
 }
 
-fn compare(want: &[String], got: &[String]) {
-    let diffs: Vec<String> = want
-        .iter()
-        .zip(got)
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("--- etcd:\n{w}\n+++ metastore:\n{g}"))
-        .collect();
-    assert_eq!(want.len(), got.len());
-    assert!(
-        diffs.is_empty(),
-        "{} step(s) differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
-
 #[test]
 fn etcdctl_auth_session_matches_real_etcd() {
     let net = loopback_net();
@@ -238,7 +222,7 @@ fn etcdctl_auth_session_matches_real_etcd() {
     );
     want.remove(at);
     got.remove(at);
-    compare(&want, &got);
+    compare_sessions(&want, &got);
 }
 
 /// A simple token stops working `--auth-token-ttl` seconds after its last use, on both.
@@ -279,20 +263,7 @@ async fn token_life(ep: &str) -> Vec<String> {
         .connect()
         .await
         .unwrap();
-    let mut auth = metastore_node::etcd_auth_proto::etcdserverpb::auth_client::AuthClient::new(
-        channel.clone(),
-    );
-    let token = auth
-        .authenticate(
-            metastore_node::etcd_auth_proto::etcdserverpb::AuthenticateRequest {
-                name: "root".into(),
-                password: "rootpw".into(),
-            },
-        )
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = authenticate(&channel, "root", "rootpw").await;
     let mut out = vec![format!("fresh: {}", get(&channel, &token).await)];
     tokio::time::sleep(Duration::from_millis(1500)).await;
     out.push(format!("used within ttl: {}", get(&channel, &token).await));
@@ -301,6 +272,22 @@ async fn token_life(ep: &str) -> Vec<String> {
     tokio::time::sleep_until(until.into()).await;
     out.push(format!("after ttl: {}", get(&channel, &token).await));
     out
+}
+
+/// A token for `name` from the Authenticate RPC.
+async fn authenticate(channel: &tonic::transport::Channel, name: &str, password: &str) -> String {
+    use metastore_node::etcd_auth_proto::etcdserverpb::{
+        auth_client::AuthClient, AuthenticateRequest,
+    };
+    AuthClient::new(channel.clone())
+        .authenticate(AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
 }
 
 /// A Range of `k` with `token`: "ok", or the status code and message.
@@ -408,18 +395,7 @@ async fn jwt_tokens_go_stale_when_auth_changes_like_etcd() {
             .connect()
             .await
             .unwrap();
-        let mut auth = metastore_node::etcd_auth_proto::etcdserverpb::auth_client::AuthClient::new(
-            channel.clone(),
-        );
-        let token = auth
-            .authenticate(metastore_node::etcd_auth_proto::etcdserverpb::AuthenticateRequest {
-                name: "root".into(),
-                password: "rootpw".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let token = authenticate(&channel, "root", "rootpw").await;
         assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
         let fresh = get(&channel, &token).await;
         let (ok, text) = etcdctl_io(&ep, &[ROOT, "role", "add", "other"], &[], None);
@@ -428,7 +404,10 @@ async fn jwt_tokens_go_stale_when_auth_changes_like_etcd() {
     }
     assert_eq!(outcomes[0].0, "ok");
     assert_eq!(outcomes[1].0, "ok");
-    assert_eq!(outcomes[0].1, "Unknown auth: revision in header is old", "etcd 3.5.1");
+    assert_eq!(
+        outcomes[0].1, "Unknown auth: revision in header is old",
+        "etcd 3.5.1"
+    );
     assert_eq!(
         outcomes[1].1, "InvalidArgument etcdserver: revision of auth store is old",
         "MetaStore"

@@ -57,27 +57,7 @@ async fn auth_enabled_through_one_member_holds_on_every_member_after_snapshot_an
     let mut c = Cluster::start(BIN, 3, &flags);
     let first = c.wait_ready(READY);
     // Auth entries are written once every member runs a version that reads them.
-    let mut admin_api = metastore_node::admin_proto::admin_client::AdminClient::connect(
-        c.members[first].client_url(),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + READY;
-    loop {
-        let v = admin_api
-            .version(metastore_node::admin_proto::VersionRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if v.cluster_version == v.member_version {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster version never set: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_cluster_version(&c.members[first].client_url()).await;
     // One member misses everything below and must catch up from a snapshot.
     let lagger = (first + 1) % 3;
     c.members[lagger].kill();

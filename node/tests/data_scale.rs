@@ -45,26 +45,7 @@ async fn settled(c: &Cluster, leader: usize) {
         assert!(Instant::now() < deadline, "members never published");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut admin = metastore_node::admin_proto::admin_client::AdminClient::connect(
-        c.members[leader].client_url(),
-    )
-    .await
-    .unwrap();
-    loop {
-        let v = admin
-            .version(metastore_node::admin_proto::VersionRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if v.cluster_version == v.member_version {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster version never set: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_cluster_version(&c.members[leader].client_url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use metastore_testkit::certs::Ca;
 use metastore_testkit::{loopback_net, Cluster};
 use support::etcd::{
-    etcdctl, etcdctl_env, mask_ids, normalize_json, start_etcd, start_etcd_as, start_etcd_with,
+    compare_sessions, etcdctl, etcdctl_env, mask_ids, normalize_json, start_etcd, start_etcd_as,
+    start_etcd_with,
 };
 use support::BIN;
 
@@ -174,19 +175,7 @@ fn etcdctl_session_matches_real_etcd() {
     ms.wait_ready(Duration::from_secs(30));
     let want = session(&etcd.endpoint, &[]);
     let got = session(&ms.members[0].client_url(), &[]);
-    let mut diffs = Vec::new();
-    for (w, g) in want.iter().zip(&got) {
-        if w != g {
-            diffs.push(format!("--- etcd:\n{w}\n+++ metastore:\n{g}"));
-        }
-    }
-    assert_eq!(want.len(), got.len());
-    assert!(
-        diffs.is_empty(),
-        "{} step(s) differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    compare_sessions(&want, &got);
 }
 
 /// The session again over TLS with client certificates (`--client-cert-auth`), against etcd

@@ -164,3 +164,20 @@ pub fn normalize_json(s: &str) -> serde_json::Value {
     walk(&mut v);
     v
 }
+
+/// Asserts two sessions' normalized steps are identical, listing every step that differs.
+pub fn compare_sessions(want: &[String], got: &[String]) {
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- etcd:\n{w}\n+++ metastore:\n{g}"))
+        .collect();
+    assert_eq!(want.len(), got.len(), "sessions of different lengths");
+    assert!(
+        diffs.is_empty(),
+        "{} step(s) differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}

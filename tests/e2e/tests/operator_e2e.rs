@@ -1597,7 +1597,11 @@ async fn auth_on_and_off(
     let mut cert_only = etcd_client::Client::connect(endpoints(3), Some(base.clone()))
         .await
         .unwrap();
-    let refused = cert_only.put("auth/k", "v", None).await.unwrap_err().to_string();
+    let refused = cert_only
+        .put("auth/k", "v", None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("permission denied"), "{refused}");
     let mut root = etcd_client::Client::connect(
         endpoints(3),
@@ -1618,8 +1622,13 @@ async fn auth_on_and_off(
     assert_eq!(reason, "Disabled");
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = cert_only.put("auth/k", "open", None).await {
-        assert!(Instant::now() < deadline, "still refused after disabling: {e}");
+        assert!(
+            Instant::now() < deadline,
+            "still refused after disabling: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    eprintln!("auth: enabled by the operator as root, refused a certificate-only client, disabled again");
+    eprintln!(
+        "auth: enabled by the operator as root, refused a certificate-only client, disabled again"
+    );
 }
