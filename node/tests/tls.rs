@@ -644,7 +644,14 @@ fn the_certificate_common_name_is_the_user_when_auth_is_on() {
         &["user", "add", "alice", "--no-password"],
         &["user", "add", "bob:bobpw"],
         &["role", "add", "app"],
-        &["role", "grant-permission", "app", "readwrite", "app/", "--prefix=true"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "app/",
+            "--prefix=true",
+        ],
         &["user", "grant-role", "alice", "app"],
         &["auth", "enable"],
     ];
@@ -667,9 +674,15 @@ fn the_certificate_common_name_is_the_user_when_auth_is_on() {
     let (ok, out) = as_cert(alice, &["get", "app/x", "--print-value-only"]);
     assert!(ok && out.trim() == "1", "{out}");
     let (ok, out) = as_cert(alice, &["user", "list"]);
-    assert!(!ok && out.contains("permission denied"), "alice is no admin: {out}");
+    assert!(
+        !ok && out.contains("permission denied"),
+        "alice is no admin: {out}"
+    );
     let (ok, out) = as_cert(root, &["user", "list"]);
-    assert!(ok && out.contains("alice"), "root by certificate is admin: {out}");
+    assert!(
+        ok && out.contains("alice"),
+        "root by certificate is admin: {out}"
+    );
     let (ok, out) = as_cert(mallory, &["get", "app/x"]);
     assert!(!ok && out.contains("permission denied"), "{out}");
     // A token wins over the certificate: alice's certificate with bob's password acts as bob.

@@ -417,4 +417,37 @@ mod tests {
         forged.pop();
         assert_eq!(j.verify(&forged), Err(AuthError::InvalidAuthToken));
     }
+
+    #[test]
+    fn ecdsa_tokens_are_signed_with_the_private_key_and_checked_with_the_public_one() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("jwt.key"), dir.path().join("jwt.pub"));
+        std::fs::write(&private, key.serialize_pem()).unwrap();
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let both = format!(
+            "jwt,pub-key={},priv-key={},sign-method=ES256",
+            public.display(),
+            private.display()
+        );
+        let Ok(Tokens::Jwt(signer)) = Tokens::from_flag(&both, Duration::ZERO) else {
+            panic!("ES256 options refused")
+        };
+        let t = signer.sign("bob", 3).unwrap();
+        assert_eq!(signer.verify(&t), Ok(("bob".into(), 3)));
+        // A member given only the public key checks tokens but cannot issue them.
+        let public_only = format!("jwt,pub-key={},sign-method=ES256", public.display());
+        let Ok(Tokens::Jwt(checker)) = Tokens::from_flag(&public_only, Duration::ZERO) else {
+            panic!("verify-only options refused")
+        };
+        assert_eq!(checker.verify(&t), Ok(("bob".into(), 3)));
+        assert!(checker.sign("bob", 3).is_err());
+        // Another key's signature is refused.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&public, other.public_key_pem()).unwrap();
+        let Ok(Tokens::Jwt(stranger)) = Tokens::from_flag(&public_only, Duration::ZERO) else {
+            panic!("options refused")
+        };
+        assert_eq!(stranger.verify(&t), Err(AuthError::InvalidAuthToken));
+    }
 }
