@@ -449,6 +449,17 @@ impl NodeHandle {
         Instant::now() + self.shared.config.request_timeout
     }
 
+    /// Proposes a client's request made by `caller` (checked against auth when applied, once
+    /// the cluster reads such entries) and waits until it is applied on this member.
+    pub async fn propose_as(
+        &self,
+        caller: crate::auth::Caller,
+        cmd: Command,
+    ) -> Result<CommandResponse, ProposeError> {
+        let cluster = self.shared.state.read().cluster_version();
+        self.propose(cmd.from_caller(caller, cluster)).await
+    }
+
     /// Proposes a command and waits until it is applied on this member.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
         // A kind is written only once every member can read it.

@@ -30,7 +30,7 @@ impl AdminAccess {
     pub fn permits<'a>(
         &self,
         cert: Option<&CertificateDer<'_>>,
-        mut member_client_urls: impl Iterator<Item = &'a str>,
+        member_client_urls: impl Iterator<Item = &'a str>,
     ) -> bool {
         if !self.certificates_required || self.allowed_cns.is_empty() {
             return true;
@@ -41,13 +41,22 @@ impl AdminAccess {
         if crate::tls::common_name(cert).is_some_and(|cn| self.allowed_cns.contains(&cn)) {
             return true;
         }
-        member_client_urls.any(|u| {
-            url::Url::parse(u)
-                .ok()
-                .and_then(|u| u.host_str().map(|h| crate::tls::certificate_names(cert, h)))
-                .unwrap_or(false)
-        })
+        is_member_certificate(cert, member_client_urls)
     }
+}
+
+/// True when `cert` is valid for the host of one of `member_client_urls`: a member's own
+/// client certificate (`--cert-file`), as a member forwarding a call presents.
+pub fn is_member_certificate<'a>(
+    cert: &CertificateDer<'_>,
+    mut member_client_urls: impl Iterator<Item = &'a str>,
+) -> bool {
+    member_client_urls.any(|u| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| crate::tls::certificate_names(cert, h)))
+            .unwrap_or(false)
+    })
 }
 
 /// Refuses `req` with etcd's permission error unless its caller may make admin calls; counts

@@ -70,15 +70,7 @@ impl AuthService {
     /// The caller of `req`, refused early unless it is an admin (the check at apply decides;
     /// this one spares a hash for a caller who would be refused anyway).
     async fn admin<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let caller = caller_of(&self.node, req).await?;
-        self.node
-            .shared
-            .state
-            .read()
-            .auth
-            .check_admin(&caller)
-            .map_err(|e| auth_status(&e))?;
-        Ok(caller)
+        crate::api::credentials::require_root(&self.node, req).await
     }
 
     /// The caller of `req`, after a linearizable barrier, for a read of the auth state.

@@ -47,6 +47,11 @@ pub async fn caller_of<T>(node: &NodeHandle, req: &Request<T>) -> Result<Caller,
 /// ([`crate::api::admin_access`]), then, with auth on, a caller holding the root role.
 pub async fn require_admin<T>(node: &NodeHandle, req: &Request<T>) -> Result<Caller, Status> {
     crate::api::admin_access::require_admin(&node.shared, req)?;
+    require_root(node, req).await
+}
+
+/// With auth on, a caller holding the root role (anyone while auth is off).
+pub async fn require_root<T>(node: &NodeHandle, req: &Request<T>) -> Result<Caller, Status> {
     let caller = caller_of(node, req).await?;
     node.shared
         .state
@@ -126,14 +131,11 @@ fn cert_user<T>(node: &NodeHandle, req: &Request<T>) -> Option<String> {
         .and_then(|v| v.to_str().ok())
     {
         let state = shared.state.read();
-        let from_member = state.members.values().any(|m| {
-            m.client_urls.iter().any(|u| {
-                url::Url::parse(u)
-                    .ok()
-                    .and_then(|u| u.host_str().map(|h| crate::tls::certificate_names(cert, h)))
-                    .unwrap_or(false)
-            })
-        });
+        let urls = state
+            .members
+            .values()
+            .flat_map(|m| m.client_urls.iter().map(String::as_str));
+        let from_member = crate::api::admin_access::is_member_certificate(cert, urls);
         if from_member {
             return Some(user.to_string());
         }

@@ -50,9 +50,8 @@ impl KvService {
 
     /// Proposes a client's request, with its caller for the permission check at apply.
     async fn propose(&self, caller: Caller, cmd: Command) -> Result<CommandResponse, Status> {
-        let cluster = self.node.shared.state.read().cluster_version();
         self.node
-            .propose(cmd.from_caller(caller, cluster))
+            .propose_as(caller, cmd)
             .await
             .map_err(|e| propose_status(&e))
     }

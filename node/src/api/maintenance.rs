@@ -141,12 +141,7 @@ impl PbMaintenanceService for MaintenanceService {
                     alarms,
                 });
             }
-            let cluster = self.node.shared.state.read().cluster_version();
-            match self
-                .node
-                .propose(Command::Alarm(r).from_caller(caller, cluster))
-                .await
-            {
+            match self.node.propose_as(caller, Command::Alarm(r)).await {
                 Ok(CommandResponse::Alarm(mut a)) => {
                     a.header = self.header();
                     Ok(a)
