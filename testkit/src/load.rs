@@ -142,10 +142,17 @@ struct Clients {
 fn not_sent(e: &etcd_client::Error) -> bool {
     let text = match e {
         etcd_client::Error::GRpcStatus(s) => {
+            let text = format!("{s:?}");
+            // hyper answers `Canceled: connection closed` only for a request still queued for
+            // a connection that closed (its dispatch envelope dropped untaken): never written.
+            // gRPC clients retry such requests transparently.
+            if s.code() == tonic::Code::Cancelled {
+                return text.contains("hyper::Error(Canceled, \"connection closed\")");
+            }
             if s.code() != tonic::Code::Unavailable {
                 return false;
             }
-            format!("{s:?}")
+            text
         }
         etcd_client::Error::TransportError(t) => format!("{t:?}"),
         _ => return false,
