@@ -55,6 +55,7 @@ test: deps fmt-check clippy
 	METASTORE_PY=$$(bash scripts/python-etcd3.sh | tail -1) \
 	METASTORE_WEED=$$(bash scripts/seaweedfs.sh | tail -1) \
 	METASTORE_NODE_PREVIOUS=$$(bash scripts/node-previous.sh | tail -1) \
+	METASTORE_ETCD_LATEST=$$(bash scripts/etcd-latest.sh | tail -1) \
 	  $(CARGO) test --workspace --all-targets --exclude metastore-e2e
 
 ## The fault-injection suite's short profile alone (also part of `make test`), with its table.

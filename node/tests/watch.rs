@@ -416,3 +416,91 @@ async fn resumed_watch_is_exactly_once_across_a_leader_kill() {
     }
     assert_eq!(expected, N);
 }
+
+/// What a stream answers to progress requests, in the three cases where etcd 3.5.13 changed
+/// the answer (kube-apiserver relies on it for consistent lists from its watch cache): no
+/// watchers on the stream, a watcher that starts in the future, and synced watchers (one
+/// notification, watch id -1, at the current revision, after the events it covers).
+async fn progress_answers(endpoint: &str) -> Vec<String> {
+    // Up to 1 s for an answer that may not come.
+    async fn maybe(s: &mut WatchStream) -> Option<WatchResponse> {
+        tokio::time::timeout(Duration::from_secs(1), s.message())
+            .await
+            .ok()
+            .map(|r| r.unwrap().unwrap())
+    }
+    let mut cl = client(endpoint).await;
+    let mut out = Vec::new();
+    let now = cl
+        .put("progress/a", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    // A stream whose only watcher was canceled.
+    let mut s = cl.watch("progress/a", None).await.unwrap();
+    let id = next(&mut s).await.watch_id();
+    s.cancel(id).await.unwrap();
+    assert!(next(&mut s).await.canceled());
+    s.request_progress().await.unwrap();
+    let r = maybe(&mut s).await;
+    out.push(format!("no watchers: {:?}", r.map(|r| r.watch_id())));
+    // A watcher from a revision not reached yet.
+    let opts = WatchOptions::new().with_start_revision(now + 5);
+    let mut s = cl.watch("progress/b", Some(opts)).await.unwrap();
+    assert!(next(&mut s).await.created());
+    s.request_progress().await.unwrap();
+    let r = maybe(&mut s).await;
+    out.push(format!("future start: {:?}", r.map(|r| r.watch_id())));
+    drop(s);
+    // A synced watcher that was just sent an event.
+    let opts = WatchOptions::new().with_prefix();
+    let mut s = cl.watch("progress/", Some(opts)).await.unwrap();
+    assert!(next(&mut s).await.created());
+    let put = cl.put("progress/c", "2", None).await.unwrap();
+    let rev = put.header().unwrap().revision();
+    let e = next(&mut s).await;
+    let at = e.events()[0].kv().unwrap().mod_revision();
+    out.push(format!("event: {} at {}", e.events().len(), at - rev));
+    s.request_progress().await.unwrap();
+    let r = maybe(&mut s).await;
+    out.push(format!(
+        "synced: {:?}",
+        r.map(|r| (
+            r.watch_id(),
+            r.events().len(),
+            r.header().unwrap().revision() - rev
+        ))
+    ));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_requests_answer_as_current_etcd_does() {
+    let c = Cluster::start(BIN, 1, FAST);
+    c.wait_ready(Duration::from_secs(30));
+    let ours = progress_answers(&c.members[0].client_url()).await;
+    // The version kube-apiserver reads to trust these answers.
+    let mut cl = client(&c.members[0].client_url()).await;
+    assert_eq!(cl.status().await.unwrap().version(), "3.5.13");
+    assert_eq!(
+        ours,
+        [
+            "no watchers: None",
+            "future start: None",
+            "event: 1 at 0",
+            "synced: Some((-1, 0, 0))",
+        ]
+    );
+    let net = metastore_testkit::loopback_net();
+    let etcd = support::etcd::start_etcd_from(
+        &support::etcd::etcd_latest_bin(),
+        &format!("{net}.200"),
+        "http",
+        &[],
+        &[],
+    );
+    let theirs = progress_answers(&etcd.endpoint).await;
+    assert_eq!(theirs, ours, "as the newest etcd answers");
+}

@@ -23,8 +23,12 @@ use crate::backup::format::{framed_len, SnapshotFramer};
 use crate::node::{LoopMsg, NodeError, NodeHandle};
 use crate::replicated::command::{Command, CommandResponse};
 
-/// The etcd API version this member speaks (what `etcdctl endpoint status` shows).
-pub const ETCD_API_VERSION: &str = "3.5.0";
+/// The etcd version whose API this member serves as etcd does (what `etcdctl endpoint status`
+/// shows). 3.5.13 is the first 3.5 release whose watch progress notifications this member
+/// matches (sent only when every watcher of the stream is synced, in order with its events);
+/// kube-apiserver reads this version to decide whether to serve consistent lists from its
+/// watch cache.
+pub const ETCD_API_VERSION: &str = "3.5.13";
 
 /// etcd's message when a leader transfer does not finish in time.
 pub const ERR_LEADER_TRANSFER_TIMEOUT: &str =

@@ -51,6 +51,8 @@ struct Watcher {
     range_end: Vec<u8>,
     /// First revision not yet delivered.
     next_rev: i64,
+    /// The start revision the client asked for (0: from now on).
+    start_rev: i64,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
@@ -69,6 +71,13 @@ impl Watcher {
         } else {
             key >= self.key.as_slice() && key < self.range_end.as_slice()
         }
+    }
+
+    /// True when a progress notification at revision `rev` may go out for this watcher, as
+    /// etcd (3.5.13 on) decides: it has every event up to `rev` (synced), and `rev` is not
+    /// before the revision it asked to start from.
+    fn progress_at(&self, rev: i64) -> bool {
+        self.next_rev > rev && rev >= self.start_rev
     }
 
     fn keep(&self, e: &PbEvent) -> Option<PbEvent> {
@@ -263,6 +272,7 @@ impl StreamTask {
                     } else {
                         current + 1
                     },
+                    start_rev: c.start_revision.max(0),
                     prev_kv: c.prev_kv,
                     no_put: c.filters.contains(&FILTER_NOPUT),
                     no_delete: c.filters.contains(&FILTER_NODELETE),
@@ -301,8 +311,10 @@ impl StreamTask {
             }
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
                 let rev = self.current_revision();
-                // Only when every watcher has everything up to `rev`, as etcd requires.
-                if self.watchers.values().all(|w| w.next_rev > rev) {
+                // As etcd 3.5.13 on: one notification (watch id -1) for the whole stream, only
+                // when every watcher may have one; none for a stream without watchers. It goes
+                // out through the stream's single queue, after every event it covers.
+                if !self.watchers.is_empty() && self.watchers.values().all(|w| w.progress_at(rev)) {
                     return self
                         .send(PbWatchResponse {
                             header: self.header(rev),
@@ -460,7 +472,7 @@ impl StreamTask {
         for id in ids {
             let notify = match self.watchers.get_mut(&id) {
                 Some(w) => {
-                    let n = w.progress_notify && !w.active && w.next_rev > rev;
+                    let n = w.progress_notify && !w.active && w.progress_at(rev);
                     w.active = false;
                     n
                 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A real etcd (3.5.1), stopped on drop.
+/// A real etcd (3.5.1 unless started from another binary), stopped on drop.
 pub struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,
@@ -27,6 +27,14 @@ pub fn etcd_bin() -> PathBuf {
     ))
 }
 
+/// The newest etcd (`METASTORE_ETCD_LATEST`, built from its Go module by
+/// `scripts/etcd-latest.sh`): the anchor for behaviour etcd changed after 3.5.1.
+pub fn etcd_latest_bin() -> PathBuf {
+    PathBuf::from(std::env::var("METASTORE_ETCD_LATEST").expect(
+        "METASTORE_ETCD_LATEST names the newest etcd: run through `make test` (scripts/etcd-latest.sh)",
+    ))
+}
+
 pub fn start_etcd(ip: &str) -> Etcd {
     start_etcd_with(ip, &[])
 }
@@ -37,9 +45,20 @@ pub fn start_etcd_with(ip: &str, extra: &[&str]) -> Etcd {
 
 /// etcd with client URLs of `scheme`, `extra` flags, checked healthy with `env` for etcdctl.
 pub fn start_etcd_as(ip: &str, scheme: &str, extra: &[&str], env: &[(&str, String)]) -> Etcd {
+    start_etcd_from(&etcd_bin(), ip, scheme, extra, env)
+}
+
+/// Like [`start_etcd_as`], with the etcd binary `bin`.
+pub fn start_etcd_from(
+    bin: &std::path::Path,
+    ip: &str,
+    scheme: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Etcd {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("{scheme}://{ip}:2379");
-    let child = Command::new(etcd_bin())
+    let child = Command::new(bin)
         .args([
             "--name=etcd",
             &format!("--data-dir={}", dir.path().join("data").display()),

@@ -1,6 +1,8 @@
-//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
-//! (StatefulSet, garbage-collector, PVC-protection, Deployment/ReplicaSet and disruption
-//! controllers) with freshly generated certificates, service-account keys and a kubeconfig.
+//! A real Kubernetes control plane on loopback: its store, kube-apiserver and
+//! kube-controller-manager (StatefulSet, garbage-collector, PVC-protection, Deployment/ReplicaSet
+//! and disruption controllers) with freshly generated certificates, service-account keys and a
+//! kubeconfig. The store is a three-member MetaStore cluster (so every run is also a test of
+//! MetaStore under the most demanding etcd client), or etcd with `METASTORE_E2E_STORE=etcd`.
 //! Binaries come from `scripts/k8s-binaries.sh` (built once from the pinned Kubernetes release,
 //! cached by version).
 
@@ -10,6 +12,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// What the API server stores its objects in.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Three members of this `metastore-node` binary.
+    MetaStore(PathBuf),
+    /// The etcd of the Kubernetes binaries directory.
+    Etcd,
+}
+
+impl Store {
+    /// MetaStore from `node_bin`, unless `METASTORE_E2E_STORE=etcd` asks for etcd.
+    pub fn from_env(node_bin: PathBuf) -> Store {
+        match std::env::var("METASTORE_E2E_STORE").as_deref() {
+            Ok("etcd") => Store::Etcd,
+            _ => Store::MetaStore(node_bin),
+        }
+    }
+}
+
+/// Members of the MetaStore cluster the control plane stores itself in.
+const STORE_MEMBERS: u16 = 3;
+
+/// Ports a control plane takes from its base port upwards.
+pub const PORTS: u16 = 20;
+
 /// A running control plane; stopped (by PID) on drop.
 pub struct ControlPlane {
     /// Working directory (certificates, etcd data, logs).
@@ -18,6 +45,10 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// https URL of the API server.
     pub server: String,
+    /// What it stores its objects in.
+    pub store: Store,
+    /// The store's client URLs.
+    pub store_endpoints: Vec<String>,
     procs: Vec<(String, Child)>,
 }
 
@@ -113,9 +144,9 @@ fn kubeconfig(dir: &Path, server: &str) -> String {
 }
 
 impl ControlPlane {
-    /// Starts etcd, the API server and the controller manager from `bin`, on ports from
-    /// `base_port` upwards, and waits until the API server is ready.
-    pub fn start(bin: &Path, base_port: u16) -> anyhow::Result<ControlPlane> {
+    /// Starts the store, the API server and the controller manager from `bin`, on [`PORTS`]
+    /// ports from `base_port` upwards, and waits until the API server is ready.
+    pub fn start(bin: &Path, base_port: u16, store: Store) -> anyhow::Result<ControlPlane> {
         let dir = tempfile::tempdir()?;
         let d = dir.path().to_path_buf();
         certificates(&d)?;
@@ -128,29 +159,37 @@ impl ControlPlane {
             dir,
             kubeconfig: kc.clone(),
             server: server.clone(),
+            store: store.clone(),
+            store_endpoints: Vec::new(),
             procs: Vec::new(),
         };
-        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
-        cp.spawn(
-            "etcd",
-            bin.join("etcd"),
-            vec![
-                "--name=e2e".into(),
-                format!("--data-dir={}", d.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
-                format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"),
-                "--unsafe-no-fsync".into(),
-            ],
-        )?;
+        match &store {
+            Store::Etcd => {
+                let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+                cp.spawn(
+                    "etcd",
+                    bin.join("etcd"),
+                    vec![
+                        "--name=e2e".into(),
+                        format!("--data-dir={}", d.join("etcd").display()),
+                        format!("--listen-client-urls={etcd_url}"),
+                        format!("--advertise-client-urls={etcd_url}"),
+                        format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                        format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                        format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"),
+                        "--unsafe-no-fsync".into(),
+                    ],
+                )?;
+                cp.store_endpoints.push(etcd_url);
+            }
+            Store::MetaStore(node) => cp.start_metastore(node, base_port + 8)?,
+        }
         let p = |f: &str| d.join(f).display().to_string();
         cp.spawn(
             "kube-apiserver",
             bin.join("kube-apiserver"),
             vec![
-                format!("--etcd-servers={etcd_url}"),
+                format!("--etcd-servers={}", cp.store_endpoints.join(",")),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
                 // A loopback advertise address is only allowed without the endpoint reconciler.
@@ -186,6 +225,41 @@ impl ControlPlane {
             ],
         )?;
         Ok(cp)
+    }
+
+    /// Starts the store's MetaStore members (client, peer and metrics ports from `port` up,
+    /// three per member); the API server waits for them as it waits for etcd.
+    fn start_metastore(&mut self, node: &Path, port: u16) -> anyhow::Result<()> {
+        let url = |i: u16, k: u16| format!("http://127.0.0.1:{}", port + 3 * i + k);
+        let cluster = (0..STORE_MEMBERS)
+            .map(|i| format!("store-{i}={}", url(i, 1)))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..STORE_MEMBERS {
+            let data = self.dir.path().join(format!("store-{i}"));
+            self.spawn(
+                &format!("store-{i}"),
+                node.to_path_buf(),
+                vec![
+                    format!("--name=store-{i}"),
+                    format!("--data-dir={}", data.display()),
+                    format!("--listen-client-urls={}", url(i, 0)),
+                    format!("--advertise-client-urls={}", url(i, 0)),
+                    format!("--listen-peer-urls={}", url(i, 1)),
+                    format!("--initial-advertise-peer-urls={}", url(i, 1)),
+                    format!("--listen-metrics-urls={}", url(i, 2)),
+                    format!("--initial-cluster={cluster}"),
+                    "--log-level=warn".into(),
+                ],
+            )?;
+            self.store_endpoints.push(url(i, 0));
+        }
+        Ok(())
+    }
+
+    /// The whole log of a component (`kube-apiserver`, `store-0`, …).
+    pub fn full_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     fn spawn(&mut self, name: &str, bin: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
@@ -255,7 +329,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // Stop in reverse order: controller manager, API server, etcd.
+        // Stop in reverse order: controller manager, API server, the store.
         for (_, mut c) in self.procs.drain(..).rev() {
             crate::signal(c.id(), libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);

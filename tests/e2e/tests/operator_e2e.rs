@@ -9,7 +9,9 @@
 //! into a real SeaweedFS and reaches Succeeded; a schedule keeps exactly its retention. Then the
 //! MetaStore and its volume are deleted and a new one restored from that backup
 //! (`spec.bootstrap.restore`) grows to three members that all serve exactly the backed-up keys
-//! and HashKV.
+//! and HashKV. The control plane itself stores its objects in a three-member MetaStore cluster
+//! (`METASTORE_E2E_STORE=etcd` for etcd instead), and must serve consistent lists from its
+//! watch cache, which it does only with etcd ≥ 3.5.13's progress notifications.
 //!
 //! Run with `make e2e` (it builds the control plane once and sets up the hosts file).
 
@@ -18,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
-use metastore_e2e::control_plane::ControlPlane;
+use metastore_e2e::control_plane::{self, ControlPlane};
 use metastore_e2e::kubelet::{Kubelet, KubeletConfig};
 use metastore_operator::crd::MetaStore;
 use metastore_testkit::checkers::register;
@@ -457,6 +459,48 @@ impl Prometheus {
     }
 }
 
+/// The API server on MetaStore: it found MetaStore's watch progress notifications trustworthy
+/// (etcd ≥ 3.5.13 semantics) and served consistent lists from its watch cache, which it does
+/// only after a progress notification confirmed the cache is fresh.
+fn assert_store_serves_the_control_plane(cp: &ControlPlane) {
+    let control_plane::Store::MetaStore(_) = cp.store else {
+        eprintln!("control plane on etcd (METASTORE_E2E_STORE=etcd): store checks skipped");
+        return;
+    };
+    let log = cp.full_log("kube-apiserver");
+    assert!(
+        !log.contains("RequestWatchProgress feature is not supported"),
+        "the API server does not trust MetaStore's progress notifications:\n{}",
+        cp.log("kube-apiserver")
+    );
+    let (ok, metrics) = kubectl(cp, &["get", "--raw", "/metrics"], None);
+    assert!(ok, "{metrics}");
+    let series = "apiserver_watch_cache_consistent_read_total";
+    let from_cache = metric_sum(
+        &metrics,
+        series,
+        &["fallback=\"false\"", "success=\"true\""],
+    );
+    let fallbacks = metric_sum(&metrics, series, &["fallback=\"true\""]);
+    eprintln!(
+        "control plane on MetaStore: {from_cache} consistent lists served from the watch cache, \
+         {fallbacks} fell back to the store"
+    );
+    assert!(
+        from_cache > 0.0,
+        "no consistent list was served from the watch cache"
+    );
+}
+
+/// The sum of the samples of `name` in Prometheus text `metrics` whose labels include `labels`.
+fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
 fn endpoints(n: i32) -> Vec<String> {
     (0..n).map(client_url).collect()
 }
@@ -467,10 +511,12 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     else {
         panic!("run this suite with `make e2e` (it provides the control plane and the hosts file)");
     };
-    let base_port = 21000 + (std::process::id() % 500) as u16 * 8;
-    let cp = ControlPlane::start(&k8s, base_port).expect("control plane");
-    let client = cp.client().await.expect("client");
+    let base_port = 21000 + (std::process::id() % 400) as u16 * control_plane::PORTS;
     let bins = metastore_e2e::target_bin_dir();
+    let store = control_plane::Store::from_env(bins.join("metastore-node"));
+    eprintln!("control plane store: {store:?}");
+    let cp = ControlPlane::start(&k8s, base_port, store).expect("control plane");
+    let client = cp.client().await.expect("client");
     let work = cp.dir.path().join("kubelet");
     let _kubelet = Kubelet::start(
         client.clone(),
@@ -678,6 +724,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         |v| v == 1.0,
     )
     .await;
+    assert_store_serves_the_control_plane(&cp);
     // An on-demand backup under the write load, into a real S3-compatible store.
     let s3 =
         metastore_testkit::s3::SeaweedFs::start(17000 + (std::process::id() % 400) as u16 * 10);
