@@ -14,6 +14,8 @@ export PATH="$METASTORE_K8S_TOOLS:$PATH"
 export METASTORE_K8S_BIN="$BIN"
 # SeaweedFS, the S3-compatible store backups go to (built once, cached by version).
 export METASTORE_WEED=$(bash scripts/seaweedfs.sh | tail -1)
+# Prometheus with Kubernetes service discovery (built once, cached by version).
+export METASTORE_PROMETHEUS=$(bash scripts/prometheus.sh | tail -1)
 CARGO="${CARGO:-cargo}"
 # Build first, outside the namespace, so the test run below only runs. The previous minor
 # version's member build is the upgrade's starting point.

@@ -339,13 +339,16 @@ async fn assert_lease_reads(api: &Api<MetaStore>, kubelet: &Kubelet) {
     }
 }
 
-/// A real Prometheus (Debian's, whose build leaves out Kubernetes service discovery) scraping the
-/// member pods listed from the API server into a file_sd target file, and evaluating the chart's
-/// alerting rules.
+/// A real Prometheus with Kubernetes service discovery (built from its Go module by
+/// `scripts/prometheus.sh`; Debian's build leaves discovery out) scraping what the chart's
+/// ServiceMonitor selects, found through the API server, and evaluating the chart's alerting
+/// rules.
 struct Prometheus {
     child: std::process::Child,
     url: String,
     dir: PathBuf,
+    /// For diagnostics: what the API server holds.
+    kubeconfig: PathBuf,
 }
 
 impl Drop for Prometheus {
@@ -353,6 +356,129 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The chart's ServiceMonitor, rendered by helm as users enable it.
+fn chart_service_monitor() -> serde_json::Value {
+    let tools = std::env::var("METASTORE_K8S_TOOLS").expect("make e2e sets METASTORE_K8S_TOOLS");
+    let out = Command::new(format!("{tools}/helm"))
+        .args(["template", "metastore-operator"])
+        .arg(repo().join("charts/metastore-operator"))
+        .args([
+            "--namespace",
+            "metastore-system",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/servicemonitor.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+/// A Prometheus label name for Kubernetes label `k` (as its Kubernetes discovery makes them).
+fn sanitized(k: &str) -> String {
+    k.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The scrape configs a ServiceMonitor stands for, with one difference from what the Prometheus
+/// Operator generates: the Operator discovers the endpoint slices of the Services the selector
+/// matches, and the API server refuses endpoint slices of the test kubelet's loopback pod
+/// addresses; so the selector is applied to the pods' own labels (the chart's Services select
+/// their pods by the same labels) and the endpoint's port to the pods' container port names.
+/// As the Operator does: the namespaces it names, one job per endpoint, and namespace, service
+/// and pod labels. Intervals are the test's 1 s.
+fn scrape_configs(sm: &serde_json::Value, cp: &ControlPlane) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let spec = &sm["spec"];
+    let d = cp.dir.path();
+    let mut sd = json!({
+        "role": "pod",
+        "api_server": cp.server,
+        "tls_config": {
+            "ca_file": d.join("ca.crt"),
+            "cert_file": d.join("admin.crt"),
+            "key_file": d.join("admin.key"),
+        },
+    });
+    if spec["namespaceSelector"]["any"] != json!(true) {
+        let names = spec["namespaceSelector"]["matchNames"].clone();
+        let names = if names.is_null() {
+            json!([sm["metadata"]["namespace"]])
+        } else {
+            names
+        };
+        sd["namespaces"] = json!({ "names": names });
+    }
+    let label = |k: &str| {
+        let k = sanitized(k);
+        json!([
+            format!("__meta_kubernetes_pod_label_{k}"),
+            format!("__meta_kubernetes_pod_labelpresent_{k}")
+        ])
+    };
+    let mut selectors = Vec::new();
+    if let Some(m) = spec["selector"]["matchLabels"].as_object() {
+        for (k, v) in m {
+            let v = v.as_str().unwrap_or_default();
+            selectors.push(json!({"action": "keep", "source_labels": label(k), "regex": format!("({v});true")}));
+        }
+    }
+    for e in spec["selector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let k = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let any = format!("({});true", values.join("|"));
+        let present = json!([format!(
+            "__meta_kubernetes_pod_labelpresent_{}",
+            sanitized(k)
+        )]);
+        selectors.push(match e["operator"].as_str().unwrap_or_default() {
+            "In" => json!({"action": "keep", "source_labels": label(k), "regex": any}),
+            "NotIn" => json!({"action": "drop", "source_labels": label(k), "regex": any}),
+            "Exists" => json!({"action": "keep", "source_labels": present, "regex": "true"}),
+            "DoesNotExist" => json!({"action": "drop", "source_labels": present, "regex": "true"}),
+            other => panic!("ServiceMonitor selector operator {other:?}"),
+        });
+    }
+    let name = sm["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = sm["metadata"]["namespace"].as_str().unwrap_or_default();
+    spec["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, ep)| {
+            let mut relabel = selectors.clone();
+            relabel.extend([
+                json!({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": ep["port"]}),
+                json!({"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"}),
+                json!({"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}),
+                json!({"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "target_label": "service"}),
+            ]);
+            json!({
+                "job_name": format!("serviceMonitor/{ns}/{name}/{i}"),
+                "kubernetes_sd_configs": [sd.clone()],
+                "relabel_configs": relabel,
+            })
+        })
+        .collect()
 }
 
 impl Prometheus {
@@ -364,20 +490,20 @@ impl Prometheus {
                 .unwrap();
         let rules: String = alerts.lines().map(|l| format!("  {l}\n")).collect();
         std::fs::write(dir.join("rules.yaml"), format!("groups:\n{rules}")).unwrap();
-        let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [{rules}]\n\
-             scrape_configs:\n\
-             - job_name: metastore\n\
-             \x20 file_sd_configs:\n\
-             \x20 - files: [{targets}]\n\
-             \x20   refresh_interval: 1s\n",
-            rules = dir.join("rules.yaml").display(),
-            targets = dir.join("targets.json").display(),
-        );
-        std::fs::write(dir.join("targets.json"), "[]").unwrap();
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        let child = Command::new("prometheus")
+        // JSON is YAML: the configuration is written as JSON.
+        let config = serde_json::json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [dir.join("rules.yaml")],
+            "scrape_configs": scrape_configs(&chart_service_monitor(), cp),
+        });
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        let bin =
+            std::env::var("METASTORE_PROMETHEUS").expect("make e2e sets METASTORE_PROMETHEUS");
+        let child = Command::new(bin)
             .arg(format!(
                 "--config.file={}",
                 dir.join("prometheus.yml").display()
@@ -395,29 +521,8 @@ impl Prometheus {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            kubeconfig: cp.kubeconfig.clone(),
         }
-    }
-
-    /// Points Prometheus at the running member pods, as listed by the API server.
-    async fn discover(&self, client: &kube::Client) {
-        use k8s_openapi::api::core::v1::Pod;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        let lp = kube::api::ListParams::default().labels("app.kubernetes.io/name=metastore");
-        let list = pods.list(&lp).await.unwrap();
-        let targets: Vec<serde_json::Value> = list
-            .items
-            .iter()
-            .filter_map(|p| {
-                let ip = p.status.as_ref()?.pod_ip.clone()?;
-                let name = p.metadata.name.clone()?;
-                let instance = p.metadata.labels.as_ref()?.get("app.kubernetes.io/instance")?.clone();
-                Some(serde_json::json!({"targets": [format!("{ip}:2381")],
-                    "labels": {"pod": name, "namespace": NS, "service": format!("{instance}-client")}}))
-            })
-            .collect();
-        let tmp = self.dir.join("targets.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string(&targets).unwrap()).unwrap();
-        std::fs::rename(&tmp, self.dir.join("targets.json")).unwrap();
     }
 
     /// Runs an instant query; returns the first sample's value.
@@ -447,11 +552,37 @@ impl Prometheus {
                     .unwrap_or_default();
                 let log =
                     std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-                let l: Vec<&str> = log.lines().collect();
+                // Warnings and errors (service discovery's among them), then the last lines.
+                let l: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("level=WARN") || l.contains("level=ERROR"))
+                    .chain(log.lines().rev().take(5))
+                    .collect();
+                // What discovery saw, and what it could have found.
+                let sd = Command::new("curl")
+                    .args(["-s", &format!("{}/metrics", self.url)])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                let sd: Vec<&str> = sd
+                    .lines()
+                    .filter(|l| l.starts_with("prometheus_sd_") && !l.ends_with(" 0"))
+                    .collect();
+                let slices = Command::new("kubectl")
+                    .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                    .args(["get", "pods", "-A", "-o", "wide", "--show-labels"])
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout).to_string()
+                            + &String::from_utf8_lossy(&o.stderr)
+                    })
+                    .unwrap_or_default();
                 panic!(
-                    "prometheus: {q} never matched (last: {:?})\ntargets: {targets}\nlog:\n{}",
+                    "prometheus: {q} never matched (last: {:?})\ntargets: {targets}\nlog:\n{}\n\
+                     discovery metrics:\n{}\npods:\n{slices}",
                     self.query(q),
-                    l[l.len().saturating_sub(15)..].join("\n")
+                    l[l.len().saturating_sub(30)..].join("\n"),
+                    sd.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -665,7 +796,6 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
 
     // Prometheus finds the members through the API server and sees lease reads.
     let prom = Prometheus::start(&cp, base_port + 6);
-    prom.discover(&client).await;
     prom.wait_for("sum(metastore_read_total{path=\"lease\"})", |v| v > 0.0)
         .await;
     prom.wait_for(
@@ -701,7 +831,6 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         };
         assert!(ok, "{out}");
         let ms = wait_running(&api, n, &cp, &op_log).await;
-        prom.discover(&client).await;
         current = n;
         load.set_endpoints(endpoints(n));
         let st = ms.status.unwrap();
