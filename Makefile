@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test soak sim sim-replay faults fuzz unit lint fmt fmt-check clippy bench clean crds images e2e k8s-binaries manifests chart-check
+.PHONY: all deps build release run test soak sim sim-replay faults fuzz unit lint fmt fmt-check clippy bench clean crds images images-check e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -43,11 +43,16 @@ crds: deps
 	$(CARGO) run -q -p metastore-operator --bin crdgen > crds/metastore.io_metastores.yaml
 	cp crds/metastore.io_metastores.yaml charts/metastore-operator/crds/
 
-## Container images of the node and the operator (needs a Docker daemon).
+## Container images of the node and the operator: docker build of deploy/docker/*.Dockerfile with a
+## Docker daemon, else buildah from the built binaries on a base made locally (scripts/images.sh).
 IMAGE_TAG ?= 0.2.0
-images:
-	docker build -f deploy/docker/node.Dockerfile -t metastore-node:$(IMAGE_TAG) .
-	docker build -f deploy/docker/operator.Dockerfile -t metastore-operator:$(IMAGE_TAG) .
+images: deps
+	CARGO=$(CARGO) IMAGE_TAG=$(IMAGE_TAG) bash scripts/images.sh
+
+## The images built without a daemon, checked: config as the Dockerfiles say, a member run from
+## the node image's own files as uid 65532 on a read-only root serves etcdctl.
+images-check: deps
+	CARGO=$(CARGO) IMAGE_TAG=$(IMAGE_TAG) bash scripts/images-check.sh
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy
