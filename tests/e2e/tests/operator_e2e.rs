@@ -9,7 +9,9 @@
 //! into a real SeaweedFS and reaches Succeeded; a schedule keeps exactly its retention. Then the
 //! MetaStore and its volume are deleted and a new one restored from that backup
 //! (`spec.bootstrap.restore`) grows to three members that all serve exactly the backed-up keys
-//! and HashKV. The control plane itself stores its objects in a three-member MetaStore cluster
+//! and HashKV. Later steps: self-healing of a lost volume and a SIGKILLed leader container
+//! restarted by the kubelet, disaster recovery, a version upgrade, settings, auth. The control
+//! plane itself stores its objects in a three-member MetaStore cluster
 //! (`METASTORE_E2E_STORE=etcd` for etcd instead), and must serve consistent lists from its
 //! watch cache, which it does only with etcd ≥ 3.5.13's progress notifications.
 //!
@@ -1113,6 +1115,46 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         None,
     );
     assert!(events.contains("reports its data dir empty"), "{events}");
+    // The leader's container killed outright (SIGKILL, as the OOM killer would): the kubelet
+    // restarts it on its volume, and it serves again with its data, with no operator action.
+    let victim = api
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.leader)
+        .expect("a leader");
+    let restarts = |pod: &str| {
+        let (_, out) = kubectl(
+            &cp,
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
+            None,
+        );
+        out.trim().parse::<i32>().unwrap_or(-1)
+    };
+    let before = restarts(&victim);
+    assert!(
+        kubelet.signal(NS, &victim, "KILL"),
+        "{victim} has no process"
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(restarts(&victim) > before && kubelet.ready(NS, &victim)) {
+        assert!(
+            Instant::now() < deadline,
+            "{victim} was not restarted and ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ms = wait_running(&api, 3, &cp, &op_log).await;
+    assert!(ms.status.unwrap().members.iter().all(|m| m.healthy));
+    assert_lease_reads(&api, &kubelet).await;
+    eprintln!("container kill: {victim} (the leader) restarted by the kubelet; 3/3 healthy");
     let rec = load.stop().await;
     eprintln!(
         "self-healing: {} register ops, {} acknowledged writes",
