@@ -35,6 +35,11 @@ pub enum ExecError {
     Auth(String),
 }
 
+/// A failed admin call's code and message (the code tells a refusal from an outage).
+fn status_text(e: &tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
 /// One member as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
@@ -392,7 +397,7 @@ pub async fn push_policy(
                 generation,
             })
             .await
-            .map_err(|e| ExecError::Admin(u.clone(), e.message().to_string()))
+            .map_err(|e| ExecError::Admin(u.clone(), status_text(&e)))
         })
         .await;
         match r {
@@ -409,7 +414,7 @@ pub async fn version(dial: &Dial, url: &str) -> Result<VersionResponse, ExecErro
         let mut a = dial.admin(url).await?;
         Ok(a.version(VersionRequest {})
             .await
-            .map_err(|e| ExecError::Admin(url.into(), e.message().to_string()))?
+            .map_err(|e| ExecError::Admin(url.into(), status_text(&e)))?
             .into_inner())
     })
     .await
@@ -421,7 +426,7 @@ pub async fn lease_status(dial: &Dial, url: &str) -> Result<LeaseStatusResponse,
         let mut a = dial.admin(url).await?;
         Ok(a.lease_status(LeaseStatusRequest {})
             .await
-            .map_err(|e| ExecError::Admin(url.into(), e.message().to_string()))?
+            .map_err(|e| ExecError::Admin(url.into(), status_text(&e)))?
             .into_inner())
     })
     .await
@@ -602,7 +607,7 @@ pub async fn execute(
                         member_id: *id,
                     })
                     .await
-                    .map_err(|e| ExecError::Admin(url.clone(), e.message().to_string()))?
+                    .map_err(|e| ExecError::Admin(url.clone(), status_text(&e)))?
                     .into_inner())
             })
             .await?;

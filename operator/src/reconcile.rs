@@ -62,7 +62,7 @@ pub(crate) async fn run(ms: &MetaStore, ctx: &Context) -> Result<Action, Error> 
         )
         .await;
     }
-    if ms.spec.replicas % 2 == 0 {
+    if crate::status::even_voters_warning_due(ms) {
         // Allowed (a step while scaling, say), but rarely what is wanted.
         let (_, reason, why) = crate::status::fault_tolerance(ms.spec.replicas);
         r.event(EventType::Warning, reason, why).await;

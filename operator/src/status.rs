@@ -56,6 +56,21 @@ pub fn fault_tolerance(replicas: i32) -> (bool, &'static str, String) {
     }
 }
 
+/// True when an even `replicas` is still to be warned about: the status does not yet say so
+/// (FaultTolerant False) for this generation. Reconciles run often; the Warning event is sent
+/// once per spec change, not every time.
+pub fn even_voters_warning_due(ms: &MetaStore) -> bool {
+    if ms.spec.replicas % 2 != 0 {
+        return false;
+    }
+    let gen = ms.metadata.generation;
+    !ms.status.as_ref().is_some_and(|st| {
+        st.conditions.iter().any(|c| {
+            c.type_ == "FaultTolerant" && c.status == "False" && c.observed_generation == gen
+        })
+    })
+}
+
 /// Builds the status from what was observed and decided. Pure.
 pub fn build_status(
     ms: &MetaStore,
@@ -369,6 +384,28 @@ mod tests {
     }
     use crate::planner::ObservedMember;
     use crate::testing::demo as ms;
+
+    #[test]
+    fn an_even_count_is_warned_about_once_per_generation() {
+        let mut m = ms();
+        m.spec.replicas = 4;
+        m.metadata.generation = Some(2);
+        assert!(even_voters_warning_due(&m), "not reported yet");
+        let (odd, reason, why) = fault_tolerance(4);
+        let reported = condition("FaultTolerant", odd, reason, why, Some(2), &[]);
+        m.status = Some(MetaStoreStatus {
+            conditions: vec![reported.clone()],
+            ..Default::default()
+        });
+        assert!(!even_voters_warning_due(&m), "reported for this generation");
+        m.metadata.generation = Some(3);
+        assert!(
+            even_voters_warning_due(&m),
+            "a new spec is warned about again"
+        );
+        m.spec.replicas = 3;
+        assert!(!even_voters_warning_due(&m), "odd counts never");
+    }
 
     fn member(id: u64, learner: bool, healthy: bool) -> MemberView {
         MemberView {

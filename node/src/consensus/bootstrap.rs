@@ -186,12 +186,17 @@ pub fn force_new_cluster_marker(data_dir: &Path) -> PathBuf {
 }
 
 /// Replaces the file at `path` with `bytes` durably: written beside it, fsynced, renamed over it,
-/// so a crash leaves the old file or the new one.
+/// and the directory fsynced so the rename itself survives a crash; a crash leaves the old file
+/// or the new one.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)?;
     fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// True when the data dir has no identity yet (a member that never started here).

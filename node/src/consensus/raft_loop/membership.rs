@@ -80,7 +80,9 @@ impl RaftLoop {
             self.shared.member_id(),
             self.shared.state.read().cluster_id
         );
-        if let Err(e) = std::fs::write(&marker, text) {
+        // Durable before the member says it stops: a crash right after must not let this data
+        // dir rejoin.
+        if let Err(e) = crate::consensus::bootstrap::write_durably(&marker, text.as_bytes()) {
             tracing::error!("cannot write {}: {e}", marker.display());
         }
         tracing::warn!("this member has been permanently removed from the cluster");
