@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RUN_FLAGS ?=
 
-.PHONY: all deps build release run test soak sim sim-replay faults fuzz unit lint fmt fmt-check clippy bench clean crds images images-check e2e k8s-binaries manifests chart-check
+.PHONY: all deps build release run test soak sim sim-replay faults fuzz unit lint fmt fmt-check clippy bench clean crds images images-check kubelet-smoke e2e k8s-binaries manifests chart-check
 
 all: build
 
@@ -53,6 +53,12 @@ images: deps
 ## the node image's own files as uid 65532 on a read-only root serves etcdctl.
 images-check: deps
 	CARGO=$(CARGO) IMAGE_TAG=$(IMAGE_TAG) bash scripts/images-check.sh
+
+## The node image in a real pod: the real kubelet (built from the pinned Kubernetes module) with
+## containerd and runc runs it with the operator's securityContext; a killed container and a
+## restarted kubelet leave it serving its data.
+kubelet-smoke: deps
+	CARGO=$(CARGO) IMAGE_TAG=$(IMAGE_TAG) bash scripts/kubelet-smoke.sh
 
 ## Everything CI checks: formatting, clippy, unit and process-level tests.
 test: deps fmt-check clippy

