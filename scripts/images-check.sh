@@ -16,8 +16,11 @@ log() { echo "images-check: $*" >&2; }
 IMAGE_TAG="$TAG" bash scripts/images.sh --buildah
 source scripts/buildah-env.sh
 
-ctrs=()
-cleanup() { for c in "${ctrs[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done; }
+ctrs=() dirs=()
+cleanup() {
+  for c in "${ctrs[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
+  rm -rf "${dirs[@]}"
+}
 trap cleanup EXIT
 
 for name in metastore-node metastore-operator; do
@@ -52,6 +55,7 @@ run_image() {
   ctrs+=("$ctr")
   root=$(buildah mount "$ctr")
   data=$(mktemp -d)
+  dirs+=("$data")
   chown 65532:65532 "$data"
   mkdir -p "$root/proc" "$root/var/lib/metastore"
   entry=$(buildah inspect --type image --format '{{index .OCIv1.Config.Entrypoint 0}}' "$image")
@@ -68,6 +72,7 @@ run_image() {
   RUN_PID=$!
 }
 RUN_LOG=$(mktemp)
+dirs+=("$RUN_LOG")
 # Stops what run_image started: unshare ignores SIGTERM while it waits, so its child (the
 # image's process, by PID) is the one told to stop.
 stop_run() {
@@ -84,7 +89,7 @@ run_image "metastore-node:$TAG" --name image-check --data-dir /var/lib/metastore
   --listen-peer-urls "http://$ip:$((port + 1))" --initial-advertise-peer-urls "http://$ip:$((port + 1))" \
   --listen-metrics-urls "http://$ip:$((port + 2))" --initial-cluster "image-check=http://$ip:$((port + 1))"
 pid=$RUN_PID
-( sleep 60; for c in $(pgrep -P "$pid" || true); do kill "$c" 2>/dev/null || true; done ) >/dev/null 2>&1 &
+( sleep 60; stop_run "$pid" ) >/dev/null 2>&1 &
 watchdog=$!
 ok=""
 for _ in $(seq 1 100); do

@@ -16,6 +16,8 @@ CACHE="${METASTORE_CACHE:-$HOME/.cache/metastore}"
 log() { echo "kubelet-smoke: $*" >&2; }
 
 K8S_BIN=$(bash scripts/k8s-binaries.sh | tail -1)
+# The pinned version, from where k8s-binaries.sh keeps it (k8s/<version>/bin).
+K8S_VERSION=$(basename "$(dirname "$K8S_BIN")")
 TARGET="${CARGO_TARGET_DIR:-target}"
 PROFILE="${PROFILE:-debug}" IMAGE_TAG="$TAG" bash scripts/images.sh --buildah
 source scripts/buildah-env.sh
@@ -31,7 +33,7 @@ PAUSE_DIR="$CACHE/pause/3.10"
 if ! [ -f "$PAUSE_DIR/pause.tar" ]; then
   mkdir -p "$PAUSE_DIR"
   gcc -Os -static -DVERSION=3.10 -o "$PAUSE_DIR/pause" \
-    "$CACHE/go/pkg/mod/k8s.io/kubernetes@v1.37.2/build/pause/linux/pause.c"
+    "$CACHE/go/pkg/mod/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
   ctr_id=$(buildah from scratch)
   buildah copy "$ctr_id" "$PAUSE_DIR/pause" /pause >/dev/null
   buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr_id"
