@@ -13,7 +13,9 @@
 # The images stay in buildah's storage (vfs) and are written as OCI archives to
 # $CARGO_TARGET_DIR/images/<name>-<tag>.tar.
 #
-# Env: IMAGE_TAG, PROFILE (release, or debug to reuse the test build), CARGO_TARGET_DIR, CARGO.
+# Env: IMAGE_TAG, PROFILE (release, or debug to reuse the test build), CARGO_TARGET_DIR, CARGO;
+# NODE_BIN: package this member binary (e.g. the previous version's, for the e2e's upgrade) as
+# the node image only, without building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${IMAGE_TAG:-0.2.0}"
@@ -31,18 +33,26 @@ fi
 
 source scripts/buildah-env.sh
 
-profile_flag=(); [ "$PROFILE" = release ] && profile_flag=(--release)
-log "building the binaries ($PROFILE)"
-$CARGO build -q "${profile_flag[@]}" -p metastore-node -p metastore-operator --bin metastore-node \
-  --bin metastore-operator
-BINDIR="$TARGET/$PROFILE"
+NAMES=(metastore-node metastore-operator)
+if [ -n "${NODE_BIN:-}" ]; then
+  NAMES=(metastore-node)
+  BINDIR=$(mktemp -d)
+  trap 'rm -rf "$BINDIR"' EXIT
+  cp "$NODE_BIN" "$BINDIR/metastore-node"
+else
+  profile_flag=(); [ "$PROFILE" = release ] && profile_flag=(--release)
+  log "building the binaries ($PROFILE)"
+  $CARGO build -q "${profile_flag[@]}" -p metastore-node -p metastore-operator --bin metastore-node \
+    --bin metastore-operator
+  BINDIR="$TARGET/$PROFILE"
+fi
 
 # The base: what the binaries load (from ldd), the CA bundle and the nonroot user.
 log "base image $BASE from this machine's files"
 ctr=$(buildah from scratch)
-trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
+trap 'buildah rm "$ctr" >/dev/null 2>&1 || true; [ -z "${NODE_BIN:-}" ] || rm -rf "$BINDIR"' EXIT
 root=$(buildah mount "$ctr")
-for lib in $(ldd "$BINDIR/metastore-node" "$BINDIR/metastore-operator" |
+for lib in $(ldd "${NAMES[@]/#/$BINDIR/}" |
   awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $1 !~ /:$/ {print $1}' | sort -u); do
   cp -L --parents "$lib" "$root/"
 done
@@ -58,7 +68,7 @@ buildah umount "$ctr" >/dev/null
 buildah commit -q "$ctr" "$BASE" >/dev/null
 
 mkdir -p "$TARGET/images"
-for name in metastore-node metastore-operator; do
+for name in "${NAMES[@]}"; do
   dockerfile="deploy/docker/${name#metastore-}.Dockerfile"
   ctx=$(mktemp -d)
   cp "$BINDIR/$name" "$ctx/"
@@ -72,4 +82,4 @@ for name in metastore-node metastore-operator; do
   buildah push -q "$name:$TAG" "oci-archive:$TARGET/images/$name-$TAG.tar:$name:$TAG"
   rm -rf "$ctx"
 done
-log "built metastore-node:$TAG and metastore-operator:$TAG; archives in $TARGET/images"
+log "built ${NAMES[*]/%/:$TAG}; archives in $TARGET/images"

@@ -12,35 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${IMAGE_TAG:-0.2.0}"
-CACHE="${METASTORE_CACHE:-$HOME/.cache/metastore}"
 log() { echo "kubelet-smoke: $*" >&2; }
 
 K8S_BIN=$(bash scripts/k8s-binaries.sh | tail -1)
-# The pinned version, from where k8s-binaries.sh keeps it (k8s/<version>/bin).
-K8S_VERSION=$(basename "$(dirname "$K8S_BIN")")
 TARGET="${CARGO_TARGET_DIR:-target}"
 PROFILE="${PROFILE:-debug}" IMAGE_TAG="$TAG" bash scripts/images.sh --buildah
-source scripts/buildah-env.sh
-if ! command -v containerd >/dev/null || ! command -v runc >/dev/null; then
-  log "installing containerd and runc (Debian)"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends containerd runc >&2
-fi
-
-# The pod sandbox's pause image, compiled from the pinned Kubernetes module's pause.c (cached).
-PAUSE_DIR="$CACHE/pause/3.10"
-if ! [ -f "$PAUSE_DIR/pause.tar" ]; then
-  mkdir -p "$PAUSE_DIR"
-  gcc -Os -static -DVERSION=3.10 -o "$PAUSE_DIR/pause" \
-    "$CACHE/go/pkg/mod/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
-  ctr_id=$(buildah from scratch)
-  buildah copy "$ctr_id" "$PAUSE_DIR/pause" /pause >/dev/null
-  buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr_id"
-  buildah commit -q "$ctr_id" registry.k8s.io/pause:3.10 >/dev/null
-  buildah rm "$ctr_id" >/dev/null
-  buildah push -q registry.k8s.io/pause:3.10 "oci-archive:$PAUSE_DIR/pause.tar:registry.k8s.io/pause:3.10"
-fi
+# containerd, runc and the pause image (compiled from the pinned module's pause.c, cached).
+PAUSE_TAR=$(bash scripts/container-runtime.sh | tail -1)
 
 W=$(mktemp -d /tmp/kubelet-smoke.XXXXXX)
 CPID="" KPID=""
@@ -77,7 +55,7 @@ EOF
 containerd --config "$W/containerd.toml" >"$W/containerd.log" 2>&1 &
 CPID=$!
 for _ in $(seq 1 50); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
-"${CTR[@]}" images import --snapshotter native "$PAUSE_DIR/pause.tar" >/dev/null
+"${CTR[@]}" images import --snapshotter native "$PAUSE_TAR" >/dev/null
 "${CTR[@]}" images import --snapshotter native "$TARGET/images/metastore-node-$TAG.tar" >/dev/null
 # The kubelet asks for the image by its normalized name.
 "${CTR[@]}" images tag "metastore-node:$TAG" "docker.io/library/metastore-node:$TAG" >/dev/null

@@ -17,7 +17,7 @@ pub struct SeaweedFs {
     child: Child,
     dir: tempfile::TempDir,
     ports: [u16; 5],
-    /// The S3 endpoint, `http://127.0.0.1:<port>`.
+    /// The S3 endpoint, `http://<ip>:<port>`.
     pub endpoint: String,
 }
 
@@ -43,6 +43,11 @@ impl SeaweedFs {
     /// ephemeral range (32768), so `base` must be below 22760. Waits until a signed request is
     /// answered (an anonymous 403 comes before the credentials are loaded).
     pub fn start(base: u16) -> SeaweedFs {
+        SeaweedFs::start_on("127.0.0.1", base)
+    }
+
+    /// As [`SeaweedFs::start`], on address `ip` (one pods can reach, in the e2e).
+    pub fn start_on(ip: &str, base: u16) -> SeaweedFs {
         assert!(
             base < 22760,
             "SeaweedFS gRPC ports would reach the ephemeral range"
@@ -67,8 +72,8 @@ impl SeaweedFs {
                 format!("-config_dir={}", p(&conf)),
                 "mini".into(),
                 format!("-dir={}", p(&dir.path().join("data"))),
-                "-ip=127.0.0.1".into(),
-                "-ip.bind=127.0.0.1".into(),
+                format!("-ip={ip}"),
+                format!("-ip.bind={ip}"),
                 format!("-master.port={}", ports[0]),
                 format!("-volume.port={}", ports[1]),
                 format!("-filer.port={}", ports[2]),
@@ -90,7 +95,7 @@ impl SeaweedFs {
             .stderr(log)
             .spawn()
             .expect("start weed");
-        let endpoint = format!("http://127.0.0.1:{}", ports[3]);
+        let endpoint = format!("http://{ip}:{}", ports[3]);
         let mut s = SeaweedFs {
             child,
             dir,

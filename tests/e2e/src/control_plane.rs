@@ -31,6 +31,26 @@ impl Store {
     }
 }
 
+/// Who runs the pods, which decides what the control plane must do for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kubelet {
+    /// The real kubelet: the scheduler places pods, and pods get service-account tokens
+    /// (admission) and the cluster's CA (`kube-root-ca.crt`, from the controller manager).
+    Real,
+    /// The test kubelet: it binds pods itself and hands out kubeconfigs of its own.
+    Test,
+}
+
+impl Kubelet {
+    /// `METASTORE_E2E_KUBELET` (`real` unless it says `test`).
+    pub fn from_env() -> Kubelet {
+        match std::env::var("METASTORE_E2E_KUBELET").as_deref() {
+            Ok("test") => Kubelet::Test,
+            _ => Kubelet::Real,
+        }
+    }
+}
+
 /// Members of the MetaStore cluster the control plane stores itself in.
 const STORE_MEMBERS: u16 = 3;
 
@@ -120,7 +140,8 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
     )?;
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n\
+        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,\
+         DNS:kubernetes.default.svc\n\
          extendedKeyUsage=serverAuth\n",
     )?;
     signed_cert(dir, "server", "/CN=kube-apiserver", "server.ext")?;
@@ -129,6 +150,30 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     Ok(())
+}
+
+/// The controllers the controller manager runs: what the suite's objects need (StatefulSets,
+/// Jobs, Deployments, PodDisruptionBudgets, garbage collection, namespaces), and for real pods the
+/// default service accounts, the root CA ConfigMaps and the EndpointSlices of Services.
+fn controllers(kubelet: Kubelet) -> String {
+    let mut c = vec![
+        "statefulset-controller",
+        "job-controller",
+        "garbage-collector-controller",
+        "persistentvolumeclaim-protection-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "disruption-controller",
+        "namespace-controller",
+    ];
+    if kubelet == Kubelet::Real {
+        c.extend([
+            "serviceaccount-controller",
+            "root-ca-certificate-publisher-controller",
+            "endpointslice-controller",
+        ]);
+    }
+    c.join(",")
 }
 
 fn kubeconfig(dir: &Path, server: &str) -> String {
@@ -146,7 +191,12 @@ fn kubeconfig(dir: &Path, server: &str) -> String {
 impl ControlPlane {
     /// Starts the store, the API server and the controller manager from `bin`, on [`PORTS`]
     /// ports from `base_port` upwards, and waits until the API server is ready.
-    pub fn start(bin: &Path, base_port: u16, store: Store) -> anyhow::Result<ControlPlane> {
+    pub fn start(
+        bin: &Path,
+        base_port: u16,
+        store: Store,
+        kubelet: Kubelet,
+    ) -> anyhow::Result<ControlPlane> {
         let dir = tempfile::tempdir()?;
         let d = dir.path().to_path_buf();
         certificates(&d)?;
@@ -204,10 +254,16 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=RBAC".into(),
                 "--allow-privileged=true".into(),
-                // Pods run without service-account tokens (the test kubelet has no use for them).
-                "--disable-admission-plugins=ServiceAccount".into(),
                 format!("--cert-dir={}", p("apiserver-certs")),
-            ],
+            ]
+            .into_iter()
+            .chain(match kubelet {
+                // Pods get a projected service-account token, as every cluster gives them.
+                Kubelet::Real => vec![],
+                // The test kubelet has no use for tokens in pods (it writes kubeconfigs).
+                Kubelet::Test => vec!["--disable-admission-plugins=ServiceAccount".into()],
+            })
+            .collect(),
         )?;
         cp.wait_ready(Duration::from_secs(90))?;
         cp.spawn(
@@ -220,10 +276,27 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={cm}"),
                 "--leader-elect=false".into(),
-                "--controllers=statefulset-controller,job-controller,garbage-collector-controller,persistentvolumeclaim-protection-controller,deployment-controller,replicaset-controller,disruption-controller,namespace-controller".into(),
+                format!("--controllers={}", controllers(kubelet)),
                 "--concurrent-statefulset-syncs=5".into(),
+                // Published to every namespace as kube-root-ca.crt, which pods' projected
+                // service-account volumes carry as their ca.crt.
+                format!("--root-ca-file={}", p("ca.crt")),
             ],
         )?;
+        if kubelet == Kubelet::Real {
+            cp.spawn(
+                "kube-scheduler",
+                bin.join("kube-scheduler"),
+                vec![
+                    format!("--kubeconfig={}", kc.display()),
+                    format!("--authentication-kubeconfig={}", kc.display()),
+                    format!("--authorization-kubeconfig={}", kc.display()),
+                    "--bind-address=127.0.0.1".into(),
+                    format!("--secure-port={}", base_port + 4),
+                    "--leader-elect=false".into(),
+                ],
+            )?;
+        }
         Ok(cp)
     }
 

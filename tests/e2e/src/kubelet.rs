@@ -22,8 +22,6 @@ use serde_json::json;
 
 /// Name of the Node this kubelet registers.
 pub const NODE: &str = "e2e-node";
-const HOSTS_BEGIN: &str = "# BEGIN metastore-e2e kubelet";
-const HOSTS_END: &str = "# END metastore-e2e kubelet";
 
 /// How to run pods.
 pub struct KubeletConfig {
@@ -89,6 +87,7 @@ impl Addresses {
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
     pods: Pods,
+    logs: PathBuf,
 }
 
 impl Drop for Kubelet {
@@ -108,6 +107,7 @@ impl Kubelet {
         crate::volumes::ensure_class(&client).await?;
         let pods: Pods = Arc::default();
         let state = pods.clone();
+        let logs = cfg.root.join("logs");
         let task = tokio::spawn(async move {
             let mut addresses = Addresses {
                 next: 2,
@@ -125,7 +125,7 @@ impl Kubelet {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Ok(Kubelet { task, pods })
+        Ok(Kubelet { task, pods, logs })
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to a running pod's process, as a fault: a stopped
@@ -155,13 +155,12 @@ impl Kubelet {
             .child
             .as_ref()?
             .id();
-        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        Some(
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect(),
-        )
+        crate::command_line_of(pid)
+    }
+
+    /// Where pod logs are kept (`<ns>_<pod>.log`).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.logs.clone()
     }
 
     /// True when the pod runs and its readiness probe passes (what a Service routes to).
@@ -464,47 +463,13 @@ fn http_ok(target: &str) -> bool {
     String::from_utf8_lossy(&buf[..n]).contains(" 200")
 }
 
-fn host_names(pod: &Pod) -> Vec<String> {
-    let ns = pod.namespace().unwrap_or_default();
-    let Some(spec) = pod.spec.as_ref() else {
-        return vec![];
-    };
-    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
-    match &spec.subdomain {
-        Some(sub) => vec![
-            format!("{hostname}.{sub}.{ns}.svc"),
-            format!("{hostname}.{sub}.{ns}.svc.cluster.local"),
-            format!("{sub}.{ns}.svc"),
-        ],
-        None => vec![],
-    }
-}
-
 fn write_hosts(path: &Path, pods: &HashMap<String, RunningPod>) {
-    let current = std::fs::read_to_string(path).unwrap_or_default();
-    let before = match current.find(HOSTS_BEGIN) {
-        Some(i) => current[..i].to_string(),
-        None => current.clone(),
-    };
-    let mut block = format!("{HOSTS_BEGIN}\n");
-    let mut entries: Vec<(&String, &RunningPod)> = pods.iter().collect();
-    entries.sort_by_key(|(k, _)| k.as_str());
-    for (_, p) in entries {
-        if p.terminating_since.is_none() && !p.hosts.is_empty() {
-            block.push_str(&format!("{} {}\n", p.ip, p.hosts.join(" ")));
-        }
-    }
-    block.push_str(HOSTS_END);
-    block.push('\n');
-    let text = format!(
-        "{}{}",
-        before.trim_end_matches('\n').to_string() + "\n",
-        block
-    );
-    if text != current {
-        // In place: the file is a bind mount, a rename would detach it.
-        let _ = std::fs::write(path, text);
-    }
+    let records: Vec<(String, Vec<String>)> = pods
+        .values()
+        .filter(|p| p.terminating_since.is_none())
+        .map(|p| (p.ip.clone(), p.hosts.clone()))
+        .collect();
+    crate::dns::write_hosts(path, &records);
 }
 
 /// Writes a kubeconfig with a fresh token of the pod's service account.
@@ -559,7 +524,7 @@ async fn sync(
     // One list serves both: a volume directory is only ever made for a claim in a list.
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let pvcs = pvcs.list(&ListParams::default()).await?.items;
-    if let Err(e) = crate::volumes::sync(client, &pvcs).await {
+    if let Err(e) = crate::volumes::sync(client, &pvcs, None).await {
         tracing::debug!("volumes: {e}");
     }
     let updates = reconcile(
@@ -721,7 +686,7 @@ fn admit<'a>(
                 ready: false,
                 terminating_since: None,
                 reported: None,
-                hosts: host_names(pod),
+                hosts: crate::dns::host_names(pod),
             },
         );
     }

@@ -1,8 +1,13 @@
-//! Support for MetaStore's end-to-end tests: a real Kubernetes control plane on loopback and a
-//! test kubelet that runs MetaStore pods as local processes.
+//! Support for MetaStore's end-to-end tests: a real Kubernetes control plane on loopback, and the
+//! node its pods run on: the real kubelet with containerd, or a test kubelet that runs pods as
+//! local processes (a fast mode for local iteration).
 
+pub mod api_proxy;
 pub mod control_plane;
+pub mod dns;
 pub mod kubelet;
+pub mod real_kubelet;
+pub mod runner;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -34,4 +39,15 @@ pub fn k8s_bin_dir() -> Option<PathBuf> {
 /// namespace where it is bind-mounted over /etc/hosts.
 pub fn hosts_file() -> Option<PathBuf> {
     std::env::var_os("METASTORE_E2E_HOSTS").map(PathBuf::from)
+}
+
+/// The command line of process `pid` (from /proc).
+pub fn command_line_of(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
 }

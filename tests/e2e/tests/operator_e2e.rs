@@ -22,8 +22,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
+use metastore_e2e::control_plane::Kubelet as Mode;
 use metastore_e2e::control_plane::{self, ControlPlane};
 use metastore_e2e::kubelet::{Kubelet, KubeletConfig};
+use metastore_e2e::real_kubelet::{RealKubelet, RealKubeletConfig};
+use metastore_e2e::runner::Runner;
 use metastore_operator::crd::MetaStore;
 use metastore_testkit::checkers::register;
 use metastore_testkit::load;
@@ -156,13 +159,7 @@ fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
         events[events.len().saturating_sub(25)..].join("\n")
     );
     for k in 0..3 {
-        let f = logs.join(format!("{NS}_{NAME}-{k}.log"));
-        let t = std::fs::read_to_string(&f).unwrap_or_default();
-        let l: Vec<&str> = t.lines().collect();
-        out.push_str(&format!(
-            "--- {NAME}-{k}\n{}\n",
-            l[l.len().saturating_sub(15)..].join("\n")
-        ));
+        out.push_str(&last_lines(logs, &format!("{NS}_{NAME}-{k}"), 15));
     }
     out
 }
@@ -272,18 +269,73 @@ async fn wait_running(api: &Api<MetaStore>, n: i32, cp: &ControlPlane, op_log: &
     }
 }
 
-/// The last lines of the operator pods' logs (the kubelet keeps them under `logs/`).
+/// The log files under `logs` of the pods whose names start with `prefix` (`<ns>_<pod>`): the
+/// test kubelet keeps `<ns>_<pod>.log`, the real one `<ns>_<pod>_<uid>/<container>/<n>.log`.
+fn log_files(logs: &Path, prefix: &str) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, out);
+            }
+        } else {
+            out.push(p.to_path_buf());
+        }
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for e in entries {
+        let name = e
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if name == format!("{prefix}.log") || name.starts_with(&format!("{prefix}_")) {
+            walk(&e, &mut out);
+        }
+    }
+    out
+}
+
+/// The last `n` lines of the logs of the pods whose names start with `prefix`.
+fn last_lines(logs: &Path, prefix: &str, n: usize) -> String {
+    let mut out = String::new();
+    for f in log_files(logs, prefix) {
+        let t = std::fs::read_to_string(&f).unwrap_or_default();
+        let l: Vec<&str> = t.lines().collect();
+        out.push_str(&format!(
+            "--- {}\n{}\n",
+            f.strip_prefix(logs).unwrap_or(&f).display(),
+            l[l.len().saturating_sub(n)..].join("\n")
+        ));
+    }
+    out
+}
+
+/// The last lines of the operator pods' logs.
 fn tail(logs: &Path) -> String {
     let mut out = String::new();
     for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with("metastore-system_") {
-            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let l: Vec<&str> = t.lines().collect();
-            out.push_str(&format!(
-                "--- {name}\n{}\n",
-                l[l.len().saturating_sub(40)..].join("\n")
-            ));
+        if let Some(pod) = name.strip_prefix("metastore-system_") {
+            let pod = pod
+                .trim_end_matches(".log")
+                .split('_')
+                .next()
+                .unwrap_or_default();
+            out.push_str(&last_lines(logs, &format!("metastore-system_{pod}"), 40));
         }
     }
     out
@@ -292,16 +344,11 @@ fn tail(logs: &Path) -> String {
 /// Every line of the operator pods' logs that contains `what`.
 fn operator_lines(logs: &Path, what: &str) -> String {
     let mut out = String::new();
-    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("metastore-system_")
-        {
-            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
-            for l in t.lines().filter(|l| l.contains(what)) {
-                out.push_str(l);
-                out.push('\n');
-            }
+    for f in log_files(logs, "metastore-system") {
+        let t = std::fs::read_to_string(&f).unwrap_or_default();
+        for l in t.lines().filter(|l| l.contains(what)) {
+            out.push_str(l);
+            out.push('\n');
         }
     }
     out
@@ -319,12 +366,12 @@ fn metric(ip: &str, name: &str) -> Option<f64> {
 }
 
 /// The leader (from status) serves lease reads and has the lease policy enabled.
-async fn assert_lease_reads(api: &Api<MetaStore>, kubelet: &Kubelet) {
+async fn assert_lease_reads(api: &Api<MetaStore>, kubelet: &Runner) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ms = api.get(NAME).await.unwrap();
         let leader = ms.status.and_then(|s| s.leader).unwrap_or_default();
-        if let Some(ip) = kubelet.pod_ip(NS, &leader) {
+        if let Some(ip) = kubelet.pod_ip(NS, &leader).await {
             let key = "metastore_read_total{path=\"lease\"}";
             let before = metric(&ip, key).unwrap_or(0.0);
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -648,32 +695,75 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     let bins = metastore_e2e::target_bin_dir();
     let store = control_plane::Store::from_env(bins.join("metastore-node"));
     eprintln!("control plane store: {store:?}");
-    let cp = ControlPlane::start(&k8s, base_port, store).expect("control plane");
+    let mode = Mode::from_env();
+    eprintln!("pods run by: {mode:?} kubelet (METASTORE_E2E_KUBELET)");
+    let cp = ControlPlane::start(&k8s, base_port, store, mode).expect("control plane");
     let client = cp.client().await.expect("client");
     let work = cp.dir.path().join("kubelet");
-    let _kubelet = Kubelet::start(
-        client.clone(),
-        KubeletConfig {
-            images: vec![
-                // The previous minor version, for the upgrade (scripts/node-previous.sh).
-                (
-                    format!("metastore-node:{PREVIOUS}"),
-                    std::env::var("METASTORE_NODE_PREVIOUS")
-                        .expect("make e2e sets METASTORE_NODE_PREVIOUS")
-                        .into(),
-                ),
-                ("metastore-node".into(), bins.join("metastore-node")),
-                ("metastore-operator".into(), bins.join("metastore-operator")),
-            ],
-            root: work.clone(),
-            hosts_file: Some(hosts),
-            net: format!("127.0.{}", 100 + std::process::id() % 100),
-            api: Some((cp.server.clone(), cp.dir.path().join("ca.crt"))),
-        },
-    )
-    .await
-    .expect("kubelet");
-    let kubelet = _kubelet;
+    // What a cluster's node and add-ons give pods besides the kubelet, for the real one: the
+    // `kubernetes` Service's address, DNS names, volumes.
+    let mut _node_services = None;
+    let mut kubelet = match mode {
+        Mode::Real => {
+            let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("make e2e sets {k}"));
+            let api_addr = cp.server.trim_start_matches("https://").parse().unwrap();
+            let proxy = metastore_e2e::api_proxy::ApiProxy::start(
+                metastore_e2e::api_proxy::SERVICE,
+                api_addr,
+            )
+            .await
+            .expect("kubernetes Service address");
+            let dns = metastore_e2e::dns::PodDns::start(
+                client.clone(),
+                hosts.clone(),
+                env("METASTORE_E2E_DNS_DIR").into(),
+            );
+            let volumes =
+                metastore_e2e::volumes::Provisioner::start(client.clone(), work.join("volumes"))
+                    .await
+                    .expect("volume provisioner");
+            _node_services = Some((proxy, dns, volumes));
+            Runner::Real(Box::new(
+                RealKubelet::start(
+                    client.clone(),
+                    RealKubeletConfig {
+                        bin: k8s.join("kubelet"),
+                        kubeconfig: cp.kubeconfig.clone(),
+                        containerd: env("METASTORE_E2E_CONTAINERD").into(),
+                        node_ip: env("METASTORE_E2E_NODE_IP"),
+                        root: work.clone(),
+                        port: base_port + 5,
+                    },
+                )
+                .await
+                .expect("kubelet"),
+            ))
+        }
+        Mode::Test => Runner::Test(
+            Kubelet::start(
+                client.clone(),
+                KubeletConfig {
+                    images: vec![
+                        // The previous minor version, for the upgrade (scripts/node-previous.sh).
+                        (
+                            format!("metastore-node:{PREVIOUS}"),
+                            std::env::var("METASTORE_NODE_PREVIOUS")
+                                .expect("make e2e sets METASTORE_NODE_PREVIOUS")
+                                .into(),
+                        ),
+                        ("metastore-node".into(), bins.join("metastore-node")),
+                        ("metastore-operator".into(), bins.join("metastore-operator")),
+                    ],
+                    root: work.clone(),
+                    hosts_file: Some(hosts),
+                    net: format!("127.0.{}", 100 + std::process::id() % 100),
+                    api: Some((cp.server.clone(), cp.dir.path().join("ca.crt"))),
+                },
+            )
+            .await
+            .expect("kubelet"),
+        ),
+    };
 
     // helm install, as users do: CRD, RBAC, the operator Deployment (2 replicas, leader
     // election). Its pods run here as processes with their service account's token.
@@ -718,7 +808,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         None,
     );
     assert!(ok, "{out}");
-    let op_log = work.join("logs");
+    let op_log = kubelet.logs_dir();
 
     // A bad spec is refused by the API server with the field named.
     let (ok, out) = kubectl(
@@ -857,8 +947,12 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     .await;
     assert_store_serves_the_control_plane(&cp);
     // An on-demand backup under the write load, into a real S3-compatible store.
-    let s3 =
-        metastore_testkit::s3::SeaweedFs::start(17000 + (std::process::id() % 400) as u16 * 10);
+    // Reached by the backup Jobs' pods: on the node's address with the real kubelet.
+    let s3_ip = std::env::var("METASTORE_E2E_NODE_IP").unwrap_or_else(|_| "127.0.0.1".into());
+    let s3 = metastore_testkit::s3::SeaweedFs::start_on(
+        &s3_ip,
+        17000 + (std::process::id() % 400) as u16 * 10,
+    );
     s3.create_bucket("backups");
     let (ok, out) = kubectl(
         &cp,
@@ -1140,11 +1234,11 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     };
     let before = restarts(&victim);
     assert!(
-        kubelet.signal(NS, &victim, "KILL"),
+        kubelet.signal(NS, &victim, "KILL").await,
         "{victim} has no process"
     );
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !(restarts(&victim) > before && kubelet.ready(NS, &victim)) {
+    while !(restarts(&victim) > before && kubelet.ready(NS, &victim).await) {
         assert!(
             Instant::now() < deadline,
             "{victim} was not restarted and ready again"
@@ -1155,6 +1249,28 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
     assert!(ms.status.unwrap().members.iter().all(|m| m.healthy));
     assert_lease_reads(&api, &kubelet).await;
     eprintln!("container kill: {victim} (the leader) restarted by the kubelet; 3/3 healthy");
+    // A node-level restart of the kubelet, still under load: the containers keep running, the
+    // new kubelet adopts them, and the cluster stays Available.
+    if let Runner::Real(k) = &mut kubelet {
+        let pods_before: Vec<Option<Vec<String>>> = {
+            let mut v = Vec::new();
+            for i in 0..3 {
+                v.push(k.container_ids(NS, &format!("{NAME}-{i}")).await);
+            }
+            v
+        };
+        k.restart().await.expect("kubelet restarted");
+        let ms = wait_running(&api, 3, &cp, &op_log).await;
+        assert!(ms.status.unwrap().members.iter().all(|m| m.healthy));
+        for (i, before) in pods_before.iter().enumerate() {
+            assert_eq!(
+                &k.container_ids(NS, &format!("{NAME}-{i}")).await,
+                before,
+                "{NAME}-{i}'s container was replaced by the restarted kubelet"
+            );
+        }
+        eprintln!("kubelet restart: the containers were adopted; 3/3 healthy");
+    }
     let rec = load.stop().await;
     eprintln!(
         "self-healing: {} register ops, {} acknowledged writes",
@@ -1390,7 +1506,7 @@ async fn upgrade_from_the_previous_version(
     cp: &ControlPlane,
     client: &kube::Client,
     api: &Api<MetaStore>,
-    kubelet: &Kubelet,
+    kubelet: &Runner,
     op_log: &Path,
     certs: &Path,
 ) {
@@ -1570,6 +1686,23 @@ async fn upgrade_from_the_previous_version(
         }
     };
     let term_before = term(api.get(NAME).await.unwrap()).await;
+    // The operator's planned leadership moves, as its LeaderMoved events tell them.
+    let moves = || {
+        let (ok, out) = kubectl(
+            cp,
+            &[
+                "get",
+                "events",
+                "--field-selector=reason=LeaderMoved",
+                "-o",
+                r#"jsonpath={range .items[*]}{.message}{"\n"}{end}"#,
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let moves_before = moves().len();
     // Clients leave the member before it stops answering (as the Service does once its
     // readiness fails): a stopped member's requests would only time out.
     load.set_endpoints(
@@ -1579,7 +1712,7 @@ async fn upgrade_from_the_previous_version(
             .collect(),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(kubelet.signal(NS, &down, "STOP"));
+    assert!(kubelet.signal(NS, &down, "STOP").await);
     patch_version(&format!("\"{CURRENT}\""));
     let why = wait_degraded(api, "UnsafeChangeRefused", cp, op_log).await;
     assert!(why.contains(&format!("{down} is unhealthy")), "{why}");
@@ -1589,17 +1722,19 @@ async fn upgrade_from_the_previous_version(
     assert!(member_versions(&ms)
         .iter()
         .all(|(_, v)| v.as_deref() != Some(CURRENT)));
-    assert!(kubelet.signal(NS, &down, "CONT"));
+    assert!(kubelet.signal(NS, &down, "CONT").await);
 
     // The roll: every member restarts on the current version, one at a time.
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut leaders = Vec::new();
     loop {
         // Clients reach the members through the client Service, which routes to Ready pods only.
-        let ready: Vec<String> = (0..3)
-            .filter(|k| kubelet.ready(NS, &format!("{NAME}-{k}")))
-            .map(client_url)
-            .collect();
+        let mut ready = Vec::new();
+        for k in 0..3 {
+            if kubelet.ready(NS, &format!("{NAME}-{k}")).await {
+                ready.push(client_url(k));
+            }
+        }
         if !ready.is_empty() {
             load.set_endpoints(ready);
         }
@@ -1635,13 +1770,19 @@ async fn upgrade_from_the_previous_version(
     }
     let term_after = term(api.get(NAME).await.unwrap()).await;
     assert_eq!(image(), format!("metastore-node:{CURRENT}"));
-    eprintln!("upgraded {PREVIOUS} → {CURRENT}: leaders seen {leaders:?}, term {term_before} → {term_after}");
-    assert!(
-        leaders.len() <= 2,
-        "more than one leader change: {leaders:?}"
+    let planned = moves().split_off(moves_before);
+    eprintln!(
+        "upgraded {PREVIOUS} → {CURRENT}: leaders seen {leaders:?}, term {term_before} → \
+         {term_after}, moved by the operator: {planned:?}"
     );
-    // The term is reported, not asserted: on this loaded 2-core machine with 50 ms heartbeats a
-    // leader can miss a quorum for a moment and be elected again (no leader change).
+    // The roll moves leadership once at most: off the old leader, to a member already upgraded.
+    // Elections besides it are reported, not failed: on this loaded 2-core machine (the control
+    // plane's own store runs here too) with 50 ms heartbeats a leader can miss a quorum for a
+    // moment and another member be elected.
+    assert!(
+        planned.len() <= 1,
+        "the operator moved leadership more than once: {planned:?} (leaders seen {leaders:?})"
+    );
     assert!(term_after > term_before, "leadership was never moved");
     // Every member pod was replaced.
     let uids_after = pod_uids();
@@ -1711,9 +1852,10 @@ async fn upgrade_from_the_previous_version(
         let resized = storage
             .as_ref()
             .is_some_and(|c| c.status == "True" && c.reason == "AsRequested");
-        let runs: Vec<Vec<String>> = (0..3)
-            .filter_map(|k| kubelet.command_line(NS, &format!("{NAME}-{k}")))
-            .collect();
+        let mut runs: Vec<Vec<String>> = Vec::new();
+        for k in 0..3 {
+            runs.extend(kubelet.command_line(NS, &format!("{NAME}-{k}")).await);
+        }
         let applied = runs.len() == 3
             && runs.iter().all(|a| {
                 a.iter().any(|x| x == "--auto-compaction-retention=10m")
