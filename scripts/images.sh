@@ -83,3 +83,5 @@ for name in "${NAMES[@]}"; do
   rm -rf "$ctx"
 done
 log "built ${NAMES[*]/%/:$TAG}; archives in $TARGET/images"
+# Earlier builds' images, now untagged, would otherwise pile up in vfs storage (full copies).
+buildah rmi --prune >/dev/null 2>&1 || true

@@ -154,7 +154,8 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
 
 /// The controllers the controller manager runs: what the suite's objects need (StatefulSets,
 /// Jobs, Deployments, PodDisruptionBudgets, garbage collection, namespaces), and for real pods the
-/// default service accounts, the root CA ConfigMaps and the EndpointSlices of Services.
+/// default service accounts, the root CA ConfigMaps, the EndpointSlices of Services and the
+/// Node lifecycle.
 fn controllers(kubelet: Kubelet) -> String {
     let mut c = vec![
         "statefulset-controller",
@@ -171,6 +172,8 @@ fn controllers(kubelet: Kubelet) -> String {
             "serviceaccount-controller",
             "root-ca-certificate-publisher-controller",
             "endpointslice-controller",
+            // Lifts the not-ready taint the kubelet registers its Node with, once it is Ready.
+            "node-lifecycle-controller",
         ]);
     }
     c.join(",")
@@ -258,8 +261,9 @@ impl ControlPlane {
             ]
             .into_iter()
             .chain(match kubelet {
-                // Pods get a projected service-account token, as every cluster gives them.
-                Kubelet::Real => vec![],
+                // Pods get a projected service-account token, as every cluster gives them; the
+                // kubelet (logs, exec) is reached at its node's address, not a DNS name.
+                Kubelet::Real => vec!["--kubelet-preferred-address-types=InternalIP".into()],
                 // The test kubelet has no use for tokens in pods (it writes kubeconfigs).
                 Kubelet::Test => vec!["--disable-admission-plugins=ServiceAccount".into()],
             })

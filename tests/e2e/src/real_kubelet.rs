@@ -51,10 +51,15 @@ impl RealKubelet {
              authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
              authorization: {{mode: AlwaysAllow}}\n\
              failSwapOn: false\nreadOnlyPort: 0\n\
-             address: 127.0.0.1\nport: {port}\nhealthzBindAddress: 127.0.0.1\nhealthzPort: {hport}\n\
+             address: {ip}\nport: {port}\nhealthzBindAddress: 127.0.0.1\nhealthzPort: {hport}\n\
              clusterDNS: [{ip}]\nclusterDomain: cluster.local\n\
              podLogsDir: {logs}\n\
              enforceNodeAllocatable: []\n\
+             # A shared CI disk may be fuller than a node's defaults allow (10% free): evict\n\
+             # only when it is truly full, and never collect the imported images (no registry\n\
+             # to pull them back from).\n\
+             evictionHard: {{nodefs.available: 1%, imagefs.available: 1%, memory.available: 100Mi}}\n\
+             imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n\
              # hostPath volumes only: nothing to attach.\n\
              enableControllerAttachDetach: false\n\
              # Status and probes promptly, as the suite's waits expect of a healthy node.\n\

@@ -30,10 +30,15 @@ pub const PROVISIONER: &str = "metastore.io/test-hostpath";
 
 /// Creates the StorageClass [`EXPANDABLE_CLASS`] (once).
 pub async fn ensure_class(client: &kube::Client) -> anyhow::Result<()> {
-    create_class(client, EXPANDABLE_CLASS, false).await
+    create_class(client, EXPANDABLE_CLASS, false, "Immediate").await
 }
 
-async fn create_class(client: &kube::Client, name: &str, default: bool) -> anyhow::Result<()> {
+async fn create_class(
+    client: &kube::Client,
+    name: &str,
+    default: bool,
+    binding: &str,
+) -> anyhow::Result<()> {
     let classes: Api<StorageClass> = Api::all(client.clone());
     if classes.get_opt(name).await?.is_none() {
         let sc: StorageClass = serde_json::from_value(json!({
@@ -42,7 +47,7 @@ async fn create_class(client: &kube::Client, name: &str, default: bool) -> anyho
                 "storageclass.kubernetes.io/is-default-class": default.to_string()}},
             "provisioner": PROVISIONER,
             "allowVolumeExpansion": true,
-            "volumeBindingMode": "Immediate",
+            "volumeBindingMode": binding,
         }))?;
         classes.create(&PostParams::default(), &sc).await?;
     }
@@ -56,10 +61,12 @@ pub struct Provisioner {
 
 impl Provisioner {
     /// Creates both StorageClasses ([`DEFAULT_CLASS`] the default) and serves their claims
-    /// (every 300 ms) with directories under `root`.
+    /// (every 300 ms) with directories under `root`. Volumes are bound when the first pod that
+    /// uses the claim is scheduled (`WaitForFirstConsumer`, as node-local provisioners do): the
+    /// scheduler marks the claim with its node and waits until it is bound.
     pub async fn start(client: kube::Client, root: PathBuf) -> anyhow::Result<Provisioner> {
-        create_class(&client, DEFAULT_CLASS, true).await?;
-        create_class(&client, EXPANDABLE_CLASS, false).await?;
+        create_class(&client, DEFAULT_CLASS, true, "WaitForFirstConsumer").await?;
+        create_class(&client, EXPANDABLE_CLASS, false, "WaitForFirstConsumer").await?;
         std::fs::create_dir_all(&root)?;
         let task = tokio::spawn(async move {
             let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
@@ -155,7 +162,13 @@ pub async fn sync(
     for c in claims {
         let spec = c.spec.as_ref();
         let class = spec.and_then(|s| s.storage_class_name.as_deref());
-        if !serves(class, root.is_some()) || c.metadata.deletion_timestamp.is_some() {
+        let node_selected = c
+            .annotations()
+            .contains_key("volume.kubernetes.io/selected-node");
+        if !serves(class, root.is_some())
+            || c.metadata.deletion_timestamp.is_some()
+            || (root.is_some() && !node_selected)
+        {
             continue;
         }
         let (ns, name, uid) = (
@@ -195,7 +208,13 @@ pub async fn sync(
                 .patch(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(&json!({"spec": {"volumeName": pv_name}})),
+                    // As the binder marks a claim it bound: the scheduler waits for both.
+                    &Patch::Merge(&json!({
+                        "metadata": {"annotations": {
+                            "pv.kubernetes.io/bind-completed": "yes",
+                            "pv.kubernetes.io/bound-by-controller": "yes"}},
+                        "spec": {"volumeName": pv_name},
+                    })),
                 )
                 .await?;
             let status = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"],

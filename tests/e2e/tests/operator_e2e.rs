@@ -732,7 +732,8 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
                         containerd: env("METASTORE_E2E_CONTAINERD").into(),
                         node_ip: env("METASTORE_E2E_NODE_IP"),
                         root: work.clone(),
-                        port: base_port + 5,
+                        // Ports 17 and 18 of the control plane's range are free.
+                        port: base_port + 17,
                     },
                 )
                 .await
@@ -1400,11 +1401,16 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
         None,
     );
     assert!(ok, "{uid}");
-    let file = work
-        .join("pvc")
-        .join(NS)
-        .join(format!("backups-{}", uid.trim()))
-        .join(&path);
+    // The claim's directory on the node: the provisioner's volume (real kubelet), or the test
+    // kubelet's claim directory.
+    let claim_dir = match mode {
+        Mode::Real => work.join("volumes").join(uid.trim()),
+        Mode::Test => work
+            .join("pvc")
+            .join(NS)
+            .join(format!("backups-{}", uid.trim())),
+    };
+    let file = claim_dir.join(&path);
     let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     assert_eq!(Some(meta.len() as i64), second.size);
     let out = Command::new(bins.join("metastore-node"))
