@@ -272,16 +272,19 @@ async fn wait_running(api: &Api<MetaStore>, n: i32, cp: &ControlPlane, op_log: &
 /// The log files under `logs` of the pods whose names start with `prefix` (`<ns>_<pod>`): the
 /// test kubelet keeps `<ns>_<pod>.log`, the real one `<ns>_<pod>_<uid>/<container>/<n>.log`.
 fn log_files(logs: &Path, prefix: &str) -> Vec<PathBuf> {
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut e: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        e.sort();
+        e
+    }
     fn walk(p: &Path, out: &mut Vec<PathBuf>) {
         if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            entries.sort();
-            for e in entries {
+            for e in entries(p) {
                 walk(&e, out);
             }
         } else {
@@ -289,14 +292,7 @@ fn log_files(logs: &Path, prefix: &str) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(logs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for e in entries {
+    for e in entries(logs) {
         let name = e
             .file_name()
             .unwrap_or_default()
