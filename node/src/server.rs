@@ -230,10 +230,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .flat_map(|m| m.peer_urls.clone())
             .chain(config.discovery_peer_urls.iter().cloned())
             .collect();
-        let info =
-            crate::consensus::transport::discover(&peers, &config.advertise_peer_urls, &dialing)
-                .await
-                .context("cannot join the existing cluster")?;
+        let info = crate::consensus::transport::discover(
+            &peers,
+            &config.advertise_peer_urls,
+            &config.peer_addrs,
+            &dialing,
+        )
+        .await
+        .context("cannot join the existing cluster")?;
         Some(info)
     } else {
         None

@@ -252,6 +252,39 @@ async fn etcdctl_member_add_learner_promote_remove_list() {
     assert!(err.contains("was removed from the cluster"), "{err}");
 }
 
+/// A joining member's discovery list may name the member itself (a headless Service's name
+/// resolves to every pod, this one included), whose port is bound but not yet serving: the join
+/// goes on through the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_whose_discovery_names_itself_joins_through_the_others() {
+    let mut c = Cluster::start(BIN, 1, FAST);
+    c.wait_ready(Duration::from_secs(30));
+    let mut cl = client(&c.members[0].client_url()).await;
+    cl.put("before", "join", None).await.unwrap();
+    let i = c.prepare_joiner();
+    let own = c.members[i].peer_url();
+    let id = add_learner(&mut cl, &own).await.member().unwrap().id();
+    // Only itself in --initial-cluster; the cluster is found through discovery, which names
+    // the joiner first.
+    let name = c.members[i].name.clone();
+    let leader = c.members[0].peer_url();
+    let args = &mut c.members[i].args;
+    let at = args.iter().position(|a| a == "--initial-cluster").unwrap();
+    args[at + 1] = format!("{name}={own}");
+    args.extend([
+        "--discovery-peer-urls".to_string(),
+        format!("{own},{leader}"),
+    ]);
+    c.members[i].start();
+    promote_when_ready(&mut cl, id).await;
+    let mut jc = client(&c.members[i].client_url()).await;
+    let got = jc
+        .get("before", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert_eq!(got.kvs()[0].value(), b"join");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_joining_after_log_compaction_catches_up_by_snapshot() {
     let mut flags: Vec<&str> = FAST.to_vec();

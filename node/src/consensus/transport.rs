@@ -6,7 +6,7 @@
 //! the sender's snapshot file and written to the receiver's as they go (a few chunks in memory).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -720,25 +720,93 @@ pub enum JoinError {
     },
 }
 
-/// Asks the other members of `--initial-cluster` for the cluster's id and member list, and finds
-/// this member (by its peer URLs) in it, as etcd does for `--initial-cluster-state existing`.
+/// How long one discovery question may take (connect, TLS handshake, answer): a peer address
+/// that accepts connections without serving must not hold the join up.
+const DISCOVERY_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The places to ask at `url`: one per address its host resolves to, as (URL with that address,
+/// TLS name to verify), leaving out this member's own listeners `own` (a name such as a headless
+/// Service's resolves to every member, this one included, whose port is bound but not yet
+/// serving). A host that does not resolve is kept as it is, for the dial to report.
+async fn discovery_targets(url: &str, own: &[SocketAddr]) -> Vec<(String, Option<String>)> {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(_) => return vec![(url.to_string(), None)],
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return vec![(url.to_string(), None)];
+    };
+    let host = host.trim_matches(['[', ']']).to_string();
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if own.contains(&SocketAddr::new(ip, port)) {
+            return vec![];
+        }
+        return vec![(url.to_string(), None)];
+    }
+    let resolved: Result<Vec<SocketAddr>, _> = tokio::net::lookup_host(format!("{host}:{port}"))
+        .await
+        .map(|a| a.collect());
+    match resolved {
+        Ok(addrs) => {
+            let mut seen = Vec::new();
+            for a in addrs {
+                if !own.contains(&a) && !seen.contains(&a) {
+                    seen.push(a);
+                }
+            }
+            seen.into_iter()
+                .map(|a| (format!("{}://{a}", parsed.scheme()), Some(host.clone())))
+                .collect()
+        }
+        Err(_) => vec![(url.to_string(), None)],
+    }
+}
+
+/// Asks the peer at `url` (verifying TLS as `name` when the URL holds an address) for the
+/// member list, within [`DISCOVERY_ASK_TIMEOUT`].
+async fn ask_members(
+    url: &str,
+    name: Option<String>,
+    dialing: &Dialing,
+) -> Result<crate::peer_proto::MembersResponse, Box<dyn std::error::Error + Send + Sync>> {
+    let ask = async {
+        let mut ep = endpoint(url, dialing)?;
+        if let (Some(name), Some(tls)) = (
+            name,
+            crate::tls::client_tls_for(dialing.tls.as_deref(), url)?,
+        ) {
+            ep = ep.tls_config(tls.domain_name(name))?;
+        }
+        let ch = ep.connect().await?;
+        let r = PeerClient::new(ch).members(MembersRequest {}).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r.into_inner())
+    };
+    match tokio::time::timeout(DISCOVERY_ASK_TIMEOUT, ask).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer in {DISCOVERY_ASK_TIMEOUT:?}").into()),
+    }
+}
+
+/// Asks the other members of `--initial-cluster` (and `--discovery-peer-urls`, each address
+/// their names resolve to except this member's own listeners `own`) for the cluster's id and
+/// member list, and finds this member (by its peer URLs) in it, as etcd does for
+/// `--initial-cluster-state existing`.
 pub async fn discover(
     peers: &[String],
     my_peer_urls: &[String],
+    own: &[SocketAddr],
     dialing: &Dialing,
 ) -> Result<crate::consensus::bootstrap::JoinInfo, JoinError> {
     let mut last = String::from("no peers to ask");
     let mut not_added = None;
     // The cluster may be electing a leader or restarting: keep asking for a while.
     for attempt in 0..30 {
+        let mut targets = Vec::new();
         for url in peers {
-            let resp = async {
-                let ch = endpoint(url, dialing)?.connect().await?;
-                let r = PeerClient::new(ch).members(MembersRequest {}).await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r.into_inner())
-            }
-            .await;
-            let r = match resp {
+            targets.extend(discovery_targets(url, own).await);
+        }
+        for (url, name) in &targets {
+            let r = match ask_members(url, name.clone(), dialing).await {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!("{url}: {e}");
@@ -793,6 +861,40 @@ pub async fn discover(
         }
     }
     Err(not_added.unwrap_or(JoinError::Unreachable(peers.to_vec(), last)))
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+
+    /// A member never asks its own listeners (bound but not serving while it joins), whether a
+    /// URL names the address or a host that resolves to it; other addresses are asked, with
+    /// the name kept for TLS.
+    #[tokio::test]
+    async fn own_listeners_are_left_out() {
+        let own: SocketAddr = "127.0.0.1:2380".parse().unwrap();
+        assert!(discovery_targets("http://127.0.0.1:2380", &[own])
+            .await
+            .is_empty());
+        let by_name = discovery_targets("https://localhost:2380", &[own]).await;
+        assert!(
+            by_name
+                .iter()
+                .all(|(u, n)| u != "https://127.0.0.1:2380" && n.as_deref() == Some("localhost")),
+            "{by_name:?}"
+        );
+        assert_eq!(
+            discovery_targets("http://127.0.0.2:2380", &[own]).await,
+            vec![("http://127.0.0.2:2380".to_string(), None)]
+        );
+        let everyone_else = discovery_targets("https://localhost:2380", &[]).await;
+        assert!(
+            everyone_else
+                .iter()
+                .any(|(u, _)| u == "https://127.0.0.1:2380"),
+            "{everyone_else:?}"
+        );
+    }
 }
 
 #[cfg(test)]
