@@ -5,13 +5,13 @@
 #  - containerd with the bridge CNI (pods get 10.88.0.0/16 on cni0, the namespace routes to
 #    them), the images imported (pause, the node image of this build and of the previous minor
 #    version, the operator image);
-#  - dnsmasq on 10.77.0.1, the cluster DNS the kubelet gives pods, answering from the hosts files
-#    the test writes into $METASTORE_E2E_DNS_DIR (and nothing else: no upstream);
+#  - dnsmasq on 10.77.0.1, the cluster DNS the kubelet gives pods, answering from the hosts file
+#    the test writes as $METASTORE_E2E_DNS_DIR/pods (and nothing else: no upstream);
 #  - a scratch /etc/hosts (bind-mounted) that the test writes the same records to;
 # then runs its arguments (the test) and stops everything it started, by PID.
 # Env in: PAUSE_TAR, IMAGES (OCI archives, space separated). Env out (to the test):
 # METASTORE_E2E_KUBELET=real, METASTORE_E2E_CONTAINERD, METASTORE_E2E_DNS_DIR,
-# METASTORE_E2E_NODE_IP, METASTORE_E2E_HOSTS.
+# METASTORE_E2E_DNS_PID, METASTORE_E2E_NODE_IP, METASTORE_E2E_HOSTS.
 set -euo pipefail
 NODE_IP=10.77.0.1
 W=$(mktemp -d /tmp/metastore-e2e-node.XXXXXX)
@@ -77,7 +77,9 @@ for ref in $("${CTR[@]}" images ls -q | grep '^metastore-'); do
 done
 
 : >"$W/dns/pods"
-dnsmasq --keep-in-foreground --no-resolv --no-hosts --hostsdir="$W/dns" --user=root \
+# Records from one hosts file, reread (and the cache cleared) on SIGHUP, which the test sends
+# after each change: a re-created pod's old address must be gone at once.
+dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$W/dns/pods" --user=root \
   --listen-address="$NODE_IP" --bind-interfaces --local=/cluster.local/ --local=/svc/ \
   --pid-file="$W/dnsmasq.pid" --log-facility="$W/dnsmasq.log" &
 DPID=$!
@@ -86,5 +88,5 @@ cp /etc/hosts "$W/hosts"
 mount --bind "$W/hosts" /etc/hosts
 
 export METASTORE_E2E_KUBELET=real METASTORE_E2E_CONTAINERD="$W/containerd.sock" \
-  METASTORE_E2E_DNS_DIR="$W/dns" METASTORE_E2E_NODE_IP="$NODE_IP" METASTORE_E2E_HOSTS=/etc/hosts
+  METASTORE_E2E_DNS_DIR="$W/dns" METASTORE_E2E_DNS_PID="$DPID" METASTORE_E2E_NODE_IP="$NODE_IP" METASTORE_E2E_HOSTS=/etc/hosts
 "$@"

@@ -1,8 +1,8 @@
 //! Pod DNS names, as a cluster's DNS serves them for a headless Service: `<hostname>.<subdomain>.
 //! <namespace>.svc` (and `.svc.cluster.local`) for each pod with a subdomain, and
 //! `<subdomain>.<namespace>.svc` for all of them. They are written as hosts-file records: to the
-//! scratch /etc/hosts the suite runs with, and (with the real kubelet) to the directory dnsmasq
-//! serves as the pods' cluster DNS.
+//! scratch /etc/hosts the suite runs with, and (with the real kubelet) to the file dnsmasq serves
+//! as the pods' cluster DNS.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,15 +61,16 @@ pub fn write_hosts(path: &Path, records: &[(String, Vec<String>)]) {
     }
 }
 
-/// Writes `records` as the whole of `path`, by rename (dnsmasq rereads a changed file whole).
-fn write_served(path: &Path, records: &[(String, Vec<String>)]) {
+/// Writes `records` as the whole of `path` (by rename) and has dnsmasq (`server`) reread it
+/// with SIGHUP, which also clears its cache: a re-created pod's old address is gone at once.
+fn write_served(path: &Path, server: u32, records: &[(String, Vec<String>)]) {
     let text = lines(records);
     if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return;
     }
     let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_ok() {
+        crate::signal(server, libc::SIGHUP);
     }
 }
 
@@ -84,15 +85,16 @@ fn records(pods: &[Pod]) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// Keeps the pods' records current (every 200 ms) in `hosts` and in `served_dir/pods` until
-/// dropped.
+/// Keeps the pods' records current (every 200 ms) in `hosts` and in `served_dir/pods`, which
+/// the DNS server with PID `server` (dnsmasq, started by `scripts/e2e-node.sh`) answers from,
+/// until dropped.
 pub struct PodDns {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl PodDns {
     /// Starts keeping the records of every pod the API server has.
-    pub fn start(client: kube::Client, hosts: PathBuf, served_dir: PathBuf) -> PodDns {
+    pub fn start(client: kube::Client, hosts: PathBuf, served_dir: PathBuf, server: u32) -> PodDns {
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(client);
             let served = served_dir.join("pods");
@@ -101,7 +103,7 @@ impl PodDns {
                     Ok(list) => {
                         let r = records(&list.items);
                         write_hosts(&hosts, &r);
-                        write_served(&served, &r);
+                        write_served(&served, server, &r);
                     }
                     Err(e) => tracing::debug!("pod dns: {e}"),
                 }

@@ -158,8 +158,27 @@ fn diagnose(cp: &ControlPlane, logs: &Path) -> String {
         "--- objects\n{objects}\n--- events\n{}\n",
         events[events.len().saturating_sub(25)..].join("\n")
     );
+    // What the operator did, from its events on the MetaStore (the steps it took and refused).
+    let (_, ms_events) = kubectl(
+        cp,
+        &[
+            "get",
+            "events",
+            "--sort-by=.lastTimestamp",
+            "--field-selector=involvedObject.kind=MetaStore",
+        ],
+        None,
+    );
+    let ms_events: Vec<&str> = ms_events.lines().collect();
+    out.push_str(&format!(
+        "--- MetaStore events\n{}\n",
+        ms_events[ms_events.len().saturating_sub(20)..].join("\n")
+    ));
     for k in 0..3 {
         out.push_str(&last_lines(logs, &format!("{NS}_{NAME}-{k}"), 15));
+        // Through the API server as well: the kubelet's view of the current container.
+        let (_, current) = kubectl(cp, &["logs", "--tail=15", &format!("{NAME}-{k}")], None);
+        out.push_str(&format!("--- kubectl logs {NAME}-{k}\n{current}\n"));
     }
     out
 }
@@ -713,6 +732,7 @@ async fn kubectl_apply_patch_and_scale_1_3_5_3_1_under_load() {
                 client.clone(),
                 hosts.clone(),
                 env("METASTORE_E2E_DNS_DIR").into(),
+                env("METASTORE_E2E_DNS_PID").parse().expect("a PID"),
             );
             let volumes =
                 metastore_e2e::volumes::Provisioner::start(client.clone(), work.join("volumes"))
