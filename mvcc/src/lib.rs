@@ -5,6 +5,7 @@
 
 mod codec;
 mod error;
+pub mod image;
 pub mod persist;
 mod range;
 mod store;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
+use crate::image::{Image, ImageError, ImageState, ImageableFile};
 use crate::MvccError;
 
 /// A revision as a database key: `main` then `sub`, big-endian, so keys sort in revision order.
@@ -70,6 +71,8 @@ pub(crate) enum Values {
 /// A database of values, shared by the live store and its views.
 pub struct DiskValues {
     db: Arc<Database>,
+    /// Images of the database's file are taken through this (`None`: not in a file).
+    image: Option<Arc<ImageState>>,
     /// The values table as of the last commit.
     table: Arc<ReadOnlyTable<&'static RevKey, &'static [u8]>>,
     /// Written since the last commit.
@@ -79,7 +82,7 @@ pub struct DiskValues {
     /// Revisions compacted away, by compaction sequence, not yet deletable.
     deferred: Vec<(u64, Vec<RevKey>)>,
     /// Revisions to delete at the next commit.
-    ready: Vec<RevKey>,
+    pub(crate) ready: Vec<RevKey>,
     /// Compactions seen so far (their sequence numbers).
     compactions: u64,
 }
@@ -90,6 +93,7 @@ impl Clone for DiskValues {
     fn clone(&self) -> Self {
         DiskValues {
             db: self.db.clone(),
+            image: self.image.clone(),
             table: self.table.clone(),
             pending: self.pending.clone(),
             pending_bytes: self.pending_bytes,
@@ -115,13 +119,23 @@ fn storage(e: impl std::fmt::Display) -> MvccError {
 }
 
 impl DiskValues {
-    /// Opens (or creates) the values database at `path` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the values database at `path` with a page cache of `cache_bytes`; its
+    /// file can be imaged ([`ValuesDatabase::image`]).
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, MvccError> {
+        let at = |e: &dyn std::fmt::Display| storage(format!("{}: {e}", path.display()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| at(&e))?;
+        let (backend, image) = ImageableFile::new(file).map_err(|e| at(&e))?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| storage(format!("{}: {e}", path.display())))?;
-        Self::from_database(db)
+            .create_with_backend(backend)
+            .map_err(|e| at(&e))?;
+        Self::from_database(db, Some(image))
     }
 
     /// A values database in memory (tests).
@@ -129,14 +143,18 @@ impl DiskValues {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
-        Self::from_database(db)
+        Self::from_database(db, None)
     }
 
-    fn from_database(db: Database) -> Result<Self, MvccError> {
+    fn from_database(db: Database, image: Option<Arc<ImageState>>) -> Result<Self, MvccError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(VALUES).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        ValuesDatabase(Arc::new(db)).handle()
+        ValuesDatabase {
+            db: Arc::new(db),
+            image,
+        }
+        .handle()
     }
 
     fn read_table(
@@ -152,7 +170,10 @@ impl DiskValues {
     /// database as of its last commit, and a pin held for long keeps every page freed since
     /// from being reused (the file grows).
     pub fn database(&self) -> ValuesDatabase {
-        ValuesDatabase(self.db.clone())
+        ValuesDatabase {
+            db: self.db.clone(),
+            image: self.image.clone(),
+        }
     }
 
     /// A fresh handle on the same database with nothing pending: the target of a store rebuilt
@@ -164,14 +185,18 @@ impl DiskValues {
 
 /// A values database without a pinned view (see [`DiskValues::database`]).
 #[derive(Clone)]
-pub struct ValuesDatabase(Arc<Database>);
+pub struct ValuesDatabase {
+    db: Arc<Database>,
+    image: Option<Arc<ImageState>>,
+}
 
 impl ValuesDatabase {
     /// A handle reading the database as it is now, with nothing pending.
     pub fn handle(&self) -> Result<DiskValues, MvccError> {
         Ok(DiskValues {
-            db: self.0.clone(),
-            table: Arc::new(DiskValues::read_table(&self.0)?),
+            db: self.db.clone(),
+            image: self.image.clone(),
+            table: Arc::new(DiskValues::read_table(&self.db)?),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             deferred: Vec::new(),
@@ -179,19 +204,33 @@ impl ValuesDatabase {
             compactions: 0,
         })
     }
+
+    /// A copy of the database's file as of a durable commit made now, read as a stream while
+    /// the member goes on (see [`crate::image`]). It holds every value committed before the call
+    /// and still there when the image begins.
+    pub fn image(&self) -> Result<Image, ImageError> {
+        let state = self.image.clone().ok_or(ImageError::NotAFile)?;
+        sync(&self.db).map_err(|e| ImageError::Io(e.to_string()))?;
+        Image::begin(state)
+    }
+}
+
+/// A durable commit of everything committed so far, which records the allocator state (opening
+/// after a crash, or an image of the file, then does not walk the whole file).
+fn sync(db: &Database) -> Result<(), MvccError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    txn.set_quick_repair(true);
+    txn.commit().map_err(storage)
 }
 
 impl DiskValues {
     /// Makes every commit so far durable (an empty commit with immediate durability).
     pub fn sync(&self) -> Result<(), MvccError> {
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::Immediate).map_err(storage)?;
-        // Records the allocator state, so opening after a crash does not walk the whole file.
-        txn.set_quick_repair(true);
-        txn.commit().map_err(storage)
+        sync(&self.db)
     }
 
-    fn get(&self, key: &RevKey) -> Result<Bytes, MvccError> {
+    pub(crate) fn get(&self, key: &RevKey) -> Result<Bytes, MvccError> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -226,12 +265,12 @@ impl DiskValues {
     }
 
     /// Keeps `bytes` under `key` until the next commit.
-    fn put(&mut self, key: RevKey, bytes: Bytes) {
+    pub(crate) fn put(&mut self, key: RevKey, bytes: Bytes) {
         self.pending_bytes += bytes.len() as u64;
         self.pending.insert(key, bytes);
     }
 
-    fn commit(&mut self) -> Result<(), MvccError> {
+    pub(crate) fn commit(&mut self) -> Result<(), MvccError> {
         if self.pending.is_empty() && self.ready.is_empty() {
             return Ok(());
         }

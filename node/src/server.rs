@@ -271,7 +271,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tx.clone(),
         tokio::runtime::Handle::current(),
         opened.snapshots.clone(),
-        opened.state.store.disk_values().map(|v| v.database()),
+        {
+            let shared = shared.clone();
+            Arc::new(move || {
+                let state = shared.state.read();
+                (
+                    state.store.disk_values().map(|v| v.database()),
+                    state.cluster_version() >= crate::consensus::snapshot_transfer::IMAGE_FROM,
+                )
+            })
+        },
     ));
     transport.set_peers(&peers);
     let dialing_for_versions = dialing;

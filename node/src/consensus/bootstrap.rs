@@ -290,6 +290,14 @@ pub fn open(
     )?;
     let snapshots = SnapshotFiles::open(&snapshot_dir(&cfg.data_dir))?;
     snapshots.remove_leftovers()?;
+    // A values database received with the snapshot this member starts from, if a crash came
+    // before it replaced the old one.
+    crate::consensus::snapshot_transfer::ValuesHome {
+        path: values_path(&cfg.data_dir),
+        cache_bytes: values_cache_bytes(cfg.quota_backend_bytes),
+    }
+    .settle_pending(snapshots.newest()?)
+    .map_err(io(&member_dir))?;
     let values = DiskValues::open(
         &values_path(&cfg.data_dir),
         values_cache_bytes(cfg.quota_backend_bytes),

@@ -427,6 +427,23 @@ impl SnapshotFiles {
         Ok(None)
     }
 
+    /// True while the file of snapshot `meta` is there (no newer snapshot has replaced it).
+    pub fn contains(&self, meta: &SnapshotMetadata) -> bool {
+        self.path_of(meta).exists()
+    }
+
+    /// `(term, index)` of the newest snapshot file, by its name (not opened).
+    pub fn newest(&self) -> Result<Option<(u64, u64)>, SnapshotFileError> {
+        Ok(self.list()?.last().and_then(|p| {
+            let stem = p.file_stem()?.to_str()?;
+            let (term, index) = stem.split_once('-')?;
+            Some((
+                u64::from_str_radix(term, 16).ok()?,
+                u64::from_str_radix(index, 16).ok()?,
+            ))
+        }))
+    }
+
     /// The body of the snapshot `meta` names, to send to a peer; `None` when that file is gone
     /// (a newer one replaced it).
     pub fn open_body(

@@ -3,12 +3,16 @@
 //! is decoded as it arrives (bounded memory, bounded size) into a state machine and saved as the
 //! receiver's own snapshot, so the Raft loop only swaps the state in when Raft accepts it.
 
+use std::fs;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use raft::eraftpb::SnapshotMetadata;
 
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles, WrittenSnapshot};
 use crate::replicated::state_machine::StateMachine;
+use crate::replicated::version::Version;
+use metastore_mvcc::ValuesDatabase;
 
 /// Room for history and encoding beyond the quota in a snapshot body.
 const SNAPSHOT_SLACK: u64 = 256 << 20;
@@ -21,6 +25,19 @@ pub fn max_snapshot_bytes(quota_backend_bytes: u64) -> u64 {
         .saturating_add(SNAPSHOT_SLACK)
 }
 
+/// First bytes of a snapshot body that carries the sender's values database file (an image, see
+/// [`metastore_mvcc::image`]) ahead of the index: then its length (8 bytes, little-endian), the
+/// file, the index's length (8 bytes) and the index as a snapshot file holds it (values by
+/// reference, all in the image).
+/// Sent only once the cluster version says every member reads it ([`IMAGE_FROM`]).
+const IMAGE_MAGIC: [u8; 8] = *b"MSVIMG01";
+
+/// The cluster version from which snapshots carry the values database file.
+pub const IMAGE_FROM: Version = Version::new(0, 2, 0);
+
+/// Buffer for copying an image (whole blocks of it at a time).
+const IMAGE_BUF: usize = 256 * 1024;
+
 /// A received snapshot ready to install.
 #[derive(Debug)]
 pub struct ReceivedSnapshot {
@@ -28,6 +45,160 @@ pub struct ReceivedSnapshot {
     pub file: WrittenSnapshot,
     /// The state it holds.
     pub state: StateMachine,
+    /// The values database the sender sent with it, when it did: the state's values are there.
+    pub values_file: Option<PendingValues>,
+}
+
+/// Where a member keeps its values database: what a received image of one becomes.
+#[derive(Debug, Clone)]
+pub struct ValuesHome {
+    /// The live database file (`member/values.redb`).
+    pub path: PathBuf,
+    /// The database's page cache.
+    pub cache_bytes: usize,
+}
+
+impl ValuesHome {
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The name a received database waits under until its snapshot is adopted: named after the
+    /// snapshot, so a restart knows whether the snapshot it starts from needs it.
+    fn pending_path(&self, meta: &SnapshotMetadata) -> PathBuf {
+        self.dir().join(format!(
+            "values-{:016x}-{:016x}.pending",
+            meta.term, meta.index
+        ))
+    }
+
+    /// At start, before the database is opened: a received database whose snapshot became the
+    /// newest (`newest` as `(term, index)`) before a crash replaces the live one; any other
+    /// received database is left over and goes.
+    pub fn settle_pending(&self, newest: Option<(u64, u64)>) -> io::Result<()> {
+        let mut keep = None;
+        if let Some((term, index)) = newest {
+            let mut m = SnapshotMetadata::default();
+            m.term = term;
+            m.index = index;
+            keep = Some(self.pending_path(&m));
+        }
+        for e in fs::read_dir(self.dir())?.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let received = name.starts_with("values-") && name.ends_with(".pending");
+            if Some(&p) == keep.as_ref() {
+                tracing::info!("adopting the values database received with snapshot {name}");
+                fs::rename(&p, &self.path)?;
+                fs::File::open(self.dir())?.sync_all()?;
+            } else if received || name == "values.incoming" {
+                fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A received values database, durable under its pending name; removed when dropped unless
+/// adopted.
+#[derive(Debug)]
+pub struct PendingValues {
+    path: PathBuf,
+    adopted: bool,
+}
+
+impl PendingValues {
+    /// Makes it the member's values database (rename over `live`, fsync of the directory).
+    /// Called once the snapshot it came with is adopted: a crash before the rename is finished
+    /// at the next start ([`ValuesHome::settle_pending`]).
+    pub fn adopt(mut self, live: &Path) -> Result<(), SnapshotFileError> {
+        let err = |source| SnapshotFileError::Io {
+            path: live.to_path_buf(),
+            source,
+        };
+        fs::rename(&self.path, live).map_err(err)?;
+        self.adopted = true;
+        if let Some(dir) = live.parent() {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingValues {
+    fn drop(&mut self) {
+        if !self.adopted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Copies exactly `len` bytes from `r` to `w` in [`IMAGE_BUF`] steps; returns them.
+fn copy_exactly(mut r: impl Read, mut w: impl Write, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; IMAGE_BUF];
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(IMAGE_BUF as u64) as usize;
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the values database image ended after {done} of {len} bytes"),
+            ));
+        }
+        w.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// Receives the values database image at the start of a body into `home`'s pending file for
+/// `meta`: written, fsynced, renamed, opened.
+fn receive_image(
+    body: &mut impl Read,
+    limit: u64,
+    home: &ValuesHome,
+    meta: &SnapshotMetadata,
+) -> Result<(PendingValues, metastore_mvcc::DiskValues), SnapshotFileError> {
+    let incoming = home.dir().join("values.incoming");
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SnapshotFileError::Io { path: p, source }
+    };
+    let mut len = [0u8; 8];
+    body.read_exact(&mut len).map_err(at(&incoming))?;
+    let len = u64::from_le_bytes(len);
+    if len > limit {
+        return Err(SnapshotFileError::TooLarge { limit });
+    }
+    let written = fs::File::create(&incoming).and_then(|mut f| {
+        copy_exactly(&mut *body, &mut f, len)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&incoming);
+        return Err(at(&incoming)(e));
+    }
+    let pending = home.pending_path(meta);
+    fs::rename(&incoming, &pending).map_err(at(&pending))?;
+    let pending = PendingValues {
+        path: pending,
+        adopted: false,
+    };
+    fs::File::open(home.dir())
+        .and_then(|d| d.sync_all())
+        .map_err(at(home.dir()))?;
+    let values =
+        metastore_mvcc::DiskValues::open(&pending.path, home.cache_bytes).map_err(|e| {
+            SnapshotFileError::Body {
+                path: pending.path.clone(),
+                reason: format!("the received values database does not open: {e}"),
+            }
+        })?;
+    Ok((pending, values))
 }
 
 /// Decodes the body `body` of snapshot `meta` as it arrives (refusing more than `limit` bytes)
@@ -36,12 +207,16 @@ pub struct ReceivedSnapshot {
 /// file of the state (values by reference, made durable first) into `files`. Nothing the size of
 /// the body is written twice or held in memory. Blocking: call it off the Raft thread and off
 /// async workers.
+///
+/// A body that starts with the sender's values database (an image) needs `home`: the database is
+/// received beside the live one and the state's values are read from it.
 pub fn receive(
     files: &SnapshotFiles,
     meta: &SnapshotMetadata,
     body: impl Read,
     limit: u64,
     into: metastore_mvcc::Store,
+    home: Option<&ValuesHome>,
 ) -> Result<ReceivedSnapshot, SnapshotFileError> {
     let body_err = |reason: String| SnapshotFileError::Body {
         path: "received snapshot".into(),
@@ -52,6 +227,33 @@ pub fn receive(
     let mut prefix = [0u8; 8];
     body.read_exact(&mut prefix)
         .map_err(|e| body_err(format!("length prefix: {e}")))?;
+    let mut into = into;
+    let mut values_file = None;
+    // With an image: the index's declared length, and where in the stream it starts (its end
+    // is checked: the index's last fields are optional, so a cut there would otherwise pass).
+    let mut index_len = None;
+    if prefix == IMAGE_MAGIC {
+        let Some(home) = home else {
+            return Err(body_err(
+                "a values database image, and this member keeps its values in memory".into(),
+            ));
+        };
+        let (pending, values) = receive_image(&mut body, limit, home, meta)?;
+        into = metastore_mvcc::Store::on_disk(values);
+        values_file = Some(pending);
+        let mut len = [0u8; 8];
+        body.read_exact(&mut len)
+            .map_err(|e| body_err(format!("index length: {e}")))?;
+        index_len = Some((u64::from_le_bytes(len), body.n));
+        body.read_exact(&mut prefix)
+            .map_err(|e| body_err(format!("length prefix: {e}")))?;
+        if !StateMachine::values_in_store(prefix) {
+            return Err(body_err(
+                "a values database image before an index that does not use it".into(),
+            ));
+        }
+    }
+    let limit = limit.saturating_add(body.n);
     // The key space alone is declared larger than the limit.
     if StateMachine::key_space_len(prefix).saturating_add(8) > limit {
         return Err(SnapshotFileError::TooLarge { limit });
@@ -64,7 +266,7 @@ pub fn receive(
         Err(_) if too_large(body.n) => return Err(SnapshotFileError::TooLarge { limit }),
         Err(e) => return Err(body_err(e.to_string())),
     };
-    if StateMachine::values_in_store(prefix) {
+    if StateMachine::values_in_store(prefix) && values_file.is_none() {
         // The index came first; its values follow in revision order.
         let left = limit.saturating_sub(body.n);
         if let Err(e) = state.store.decode_values(&mut body, left) {
@@ -73,6 +275,14 @@ pub fn receive(
             } else {
                 body_err(e.to_string())
             });
+        }
+    }
+    if let Some((len, start)) = index_len {
+        if body.n - start != len {
+            return Err(body_err(format!(
+                "an index of {} bytes where {len} were declared",
+                body.n - start
+            )));
         }
     }
     let mut rest = [0u8; 1];
@@ -94,11 +304,16 @@ pub fn receive(
     tracing::info!(
         index = meta.index,
         bytes = body.n,
+        values = if values_file.is_some() { "image" } else { "stream" },
         decoded_ms = decoded.as_millis() as u64,
         saved_ms = (started.elapsed() - decoded).as_millis() as u64,
         "received snapshot"
     );
-    Ok(ReceivedSnapshot { file, state })
+    Ok(ReceivedSnapshot {
+        file,
+        state,
+        values_file,
+    })
 }
 
 /// A reader that counts what it reads.
@@ -115,15 +330,18 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// Writes the body of snapshot `meta` as peers read it, values included, into `w`: the file as
-/// it is, or, for a member's own snapshot whose values are in its values database, its index
-/// (decoded into `into`, see [`metastore_mvcc::Store::empty_like`], and encoded again) followed
-/// by a values section ([`metastore_mvcc::Store::encode_values`]). `None` when the file is gone (a newer one replaced it); else the bytes written.
-/// Blocking.
+/// Writes the body of snapshot `meta` as peers read it, values included, into `w`. With `image`
+/// (the live values database, when every member reads images), a member's own snapshot whose
+/// values are in that database goes as an image of its file followed by the file as it is
+/// ([`IMAGE_MAGIC`]). Otherwise: the file as it is, or, for such a snapshot, its index (decoded
+/// into `into`, see [`metastore_mvcc::Store::empty_like`], and encoded again) followed by a values
+/// section ([`metastore_mvcc::Store::encode_values`]). `None` when the file is gone (a newer one
+/// replaced it); else the bytes written. Blocking.
 pub fn write_sendable(
     files: &SnapshotFiles,
     meta: &SnapshotMetadata,
     into: metastore_mvcc::Store,
+    image: Option<&ValuesDatabase>,
     mut w: impl Write,
 ) -> Result<Option<u64>, String> {
     let Some((mut body, len)) = files.open_body(meta).map_err(|e| e.to_string())? else {
@@ -136,6 +354,13 @@ pub fn write_sendable(
         let copied = io::copy(&mut body, &mut w).map_err(|e| e.to_string())?;
         w.flush().map_err(|e| e.to_string())?;
         return Ok(Some(8 + copied));
+    }
+    if let Some(db) = image {
+        match db.image() {
+            Ok(img) => return write_with_image(files, meta, img, (prefix, body, len), w),
+            // Another peer's image is being read, say: this one gets the values as a stream.
+            Err(e) => tracing::info!("sending the snapshot's values as a stream: {e}"),
+        }
     }
     // The index, then its values in revision order: one ordered scan of the values database
     // here, sequential inserts at the receiver.
@@ -151,6 +376,39 @@ pub fn write_sendable(
         .map_err(|e| e.to_string())?;
     counted.flush().map_err(|e| e.to_string())?;
     Ok(Some(counted.n))
+}
+
+/// The image form of [`write_sendable`]: `img` begun after the snapshot's file was opened.
+fn write_with_image(
+    files: &SnapshotFiles,
+    meta: &SnapshotMetadata,
+    img: metastore_mvcc::image::Image,
+    (prefix, mut body, body_len): ([u8; 8], impl Read, u64),
+    w: impl Write,
+) -> Result<Option<u64>, String> {
+    // The snapshot's values were durable before its file existed, so they were committed before
+    // the image's durable commit; one is deleted only after a newer snapshot has replaced this
+    // file. So while the file is still there after the image began, the image holds them all.
+    if !files.contains(meta) {
+        return Ok(None);
+    }
+    let mut w = CountingWriter { w, n: 0 };
+    let len = img.len();
+    let e = |e: io::Error| e.to_string();
+    w.write_all(&IMAGE_MAGIC).map_err(e)?;
+    w.write_all(&len.to_le_bytes()).map_err(e)?;
+    copy_exactly(img, &mut w, len).map_err(e)?;
+    w.write_all(&body_len.to_le_bytes()).map_err(e)?;
+    w.write_all(&prefix).map_err(e)?;
+    let copied = 8 + io::copy(&mut body, &mut w).map_err(e)?;
+    if copied != body_len {
+        return Err(format!(
+            "snapshot {} changed while it was sent ({copied} bytes of {body_len})",
+            meta.index
+        ));
+    }
+    w.flush().map_err(e)?;
+    Ok(Some(w.n))
 }
 
 /// A writer that counts what passes through.
@@ -249,9 +507,15 @@ mod tests {
             })
             .unwrap();
         let mut sent = Vec::new();
-        let n = write_sendable(&files, &meta(), sm.store.empty_like().unwrap(), &mut sent)
-            .unwrap()
-            .unwrap();
+        let n = write_sendable(
+            &files,
+            &meta(),
+            sm.store.empty_like().unwrap(),
+            None,
+            &mut sent,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(n, sent.len() as u64);
         sent
     }
@@ -281,7 +545,7 @@ mod tests {
         let sent = sendable(&sm);
         let dir2 = tempfile::tempdir().unwrap();
         let theirs = SnapshotFiles::open(dir2.path()).unwrap();
-        let got = receive(&theirs, &meta(), &sent[..], 1 << 20, on_disk()).unwrap();
+        let got = receive(&theirs, &meta(), &sent[..], 1 << 20, on_disk(), None).unwrap();
         let all = etcd_client::proto::PbRangeRequest {
             key: vec![0],
             range_end: vec![0],
@@ -297,16 +561,169 @@ mod tests {
         );
         // Cut anywhere, or a value's length changed: refused.
         for cut in (0..sent.len()).step_by(7) {
-            assert!(receive(&theirs, &meta(), &sent[..cut], 1 << 20, on_disk()).is_err());
+            assert!(receive(&theirs, &meta(), &sent[..cut], 1 << 20, on_disk(), None).is_err());
         }
         // The last value (revision order: the last put, 59 bytes) follows its 8-byte length.
         let mut longer = sent.clone();
         let at = sent.len() - 59 - 8;
         longer[at] ^= 1;
-        assert!(receive(&theirs, &meta(), &longer[..], 1 << 20, on_disk()).is_err());
+        assert!(receive(&theirs, &meta(), &longer[..], 1 << 20, on_disk(), None).is_err());
         let mut extra = sent.clone();
         extra.push(0);
-        assert!(receive(&theirs, &meta(), &extra[..], 1 << 20, on_disk()).is_err());
+        assert!(receive(&theirs, &meta(), &extra[..], 1 << 20, on_disk(), None).is_err());
+    }
+
+    /// With an image: the body starts with the sender's values database file; the receiver
+    /// keeps it under its pending name, reads the same state from it, and adopting it makes it
+    /// the live database. A body cut anywhere is refused and leaves no file behind.
+    #[test]
+    fn a_snapshot_travels_with_an_image_of_the_values_file() {
+        use metastore_mvcc::{DiskValues, Store};
+        let ours = tempfile::tempdir().unwrap();
+        let values = DiskValues::open(&ours.path().join("values.redb"), 1 << 20).unwrap();
+        let mut sm = StateMachine::bootstrap_in(Store::on_disk(values), 7, BTreeMap::new());
+        for i in 0..400u32 {
+            let put = etcd_client::proto::PbPutRequest {
+                key: format!("k{}", i % 150).into_bytes(),
+                value: vec![b'a' + (i % 26) as u8; 200 + i as usize],
+                ..Default::default()
+            };
+            sm.store.put(&put).unwrap();
+        }
+        sm.store.compact(200).unwrap();
+        sm.store.commit().unwrap();
+        let files = SnapshotFiles::open(&ours.path().join("snap")).unwrap();
+        files
+            .write(&meta(), |w| {
+                sm.store
+                    .disk_values()
+                    .unwrap()
+                    .sync()
+                    .map_err(|e| e.to_string())?;
+                sm.write_snapshot(w, metastore_mvcc::ValuesIn::Store)
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap();
+        let db = sm.store.disk_values().unwrap().database();
+        let mut sent = Vec::new();
+        let n = write_sendable(
+            &files,
+            &meta(),
+            sm.store.empty_like().unwrap(),
+            Some(&db),
+            &mut sent,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(n, sent.len() as u64);
+        assert_eq!(sent[..8], IMAGE_MAGIC);
+
+        let theirs = tempfile::tempdir().unwrap();
+        let home = ValuesHome {
+            path: theirs.path().join("values.redb"),
+            cache_bytes: 1 << 20,
+        };
+        let their_files = SnapshotFiles::open(&theirs.path().join("snap")).unwrap();
+        let leftovers = || {
+            std::fs::read_dir(theirs.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "snap")
+                .collect::<Vec<_>>()
+        };
+        for cut in [4, 12, 20, sent.len() / 2, sent.len() - 1] {
+            let r = receive(
+                &their_files,
+                &meta(),
+                &sent[..cut],
+                1 << 26,
+                Store::new(),
+                Some(&home),
+            );
+            assert!(r.is_err(), "cut at {cut}");
+            assert!(leftovers().is_empty(), "cut at {cut}: {:?}", leftovers());
+        }
+        // Too large for this member: refused before the file is written.
+        let r = receive(
+            &their_files,
+            &meta(),
+            &sent[..],
+            1000,
+            Store::new(),
+            Some(&home),
+        );
+        assert!(matches!(r, Err(SnapshotFileError::TooLarge { .. })));
+        // A member without a values database cannot take one.
+        assert!(receive(
+            &their_files,
+            &meta(),
+            &sent[..],
+            1 << 26,
+            Store::new(),
+            None
+        )
+        .is_err());
+
+        let got = receive(
+            &their_files,
+            &meta(),
+            &sent[..],
+            1 << 26,
+            Store::new(),
+            Some(&home),
+        )
+        .unwrap();
+        let all = etcd_client::proto::PbRangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(
+            got.state.store.range(&all).unwrap(),
+            sm.store.range(&all).unwrap()
+        );
+        assert_eq!(
+            got.state.store.to_snapshot().unwrap(),
+            sm.store.to_snapshot().unwrap()
+        );
+        their_files.adopt(got.file, &meta()).unwrap();
+        got.values_file.unwrap().adopt(&home.path).unwrap();
+        assert_eq!(leftovers(), vec!["values.redb".to_string()]);
+        drop(got.state);
+        // What a restart reads: the adopted snapshot over the adopted database.
+        let (_, body, len) = their_files.open_latest().unwrap().unwrap();
+        let reopened = Store::on_disk(DiskValues::open(&home.path, 1 << 20).unwrap());
+        let restarted = StateMachine::read_snapshot(body, len, reopened).unwrap();
+        assert_eq!(
+            restarted.store.range(&all).unwrap(),
+            sm.store.range(&all).unwrap()
+        );
+    }
+
+    /// A crash after the snapshot was adopted and before its database replaced the live one is
+    /// finished at start; a database received for any other snapshot is removed.
+    #[test]
+    fn a_pending_values_database_is_settled_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ValuesHome {
+            path: dir.path().join("values.redb"),
+            cache_bytes: 1 << 20,
+        };
+        std::fs::write(&home.path, b"old").unwrap();
+        std::fs::write(home.pending_path(&meta()), b"new").unwrap();
+        let mut other = meta();
+        other.index = 5;
+        std::fs::write(home.pending_path(&other), b"other").unwrap();
+        std::fs::write(dir.path().join("values.incoming"), b"half").unwrap();
+        home.settle_pending(Some((meta().term, meta().index)))
+            .unwrap();
+        assert_eq!(std::fs::read(&home.path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::fs::write(home.pending_path(&meta()), b"newer").unwrap();
+        home.settle_pending(None).unwrap();
+        assert_eq!(std::fs::read(&home.path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     /// A snapshot body mangled at random (bytes flipped, removed, inserted, lengths set huge)
@@ -348,7 +765,7 @@ mod tests {
                     }
                 }
             }
-            match receive(&theirs, &meta(), &body[..], 1 << 20, on_disk()) {
+            match receive(&theirs, &meta(), &body[..], 1 << 20, on_disk(), None) {
                 Ok(_) => ok += 1,
                 Err(_) => refused += 1,
             }
@@ -370,6 +787,7 @@ mod tests {
             body.as_slice(),
             1 << 20,
             metastore_mvcc::Store::new(),
+            None,
         )
         .unwrap();
         assert_eq!(got.state.store, sm.store);
@@ -383,6 +801,7 @@ mod tests {
             body.as_slice(),
             1000,
             metastore_mvcc::Store::new(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotFileError::TooLarge { .. }), "{err}");
@@ -393,6 +812,7 @@ mod tests {
             &body[..body.len() / 2],
             1 << 20,
             metastore_mvcc::Store::new(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotFileError::Body { .. }), "{err}");

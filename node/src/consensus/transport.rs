@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::consensus::message_guard;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::{
-    self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
+    self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot, ValuesHome,
 };
 use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
@@ -61,9 +61,14 @@ pub struct Transport {
     rt: tokio::runtime::Handle,
     /// Where the snapshots this member sends are read from.
     snapshots: SnapshotFiles,
-    /// The member's values database (its own snapshots leave their values there).
-    values: Option<ValuesDatabase>,
+    /// The member's live values database (its own snapshots leave their values there).
+    values: ValuesSource,
 }
+
+/// What a snapshot sent now reads its values from: the live values database (a received
+/// snapshot can replace it), and whether the cluster version lets it travel as an image of the
+/// database's file ([`snapshot_transfer::IMAGE_FROM`]).
+pub type ValuesSource = Arc<dyn Fn() -> (Option<ValuesDatabase>, bool) + Send + Sync>;
 
 /// How this member dials its peers.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +81,7 @@ pub struct Dialing {
 
 impl Transport {
     /// Creates a transport for member `me` of `cluster_id`, dialing as `dialing` says, sending
-    /// snapshots from `snapshots` with the values in `values`; tasks run on `rt`.
+    /// snapshots from `snapshots` with the values `values` gives; tasks run on `rt`.
     pub fn new(
         me: u64,
         cluster_id: u64,
@@ -84,7 +89,7 @@ impl Transport {
         raft: crossbeam_channel::Sender<LoopMsg>,
         rt: tokio::runtime::Handle,
         snapshots: SnapshotFiles,
-        values: Option<ValuesDatabase>,
+        values: ValuesSource,
     ) -> Self {
         Transport {
             me,
@@ -162,7 +167,7 @@ impl Transport {
                             m,
                             self.raft.clone(),
                             self.snapshots.clone(),
-                            self.values.clone(),
+                            (self.values)(),
                         ));
                     }
                     None => {
@@ -313,7 +318,7 @@ async fn send_snapshot(
     mut msg: Message,
     raft: crossbeam_channel::Sender<LoopMsg>,
     files: SnapshotFiles,
-    values: Option<ValuesDatabase>,
+    (values, as_image): (Option<ValuesDatabase>, bool),
 ) {
     let to = msg.to;
     // The body is in the file the metadata names, not in the message.
@@ -340,7 +345,8 @@ async fn send_snapshot(
             buf: Vec::with_capacity(SNAPSHOT_CHUNK),
             cluster_id,
         };
-        snapshot_transfer::write_sendable(&files, &meta, into, &mut chunks)?
+        let image = values.as_ref().filter(|_| as_image);
+        snapshot_transfer::write_sendable(&files, &meta, into, image, &mut chunks)?
             .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))
     });
     let result = async {
@@ -601,8 +607,22 @@ impl Peer for PeerService {
             .store
             .empty_like()
             .map_err(|e| Status::internal(e.to_string()))?;
+        // A snapshot that brings its values database file puts it beside this member's.
+        let home = into.disk_values().map(|_| ValuesHome {
+            path: crate::consensus::bootstrap::values_path(&self.shared.config.data_dir),
+            cache_bytes: crate::consensus::bootstrap::values_cache_bytes(
+                self.shared.config.quota_backend_bytes,
+            ),
+        });
         let writer = tokio::task::spawn_blocking(move || {
-            snapshot_transfer::receive(&files, &meta, ChunkReader::new(rx), limit, into)
+            snapshot_transfer::receive(
+                &files,
+                &meta,
+                ChunkReader::new(rx),
+                limit,
+                into,
+                home.as_ref(),
+            )
         });
         let failed = |r| {
             let status = receive_failed(r);

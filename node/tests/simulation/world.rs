@@ -483,10 +483,10 @@ impl World {
                 })
         };
         let mut body = Vec::new();
-        snapshot_transfer::write_sendable(&sender, meta, store_of(msg.from)?, &mut body)?
+        snapshot_transfer::write_sendable(&sender, meta, store_of(msg.from)?, None, &mut body)?
             .ok_or("the snapshot file is gone")?;
         let receiver = SnapshotFiles::open(&to_dir).map_err(|e| e.to_string())?;
-        snapshot_transfer::receive(&receiver, meta, &body[..], u64::MAX, store_of(to)?)
+        snapshot_transfer::receive(&receiver, meta, &body[..], u64::MAX, store_of(to)?, None)
             .map_err(|e| e.to_string())
     }
 

@@ -44,8 +44,14 @@ impl RaftLoop {
             received.state.cluster_version(),
             crate::replicated::version::member_version(),
         )?;
-        // On disk before the log forgets the entries it replaces.
+        // On disk before the log forgets the entries it replaces; a values database that came
+        // with it replaces this member's (a crash between the two is finished at restart).
         self.snapshots.adopt(received.file, &meta)?;
+        if let Some(values) = received.values_file {
+            values.adopt(&crate::consensus::bootstrap::values_path(
+                &self.shared.config.data_dir,
+            ))?;
+        }
         let sm = received.state;
         let peers = peer_urls(&sm.members);
         let revision = sm.store.current_revision();

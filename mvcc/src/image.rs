@@ -1,0 +1,416 @@
+//! The values database file, copied as of one moment while the member goes on writing it: what a
+//! snapshot sends a new member instead of every value to re-insert there (etcd sends its bbolt
+//! file the same way; re-inserting 1 GiB into the receiver's B-tree was the slow part of a
+//! learner's catch-up).
+//!
+//! The database runs on [`ImageableFile`], redb's own file backend with a copy-on-write hook: while
+//! an image is read, a write or truncation over a part the reader has not passed yet first saves
+//! that part's old bytes, so the reader sees the file as it was when the image began. redb keeps
+//! the pages of its last durable commit until the next durable commit, and its file is
+//! recoverable after a crash at any moment; so a copy as of a moment right after a durable commit
+//! opens (redb repairs it as after a crash, quickly since the commit saved its allocator state)
+//! as that commit or a later one.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend};
+
+/// What the backend's I/O methods fail with (redb 4 without `experimental-api-5`).
+type BackendIoError = io::Error;
+
+/// Granularity of saved old bytes (redb's page size).
+const BLOCK: u64 = 4096;
+
+/// Bytes an image reads from the file per step (writes wait at most one step).
+const STEP: u64 = 256 * 1024;
+
+/// Most old bytes saved for one image: past this the image is abandoned (the member writes
+/// faster than the image is read), not the member's memory.
+pub const MAX_SAVED_BYTES: u64 = 128 << 20;
+
+/// An image in progress.
+#[derive(Debug)]
+struct Frozen {
+    /// The file's length when the image began: the image's length.
+    len: u64,
+    /// The reader has passed `[0, copied)` (a multiple of [`BLOCK`]).
+    copied: u64,
+    /// Old bytes of blocks at or past `copied` overwritten since the image began, by block.
+    saved: BTreeMap<u64, Vec<u8>>,
+    saved_bytes: u64,
+    /// More than [`MAX_SAVED_BYTES`] would have been saved: the image is lost.
+    overflowed: bool,
+}
+
+/// What the backend and the images share: a second handle on the file (positional reads) and the
+/// image in progress, if any.
+#[derive(Debug)]
+pub(crate) struct ImageState {
+    file: File,
+    frozen: Mutex<Option<Frozen>>,
+}
+
+fn lock(m: &Mutex<Option<Frozen>>) -> MutexGuard<'_, Option<Frozen>> {
+    // A panic while holding it left plain data behind: go on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ImageState {
+    /// Saves the old bytes of the blocks of `[from, to)` that the image still needs.
+    fn save(&self, f: &mut Frozen, from: u64, to: u64) -> io::Result<()> {
+        if f.overflowed {
+            return Ok(());
+        }
+        let to = to.min(f.len);
+        let mut b = from.max(f.copied) / BLOCK;
+        while b * BLOCK < to {
+            if let std::collections::btree_map::Entry::Vacant(slot) = f.saved.entry(b) {
+                let n = BLOCK.min(f.len - b * BLOCK);
+                if f.saved_bytes + n > MAX_SAVED_BYTES {
+                    f.overflowed = true;
+                    f.saved.clear();
+                    f.saved_bytes = 0;
+                    return Ok(());
+                }
+                let mut old = vec![0u8; n as usize];
+                self.file.read_exact_at(&mut old, b * BLOCK)?;
+                f.saved_bytes += n;
+                slot.insert(old);
+            }
+            b += 1;
+        }
+        Ok(())
+    }
+}
+
+/// redb's file backend, able to hand out a point-in-time copy of its file ([`Image`]).
+#[derive(Debug)]
+pub struct ImageableFile {
+    inner: FileBackend,
+    state: Arc<ImageState>,
+}
+
+impl ImageableFile {
+    /// A backend over `file`, and the handle images are taken through.
+    pub(crate) fn new(file: File) -> io::Result<(Self, Arc<ImageState>)> {
+        let state = Arc::new(ImageState {
+            file: file.try_clone()?,
+            frozen: Mutex::new(None),
+        });
+        let inner = FileBackend::new(file).map_err(io::Error::other)?;
+        Ok((
+            ImageableFile {
+                inner,
+                state: state.clone(),
+            },
+            state,
+        ))
+    }
+}
+
+fn io_backend(e: io::Error) -> BackendIoError {
+    e
+}
+
+impl StorageBackend for ImageableFile {
+    fn len(&self) -> Result<u64, BackendIoError> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
+        let mut frozen = lock(&self.state.frozen);
+        if let Some(f) = frozen.as_mut() {
+            if len < f.len {
+                self.state.save(f, len, f.len).map_err(io_backend)?;
+            }
+        }
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), BackendIoError> {
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
+        let mut frozen = lock(&self.state.frozen);
+        if let Some(f) = frozen.as_mut() {
+            let end = offset + data.len() as u64;
+            self.state.save(f, offset, end).map_err(io_backend)?;
+        }
+        self.inner.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), BackendIoError> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
+
+/// Why an image could not be taken or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Another image of this database is being read (one at a time).
+    #[error("an image of the values database is already being read")]
+    Busy,
+    /// The database is not in a file (tests' in-memory databases).
+    #[error("the values database is not a file")]
+    NotAFile,
+    /// The member overwrote more of the file than an image may save while it was read.
+    #[error(
+        "the values database changed by more than {MAX_SAVED_BYTES} bytes while its image was read"
+    )]
+    Overflowed,
+    /// Reading or committing failed.
+    #[error("values database image: {0}")]
+    Io(String),
+}
+
+/// A point-in-time copy of the values database file, read as a stream; the file goes back to
+/// plain writes when it is dropped.
+#[derive(Debug)]
+pub struct Image {
+    state: Arc<ImageState>,
+    len: u64,
+}
+
+impl Image {
+    /// Starts an image of the file as it is now.
+    pub(crate) fn begin(state: Arc<ImageState>) -> Result<Image, ImageError> {
+        let len = {
+            let mut frozen = lock(&state.frozen);
+            if frozen.is_some() {
+                return Err(ImageError::Busy);
+            }
+            // The length under the lock: no write or truncation comes between it and the freeze.
+            let len = state
+                .file
+                .metadata()
+                .map_err(|e| ImageError::Io(e.to_string()))?
+                .len();
+            *frozen = Some(Frozen {
+                len,
+                copied: 0,
+                saved: BTreeMap::new(),
+                saved_bytes: 0,
+                overflowed: false,
+            });
+            len
+        };
+        Ok(Image { state, len })
+    }
+
+    /// The image's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an image of an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `out` with the image's bytes from `f.copied` on: the file's, overlaid with the saved
+    /// old bytes of those blocks (which are released).
+    fn fill(&self, f: &mut Frozen, out: &mut [u8]) -> io::Result<()> {
+        let start = f.copied;
+        let end = start + out.len() as u64;
+        // The file may have been cut short since the image began: those blocks were saved.
+        let mut got = 0;
+        while got < out.len() {
+            match self
+                .state
+                .file
+                .read_at(&mut out[got..], start + got as u64)?
+            {
+                0 => break,
+                n => got += n,
+            }
+        }
+        out[got..].fill(0);
+        let blocks: Vec<u64> = f
+            .saved
+            .range(start / BLOCK..end.div_ceil(BLOCK))
+            .map(|(b, _)| *b)
+            .collect();
+        for b in blocks {
+            if let Some(old) = f.saved.remove(&b) {
+                f.saved_bytes -= old.len() as u64;
+                let at = (b * BLOCK - start) as usize;
+                let n = old.len().min(out.len() - at);
+                out[at..at + n].copy_from_slice(&old[..n]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads whole blocks (buffers of at least [`BLOCK`] bytes; `io::copy`'s are larger), so the
+/// part already read always ends at a block boundary.
+impl Read for Image {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut frozen = lock(&self.state.frozen);
+        let Some(f) = frozen.as_mut() else {
+            return Err(io::Error::other("the image was ended"));
+        };
+        if f.overflowed {
+            return Err(io::Error::other(ImageError::Overflowed));
+        }
+        let left = f.len - f.copied;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let room = (buf.len() as u64).min(STEP);
+        let n = if left <= room {
+            left
+        } else if room >= BLOCK {
+            room / BLOCK * BLOCK
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an image is read in buffers of at least 4096 bytes",
+            ));
+        };
+        let out = &mut buf[..n as usize];
+        self.fill(f, out)?;
+        f.copied += n;
+        Ok(n as usize)
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        *lock(&self.state.frozen) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::{rev_key, DiskValues};
+    use bytes::Bytes;
+
+    fn value(i: i64) -> Vec<u8> {
+        vec![(i % 251) as u8; 300 + (i % 700) as usize]
+    }
+
+    /// A copy begun after a durable commit opens as a database that holds everything committed
+    /// before it, while the live file is written, grown and shrunk as the copy is read; one image
+    /// at a time.
+    #[test]
+    fn an_image_is_the_database_as_of_its_start_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = DiskValues::open(&dir.path().join("values.redb"), 1 << 20).unwrap();
+        for i in 0..3000 {
+            live.put(rev_key(i, 0), Bytes::from(value(i)));
+            if i % 200 == 0 {
+                live.commit().unwrap();
+            }
+        }
+        live.commit().unwrap();
+        let db = live.database();
+        let mut img = db.image().unwrap();
+        assert!(matches!(db.image(), Err(ImageError::Busy)));
+        let mut copy = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut round = 0i64;
+        loop {
+            let n = img.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            copy.extend_from_slice(&buf[..n]);
+            // Meanwhile: values overwritten, new ones, many deleted (the file's end is freed and
+            // a durable commit may shrink it).
+            round += 1;
+            for i in 0..20 {
+                live.put(rev_key(i + round * 20, 0), Bytes::from(vec![0xEE; 900]));
+                live.put(
+                    rev_key(10_000 + round * 20 + i, 0),
+                    Bytes::from(vec![1; 2000]),
+                );
+            }
+            if round % 3 == 0 {
+                live.ready.extend(
+                    (0..3000)
+                        .filter(|i| i % 3 == round % 2)
+                        .map(|i| rev_key(i, 0)),
+                );
+                live.commit().unwrap();
+                live.sync().unwrap();
+            } else {
+                live.commit().unwrap();
+            }
+        }
+        assert_eq!(copy.len() as u64, img.len());
+        drop(img);
+        assert!(round > 10, "the copy was read in {round} steps");
+        // The image ended: the next one may begin.
+        drop(db.image().unwrap());
+        let path = dir.path().join("copy.redb");
+        std::fs::write(&path, &copy).unwrap();
+        let copied = DiskValues::open(&path, 1 << 20).unwrap();
+        for i in 0..3000 {
+            assert_eq!(
+                copied.get(&rev_key(i, 0)).unwrap().as_ref(),
+                value(i).as_slice(),
+                "revision {i}"
+            );
+        }
+    }
+
+    /// A buffer smaller than a block is refused with a clear error, not served partly.
+    #[test]
+    fn an_image_is_read_in_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = DiskValues::open(&dir.path().join("values.redb"), 1 << 20).unwrap();
+        let mut img = live.database().image().unwrap();
+        assert!(img.len() > BLOCK);
+        let mut small = [0u8; 100];
+        let err = img.read(&mut small).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// A database in memory has no file to copy.
+    #[test]
+    fn a_database_in_memory_has_no_image() {
+        let live = DiskValues::in_memory().unwrap();
+        assert!(matches!(live.database().image(), Err(ImageError::NotAFile)));
+    }
+}
