@@ -5,7 +5,8 @@
 //!
 //! The database runs on [`ImageableFile`], redb's own file backend with a copy-on-write hook: while
 //! an image is read, a write or truncation over a part the reader has not passed yet first saves
-//! that part's old bytes, so the reader sees the file as it was when the image began. redb keeps
+//! that part's old bytes (into an unnamed file beside the database: each block at most once, so
+//! never more than the image), so the reader sees the file as it was when the image began. redb keeps
 //! the pages of its last durable commit until the next durable commit, and its file is
 //! recoverable after a crash at any moment; so a copy as of a moment right after a durable commit
 //! opens (redb repairs it as after a crash, quickly since the commit saved its allocator state)
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::backends::FileBackend;
@@ -30,10 +32,6 @@ const BLOCK: u64 = 4096;
 /// Bytes an image reads from the file per step (writes wait at most one step).
 const STEP: u64 = 256 * 1024;
 
-/// Most old bytes saved for one image: past this the image is abandoned (the member writes
-/// faster than the image is read), not the member's memory.
-pub const MAX_SAVED_BYTES: u64 = 128 << 20;
-
 /// An image in progress.
 #[derive(Debug)]
 struct Frozen {
@@ -41,18 +39,20 @@ struct Frozen {
     len: u64,
     /// The reader has passed `[0, copied)` (a multiple of [`BLOCK`]).
     copied: u64,
-    /// Old bytes of blocks at or past `copied` overwritten since the image began, by block.
-    saved: BTreeMap<u64, Vec<u8>>,
-    saved_bytes: u64,
-    /// More than [`MAX_SAVED_BYTES`] would have been saved: the image is lost.
-    overflowed: bool,
+    /// Blocks at or past `copied` overwritten since the image began: where their old bytes are
+    /// in `spill`. Each block is saved at most once, so the spill file never outgrows the image.
+    saved: BTreeMap<u64, u64>,
+    /// An unnamed file beside the database holding the saved old bytes (disk, not memory).
+    spill: File,
+    spill_len: u64,
 }
 
-/// What the backend and the images share: a second handle on the file (positional reads) and the
-/// image in progress, if any.
+/// What the backend and the images share: a second handle on the file (positional reads), the
+/// directory spill files go to, and the image in progress, if any.
 #[derive(Debug)]
 pub(crate) struct ImageState {
     file: File,
+    dir: PathBuf,
     frozen: Mutex<Option<Frozen>>,
 }
 
@@ -64,24 +64,16 @@ fn lock(m: &Mutex<Option<Frozen>>) -> MutexGuard<'_, Option<Frozen>> {
 impl ImageState {
     /// Saves the old bytes of the blocks of `[from, to)` that the image still needs.
     fn save(&self, f: &mut Frozen, from: u64, to: u64) -> io::Result<()> {
-        if f.overflowed {
-            return Ok(());
-        }
         let to = to.min(f.len);
         let mut b = from.max(f.copied) / BLOCK;
+        let mut old = [0u8; BLOCK as usize];
         while b * BLOCK < to {
             if let std::collections::btree_map::Entry::Vacant(slot) = f.saved.entry(b) {
-                let n = BLOCK.min(f.len - b * BLOCK);
-                if f.saved_bytes + n > MAX_SAVED_BYTES {
-                    f.overflowed = true;
-                    f.saved.clear();
-                    f.saved_bytes = 0;
-                    return Ok(());
-                }
-                let mut old = vec![0u8; n as usize];
-                self.file.read_exact_at(&mut old, b * BLOCK)?;
-                f.saved_bytes += n;
-                slot.insert(old);
+                let n = BLOCK.min(f.len - b * BLOCK) as usize;
+                self.file.read_exact_at(&mut old[..n], b * BLOCK)?;
+                f.spill.write_all_at(&old[..n], f.spill_len)?;
+                slot.insert(f.spill_len);
+                f.spill_len += n as u64;
             }
             b += 1;
         }
@@ -97,10 +89,12 @@ pub struct ImageableFile {
 }
 
 impl ImageableFile {
-    /// A backend over `file`, and the handle images are taken through.
-    pub(crate) fn new(file: File) -> io::Result<(Self, Arc<ImageState>)> {
+    /// A backend over `file`, and the handle images are taken through; images spill the old bytes
+    /// they keep into `dir` (the database's directory).
+    pub(crate) fn new(file: File, dir: &Path) -> io::Result<(Self, Arc<ImageState>)> {
         let state = Arc::new(ImageState {
             file: file.try_clone()?,
+            dir: dir.to_path_buf(),
             frozen: Mutex::new(None),
         });
         let inner = FileBackend::new(file).map_err(io::Error::other)?;
@@ -192,11 +186,6 @@ pub enum ImageError {
     /// The database is not in a file (tests' in-memory databases).
     #[error("the values database is not a file")]
     NotAFile,
-    /// The member overwrote more of the file than an image may save while it was read.
-    #[error(
-        "the values database changed by more than {MAX_SAVED_BYTES} bytes while its image was read"
-    )]
-    Overflowed,
     /// Reading or committing failed.
     #[error("values database image: {0}")]
     Io(String),
@@ -224,12 +213,14 @@ impl Image {
                 .metadata()
                 .map_err(|e| ImageError::Io(e.to_string()))?
                 .len();
+            let spill =
+                tempfile::tempfile_in(&state.dir).map_err(|e| ImageError::Io(e.to_string()))?;
             *frozen = Some(Frozen {
                 len,
                 copied: 0,
                 saved: BTreeMap::new(),
-                saved_bytes: 0,
-                overflowed: false,
+                spill,
+                spill_len: 0,
             });
             len
         };
@@ -239,6 +230,11 @@ impl Image {
     /// The image's length in bytes.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Bytes saved so far because the live file was written over a part not yet read.
+    pub fn saved_bytes(&self) -> u64 {
+        lock(&self.state.frozen).as_ref().map_or(0, |f| f.spill_len)
     }
 
     /// True for an image of an empty file.
@@ -270,11 +266,10 @@ impl Image {
             .map(|(b, _)| *b)
             .collect();
         for b in blocks {
-            if let Some(old) = f.saved.remove(&b) {
-                f.saved_bytes -= old.len() as u64;
+            if let Some(at_spill) = f.saved.remove(&b) {
                 let at = (b * BLOCK - start) as usize;
-                let n = old.len().min(out.len() - at);
-                out[at..at + n].copy_from_slice(&old[..n]);
+                let n = (BLOCK as usize).min(out.len() - at);
+                f.spill.read_exact_at(&mut out[at..at + n], at_spill)?;
             }
         }
         Ok(())
@@ -289,9 +284,6 @@ impl Read for Image {
         let Some(f) = frozen.as_mut() else {
             return Err(io::Error::other("the image was ended"));
         };
-        if f.overflowed {
-            return Err(io::Error::other(ImageError::Overflowed));
-        }
         let left = f.len - f.copied;
         if left == 0 || buf.is_empty() {
             return Ok(0);
@@ -379,6 +371,8 @@ mod tests {
             }
         }
         assert_eq!(copy.len() as u64, img.len());
+        // The writes did land on parts not yet read (else this test would show nothing).
+        assert!(img.saved_bytes() > 0);
         drop(img);
         assert!(round > 10, "the copy was read in {round} steps");
         // The image ended: the next one may begin.

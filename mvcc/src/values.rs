@@ -130,7 +130,8 @@ impl DiskValues {
             .truncate(false)
             .open(path)
             .map_err(|e| at(&e))?;
-        let (backend, image) = ImageableFile::new(file).map_err(|e| at(&e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (backend, image) = ImageableFile::new(file, dir).map_err(|e| at(&e))?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create_with_backend(backend)

@@ -27,16 +27,13 @@ pub fn max_snapshot_bytes(quota_backend_bytes: u64) -> u64 {
 
 /// First bytes of a snapshot body that carries the sender's values database file (an image, see
 /// [`metastore_mvcc::image`]) ahead of the index: then its length (8 bytes, little-endian), the
-/// file, the index's length (8 bytes) and the index as a snapshot file holds it (values by
+/// file (in segments, see [`SEGMENT`], and its CRC-32), the index's length (8 bytes) and the index as a snapshot file holds it (values by
 /// reference, all in the image).
 /// Sent only once the cluster version says every member reads it ([`IMAGE_FROM`]).
 const IMAGE_MAGIC: [u8; 8] = *b"MSVIMG01";
 
 /// The cluster version from which snapshots carry the values database file.
 pub const IMAGE_FROM: Version = Version::new(0, 2, 0);
-
-/// Buffer for copying an image (whole blocks of it at a time).
-const IMAGE_BUF: usize = 256 * 1024;
 
 /// A received snapshot ready to install.
 #[derive(Debug)]
@@ -136,23 +133,73 @@ impl Drop for PendingValues {
     }
 }
 
-/// Copies exactly `len` bytes from `r` to `w` in [`IMAGE_BUF`] steps; returns them.
-fn copy_exactly(mut r: impl Read, mut w: impl Write, len: u64) -> io::Result<u64> {
-    let mut buf = vec![0u8; IMAGE_BUF];
-    let mut done = 0u64;
+/// The image travels in segments of this many bytes (the last may be shorter), each after a
+/// flag byte: [`SEGMENT_ZEROS`] (nothing follows: the file's unused space, often holes) or
+/// [`SEGMENT_DATA`] (the segment follows).
+const SEGMENT: usize = 64 * 1024;
+const SEGMENT_ZEROS: u8 = 0;
+const SEGMENT_DATA: u8 = 1;
+
+/// Writes the `len` bytes of `img` as segments, then a CRC-32 of the image (4 bytes,
+/// little-endian); returns the bytes written.
+fn send_segments(mut img: impl Read, mut w: impl Write, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; SEGMENT];
+    let (mut done, mut sent) = (0u64, 0u64);
+    let mut crc = crc32fast::Hasher::new();
     while done < len {
-        let want = (len - done).min(IMAGE_BUF as u64) as usize;
-        let n = r.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the values database image ended after {done} of {len} bytes"),
-            ));
+        let n = (len - done).min(SEGMENT as u64) as usize;
+        img.read_exact(&mut buf[..n])?;
+        crc.update(&buf[..n]);
+        if buf[..n].iter().all(|b| *b == 0) {
+            w.write_all(&[SEGMENT_ZEROS])?;
+            sent += 1;
+        } else {
+            w.write_all(&[SEGMENT_DATA])?;
+            w.write_all(&buf[..n])?;
+            sent += 1 + n as u64;
         }
-        w.write_all(&buf[..n])?;
         done += n as u64;
     }
-    Ok(done)
+    w.write_all(&crc.finalize().to_le_bytes())?;
+    Ok(sent + 4)
+}
+
+/// Writes the `len`-byte image that `r` delivers as segments into `f`, leaving holes for zeros.
+fn receive_segments(mut r: impl Read, f: &mut fs::File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; SEGMENT];
+    let zeros = vec![0u8; SEGMENT];
+    let mut done = 0u64;
+    let mut crc = crc32fast::Hasher::new();
+    while done < len {
+        let n = (len - done).min(SEGMENT as u64) as usize;
+        let mut flag = [0u8; 1];
+        r.read_exact(&mut flag)?;
+        match flag[0] {
+            SEGMENT_ZEROS => crc.update(&zeros[..n]),
+            SEGMENT_DATA => {
+                r.read_exact(&mut buf[..n])?;
+                crc.update(&buf[..n]);
+                f.write_all_at(&buf[..n], done)?;
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("values database image: segment flag {other} at {done}"),
+                ))
+            }
+        }
+        done += n as u64;
+    }
+    let mut sum = [0u8; 4];
+    r.read_exact(&mut sum)?;
+    if u32::from_le_bytes(sum) != crc.finalize() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "values database image: checksum mismatch",
+        ));
+    }
+    f.set_len(len)
 }
 
 /// Receives the values database image at the start of a body into `home`'s pending file for
@@ -175,7 +222,7 @@ fn receive_image(
         return Err(SnapshotFileError::TooLarge { limit });
     }
     let written = fs::File::create(&incoming).and_then(|mut f| {
-        copy_exactly(&mut *body, &mut f, len)?;
+        receive_segments(&mut *body, &mut f, len)?;
         f.sync_all()
     });
     if let Err(e) = written {
@@ -191,13 +238,20 @@ fn receive_image(
     fs::File::open(home.dir())
         .and_then(|d| d.sync_all())
         .map_err(at(home.dir()))?;
-    let values =
-        metastore_mvcc::DiskValues::open(&pending.path, home.cache_bytes).map_err(|e| {
-            SnapshotFileError::Body {
-                path: pending.path.clone(),
-                reason: format!("the received values database does not open: {e}"),
-            }
-        })?;
+    // The checksum says it arrived as sent; the database engine still must not take this member
+    // down if what was sent is damaged.
+    let opened = std::panic::catch_unwind(|| {
+        metastore_mvcc::DiskValues::open(&pending.path, home.cache_bytes)
+    });
+    let values = match opened {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the database engine panicked opening it".to_string()),
+    }
+    .map_err(|e| SnapshotFileError::Body {
+        path: pending.path.clone(),
+        reason: format!("the received values database does not open: {e}"),
+    })?;
     Ok((pending, values))
 }
 
@@ -304,7 +358,11 @@ pub fn receive(
     tracing::info!(
         index = meta.index,
         bytes = body.n,
-        values = if values_file.is_some() { "image" } else { "stream" },
+        values = if values_file.is_some() {
+            "image"
+        } else {
+            "stream"
+        },
         decoded_ms = decoded.as_millis() as u64,
         saved_ms = (started.elapsed() - decoded).as_millis() as u64,
         "received snapshot"
@@ -397,7 +455,7 @@ fn write_with_image(
     let e = |e: io::Error| e.to_string();
     w.write_all(&IMAGE_MAGIC).map_err(e)?;
     w.write_all(&len.to_le_bytes()).map_err(e)?;
-    copy_exactly(img, &mut w, len).map_err(e)?;
+    send_segments(img, &mut w, len).map_err(e)?;
     w.write_all(&body_len.to_le_bytes()).map_err(e)?;
     w.write_all(&prefix).map_err(e)?;
     let copied = 8 + io::copy(&mut body, &mut w).map_err(e)?;
@@ -654,6 +712,49 @@ mod tests {
             Some(&home),
         );
         assert!(matches!(r, Err(SnapshotFileError::TooLarge { .. })));
+        // A segment flag or an image byte changed on the way: refused.
+        for at in [16, 100] {
+            let mut bad = sent.clone();
+            bad[at] ^= 0x5a;
+            let r = receive(
+                &their_files,
+                &meta(),
+                &bad[..],
+                1 << 26,
+                Store::new(),
+                Some(&home),
+            );
+            assert!(r.is_err(), "byte {at} changed");
+            assert!(leftovers().is_empty(), "{:?}", leftovers());
+        }
+        // Mangled at random (bytes flipped, removed, inserted): refused or decoded, never a
+        // panic, and nothing left behind.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut refused = 0;
+        for _ in 0..150 {
+            let mut bad = sent.clone();
+            let at = rng.gen_range(0..bad.len());
+            match rng.gen_range(0..3) {
+                0 => bad[at] ^= 1 << rng.gen_range(0..8),
+                1 => {
+                    bad.remove(at);
+                }
+                _ => bad.insert(at, rng.gen()),
+            }
+            let r = receive(
+                &their_files,
+                &meta(),
+                &bad[..],
+                1 << 26,
+                Store::new(),
+                Some(&home),
+            );
+            refused += usize::from(r.is_err());
+            drop(r);
+            assert!(leftovers().is_empty(), "{:?}", leftovers());
+        }
+        assert!(refused > 140, "{refused} of 150 refused");
         // A member without a values database cannot take one.
         assert!(receive(
             &their_files,
