@@ -45,6 +45,8 @@ struct Frozen {
     /// An unnamed file beside the database holding the saved old bytes (disk, not memory).
     spill: File,
     spill_len: u64,
+    /// Saving or reading failed: the image is lost (the live database never is).
+    failed: Option<String>,
 }
 
 /// What the backend and the images share: a second handle on the file (positional reads), the
@@ -62,7 +64,19 @@ fn lock(m: &Mutex<Option<Frozen>>) -> MutexGuard<'_, Option<Frozen>> {
 }
 
 impl ImageState {
-    /// Saves the old bytes of the blocks of `[from, to)` that the image still needs.
+    /// Saves the old bytes of the blocks of `[from, to)` that the image still needs. A failure
+    /// (the spill file's disk is full, say) ends the image, not the write: the database must go
+    /// on whatever happens to a copy of it.
+    fn save_or_fail(&self, f: &mut Frozen, from: u64, to: u64) {
+        if f.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.save(f, from, to) {
+            f.failed = Some(format!("saving the old bytes failed: {e}"));
+            f.saved.clear();
+        }
+    }
+
     fn save(&self, f: &mut Frozen, from: u64, to: u64) -> io::Result<()> {
         let to = to.min(f.len);
         let mut b = from.max(f.copied) / BLOCK;
@@ -108,10 +122,6 @@ impl ImageableFile {
     }
 }
 
-fn io_backend(e: io::Error) -> BackendIoError {
-    e
-}
-
 impl StorageBackend for ImageableFile {
     fn len(&self) -> Result<u64, BackendIoError> {
         self.inner.len()
@@ -125,7 +135,7 @@ impl StorageBackend for ImageableFile {
         let mut frozen = lock(&self.state.frozen);
         if let Some(f) = frozen.as_mut() {
             if len < f.len {
-                self.state.save(f, len, f.len).map_err(io_backend)?;
+                self.state.save_or_fail(f, len, f.len);
             }
         }
         self.inner.set_len(len)
@@ -139,7 +149,7 @@ impl StorageBackend for ImageableFile {
         let mut frozen = lock(&self.state.frozen);
         if let Some(f) = frozen.as_mut() {
             let end = offset + data.len() as u64;
-            self.state.save(f, offset, end).map_err(io_backend)?;
+            self.state.save_or_fail(f, offset, end);
         }
         self.inner.write(offset, data)
     }
@@ -221,6 +231,7 @@ impl Image {
                 saved: BTreeMap::new(),
                 spill,
                 spill_len: 0,
+                failed: None,
             });
             len
         };
@@ -284,6 +295,11 @@ impl Read for Image {
         let Some(f) = frozen.as_mut() else {
             return Err(io::Error::other("the image was ended"));
         };
+        if let Some(why) = &f.failed {
+            return Err(io::Error::other(format!(
+                "values database image lost: {why}"
+            )));
+        }
         let left = f.len - f.copied;
         if left == 0 || buf.is_empty() {
             return Ok(0);
@@ -300,7 +316,11 @@ impl Read for Image {
             ));
         };
         let out = &mut buf[..n as usize];
-        self.fill(f, out)?;
+        if let Err(e) = self.fill(f, out) {
+            // Saved blocks may be gone already: a retry would read the live bytes.
+            f.failed = Some(format!("reading failed: {e}"));
+            return Err(e);
+        }
         f.copied += n;
         Ok(n as usize)
     }

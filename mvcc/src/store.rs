@@ -256,6 +256,31 @@ impl Store {
         self.values.sweep(&self.stored_revisions(), self.revision)
     }
 
+    /// Checks that the values database holds the value of every version the index says is
+    /// stored, with its length (a database received from a peer); returns how many there are.
+    /// One ordered scan.
+    pub fn check_stored_values(&self) -> Result<u64, MvccError> {
+        let versions = self.stored_versions();
+        let keys: Vec<RevKey> = versions.iter().map(|(k, _)| *k).collect();
+        let mut next = versions.iter();
+        let mut n = 0u64;
+        self.values.scan(&keys, |k, v| {
+            match next.next() {
+                Some((want, len)) if want == k && *len as usize == v.len() => {}
+                _ => {
+                    return Err(MvccError::Storage(format!(
+                        "the value of revision {}/{} has the wrong length",
+                        i64::from_be_bytes(k[..8].try_into().unwrap_or_default()),
+                        i64::from_be_bytes(k[8..].try_into().unwrap_or_default()),
+                    )))
+                }
+            }
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// The revisions of every version whose value is stored on disk, sorted, with their lengths.
     pub(crate) fn stored_versions(&self) -> Vec<(RevKey, u32)> {
         let mut out: Vec<(RevKey, u32)> = self

@@ -130,7 +130,10 @@ impl DiskValues {
             .truncate(false)
             .open(path)
             .map_err(|e| at(&e))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         let (backend, image) = ImageableFile::new(file, dir).map_err(|e| at(&e))?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)

@@ -60,12 +60,20 @@ impl ValuesHome {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    /// The name a received database waits under until its snapshot is adopted: named after the
-    /// snapshot, so a restart knows whether the snapshot it starts from needs it.
+    /// The start of the names a database received with snapshot `(term, index)` waits under
+    /// until the snapshot is adopted: a restart knows whether the snapshot it starts from needs
+    /// one.
+    fn pending_prefix(term: u64, index: u64) -> String {
+        format!("values-{term:016x}-{index:016x}.")
+    }
+
+    /// A name of its own for one received database (two transfers of one snapshot may overlap).
     fn pending_path(&self, meta: &SnapshotMetadata) -> PathBuf {
         self.dir().join(format!(
-            "values-{:016x}-{:016x}.pending",
-            meta.term, meta.index
+            "{}{}-{}.pending",
+            Self::pending_prefix(meta.term, meta.index),
+            std::process::id(),
+            next_transfer()
         ))
     }
 
@@ -73,63 +81,82 @@ impl ValuesHome {
     /// newest (`newest` as `(term, index)`) before a crash replaces the live one; any other
     /// received database is left over and goes.
     pub fn settle_pending(&self, newest: Option<(u64, u64)>) -> io::Result<()> {
-        let mut keep = None;
-        if let Some((term, index)) = newest {
-            let mut m = SnapshotMetadata::default();
-            m.term = term;
-            m.index = index;
-            keep = Some(self.pending_path(&m));
+        let wanted = newest.map(|(term, index)| Self::pending_prefix(term, index));
+        let mut names: Vec<String> = fs::read_dir(self.dir())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                (n.starts_with("values-") && n.ends_with(".pending"))
+                    || (n.starts_with("values.") && n.ends_with(".incoming"))
+            })
+            .collect();
+        names.sort();
+        // Any database received with that snapshot holds what it references: take one.
+        let adopt = wanted.and_then(|w| names.iter().rposition(|n| n.starts_with(&w)));
+        if let Some(i) = adopt {
+            let name = names.remove(i);
+            tracing::info!("adopting the values database received with the snapshot: {name}");
+            fs::rename(self.dir().join(&name), &self.path)?;
+            fs::File::open(self.dir())?.sync_all()?;
         }
-        for e in fs::read_dir(self.dir())?.flatten() {
-            let p = e.path();
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let received = name.starts_with("values-") && name.ends_with(".pending");
-            if Some(&p) == keep.as_ref() {
-                tracing::info!("adopting the values database received with snapshot {name}");
-                fs::rename(&p, &self.path)?;
-                fs::File::open(self.dir())?.sync_all()?;
-            } else if received || name == "values.incoming" {
-                fs::remove_file(&p)?;
-            }
+        for n in names {
+            fs::remove_file(self.dir().join(n))?;
         }
         Ok(())
     }
 }
 
+/// A number of its own for each received image in this process (file names).
+fn next_transfer() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A received values database, durable under its pending name; removed when dropped unless
-/// adopted.
+/// kept for adoption ([`PendingValues::keep`]).
 #[derive(Debug)]
 pub struct PendingValues {
     path: PathBuf,
-    adopted: bool,
+    kept: bool,
 }
 
 impl PendingValues {
+    /// Keeps the file whatever happens next, before the snapshot it came with is adopted: once
+    /// that snapshot is the newest, only this database can back it, and a restart adopts it
+    /// ([`ValuesHome::settle_pending`]) if [`KeptValues::adopt`] did not.
+    pub fn keep(mut self) -> KeptValues {
+        self.kept = true;
+        KeptValues(self.path.clone())
+    }
+}
+
+impl Drop for PendingValues {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A received values database kept for adoption.
+#[derive(Debug)]
+pub struct KeptValues(PathBuf);
+
+impl KeptValues {
     /// Makes it the member's values database (rename over `live`, fsync of the directory).
-    /// Called once the snapshot it came with is adopted: a crash before the rename is finished
-    /// at the next start ([`ValuesHome::settle_pending`]).
-    pub fn adopt(mut self, live: &Path) -> Result<(), SnapshotFileError> {
+    /// Called once the snapshot it came with is adopted.
+    pub fn adopt(self, live: &Path) -> Result<(), SnapshotFileError> {
         let err = |source| SnapshotFileError::Io {
             path: live.to_path_buf(),
             source,
         };
-        fs::rename(&self.path, live).map_err(err)?;
-        self.adopted = true;
+        fs::rename(&self.0, live).map_err(err)?;
         if let Some(dir) = live.parent() {
             fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(err)?;
         }
         Ok(())
-    }
-}
-
-impl Drop for PendingValues {
-    fn drop(&mut self) {
-        if !self.adopted {
-            let _ = fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -210,7 +237,11 @@ fn receive_image(
     home: &ValuesHome,
     meta: &SnapshotMetadata,
 ) -> Result<(PendingValues, metastore_mvcc::DiskValues), SnapshotFileError> {
-    let incoming = home.dir().join("values.incoming");
+    let incoming = home.dir().join(format!(
+        "values.{}-{}.incoming",
+        std::process::id(),
+        next_transfer()
+    ));
     let at = |p: &Path| {
         let p = p.to_path_buf();
         move |source| SnapshotFileError::Io { path: p, source }
@@ -230,10 +261,13 @@ fn receive_image(
         return Err(at(&incoming)(e));
     }
     let pending = home.pending_path(meta);
-    fs::rename(&incoming, &pending).map_err(at(&pending))?;
+    if let Err(e) = fs::rename(&incoming, &pending) {
+        let _ = fs::remove_file(&incoming);
+        return Err(at(&pending)(e));
+    }
     let pending = PendingValues {
         path: pending,
-        adopted: false,
+        kept: false,
     };
     fs::File::open(home.dir())
         .and_then(|d| d.sync_all())
@@ -346,6 +380,14 @@ pub fn receive(
         Ok(_) => return Err(body_err("bytes after the end of the state".into())),
         Err(e) => return Err(body_err(e.to_string())),
     }
+    if values_file.is_some() {
+        // The sender's guarantee, checked: every value the index references is in the database
+        // that came with it, at its length.
+        state
+            .store
+            .check_stored_values()
+            .map_err(|e| body_err(format!("the received values database: {e}")))?;
+    }
     let decoded = started.elapsed();
     if let Some(values) = state.store.disk_values() {
         values.sync().map_err(|e| body_err(e.to_string()))?;
@@ -388,18 +430,18 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// Writes the body of snapshot `meta` as peers read it, values included, into `w`. With `image`
-/// (the live values database, when every member reads images), a member's own snapshot whose
-/// values are in that database goes as an image of its file followed by the file as it is
-/// ([`IMAGE_MAGIC`]). Otherwise: the file as it is, or, for such a snapshot, its index (decoded
-/// into `into`, see [`metastore_mvcc::Store::empty_like`], and encoded again) followed by a values
+/// Writes the body of snapshot `meta` as peers read it, values included, into `w`; `values` is
+/// the member's live values database. With `as_image` (every member reads images), a member's
+/// own snapshot whose values are in that database goes as an image of its file followed by the
+/// file as it is ([`IMAGE_MAGIC`]). Otherwise: the file as it is, or, for such a snapshot, its
+/// index (decoded against `values`, and encoded again) followed by a values
 /// section ([`metastore_mvcc::Store::encode_values`]). `None` when the file is gone (a newer one
 /// replaced it); else the bytes written. Blocking.
 pub fn write_sendable(
     files: &SnapshotFiles,
     meta: &SnapshotMetadata,
-    into: metastore_mvcc::Store,
-    image: Option<&ValuesDatabase>,
+    values: Option<&ValuesDatabase>,
+    as_image: bool,
     mut w: impl Write,
 ) -> Result<Option<u64>, String> {
     let Some((mut body, len)) = files.open_body(meta).map_err(|e| e.to_string())? else {
@@ -413,7 +455,7 @@ pub fn write_sendable(
         w.flush().map_err(|e| e.to_string())?;
         return Ok(Some(8 + copied));
     }
-    if let Some(db) = image {
+    if let Some(db) = values.filter(|_| as_image) {
         match db.image() {
             Ok(img) => return write_with_image(files, meta, img, (prefix, body, len), w),
             // Another peer's image is being read, say: this one gets the values as a stream.
@@ -421,7 +463,12 @@ pub fn write_sendable(
         }
     }
     // The index, then its values in revision order: one ordered scan of the values database
-    // here, sequential inserts at the receiver.
+    // here, sequential inserts at the receiver. The index is decoded against a view of the
+    // database pinned now (not earlier: a pin keeps freed pages from reuse).
+    let into = match values {
+        Some(v) => metastore_mvcc::Store::on_disk(v.handle().map_err(|e| e.to_string())?),
+        None => metastore_mvcc::Store::new(),
+    };
     let state = StateMachine::read_snapshot(io::Cursor::new(prefix).chain(body), len, into)
         .map_err(|e| e.to_string())?;
     let mut counted = CountingWriter { w, n: 0 };
@@ -568,8 +615,8 @@ mod tests {
         let n = write_sendable(
             &files,
             &meta(),
-            sm.store.empty_like().unwrap(),
-            None,
+            sm.store.disk_values().map(|v| v.database()).as_ref(),
+            false,
             &mut sent,
         )
         .unwrap()
@@ -664,15 +711,9 @@ mod tests {
             .unwrap();
         let db = sm.store.disk_values().unwrap().database();
         let mut sent = Vec::new();
-        let n = write_sendable(
-            &files,
-            &meta(),
-            sm.store.empty_like().unwrap(),
-            Some(&db),
-            &mut sent,
-        )
-        .unwrap()
-        .unwrap();
+        let n = write_sendable(&files, &meta(), Some(&db), true, &mut sent)
+            .unwrap()
+            .unwrap();
         assert_eq!(n, sent.len() as u64);
         assert_eq!(sent[..8], IMAGE_MAGIC);
 
@@ -789,7 +830,7 @@ mod tests {
             sm.store.to_snapshot().unwrap()
         );
         their_files.adopt(got.file, &meta()).unwrap();
-        got.values_file.unwrap().adopt(&home.path).unwrap();
+        got.values_file.unwrap().keep().adopt(&home.path).unwrap();
         assert_eq!(leftovers(), vec!["values.redb".to_string()]);
         drop(got.state);
         // What a restart reads: the adopted snapshot over the adopted database.
@@ -816,14 +857,17 @@ mod tests {
         let mut other = meta();
         other.index = 5;
         std::fs::write(home.pending_path(&other), b"other").unwrap();
-        std::fs::write(dir.path().join("values.incoming"), b"half").unwrap();
+        std::fs::write(home.pending_path(&meta()), b"new too").unwrap();
+        std::fs::write(dir.path().join("values.7-1.incoming"), b"half").unwrap();
         home.settle_pending(Some((meta().term, meta().index)))
             .unwrap();
-        assert_eq!(std::fs::read(&home.path).unwrap(), b"new");
+        // Either database received with the snapshot backs it: one is taken, the other goes.
+        let taken = std::fs::read(&home.path).unwrap();
+        assert!(taken == b"new" || taken == b"new too", "{taken:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         std::fs::write(home.pending_path(&meta()), b"newer").unwrap();
         home.settle_pending(None).unwrap();
-        assert_eq!(std::fs::read(&home.path).unwrap(), b"new");
+        assert_eq!(std::fs::read(&home.path).unwrap(), taken);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

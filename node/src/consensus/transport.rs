@@ -334,10 +334,6 @@ async fn send_snapshot(
     // The file is read on a blocking thread, as fast as the network takes the chunks.
     let started = std::time::Instant::now();
     let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
-        let into = match &values {
-            Some(v) => metastore_mvcc::Store::on_disk(v.handle().map_err(|e| e.to_string())?),
-            None => metastore_mvcc::Store::new(),
-        };
         tx.blocking_send(first)
             .map_err(|_| "receiver gone".to_string())?;
         let mut chunks = ChunkSender {
@@ -345,8 +341,7 @@ async fn send_snapshot(
             buf: Vec::with_capacity(SNAPSHOT_CHUNK),
             cluster_id,
         };
-        let image = values.as_ref().filter(|_| as_image);
-        snapshot_transfer::write_sendable(&files, &meta, into, image, &mut chunks)?
+        snapshot_transfer::write_sendable(&files, &meta, values.as_ref(), as_image, &mut chunks)?
             .ok_or_else(|| format!("snapshot {} is no longer on disk", meta.index))
     });
     let result = async {
@@ -590,7 +585,7 @@ impl Peer for PeerService {
                 "snapshot refused: not from a member this connection's certificate names",
             ));
         }
-        let _one_at_a_time = self.receiving.clone().try_acquire_owned().map_err(|_| {
+        let one_at_a_time = self.receiving.clone().try_acquire_owned().map_err(|_| {
             self.shared.metrics.snapshots_refused.inc();
             Status::resource_exhausted("already receiving a snapshot")
         })?;
@@ -615,6 +610,9 @@ impl Peer for PeerService {
             ),
         });
         let writer = tokio::task::spawn_blocking(move || {
+            // Held until the receiver is done, even if the stream's handler is dropped first
+            // (the sender reset it): the next transfer waits for this one's files.
+            let _one_at_a_time = one_at_a_time;
             snapshot_transfer::receive(
                 &files,
                 &meta,

@@ -483,7 +483,8 @@ impl World {
                 })
         };
         let mut body = Vec::new();
-        snapshot_transfer::write_sendable(&sender, meta, store_of(msg.from)?, None, &mut body)?
+        let values = store_of(msg.from)?.disk_values().map(|v| v.database());
+        snapshot_transfer::write_sendable(&sender, meta, values.as_ref(), false, &mut body)?
             .ok_or("the snapshot file is gone")?;
         let receiver = SnapshotFiles::open(&to_dir).map_err(|e| e.to_string())?;
         snapshot_transfer::receive(&receiver, meta, &body[..], u64::MAX, store_of(to)?, None)

@@ -46,8 +46,11 @@ impl RaftLoop {
         )?;
         // On disk before the log forgets the entries it replaces; a values database that came
         // with it replaces this member's (a crash between the two is finished at restart).
+        // Kept before the snapshot is adopted: a failure from here on leaves it for the restart
+        // (the error stops the member), never deletes it.
+        let values = received.values_file.map(|v| v.keep());
         self.snapshots.adopt(received.file, &meta)?;
-        if let Some(values) = received.values_file {
+        if let Some(values) = values {
             values.adopt(&crate::consensus::bootstrap::values_path(
                 &self.shared.config.data_dir,
             ))?;
