@@ -63,6 +63,8 @@ pub struct Metrics {
     pub raft_loop_longest_cpu_ms: IntGauge,
     /// Snapshots received from the leader and installed.
     pub snapshots_installed: IntCounter,
+    /// Of those, the ones that brought the leader's values database file (an image).
+    pub snapshot_images_installed: IntCounter,
     /// Client gRPC requests by method and gRPC code.
     pub grpc_requests: IntCounterVec,
     /// Linearizable and serializable reads by the path that served them.
@@ -219,6 +221,10 @@ impl Metrics {
             snapshots_installed: counter(
                 "metastore_snapshots_installed_total",
                 "Snapshots received from the leader and installed.",
+            )?,
+            snapshot_images_installed: counter(
+                "metastore_snapshot_images_installed_total",
+                "Installed snapshots that brought the leader's values database file (an image).",
             )?,
             grpc_requests: {
                 let c = IntCounterVec::new(

@@ -316,6 +316,13 @@ async fn learner_joining_after_log_compaction_catches_up_by_snapshot() {
         .id();
     c.members[i].start();
     promote_when_ready(&mut cl, id).await;
+    // The snapshot brought the leader's values database file.
+    assert!(
+        c.members[i]
+            .metric("metastore_snapshot_images_installed_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     // Writes after the snapshot arrive through the log.
     cl.put("after", "join", None).await.unwrap();
     let mut jc = client(&c.members[i].client_url()).await;

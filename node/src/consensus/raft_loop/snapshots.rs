@@ -54,6 +54,7 @@ impl RaftLoop {
             values.adopt(&crate::consensus::bootstrap::values_path(
                 &self.shared.config.data_dir,
             ))?;
+            self.shared.metrics.snapshot_images_installed.inc();
         }
         let sm = received.state;
         let peers = peer_urls(&sm.members);
