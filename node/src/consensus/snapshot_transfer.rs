@@ -625,6 +625,43 @@ mod tests {
         sent
     }
 
+    /// Every key and version of `a` and `b` read the same, and their snapshots are equal.
+    fn assert_same_key_space(a: &StateMachine, b: &StateMachine) {
+        let all = etcd_client::proto::PbRangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(a.store.range(&all).unwrap(), b.store.range(&all).unwrap());
+        assert_eq!(
+            a.store.to_snapshot().unwrap(),
+            b.store.to_snapshot().unwrap()
+        );
+    }
+
+    /// A state on `store` after `puts` puts over `keys` keys (values of `len` bytes and up,
+    /// growing), compacted at revision `compact` and committed.
+    fn written(
+        store: metastore_mvcc::Store,
+        puts: u32,
+        keys: u32,
+        len: usize,
+        compact: i64,
+    ) -> StateMachine {
+        let mut sm = StateMachine::bootstrap_in(store, 7, BTreeMap::new());
+        for i in 0..puts {
+            let put = etcd_client::proto::PbPutRequest {
+                key: format!("k{}", i % keys).into_bytes(),
+                value: vec![b'a' + (i % 26) as u8; len + i as usize],
+                ..Default::default()
+            };
+            sm.store.put(&put).unwrap();
+        }
+        sm.store.compact(compact).unwrap();
+        sm.store.commit().unwrap();
+        sm
+    }
+
     fn meta() -> SnapshotMetadata {
         let mut m = SnapshotMetadata::default();
         m.index = 9;
@@ -636,34 +673,12 @@ mod tests {
     fn a_snapshot_whose_values_are_on_disk_travels_as_index_then_values_and_damage_is_refused() {
         use metastore_mvcc::{DiskValues, Store};
         let on_disk = || Store::on_disk(DiskValues::in_memory().unwrap());
-        let mut sm = StateMachine::bootstrap_in(on_disk(), 7, BTreeMap::new());
-        for i in 0..50u32 {
-            let put = etcd_client::proto::PbPutRequest {
-                key: format!("k{}", i % 20).into_bytes(),
-                value: vec![b'a' + (i % 26) as u8; 10 + i as usize],
-                ..Default::default()
-            };
-            sm.store.put(&put).unwrap();
-        }
-        sm.store.compact(30).unwrap();
-        sm.store.commit().unwrap();
+        let sm = written(on_disk(), 50, 20, 10, 30);
         let sent = sendable(&sm);
         let dir2 = tempfile::tempdir().unwrap();
         let theirs = SnapshotFiles::open(dir2.path()).unwrap();
         let got = receive(&theirs, &meta(), &sent[..], 1 << 20, on_disk(), None).unwrap();
-        let all = etcd_client::proto::PbRangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            ..Default::default()
-        };
-        assert_eq!(
-            got.state.store.range(&all).unwrap(),
-            sm.store.range(&all).unwrap()
-        );
-        assert_eq!(
-            got.state.store.to_snapshot().unwrap(),
-            sm.store.to_snapshot().unwrap()
-        );
+        assert_same_key_space(&got.state, &sm);
         // Cut anywhere, or a value's length changed: refused.
         for cut in (0..sent.len()).step_by(7) {
             assert!(receive(&theirs, &meta(), &sent[..cut], 1 << 20, on_disk(), None).is_err());
@@ -686,17 +701,7 @@ mod tests {
         use metastore_mvcc::{DiskValues, Store};
         let ours = tempfile::tempdir().unwrap();
         let values = DiskValues::open(&ours.path().join("values.redb"), 1 << 20).unwrap();
-        let mut sm = StateMachine::bootstrap_in(Store::on_disk(values), 7, BTreeMap::new());
-        for i in 0..400u32 {
-            let put = etcd_client::proto::PbPutRequest {
-                key: format!("k{}", i % 150).into_bytes(),
-                value: vec![b'a' + (i % 26) as u8; 200 + i as usize],
-                ..Default::default()
-            };
-            sm.store.put(&put).unwrap();
-        }
-        sm.store.compact(200).unwrap();
-        sm.store.commit().unwrap();
+        let sm = written(Store::on_disk(values), 400, 150, 200, 200);
         let files = SnapshotFiles::open(&ours.path().join("snap")).unwrap();
         files
             .write(&meta(), |w| {
@@ -731,40 +736,29 @@ mod tests {
                 .filter(|n| n != "snap")
                 .collect::<Vec<_>>()
         };
-        for cut in [4, 12, 20, sent.len() / 2, sent.len() - 1] {
-            let r = receive(
+        let take = |body: &[u8], limit: u64| {
+            receive(
                 &their_files,
                 &meta(),
-                &sent[..cut],
-                1 << 26,
+                body,
+                limit,
                 Store::new(),
                 Some(&home),
-            );
+            )
+        };
+        for cut in [4, 12, 20, sent.len() / 2, sent.len() - 1] {
+            let r = take(&sent[..cut], 1 << 26);
             assert!(r.is_err(), "cut at {cut}");
             assert!(leftovers().is_empty(), "cut at {cut}: {:?}", leftovers());
         }
         // Too large for this member: refused before the file is written.
-        let r = receive(
-            &their_files,
-            &meta(),
-            &sent[..],
-            1000,
-            Store::new(),
-            Some(&home),
-        );
+        let r = take(&sent[..], 1000);
         assert!(matches!(r, Err(SnapshotFileError::TooLarge { .. })));
         // A segment flag or an image byte changed on the way: refused.
         for at in [16, 100] {
             let mut bad = sent.clone();
             bad[at] ^= 0x5a;
-            let r = receive(
-                &their_files,
-                &meta(),
-                &bad[..],
-                1 << 26,
-                Store::new(),
-                Some(&home),
-            );
+            let r = take(&bad[..], 1 << 26);
             assert!(r.is_err(), "byte {at} changed");
             assert!(leftovers().is_empty(), "{:?}", leftovers());
         }
@@ -783,14 +777,7 @@ mod tests {
                 }
                 _ => bad.insert(at, rng.gen()),
             }
-            let r = receive(
-                &their_files,
-                &meta(),
-                &bad[..],
-                1 << 26,
-                Store::new(),
-                Some(&home),
-            );
+            let r = take(&bad[..], 1 << 26);
             refused += usize::from(r.is_err());
             drop(r);
             assert!(leftovers().is_empty(), "{:?}", leftovers());
@@ -807,28 +794,8 @@ mod tests {
         )
         .is_err());
 
-        let got = receive(
-            &their_files,
-            &meta(),
-            &sent[..],
-            1 << 26,
-            Store::new(),
-            Some(&home),
-        )
-        .unwrap();
-        let all = etcd_client::proto::PbRangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            ..Default::default()
-        };
-        assert_eq!(
-            got.state.store.range(&all).unwrap(),
-            sm.store.range(&all).unwrap()
-        );
-        assert_eq!(
-            got.state.store.to_snapshot().unwrap(),
-            sm.store.to_snapshot().unwrap()
-        );
+        let got = take(&sent[..], 1 << 26).unwrap();
+        assert_same_key_space(&got.state, &sm);
         their_files.adopt(got.file, &meta()).unwrap();
         got.values_file.unwrap().keep().adopt(&home.path).unwrap();
         assert_eq!(leftovers(), vec!["values.redb".to_string()]);
@@ -837,10 +804,7 @@ mod tests {
         let (_, body, len) = their_files.open_latest().unwrap().unwrap();
         let reopened = Store::on_disk(DiskValues::open(&home.path, 1 << 20).unwrap());
         let restarted = StateMachine::read_snapshot(body, len, reopened).unwrap();
-        assert_eq!(
-            restarted.store.range(&all).unwrap(),
-            sm.store.range(&all).unwrap()
-        );
+        assert_same_key_space(&restarted, &sm);
     }
 
     /// A crash after the snapshot was adopted and before its database replaced the live one is
