@@ -167,9 +167,6 @@ pub fn exit_on_panic() {
     }));
 }
 
-/// HTTP/2 flow-control window of a stream on the peer listener (the connection's is twice it).
-const PEER_STREAM_WINDOW: u32 = 4 << 20;
-
 /// Runs a member until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Certificates are loaded before anything listens: a bad file is a start-up error.
@@ -352,13 +349,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         let tls = peer_tls.clone();
         servers.spawn(async move {
-            // HTTP/2's default 64 KiB windows made a snapshot's sender wait for a window
-            // update every 64 KiB; these let a few chunks be in flight (what a peer may make
-            // this member buffer stays below one peer message).
-            let router = tonic::transport::Server::builder()
-                .initial_stream_window_size(Some(PEER_STREAM_WINDOW))
-                .initial_connection_window_size(Some(2 * PEER_STREAM_WINDOW))
-                .add_service(svc);
+            let router = tonic::transport::Server::builder().add_service(svc);
             serve(router, l, tls, stop).await.context("peer server")
         });
     }
