@@ -147,6 +147,15 @@ pub fn values_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("values.redb")
 }
 
+/// Where a member with configuration `cfg` keeps its values database, and the database's page
+/// cache: what start-up opens and a received snapshot's database replaces.
+pub fn values_home(cfg: &Config) -> crate::consensus::snapshot_transfer::ValuesHome {
+    crate::consensus::snapshot_transfer::ValuesHome {
+        path: values_path(&cfg.data_dir),
+        cache_bytes: values_cache_bytes(cfg.quota_backend_bytes),
+    }
+}
+
 /// The values database's own page cache for a quota: 1/64 of it, between 16 and 64 MiB. Values
 /// are read by revision, one page each; the operating system's page cache, outside the member's
 /// memory, keeps the hot part of the file (as it keeps etcd's bbolt file).
@@ -292,16 +301,10 @@ pub fn open(
     snapshots.remove_leftovers()?;
     // A values database received with the snapshot this member starts from, if a crash came
     // before it replaced the old one.
-    crate::consensus::snapshot_transfer::ValuesHome {
-        path: values_path(&cfg.data_dir),
-        cache_bytes: values_cache_bytes(cfg.quota_backend_bytes),
-    }
-    .settle_pending(snapshots.newest()?)
-    .map_err(io(&member_dir))?;
-    let values = DiskValues::open(
-        &values_path(&cfg.data_dir),
-        values_cache_bytes(cfg.quota_backend_bytes),
-    )?;
+    let home = values_home(cfg);
+    home.settle_pending(snapshots.newest()?)
+        .map_err(io(&member_dir))?;
+    let values = DiskValues::open(&home.path, home.cache_bytes)?;
     let identity_path = member_dir.join("identity");
 
     let identity = match read_identity(&identity_path)? {

@@ -341,7 +341,12 @@ pub fn receive(
             ));
         }
     }
-    let limit = limit.saturating_add(body.n);
+    // The image counted against the limit on its own: the index after it may take as much as
+    // a snapshot without one.
+    let limit = match index_len {
+        Some((_, start)) => limit.saturating_add(start),
+        None => limit,
+    };
     // The key space alone is declared larger than the limit.
     if StateMachine::key_space_len(prefix).saturating_add(8) > limit {
         return Err(SnapshotFileError::TooLarge { limit });

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::consensus::message_guard;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles};
 use crate::consensus::snapshot_transfer::{
-    self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot, ValuesHome,
+    self, max_snapshot_bytes, ChunkReader, ReceivedSnapshot,
 };
 use crate::node::{LoopMsg, Shared};
 use crate::peer_proto::peer_client::PeerClient;
@@ -603,12 +603,9 @@ impl Peer for PeerService {
             .empty_like()
             .map_err(|e| Status::internal(e.to_string()))?;
         // A snapshot that brings its values database file puts it beside this member's.
-        let home = into.disk_values().map(|_| ValuesHome {
-            path: crate::consensus::bootstrap::values_path(&self.shared.config.data_dir),
-            cache_bytes: crate::consensus::bootstrap::values_cache_bytes(
-                self.shared.config.quota_backend_bytes,
-            ),
-        });
+        let home = into
+            .disk_values()
+            .map(|_| crate::consensus::bootstrap::values_home(&self.shared.config));
         let writer = tokio::task::spawn_blocking(move || {
             // Held until the receiver is done, even if the stream's handler is dropped first
             // (the sender reset it): the next transfer waits for this one's files.
