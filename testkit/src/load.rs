@@ -152,6 +152,12 @@ fn not_sent(e: &etcd_client::Error) -> bool {
             if s.code() != tonic::Code::Unavailable {
                 return false;
             }
+            // tonic wraps every failure of the TCP connect or the TLS handshake (refused, reset,
+            // closed mid-handshake by a member that is stopping) in `ConnectError`: the request
+            // was queued for a connection that never came up, so it never left.
+            if connect_failed(s) {
+                return true;
+            }
             text
         }
         etcd_client::Error::TransportError(t) => format!("{t:?}"),
@@ -166,6 +172,18 @@ fn not_sent(e: &etcd_client::Error) -> bool {
         || text.contains("dns error")
         // The member closed the connection before the TLS handshake finished.
         || text.contains("tls handshake eof")
+}
+
+/// True if `status` came from tonic's connector: the connection was never established.
+fn connect_failed(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl Clients {
@@ -397,5 +415,33 @@ impl Load {
             unreachable: self.unreachable.load(Ordering::Relaxed),
             errors: self.errors.lock().unwrap().clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_sent;
+    use std::io;
+
+    fn status_from(e: impl std::error::Error + Send + Sync + 'static) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(e)))
+    }
+
+    #[test]
+    fn a_connection_reset_while_connecting_was_not_sent() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let e = status_from(tonic::ConnectError(Box::new(reset)));
+        assert!(not_sent(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_reset_on_an_established_connection_may_have_been_sent() {
+        // The same reset without the connector around it: the request may have been written.
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "Connection reset by peer (os error 104)",
+        ));
+        assert!(!not_sent(&e), "{e:?}");
+        let e = status_from(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!not_sent(&e), "{e:?}");
     }
 }
