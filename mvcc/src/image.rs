@@ -258,19 +258,25 @@ impl Image {
     fn fill(&self, f: &mut Frozen, out: &mut [u8]) -> io::Result<()> {
         let start = f.copied;
         let end = start + out.len() as u64;
-        // The file may have been cut short since the image began: those blocks were saved.
-        let mut got = 0;
-        while got < out.len() {
-            match self
-                .state
-                .file
-                .read_at(&mut out[got..], start + got as u64)?
-            {
-                0 => break,
-                n => got += n,
+        // Only the file's data is read: its holes (much of a redb file that grew in big steps)
+        // are zeros without asking the kernel to make zeroed pages of them. No write comes
+        // between finding the holes and reading (writes wait for `frozen`).
+        let mut pos = start;
+        while pos < end {
+            let (data, hole) = data_after(&self.state.file, pos, end)?;
+            out[(pos - start) as usize..(data - start) as usize].fill(0);
+            // The file may have been cut short since the image began: those blocks were saved.
+            let mut got = data;
+            while got < hole {
+                let at = (got - start) as usize..(hole - start) as usize;
+                match self.state.file.read_at(&mut out[at], got)? {
+                    0 => break,
+                    n => got += n as u64,
+                }
             }
+            out[(got - start) as usize..(hole - start) as usize].fill(0);
+            pos = hole;
         }
-        out[got..].fill(0);
         let blocks: Vec<u64> = f
             .saved
             .range(start / BLOCK..end.div_ceil(BLOCK))
@@ -285,6 +291,31 @@ impl Image {
         }
         Ok(())
     }
+}
+
+/// The first run of data in `file` at or after `pos` and before `end`, as `(start, end)`;
+/// `(end, end)` when there is none. Where the file system cannot tell holes from data, all of it
+/// is data.
+fn data_after(file: &File, pos: u64, end: u64) -> io::Result<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let data = match seek(file, SeekFrom::Data(pos)) {
+        Ok(d) => d.min(end),
+        // Nothing but hole from `pos` to the end of the file.
+        Err(rustix::io::Errno::NXIO) => return Ok((end, end)),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok((pos, end)),
+        Err(e) => return Err(e.into()),
+    };
+    if data >= end {
+        return Ok((end, end));
+    }
+    let hole = match seek(file, SeekFrom::Hole(data)) {
+        Ok(h) if h > data => h.min(end),
+        Ok(_) => end,
+        Err(rustix::io::Errno::NXIO) => end,
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => end,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((data, hole))
 }
 
 /// Reads whole blocks (buffers of at least [`BLOCK`] bytes; `io::copy`'s are larger), so the
@@ -407,6 +438,63 @@ mod tests {
                 "revision {i}"
             );
         }
+    }
+
+    /// A file with holes (as redb grows its file) is copied as it was, its holes as zeros, while
+    /// writes land in holes, in data and past the end ahead of the reader, and the file is cut
+    /// short and grown again.
+    #[test]
+    fn holes_are_copied_as_zeros_while_they_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holey");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let (backend, state) = ImageableFile::new(file, dir.path()).unwrap();
+        let mib = 1 << 20;
+        let len = 6 * mib;
+        backend.set_len(len).unwrap();
+        // Data at 0, 2 MiB and the last 3 KiB; holes between.
+        for (at, n, b) in [
+            (0, 3 * BLOCK + 100, 7u8),
+            (2 * mib, mib, 9),
+            (len - 3000, 3000, 5),
+        ] {
+            backend.write(at, &vec![b; n as usize]).unwrap();
+        }
+        let want = std::fs::read(&path).unwrap();
+        let mut img = Image::begin(state.clone()).unwrap();
+        let mut copy = Vec::new();
+        let mut buf = vec![0u8; STEP as usize];
+        let mut round = 0;
+        loop {
+            let n = img.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            copy.extend_from_slice(&buf[..n]);
+            round += 1;
+            let ahead = copy.len() as u64 + 10;
+            match round {
+                // Into a hole, into data, across both.
+                1 => backend.write(mib, &[1; 5000]).unwrap(),
+                2 => backend.write(2 * mib + 4096, &[2; 100]).unwrap(),
+                3 => backend.write(2 * mib - 3000, &[3; 9000]).unwrap(),
+                // Cut short, then grown back: the end reads as it was.
+                5 => {
+                    backend.set_len(ahead + 2 * mib).unwrap();
+                    backend.set_len(len + mib).unwrap();
+                    backend.write(len - 100, &[4; 200]).unwrap();
+                }
+                _ => backend.write(ahead, &[6; 4096]).unwrap(),
+            }
+        }
+        assert_eq!(copy.len() as u64, len);
+        assert!(copy == want, "the copy differs from the file as it was");
+        assert!(img.saved_bytes() > 0);
     }
 
     /// A buffer smaller than a block is refused with a clear error, not served partly.

@@ -234,6 +234,12 @@ impl DiskValues {
         sync(&self.db)
     }
 
+    /// How many values the database holds as of the last commit (one read of a table header).
+    pub(crate) fn count(&self) -> Result<u64, MvccError> {
+        use redb::ReadableTableMetadata as _;
+        self.table.len().map_err(storage)
+    }
+
     pub(crate) fn get(&self, key: &RevKey) -> Result<Bytes, MvccError> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());

@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod cluster_version;
+pub mod direct_file;
 pub mod key_leases;
 pub mod log;
 pub mod logger;

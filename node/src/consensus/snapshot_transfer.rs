@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use raft::eraftpb::SnapshotMetadata;
 
+use crate::consensus::direct_file::DirectFile;
 use crate::consensus::snapshot_files::{SnapshotFileError, SnapshotFiles, WrittenSnapshot};
 use crate::replicated::state_machine::StateMachine;
 use crate::replicated::version::Version;
@@ -31,6 +32,10 @@ pub fn max_snapshot_bytes(quota_backend_bytes: u64) -> u64 {
 /// reference, all in the image).
 /// Sent only once the cluster version says every member reads it ([`IMAGE_FROM`]).
 const IMAGE_MAGIC: [u8; 8] = *b"MSVIMG01";
+
+/// How many of a received values database's values are looked at against the index that came
+/// with it (all of them, up to this many: see [`metastore_mvcc::Store::check_stored_values`]).
+const CHECKED_VALUES: usize = 8192;
 
 /// The cluster version from which snapshots carry the values database file.
 pub const IMAGE_FROM: Version = Version::new(0, 2, 0);
@@ -191,10 +196,9 @@ fn send_segments(mut img: impl Read, mut w: impl Write, len: u64) -> io::Result<
     Ok(sent + 4)
 }
 
-/// Writes the `len`-byte image that `r` delivers as segments into `f`, leaving holes for zeros.
-fn receive_segments(mut r: impl Read, f: &mut fs::File, len: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt as _;
-    let mut buf = vec![0u8; SEGMENT];
+/// Writes the `len`-byte image that `r` delivers as segments into `f`, leaving holes for zeros,
+/// and makes it durable.
+fn receive_segments(mut r: impl Read, mut f: DirectFile, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; SEGMENT];
     let mut done = 0u64;
     let mut crc = crc32fast::Hasher::new();
@@ -205,9 +209,9 @@ fn receive_segments(mut r: impl Read, f: &mut fs::File, len: u64) -> io::Result<
         match flag[0] {
             SEGMENT_ZEROS => crc.update(&zeros[..n]),
             SEGMENT_DATA => {
-                r.read_exact(&mut buf[..n])?;
-                crc.update(&buf[..n]);
-                f.write_all_at(&buf[..n], done)?;
+                let buf = f.next(done, n)?;
+                r.read_exact(buf)?;
+                crc.update(buf);
             }
             other => {
                 return Err(io::Error::new(
@@ -226,7 +230,7 @@ fn receive_segments(mut r: impl Read, f: &mut fs::File, len: u64) -> io::Result<
             "values database image: checksum mismatch",
         ));
     }
-    f.set_len(len)
+    f.finish(len)
 }
 
 /// Receives the values database image at the start of a body into `home`'s pending file for
@@ -252,9 +256,11 @@ fn receive_image(
     if len > limit {
         return Err(SnapshotFileError::TooLarge { limit });
     }
-    let written = fs::File::create(&incoming).and_then(|mut f| {
-        receive_segments(&mut *body, &mut f, len)?;
-        f.sync_all()
+    let started = std::time::Instant::now();
+    let mut direct = false;
+    let written = DirectFile::create(&incoming, true).and_then(|f| {
+        direct = f.is_direct();
+        receive_segments(&mut *body, f, len)
     });
     if let Err(e) = written {
         let _ = fs::remove_file(&incoming);
@@ -286,6 +292,12 @@ fn receive_image(
         path: pending.path.clone(),
         reason: format!("the received values database does not open: {e}"),
     })?;
+    tracing::info!(
+        bytes = len,
+        direct,
+        took_ms = started.elapsed().as_millis() as u64,
+        "received values database image"
+    );
     Ok((pending, values))
 }
 
@@ -317,6 +329,9 @@ pub fn receive(
         .map_err(|e| body_err(format!("length prefix: {e}")))?;
     let mut into = into;
     let mut values_file = None;
+    // How long the image took to arrive, be made durable and open (a learner's catch-up time is
+    // mostly this).
+    let mut image_ms = None;
     // With an image: the index's declared length, and where in the stream it starts (its end
     // is checked: the index's last fields are optional, so a cut there would otherwise pass).
     let mut index_len = None;
@@ -327,6 +342,7 @@ pub fn receive(
             ));
         };
         let (pending, values) = receive_image(&mut body, limit, home, meta)?;
+        image_ms = Some(started.elapsed().as_millis() as u64);
         into = metastore_mvcc::Store::on_disk(values);
         values_file = Some(pending);
         let mut len = [0u8; 8];
@@ -353,7 +369,17 @@ pub fn receive(
     }
     let whole = io::Cursor::new(prefix).chain(&mut body);
     let too_large = |n: u64| n >= limit;
-    let mut state = match StateMachine::read_snapshot(whole, limit, into) {
+    // An index after an image is this member's snapshot file as it will be (its values are all
+    // in the database that came with it, as they were in the sender's): saved as it is read.
+    let mut teed = match values_file {
+        Some(_) => Some(files.create(meta, u64::MAX)?),
+        None => None,
+    };
+    let decoded = match teed.as_mut() {
+        Some(w) => StateMachine::read_snapshot(Tee { r: whole, w }, limit, into),
+        None => StateMachine::read_snapshot(whole, limit, into),
+    };
+    let mut state = match decoded {
         Ok(s) => s,
         // Decoding stopped at the limit: the body is larger than this member accepts.
         Err(_) if too_large(body.n) => return Err(SnapshotFileError::TooLarge { limit }),
@@ -385,23 +411,29 @@ pub fn receive(
         Ok(_) => return Err(body_err("bytes after the end of the state".into())),
         Err(e) => return Err(body_err(e.to_string())),
     }
+    let index_ms = started.elapsed().as_millis() as u64;
     if values_file.is_some() {
         // The sender's guarantee, checked: every value the index references is in the database
         // that came with it, at its length.
         state
             .store
-            .check_stored_values()
+            .check_stored_values(CHECKED_VALUES)
             .map_err(|e| body_err(format!("the received values database: {e}")))?;
     }
     let decoded = started.elapsed();
     if let Some(values) = state.store.disk_values() {
         values.sync().map_err(|e| body_err(e.to_string()))?;
     }
-    let mut w = files.create(meta, u64::MAX)?;
-    state
-        .write_snapshot(&mut w, metastore_mvcc::ValuesIn::Store)
-        .map_err(|e| body_err(e.to_string()))?;
-    let file = w.finish()?;
+    let file = match teed {
+        Some(w) => w.finish()?,
+        None => {
+            let mut w = files.create(meta, u64::MAX)?;
+            state
+                .write_snapshot(&mut w, metastore_mvcc::ValuesIn::Store)
+                .map_err(|e| body_err(e.to_string()))?;
+            w.finish()?
+        }
+    };
     tracing::info!(
         index = meta.index,
         bytes = body.n,
@@ -410,6 +442,8 @@ pub fn receive(
         } else {
             "stream"
         },
+        image_ms,
+        index_ms,
         decoded_ms = decoded.as_millis() as u64,
         saved_ms = (started.elapsed() - decoded).as_millis() as u64,
         "received snapshot"
@@ -419,6 +453,20 @@ pub fn receive(
         state,
         values_file,
     })
+}
+
+/// A reader that copies what it reads into `w`.
+struct Tee<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.w.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// A reader that counts what it reads.
