@@ -113,7 +113,10 @@ impl Store {
                 return Err(MvccError::Snapshot("keys out of order".into()));
             }
             let count = r.u64()?;
-            let mut history = Vec::new();
+            // Exactly as long as it is (an empty Vec grows to 4 at its first push: three unused
+            // versions per key of a million single-version keys are 200 MB), but no larger than a
+            // damaged count could make it before the versions are there.
+            let mut history = Vec::with_capacity(count.min(1024) as usize);
             for _ in 0..count {
                 let main = r.i64()?;
                 let sub = r.i64()?;

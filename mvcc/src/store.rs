@@ -391,7 +391,13 @@ impl Store {
         };
         self.size_bytes += version_bytes(&req.key, &v);
         self.value_bytes += kv.value.len() as u64;
-        self.keys.entry(req.key.clone()).or_default().push(v);
+        // A new key's history starts with room for one version, not Vec's four: most keys of a
+        // large key space have one (compaction leaves one) and the index is most of a member's
+        // memory.
+        self.keys
+            .entry(req.key.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(v);
         Ok(PbEvent {
             r#type: event_type::PUT,
             kv: Some(kv),
@@ -535,6 +541,9 @@ impl Store {
             }
             if h.is_empty() {
                 self.keys.remove(&k);
+            } else if h.capacity() > 2 * h.len() {
+                // A key written many times and compacted to one version keeps room for one.
+                h.shrink_to_fit();
             }
         }
         self.values.compacted(gone);
@@ -647,6 +656,32 @@ fn wrong_length(k: &RevKey) -> MvccError {
 mod tests {
     use super::*;
     use etcd_client::proto::{PbDeleteRequest, PbPutRequest};
+
+    /// A key's history holds room for the versions it has, not Vec's default four: put, read
+    /// back from a snapshot, and compacted.
+    #[test]
+    fn histories_hold_no_unused_room() {
+        let mut s = Store::new();
+        let put = |s: &mut Store, k: &str| {
+            let req = PbPutRequest {
+                key: k.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            s.put(&req).unwrap();
+        };
+        put(&mut s, "one");
+        for _ in 0..9 {
+            put(&mut s, "many");
+        }
+        let room = |s: &Store, k: &str| s.keys.get(k.as_bytes()).map(|h| (h.len(), h.capacity()));
+        assert_eq!(room(&s, "one"), Some((1, 1)));
+        let r = Store::from_snapshot(&s.to_snapshot().unwrap()).unwrap();
+        assert_eq!(room(&r, "one"), Some((1, 1)));
+        assert_eq!(room(&r, "many"), Some((9, 9)));
+        s.compact(s.revision).unwrap();
+        assert_eq!(room(&s, "many"), Some((1, 1)));
+    }
 
     /// Every stored version is checked while they are few; past `most`, a count of the values,
     /// the newest ones and a spread of the rest: each kind of damage they cover is refused.

@@ -35,7 +35,7 @@ const IMAGE_MAGIC: [u8; 8] = *b"MSVIMG01";
 
 /// How many of a received values database's values are looked at against the index that came
 /// with it (all of them, up to this many: see [`metastore_mvcc::Store::check_stored_values`]).
-const CHECKED_VALUES: usize = 8192;
+const CHECKED_VALUES: usize = 2048;
 
 /// The cluster version from which snapshots carry the values database file.
 pub const IMAGE_FROM: Version = Version::new(0, 2, 0);
