@@ -413,8 +413,8 @@ pub fn receive(
     }
     let index_ms = started.elapsed().as_millis() as u64;
     if values_file.is_some() {
-        // The sender's guarantee, checked: every value the index references is in the database
-        // that came with it, at its length.
+        // The sender's guarantee, checked: the values the index references are in the database
+        // that came with it, at their lengths (all of them in a small one; see the method).
         state
             .store
             .check_stored_values(CHECKED_VALUES)
