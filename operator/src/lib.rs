@@ -33,6 +33,7 @@ mod reconcile;
 pub mod rollout;
 pub mod settings;
 pub mod status;
+pub mod sts_nudge;
 #[cfg(test)]
 mod testing;
 pub mod tls_layout;

@@ -715,6 +715,7 @@ impl<'a> Reconcile<'a> {
             return Ok(acted);
         }
         let applied = self.apply_workload(seen, &acted.step).await?;
+        self.nudge_if_stuck(seen, &applied).await;
         self.label_voters(seen).await?;
         acted.expansion_refused = self.expand_volumes(seen).await;
         acted.step = wait_for_rollout(acted.step, &applied);
@@ -780,6 +781,27 @@ impl<'a> Reconcile<'a> {
             _ => self.change_members(seen, &mut acted).await?,
         }
         Ok(acted)
+    }
+
+    /// Requeues the StatefulSet at the StatefulSet controller while a pod it owes is missing
+    /// (see [`crate::sts_nudge`]). Best effort: a failure is logged and retried next time.
+    async fn nudge_if_stuck(&self, seen: &Seen, sts: &StatefulSet) {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if !crate::sts_nudge::nudge_due(sts, &seen.pods, now) {
+            return;
+        }
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {crate::sts_nudge::NUDGED_AT: now.to_string()}}
+        });
+        let missing = crate::sts_nudge::missing_ordinals(sts, &seen.pods);
+        match self
+            .api::<StatefulSet>()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => tracing::debug!(?missing, "nudged the StatefulSet controller"),
+            Err(e) => tracing::debug!(?missing, "nudging the StatefulSet controller: {e}"),
+        }
     }
 
     /// The PodDisruptionBudget (a quorum of the voters seen) and the StatefulSet (sized for the
