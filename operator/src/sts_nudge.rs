@@ -1,7 +1,9 @@
 //! Waking the StatefulSet controller when a pod it owes does not come.
 //!
 //! The StatefulSet controller requeues a StatefulSet whose sync failed with a per-key
-//! exponential backoff (5 ms doubling, up to 1000 s), and it does not watch claims. After a
+//! exponential backoff (5 ms doubling, up to 1000 s: client-go's default controller rate
+//! limiter), and it does not watch claims (Kubernetes 1.37's
+//! `pkg/controller/statefulset/stateful_set.go` handles pod and StatefulSet events only). After a
 //! disaster recovery, its syncs fail many times in a row ("pvc … is being deleted" while the lost
 //! members' volumes go, "read version … is not as new as written version …" while its cache
 //! trails its own writes), so when the last claim is finally gone its next try can be a quarter
