@@ -369,6 +369,23 @@ mod tests {
     use crate::values::{rev_key, DiskValues};
     use bytes::Bytes;
 
+    /// Reads `img` to its end in buffers of `step` bytes, calling `between(round, copied)` after
+    /// each read (rounds count from 1).
+    fn read_while(img: &mut Image, step: usize, mut between: impl FnMut(i64, u64)) -> Vec<u8> {
+        let mut copy = Vec::new();
+        let mut buf = vec![0u8; step];
+        let mut round = 0;
+        loop {
+            let n = img.read(&mut buf).unwrap();
+            if n == 0 {
+                return copy;
+            }
+            copy.extend_from_slice(&buf[..n]);
+            round += 1;
+            between(round, copy.len() as u64);
+        }
+    }
+
     fn value(i: i64) -> Vec<u8> {
         vec![(i % 251) as u8; 300 + (i % 700) as usize]
     }
@@ -390,18 +407,11 @@ mod tests {
         let db = live.database();
         let mut img = db.image().unwrap();
         assert!(matches!(db.image(), Err(ImageError::Busy)));
-        let mut copy = Vec::new();
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut round = 0i64;
-        loop {
-            let n = img.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            copy.extend_from_slice(&buf[..n]);
+        let mut rounds = 0;
+        let copy = read_while(&mut img, 16 * 1024, |round, _| {
             // Meanwhile: values overwritten, new ones, many deleted (the file's end is freed and
             // a durable commit may shrink it).
-            round += 1;
+            rounds = round;
             for i in 0..20 {
                 live.put(rev_key(i + round * 20, 0), Bytes::from(vec![0xEE; 900]));
                 live.put(
@@ -420,12 +430,12 @@ mod tests {
             } else {
                 live.commit().unwrap();
             }
-        }
+        });
         assert_eq!(copy.len() as u64, img.len());
         // The writes did land on parts not yet read (else this test would show nothing).
         assert!(img.saved_bytes() > 0);
         drop(img);
-        assert!(round > 10, "the copy was read in {round} steps");
+        assert!(rounds > 10, "the copy was read in {rounds} steps");
         // The image ended: the next one may begin.
         drop(db.image().unwrap());
         let path = dir.path().join("copy.redb");
@@ -467,17 +477,8 @@ mod tests {
         }
         let want = std::fs::read(&path).unwrap();
         let mut img = Image::begin(state.clone()).unwrap();
-        let mut copy = Vec::new();
-        let mut buf = vec![0u8; STEP as usize];
-        let mut round = 0;
-        loop {
-            let n = img.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            copy.extend_from_slice(&buf[..n]);
-            round += 1;
-            let ahead = copy.len() as u64 + 10;
+        let copy = read_while(&mut img, STEP as usize, |round, copied| {
+            let ahead = copied + 10;
             match round {
                 // Into a hole, into data, across both.
                 1 => backend.write(mib, &[1; 5000]).unwrap(),
@@ -491,7 +492,7 @@ mod tests {
                 }
                 _ => backend.write(ahead, &[6; 4096]).unwrap(),
             }
-        }
+        });
         assert_eq!(copy.len() as u64, len);
         assert!(copy == want, "the copy differs from the file as it was");
         assert!(img.saved_bytes() > 0);
