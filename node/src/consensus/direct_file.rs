@@ -61,11 +61,6 @@ impl DirectFile {
         })
     }
 
-    /// Whether writes go straight to the disk.
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
     /// Room for the `n` bytes (at most [`RUN`]) at file offset `offset` (a multiple of 4 KiB,
     /// past everything written before): fill it, and they are written with the run they join.
     pub fn next(&mut self, offset: u64, n: usize) -> io::Result<&mut [u8]> {
@@ -116,11 +111,12 @@ impl DirectFile {
     }
 
     /// Writes what is left, sets the file's length to `len` (the space never written stays a
-    /// hole) and makes it durable.
-    pub fn finish(mut self, len: u64) -> io::Result<()> {
+    /// hole) and makes it durable; true if every write went straight to the disk.
+    pub fn finish(mut self, len: u64) -> io::Result<bool> {
         self.flush()?;
         self.f.set_len(len)?;
-        self.f.sync_all()
+        self.f.sync_all()?;
+        Ok(self.direct)
     }
 }
 
@@ -149,7 +145,8 @@ mod tests {
             }
             assert!(f.next(0, 10).is_err(), "went back");
             assert!(f.next(12345 * 4096 + 1, 10).is_err(), "unaligned");
-            f.finish(want.len() as u64).unwrap();
+            let went_direct = f.finish(want.len() as u64).unwrap();
+            assert!(direct || !went_direct, "asked for the page cache");
             assert_eq!(fs::read(&path).unwrap(), want, "direct: {direct}");
         }
     }

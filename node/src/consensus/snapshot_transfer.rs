@@ -197,8 +197,8 @@ fn send_segments(mut img: impl Read, mut w: impl Write, len: u64) -> io::Result<
 }
 
 /// Writes the `len`-byte image that `r` delivers as segments into `f`, leaving holes for zeros,
-/// and makes it durable.
-fn receive_segments(mut r: impl Read, mut f: DirectFile, len: u64) -> io::Result<()> {
+/// and makes it durable; true if it bypassed the page cache.
+fn receive_segments(mut r: impl Read, mut f: DirectFile, len: u64) -> io::Result<bool> {
     let zeros = vec![0u8; SEGMENT];
     let mut done = 0u64;
     let mut crc = crc32fast::Hasher::new();
@@ -257,15 +257,15 @@ fn receive_image(
         return Err(SnapshotFileError::TooLarge { limit });
     }
     let started = std::time::Instant::now();
-    let mut direct = false;
-    let written = DirectFile::create(&incoming, true).and_then(|f| {
-        direct = f.is_direct();
-        receive_segments(&mut *body, f, len)
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&incoming);
-        return Err(at(&incoming)(e));
-    }
+    let written =
+        DirectFile::create(&incoming, true).and_then(|f| receive_segments(&mut *body, f, len));
+    let direct = match written {
+        Ok(direct) => direct,
+        Err(e) => {
+            let _ = fs::remove_file(&incoming);
+            return Err(at(&incoming)(e));
+        }
+    };
     let pending = home.pending_path(meta);
     if let Err(e) = fs::rename(&incoming, &pending) {
         let _ = fs::remove_file(&incoming);
