@@ -146,6 +146,9 @@ fn not_sent(e: &etcd_client::Error) -> bool {
             // hyper answers `Canceled: connection closed` only for a request still queued for
             // a connection that closed (its dispatch envelope dropped untaken): never written.
             // gRPC clients retry such requests transparently.
+            if refused_by_go_away(s) {
+                return true;
+            }
             if s.code() == tonic::Code::Cancelled {
                 return text.contains("hyper::Error(Canceled, \"connection closed\")");
             }
@@ -176,14 +179,26 @@ fn not_sent(e: &etcd_client::Error) -> bool {
 
 /// True if `status` came from tonic's connector: the connection was never established.
 fn connect_failed(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    causes(status).any(|e| e.is::<tonic::ConnectError>())
+}
+
+/// True if the stream failed on the member's graceful GOAWAY (reason NO_ERROR). h2 gives a
+/// stream that error in two cases only, and in both the member's server never saw it: the stream
+/// was numbered above the GOAWAY's last processed stream (RFC 9113 §6.8: "not processed", safe to
+/// retry), or it was opened after the GOAWAY arrived and never left. Streams the member did
+/// process end normally, or with a broken pipe if the connection drops first. A GOAWAY with an
+/// error reason is not covered: h2 then fails every stream, processed or not.
+fn refused_by_go_away(status: &tonic::Status) -> bool {
+    causes(status).any(|e| {
+        e.downcast_ref::<h2::Error>().is_some_and(|h| {
+            h.is_go_away() && h.is_remote() && h.reason() == Some(h2::Reason::NO_ERROR)
+        })
+    })
+}
+
+/// `status`'s chain of sources, nearest first.
+fn causes(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
 }
 
 impl Clients {
@@ -432,6 +447,56 @@ mod tests {
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         let e = status_from(tonic::ConnectError(Box::new(reset)));
         assert!(not_sent(&e), "{e:?}");
+    }
+
+    /// A real h2 client and server over an in-memory pipe: the server takes stream 1, then
+    /// starts a graceful shutdown; the client's next request fails with the member's GOAWAY, the
+    /// error this returns, wrapped in a status as tonic wraps it.
+    async fn a_request_after_a_graceful_go_away() -> etcd_client::Error {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io)
+                .await
+                .expect("server handshake");
+            let (_request, mut respond) = conn
+                .accept()
+                .await
+                .expect("stream 1")
+                .expect("stream 1 accepted");
+            conn.graceful_shutdown();
+            respond
+                .send_response(http::Response::new(()), true)
+                .expect("answer stream 1");
+            // Nothing more may reach the member: the connection ends (an error or its end).
+            if let Some(Ok(_)) = conn.accept().await {
+                panic!("a stream after the GOAWAY was processed");
+            }
+        });
+        let (mut client, conn) = h2::client::handshake(client_io).await.expect("handshake");
+        let driver = tokio::spawn(conn);
+        let request = http::Request::post("http://member/etcdserverpb.KV/Put").body(());
+        let (first, _) = client
+            .send_request(request.expect("request"), true)
+            .expect("stream 1 sent");
+        first.await.expect("stream 1 answered");
+        // On this one-thread runtime the server wrote its answer and its GOAWAY before the
+        // client read either, so the next stream is refused before it leaves.
+        let refused = client
+            .ready()
+            .await
+            .expect_err("the client has read the GOAWAY");
+        let _ = driver.await;
+        server.await.expect("server");
+        status_from(refused)
+    }
+
+    #[tokio::test]
+    async fn a_stream_refused_by_a_graceful_go_away_was_not_sent() {
+        let e = a_request_after_a_graceful_go_away().await;
+        assert!(not_sent(&e), "{e:?}");
+        // An h2 error that is not the member's graceful GOAWAY may follow processing.
+        let e = status_from(h2::Error::from(h2::Reason::INTERNAL_ERROR));
+        assert!(!not_sent(&e), "{e:?}");
     }
 
     #[test]
