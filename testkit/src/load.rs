@@ -143,12 +143,12 @@ fn not_sent(e: &etcd_client::Error) -> bool {
     let text = match e {
         etcd_client::Error::GRpcStatus(s) => {
             let text = format!("{s:?}");
-            // hyper answers `Canceled: connection closed` only for a request still queued for
-            // a connection that closed (its dispatch envelope dropped untaken): never written.
-            // gRPC clients retry such requests transparently.
             if refused_by_go_away(s) {
                 return true;
             }
+            // hyper answers `Canceled: connection closed` only for a request still queued for
+            // a connection that closed (its dispatch envelope dropped untaken): never written.
+            // gRPC clients retry such requests transparently.
             if s.code() == tonic::Code::Cancelled {
                 return text.contains("hyper::Error(Canceled, \"connection closed\")");
             }
